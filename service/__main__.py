@@ -1,0 +1,23 @@
+"""``python -m service``: serve the app with uvicorn, host/port/workers from the settings."""
+
+import uvicorn
+
+from .config import get_settings
+
+
+def main() -> None:
+    """Start uvicorn on the configured interface."""
+    settings = get_settings()
+    uvicorn.run(
+        "service.main:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level,
+        proxy_headers=True,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,254 @@
+"""RFC 9457 problem details: one table from exception class to problem, one handler, one schema.
+
+Errors are raised in the engine and codec and rendered here, at the edge. The table is explicit
+(not derived from class names) so renaming a class cannot change a public ``type``.
+"""
+
+import json
+import logging
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..codec.errors import CodecError
+from ..engine import errors as engine_errors
+
+logger = logging.getLogger("service.problems")
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+
+class ProblemError(BaseModel):
+    """One validation failure: what is wrong and where (a JSON Pointer into the request body)."""
+
+    detail: str
+    pointer: str = Field(description="JSON Pointer (RFC 6901) into the request body; '' is the root.")
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem; ``errors`` lists validation failures, the rest describes limits."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "/problems/request-validation",
+                    "title": "Request validation failed",
+                    "status": 422,
+                    "detail": "1 validation error in the request body",
+                    "errors": [{"detail": "Input should be a valid number", "pointer": "/x/data/0/1"}],
+                }
+            ]
+        }
+    )
+
+    type: str = Field("about:blank", description="Stable relative URI of the problem kind.")
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    errors: list[ProblemError] | None = None
+    quantity: str | None = Field(None, description="What was estimated (limit problems).")
+    estimate: int | None = Field(None, description="The estimated amount (limit problems).")
+    limit: int | None = Field(None, description="The configured bound (limit problems).")
+    hint: str | None = Field(None, description="What to do instead (limit problems).")
+
+
+@dataclass(frozen=True)
+class ProblemKind:
+    """Status, ``type`` and ``title`` of one problem kind."""
+
+    status: int
+    type: str
+    title: str
+
+
+# Looked up along the exception's MRO, so a subclass without an entry uses its parent's.
+PROBLEM_TABLE: dict[type[BaseException], ProblemKind] = {
+    RequestValidationError: ProblemKind(422, "/problems/request-validation", "Request validation failed"),
+    engine_errors.IndexOutOfRange: ProblemKind(422, "/problems/index-out-of-range", "Index out of range"),
+    engine_errors.ShapeError: ProblemKind(422, "/problems/shape-mismatch", "Shape mismatch"),
+    engine_errors.ParameterError: ProblemKind(422, "/problems/invalid-parameter", "Invalid parameter"),
+    engine_errors.UnknownOperation: ProblemKind(422, "/problems/unknown-operation", "Unknown operation"),
+    engine_errors.NonFiniteError: ProblemKind(422, "/problems/non-finite", "Non-finite value"),
+    engine_errors.DomainError: ProblemKind(422, "/problems/domain-error", "Input outside the domain"),
+    engine_errors.LimitExceeded: ProblemKind(413, "/problems/limit-exceeded", "Limit exceeded"),
+    engine_errors.EngineError: ProblemKind(422, "/problems/engine-error", "Computation refused"),
+    CodecError: ProblemKind(422, "/problems/invalid-tensor", "Invalid tensor"),
+    Exception: ProblemKind(500, "/problems/internal-error", "Internal server error"),
+}
+PROBLEM_TYPES = sorted({kind.type for kind in PROBLEM_TABLE.values()})
+
+
+class BodyTooLarge(StarletteHTTPException):
+    """A request body over ``SERVICE_MAX_BODY_BYTES``, raised while it streams in."""
+
+    def __init__(self, received: int, limit: int) -> None:
+        super().__init__(413, f"request body of at least {received} bytes exceeds {limit} bytes")
+        self.received = received
+        self.limit = limit
+
+
+def problem_kind(exc: BaseException) -> ProblemKind:
+    """Return the table entry for the nearest class in ``exc``'s MRO."""
+    for cls in type(exc).__mro__:
+        if cls in PROBLEM_TABLE:
+            return PROBLEM_TABLE[cls]
+    return PROBLEM_TABLE[Exception]
+
+
+def problem_response(problem: Problem, headers: dict[str, str] | None = None) -> JSONResponse:
+    """Render a problem with the ``application/problem+json`` media type."""
+    return JSONResponse(
+        problem.model_dump(exclude_none=True),
+        status_code=problem.status,
+        media_type=PROBLEM_MEDIA_TYPE,
+        headers=headers,
+    )
+
+
+def body_too_large_problem(received: int, limit: int, instance: str | None) -> Problem:
+    """The problem for a body over the configured size."""
+    return Problem(
+        type="/problems/limit-exceeded",
+        title="Limit exceeded",
+        status=413,
+        detail=f"request body of at least {received} bytes exceeds the limit of {limit} bytes",
+        instance=instance,
+        quantity="request body bytes",
+        estimate=received,
+        limit=limit,
+    )
+
+
+def _escape(segment: str | int) -> str:
+    return str(segment).replace("~", "~0").replace("/", "~1")
+
+
+def _pointer(loc: tuple[Any, ...], document: Any, missing: bool) -> tuple[str, bool]:
+    """Turn a pydantic ``loc`` into a JSON Pointer by walking the request document.
+
+    pydantic puts union member tags (``'union[float,list[...]]'``, discriminator values) into
+    ``loc``; they name no place in the document, so segments that the document lacks are dropped.
+    Returns the pointer and whether any segment was dropped.
+    """
+    segments: list[str | int] = []
+    dropped = False
+    node = document
+    parts = list(loc)
+    if parts[:1] == ["body"] and not (isinstance(document, dict) and "body" in document):
+        parts = parts[1:]  # FastAPI's own body errors start with "body"
+    for position, part in enumerate(parts):
+        if isinstance(node, dict) and isinstance(part, str):
+            if part in node:
+                node = node[part]
+            elif not (missing and position == len(parts) - 1):
+                dropped = True  # a union member or discriminator tag
+                continue
+            else:
+                node = None  # a missing field: it names the place where it belongs
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        elif isinstance(part, str) and document is not None:
+            dropped = True  # a union member tag below an array or a scalar
+            continue
+        else:
+            node = None
+        segments.append(part)
+    return "".join(f"/{_escape(s)}" for s in segments), dropped
+
+
+def validation_errors(errors: list[dict[str, Any]], body: Any) -> list[ProblemError]:
+    """Map pydantic errors to ``{detail, pointer}``, one per place, innermost places only."""
+    document: Any = None
+    if isinstance(body, bytes | bytearray):
+        try:
+            document = json.loads(body)
+        except ValueError:
+            document = None
+    elif body is not None:
+        document = body
+    located = []
+    for error in errors:
+        missing = error.get("type") == "missing"
+        pointer, from_union = _pointer(tuple(error.get("loc", ())), document, missing)
+        detail = str(error.get("msg", "invalid"))
+        value = error.get("input")
+        if error.get("type") not in ("missing", "json_invalid") and (
+            value is None or isinstance(value, bool | int | float | str)
+        ):
+            shown = json.dumps(value)
+            detail += f" (got {shown if len(shown) <= 80 else shown[:77] + '...'})"
+        located.append((pointer, from_union, detail))
+    # A union branch that failed deeper down also reports its parents; keep the deepest place.
+    pointers = [pointer for pointer, _, _ in located]
+    result: dict[str, str] = {}
+    for pointer, from_union, detail in located:
+        deeper = any(other.startswith(pointer + "/") for other in pointers)
+        if from_union and deeper:
+            continue
+        result.setdefault(pointer, detail)
+    return [ProblemError(detail=detail, pointer=pointer) for pointer, detail in result.items()]
+
+
+async def handle_exception(request: Request, exc: Exception) -> JSONResponse:
+    """Render any exception as a problem; unexpected ones are logged with their traceback."""
+    instance = request.url.path
+    if isinstance(exc, RequestValidationError):
+        kind = problem_kind(exc)
+        errors = validation_errors(list(exc.errors()), exc.body)
+        count = len(errors)
+        return problem_response(
+            Problem(
+                type=kind.type,
+                title=kind.title,
+                status=kind.status,
+                detail=f"{count} validation error{'s' if count != 1 else ''} in the request",
+                instance=instance,
+                errors=errors,
+            )
+        )
+    if isinstance(exc, BodyTooLarge):
+        return problem_response(body_too_large_problem(exc.received, exc.limit, instance))
+    if isinstance(exc, StarletteHTTPException):
+        phrase = HTTPStatus(exc.status_code).phrase
+        detail = exc.detail if isinstance(exc.detail, str) and exc.detail != phrase else (
+            f"{request.method} {instance}: {phrase.lower()}"
+        )
+        return problem_response(
+            Problem(title=phrase, status=exc.status_code, detail=detail, instance=instance),
+            headers=dict(exc.headers) if exc.headers else None,
+        )
+    kind = problem_kind(exc)
+    if kind.status >= 500:
+        logger.error("unhandled error on %s %s", request.method, instance, exc_info=exc)
+        detail = "the server failed to handle this request; the error has been logged"
+        return problem_response(
+            Problem(type=kind.type, title=kind.title, status=kind.status, detail=detail, instance=instance)
+        )
+    problem = Problem(type=kind.type, title=kind.title, status=kind.status, detail=str(exc), instance=instance)
+    if isinstance(exc, engine_errors.LimitExceeded):
+        problem = problem.model_copy(
+            update={"quantity": exc.quantity, "estimate": exc.estimate, "limit": exc.limit,
+                    "hint": exc.hint or None}
+        )
+    return problem_response(problem)
+
+
+def _problem_content(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
+
+
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    413: _problem_content("Payload or estimated work over a configured limit (`/problems/limit-exceeded`)."),
+    422: _problem_content("Invalid input, shape or parameter."),
+    500: _problem_content("Unexpected error; generic detail, traceback only in the server log."),
+}

@@ -1,0 +1,9 @@
+"""All routers of the service, in one place."""
+
+from fastapi import APIRouter
+
+from .routes import health, tensors
+
+api_router = APIRouter()
+api_router.include_router(health.router)
+api_router.include_router(tensors.router)

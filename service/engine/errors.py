@@ -1,0 +1,57 @@
+"""Domain errors of the engine.
+
+The engine raises these and nothing HTTP-shaped; the API layer maps each class to a problem type
+(``service/api/problems.py``). Messages name the operation and print the offending values.
+"""
+
+
+class EngineError(Exception):
+    """Root of every error the engine raises on purpose."""
+
+
+class ShapeError(EngineError):
+    """Incompatible shapes: rank mismatch, vector length vs shape, channels, chain links, bounds."""
+
+
+class ParameterError(EngineError):
+    """A parameter outside its domain: stride, dilation, padding, learning rate, steps."""
+
+
+class IndexOutOfRange(ShapeError):
+    """A multi-index or flat index outside the tensor it addresses."""
+
+
+class UnknownOperation(EngineError):
+    """An operation name that the registry does not hold."""
+
+
+class NonFiniteError(EngineError):
+    """A computation produced NaN or infinity where a finite value is required."""
+
+
+class DomainError(EngineError):
+    """An input outside a function's domain, such as the log of a non-positive value."""
+
+
+class LimitExceeded(EngineError):
+    """Work or memory that would exceed a configured limit; raised before allocating.
+
+    Parameters
+    ----------
+    quantity : str
+        What was estimated, e.g. ``"tensor elements"`` or ``"COO non-zeros"``.
+    estimate : int
+        The estimated amount.
+    limit : int
+        The configured bound.
+    hint : str, optional
+        What the client can do instead.
+    """
+
+    def __init__(self, quantity: str, estimate: int, limit: int, hint: str = "") -> None:
+        self.quantity = quantity
+        self.estimate = estimate
+        self.limit = limit
+        self.hint = hint
+        message = f"{quantity}: estimated {estimate} exceeds the limit {limit}"
+        super().__init__(f"{message}; {hint}" if hint else message)

@@ -1,0 +1,84 @@
+"""The application factory: settings, routers, problem handlers, body limit, offline docs."""
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from fastapi_offline import FastAPIOffline
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from . import __version__
+from .api.deps import REQUEST_MODELS
+from .api.middleware import BodyLimitMiddleware
+from .api.problems import PROBLEM_TYPES, Problem, handle_exception
+from .api.router import api_router
+from .codec.errors import CodecError
+from .config import Settings, get_settings
+from .engine.errors import EngineError
+
+DESCRIPTION = """
+Tensor calculus over HTTP, computed in float64 by a vectorized NumPy/SciPy engine.
+
+* **Index order** (`order`): `"F"` (default, the notes' `flat`, first index fastest) or `"C"`.
+* **Jacobian layout** (`layout`): `"in_out"` (default, the notes' lmn x pqr matrix whose columns are
+  the gradients of the output components) or `"out_in"` (JAX/PyTorch).
+* **Tensors**: `{"data": nested lists}` or `{"encoding": "base64", "shape": [...], "data": "..."}`
+  (little-endian C-order bytes); responses use the request's `encoding`.
+* **Errors**: RFC 9457 `application/problem+json`. Problem types: {types}.
+"""
+
+
+def _operation_id(route: APIRoute) -> str:
+    # Stable operation ids are the route function names (unique across the app).
+    return route.name
+
+
+def _install_openapi(app: FastAPI) -> None:
+    """Add the hand-parsed request bodies and the Problem schema to the generated document."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = FastAPI.openapi(app)
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for model in (*REQUEST_MODELS, Problem):
+            model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(model_schema.pop("$defs", {}))
+            components[model.__name__] = model_schema
+        schema["components"]["schemas"] = dict(sorted(components.items()))
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the ASGI application.
+
+    Parameters
+    ----------
+    settings : Settings, optional
+        Limits and server options; read from ``SERVICE_*`` environment variables when omitted.
+        Tests pass small limits here.
+
+    Returns
+    -------
+    FastAPI
+    """
+    settings = settings or get_settings()
+    logging.basicConfig(level=settings.log_level.upper())
+    app = FastAPIOffline(
+        title="jacobian-service",
+        version=__version__,
+        description=DESCRIPTION.replace("{types}", ", ".join(f"`{t}`" for t in PROBLEM_TYPES)),
+        generate_unique_id_function=_operation_id,
+    )
+    app.dependency_overrides[get_settings] = lambda: settings
+    app.include_router(api_router)
+    for exc_class in (RequestValidationError, StarletteHTTPException, EngineError, CodecError, Exception):
+        app.add_exception_handler(exc_class, handle_exception)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    _install_openapi(app)
+    return app
