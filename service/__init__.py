@@ -1,3 +1,3 @@
-"""jacobian-service: tensor calculus over HTTP (Jacobians, chain rule, cross-correlation, descent)."""
+"""jacobian-service: tensor calculus over HTTP (Jacobians, chain rule, xcorr, descent)."""
 
 __version__ = "0.1.0"

@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
@@ -43,7 +44,8 @@ def _install_openapi(app: FastAPI) -> None:
             return app.openapi_schema
         schema = FastAPI.openapi(app)
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        for model in (*REQUEST_MODELS, Problem):
+        models: list[type[BaseModel]] = [*REQUEST_MODELS, Problem]
+        for model in models:
             model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
             components.update(model_schema.pop("$defs", {}))
             components[model.__name__] = model_schema
@@ -77,7 +79,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.dependency_overrides[get_settings] = lambda: settings
     app.include_router(api_router)
-    for exc_class in (RequestValidationError, StarletteHTTPException, EngineError, CodecError, Exception):
+    handled = (RequestValidationError, StarletteHTTPException, EngineError, CodecError, Exception)
+    for exc_class in handled:
         app.add_exception_handler(exc_class, handle_exception)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     _install_openapi(app)

@@ -1,0 +1,1 @@
+"""HTTP layer: routes, models, problem details; it calls the engine once per request."""

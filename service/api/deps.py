@@ -25,7 +25,7 @@ REQUEST_MODELS: list[type[BaseModel]] = []
 
 
 def decode_limits(settings: Settings) -> DecodeLimits:
-    """The tensor bounds that the codec applies while a body is validated."""
+    """Return the tensor bounds that the codec applies while a body is validated."""
     return DecodeLimits(max_elements=settings.max_tensor_elements, max_rank=settings.max_rank)
 
 
@@ -50,7 +50,7 @@ def json_body(model: type[RequestModel]) -> Callable[..., Awaitable[RequestModel
 
 
 def body_openapi(model: type[BaseModel]) -> dict[str, Any]:
-    """The ``openapi_extra`` that documents ``model`` as the JSON request body."""
+    """Return the ``openapi_extra`` that documents ``model`` as the JSON request body."""
     return {
         "requestBody": {
             "required": True,

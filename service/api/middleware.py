@@ -31,7 +31,9 @@ class BodyLimitMiddleware:
                 except ValueError:
                     declared = 0
                 if declared > limit:
-                    response = problem_response(body_too_large_problem(declared, limit, scope.get("path")))
+                    response = problem_response(
+                        body_too_large_problem(declared, limit, scope.get("path"))
+                    )
                     await response(scope, receive, send)
                     return
         received = 0

@@ -27,7 +27,9 @@ class ProblemError(BaseModel):
     """One validation failure: what is wrong and where (a JSON Pointer into the request body)."""
 
     detail: str
-    pointer: str = Field(description="JSON Pointer (RFC 6901) into the request body; '' is the root.")
+    pointer: str = Field(
+        description="JSON Pointer (RFC 6901) into the request body; '' is the root."
+    )
 
 
 class Problem(BaseModel):
@@ -41,7 +43,9 @@ class Problem(BaseModel):
                     "title": "Request validation failed",
                     "status": 422,
                     "detail": "1 validation error in the request body",
-                    "errors": [{"detail": "Input should be a valid number", "pointer": "/x/data/0/1"}],
+                    "errors": [
+                        {"detail": "Input should be a valid number", "pointer": "/x/data/0/1"}
+                    ],
                 }
             ]
         }
@@ -70,13 +74,23 @@ class ProblemKind:
 
 # Looked up along the exception's MRO, so a subclass without an entry uses its parent's.
 PROBLEM_TABLE: dict[type[BaseException], ProblemKind] = {
-    RequestValidationError: ProblemKind(422, "/problems/request-validation", "Request validation failed"),
-    engine_errors.IndexOutOfRange: ProblemKind(422, "/problems/index-out-of-range", "Index out of range"),
+    RequestValidationError: ProblemKind(
+        422, "/problems/request-validation", "Request validation failed"
+    ),
+    engine_errors.IndexOutOfRange: ProblemKind(
+        422, "/problems/index-out-of-range", "Index out of range"
+    ),
     engine_errors.ShapeError: ProblemKind(422, "/problems/shape-mismatch", "Shape mismatch"),
-    engine_errors.ParameterError: ProblemKind(422, "/problems/invalid-parameter", "Invalid parameter"),
-    engine_errors.UnknownOperation: ProblemKind(422, "/problems/unknown-operation", "Unknown operation"),
+    engine_errors.ParameterError: ProblemKind(
+        422, "/problems/invalid-parameter", "Invalid parameter"
+    ),
+    engine_errors.UnknownOperation: ProblemKind(
+        422, "/problems/unknown-operation", "Unknown operation"
+    ),
     engine_errors.NonFiniteError: ProblemKind(422, "/problems/non-finite", "Non-finite value"),
-    engine_errors.DomainError: ProblemKind(422, "/problems/domain-error", "Input outside the domain"),
+    engine_errors.DomainError: ProblemKind(
+        422, "/problems/domain-error", "Input outside the domain"
+    ),
     engine_errors.LimitExceeded: ProblemKind(413, "/problems/limit-exceeded", "Limit exceeded"),
     engine_errors.EngineError: ProblemKind(422, "/problems/engine-error", "Computation refused"),
     CodecError: ProblemKind(422, "/problems/invalid-tensor", "Invalid tensor"),
@@ -113,7 +127,7 @@ def problem_response(problem: Problem, headers: dict[str, str] | None = None) ->
 
 
 def body_too_large_problem(received: int, limit: int, instance: str | None) -> Problem:
-    """The problem for a body over the configured size."""
+    """Return the problem for a body over the configured size."""
     return Problem(
         type="/problems/limit-exceeded",
         title="Limit exceeded",
@@ -130,41 +144,75 @@ def _escape(segment: str | int) -> str:
     return str(segment).replace("~", "~0").replace("/", "~1")
 
 
-def _pointer(loc: tuple[Any, ...], document: Any, missing: bool) -> tuple[str, bool]:
-    """Turn a pydantic ``loc`` into a JSON Pointer by walking the request document.
+Segment = tuple[str | int, bool]  # (loc part, whether it is a union tag rather than a place)
 
-    pydantic puts union member tags (``'union[float,list[...]]'``, discriminator values) into
-    ``loc``; they name no place in the document, so segments that the document lacks are dropped.
-    Returns the pointer and whether any segment was dropped.
+
+def _segments(loc: tuple[Any, ...], document: Any, missing: bool) -> list[Segment]:
+    """Mark each part of a pydantic ``loc`` as a place in the request or a union tag.
+
+    pydantic puts union member tags (``'union[float,list[...]]'``, ``'list[int]'``,
+    discriminator values) into ``loc``; they name no place in the document. Walking the request
+    tells them apart: a part the document lacks is a tag, except the last part of a ``missing``
+    error, which names where the absent field belongs.
     """
-    segments: list[str | int] = []
-    dropped = False
-    node = document
     parts = list(loc)
     if parts[:1] == ["body"] and not (isinstance(document, dict) and "body" in document):
         parts = parts[1:]  # FastAPI's own body errors start with "body"
+    segments: list[Segment] = []
+    node = document
     for position, part in enumerate(parts):
+        is_tag = False
         if isinstance(node, dict) and isinstance(part, str):
             if part in node:
                 node = node[part]
-            elif not (missing and position == len(parts) - 1):
-                dropped = True  # a union member or discriminator tag
-                continue
+            elif missing and position == len(parts) - 1:
+                node = None
             else:
-                node = None  # a missing field: it names the place where it belongs
+                is_tag = True
         elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
             node = node[part]
         elif isinstance(part, str) and document is not None:
-            dropped = True  # a union member tag below an array or a scalar
-            continue
+            is_tag = True
         else:
             node = None
-        segments.append(part)
-    return "".join(f"/{_escape(s)}" for s in segments), dropped
+        segments.append((part, is_tag))
+    return segments
+
+
+Located = tuple[list[Segment], tuple[int, str]]  # segments, (position in pydantic's list, detail)
+
+
+def _select_branches(errors: list[Located]) -> list[Located]:
+    """Keep, at every union, only the errors of the member the request meant.
+
+    A failed union reports every member's errors. The member whose errors reach deepest into the
+    request is the one the client wrote (``[[0, true]]`` is a list of indices with a bad entry,
+    not a bad single index); on a tie the first-declared member wins, as pydantic tries it first.
+    """
+    plain = [error for error in errors if not any(tag for _, tag in error[0])]
+    unions: dict[tuple[str | int, ...], dict[str | int, list[Located]]] = {}
+    for segments, detail in errors:
+        tags = [i for i, (_, tag) in enumerate(segments) if tag]
+        if not tags:
+            continue
+        first = tags[0]
+        prefix = tuple(part for part, _ in segments[:first])
+        member = segments[first][0]
+        rest = segments[:first] + segments[first + 1 :]
+        unions.setdefault(prefix, {}).setdefault(member, []).append((rest, detail))
+
+    def depth(branch: list[Located]) -> int:
+        return max(sum(1 for _, tag in segments if not tag) for segments, _ in branch)
+
+    chosen: list[Located] = []
+    for members in unions.values():
+        best = max(members.values(), key=depth)  # max keeps the first of equal depths
+        chosen.extend(_select_branches(best))
+    return plain + chosen
 
 
 def validation_errors(errors: list[dict[str, Any]], body: Any) -> list[ProblemError]:
-    """Map pydantic errors to ``{detail, pointer}``, one per place, innermost places only."""
+    """Map pydantic errors to ``{detail, pointer}``: one per place, from the meant union member."""
     document: Any = None
     if isinstance(body, bytes | bytearray):
         try:
@@ -173,10 +221,10 @@ def validation_errors(errors: list[dict[str, Any]], body: Any) -> list[ProblemEr
             document = None
     elif body is not None:
         document = body
-    located = []
+    located: list[Located] = []
     for error in errors:
         missing = error.get("type") == "missing"
-        pointer, from_union = _pointer(tuple(error.get("loc", ())), document, missing)
+        segments = _segments(tuple(error.get("loc", ())), document, missing)
         detail = str(error.get("msg", "invalid"))
         value = error.get("input")
         if error.get("type") not in ("missing", "json_invalid") and (
@@ -184,14 +232,11 @@ def validation_errors(errors: list[dict[str, Any]], body: Any) -> list[ProblemEr
         ):
             shown = json.dumps(value)
             detail += f" (got {shown if len(shown) <= 80 else shown[:77] + '...'})"
-        located.append((pointer, from_union, detail))
-    # A union branch that failed deeper down also reports its parents; keep the deepest place.
-    pointers = [pointer for pointer, _, _ in located]
+        located.append((segments, (len(located), detail)))
     result: dict[str, str] = {}
-    for pointer, from_union, detail in located:
-        deeper = any(other.startswith(pointer + "/") for other in pointers)
-        if from_union and deeper:
-            continue
+    # pydantic reports errors in request order; selection regrouped them, so restore it.
+    for segments, (_, detail) in sorted(_select_branches(located), key=lambda e: e[1][0]):
+        pointer = "".join(f"/{_escape(part)}" for part, tag in segments if not tag)
         result.setdefault(pointer, detail)
     return [ProblemError(detail=detail, pointer=pointer) for pointer, detail in result.items()]
 
@@ -217,8 +262,10 @@ async def handle_exception(request: Request, exc: Exception) -> JSONResponse:
         return problem_response(body_too_large_problem(exc.received, exc.limit, instance))
     if isinstance(exc, StarletteHTTPException):
         phrase = HTTPStatus(exc.status_code).phrase
-        detail = exc.detail if isinstance(exc.detail, str) and exc.detail != phrase else (
-            f"{request.method} {instance}: {phrase.lower()}"
+        detail = (
+            exc.detail
+            if isinstance(exc.detail, str) and exc.detail != phrase
+            else (f"{request.method} {instance}: {phrase.lower()}")
         )
         return problem_response(
             Problem(title=phrase, status=exc.status_code, detail=detail, instance=instance),
@@ -229,13 +276,25 @@ async def handle_exception(request: Request, exc: Exception) -> JSONResponse:
         logger.error("unhandled error on %s %s", request.method, instance, exc_info=exc)
         detail = "the server failed to handle this request; the error has been logged"
         return problem_response(
-            Problem(type=kind.type, title=kind.title, status=kind.status, detail=detail, instance=instance)
+            Problem(
+                type=kind.type,
+                title=kind.title,
+                status=kind.status,
+                detail=detail,
+                instance=instance,
+            )
         )
-    problem = Problem(type=kind.type, title=kind.title, status=kind.status, detail=str(exc), instance=instance)
+    problem = Problem(
+        type=kind.type, title=kind.title, status=kind.status, detail=str(exc), instance=instance
+    )
     if isinstance(exc, engine_errors.LimitExceeded):
         problem = problem.model_copy(
-            update={"quantity": exc.quantity, "estimate": exc.estimate, "limit": exc.limit,
-                    "hint": exc.hint or None}
+            update={
+                "quantity": exc.quantity,
+                "estimate": exc.estimate,
+                "limit": exc.limit,
+                "hint": exc.hint or None,
+            }
         )
     return problem_response(problem)
 
@@ -248,7 +307,9 @@ def _problem_content(description: str) -> dict[str, Any]:
 
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    413: _problem_content("Payload or estimated work over a configured limit (`/problems/limit-exceeded`)."),
+    413: _problem_content(
+        "Payload or estimated work over a configured limit (`/problems/limit-exceeded`)."
+    ),
     422: _problem_content("Invalid input, shape or parameter."),
     500: _problem_content("Unexpected error; generic detail, traceback only in the server log."),
 }

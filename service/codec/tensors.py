@@ -4,7 +4,7 @@ Grammar of a tensor on the wire::
 
     {"encoding": "list" | "base64"   (default "list"),
      "data":     number | [data, ...]  (list)   or   "<base64 of raw bytes>"  (base64),
-     "shape":    [int >= 1, ...]      (optional for list: inferred and checked; required for base64),
+     "shape":    [int >= 1, ...]      (optional for list, checked if given; required for base64),
      "dtype":    "float64" | "float32" (default "float64")}
 
 base64 carries ``ndarray.tobytes()`` of a C-contiguous little-endian array over ``shape``; the wire
@@ -21,7 +21,7 @@ that it escapes pydantic's error collection.
 import binascii
 import math
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, TypeAlias, Union, cast
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, Union, cast
 
 import numpy as np
 import pybase64
@@ -43,9 +43,14 @@ DType: TypeAlias = Literal["float64", "float32"]
 
 # Strict: booleans and numeric strings are not numbers; NaN and infinities are refused.
 Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
-NestedNumbers = TypeAliasType(
-    "NestedNumbers", Union[Number, list["NestedNumbers"]]  # noqa: UP007 - recursive alias
-)
+if TYPE_CHECKING:
+    # mypy cannot follow a recursive TypeAliasType; this is the same type, one level deep.
+    NestedNumbers: TypeAlias = float | list[Any]
+else:
+    NestedNumbers = TypeAliasType(
+        "NestedNumbers",
+        Union[Number, list["NestedNumbers"]],  # noqa: UP007 - recursive alias
+    )
 WIRE_DTYPES: dict[str, np.dtype[Any]] = {"float64": np.dtype("<f8"), "float32": np.dtype("<f4")}
 
 
@@ -93,13 +98,18 @@ def check_size(shape: list[int] | tuple[int, ...], limits: DecodeLimits, field: 
         raise LimitExceeded(f"elements of tensor {field!r}", size, limits.max_elements)
 
 
-def _decode_list(data: Any, shape: list[int] | None, dtype: str, limits: DecodeLimits) -> FloatArray:
+def _decode_list(
+    data: Any, shape: list[int] | None, dtype: str, limits: DecodeLimits
+) -> FloatArray:
     nominal = _nominal_shape(data)
     check_size(nominal, limits, "data")
     if 0 in nominal:
         raise ValueError(f"data has an empty dimension (nominal shape {nominal})")
     try:
-        array = np.asarray(data, dtype=WIRE_DTYPES[dtype])
+        with np.errstate(over="raise"):
+            array = np.asarray(data, dtype=WIRE_DTYPES[dtype])
+    except FloatingPointError:
+        raise ValueError(f"data holds a value outside the {dtype} range") from None
     except ValueError as error:
         raise ValueError(
             f"data is ragged: nested lists must have equal lengths at each depth ({error})"
@@ -146,8 +156,12 @@ class Tensor(BaseModel):
         json_schema_extra={
             "examples": [
                 {"data": [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]},
-                {"encoding": "base64", "shape": [2], "dtype": "float64",
-                 "data": "AAAAAAAA8D8AAAAAAAAAQA=="},
+                {
+                    "encoding": "base64",
+                    "shape": [2],
+                    "dtype": "float64",
+                    "data": "AAAAAAAA8D8AAAAAAAAAQA==",
+                },
             ]
         },
     )
@@ -256,14 +270,16 @@ def encode_tensor(array: FloatArray, encoding: Encoding = "list") -> TensorOut:
 def encode_index_array(values: np.ndarray[Any, Any], encoding: Encoding) -> Any:
     """Write an integer array as a flat JSON list, or base64 of little-endian int64 bytes."""
     if encoding == "base64":
-        return pybase64.b64encode(np.ascontiguousarray(values, dtype="<i8").tobytes()).decode("ascii")
+        raw = np.ascontiguousarray(values, dtype="<i8").tobytes()
+        return pybase64.b64encode(raw).decode("ascii")
     return np.asarray(values, dtype=np.int64).tolist()
 
 
 def encode_values(values: FloatArray, encoding: Encoding) -> Any:
     """Write a 1-D float array as a JSON list, or base64 of little-endian float64 bytes."""
     if encoding == "base64":
-        return pybase64.b64encode(np.ascontiguousarray(values, dtype="<f8").tobytes()).decode("ascii")
+        raw = np.ascontiguousarray(values, dtype="<f8").tobytes()
+        return pybase64.b64encode(raw).decode("ascii")
     return np.asarray(values, dtype=np.float64).tolist()
 
 

@@ -1,0 +1,1 @@
+"""The numeric core: pure NumPy/SciPy, no HTTP, no settings (limits arrive as arguments)."""

@@ -9,9 +9,11 @@ output); ``"out_in"`` is its transpose. Nothing outside this module reshapes a t
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from numpy.typing import NDArray
 
 from .errors import IndexOutOfRange, ParameterError, ShapeError
 from .types import FloatArray, IndexArray, Layout, Order, Shape
@@ -231,6 +233,11 @@ def vec_batch(x: FloatArray, batch_ndim: int, order: Order = "F") -> FloatArray:
     ndarray, shape (*batch, d_1 * ... * d_n)
     """
     _check_order(order)
+    if not 0 <= batch_ndim <= x.ndim:
+        raise ShapeError(
+            f"batch_ndim {batch_ndim} must lie in [0, {x.ndim}] for an array of shape "
+            f"{list(x.shape)}"
+        )
     batch = x.shape[:batch_ndim]
     tail = x.shape[batch_ndim:]
     if order == "F":
@@ -243,6 +250,9 @@ def vec_batch(x: FloatArray, batch_ndim: int, order: Order = "F") -> FloatArray:
 def ten_batch(v: FloatArray, shape: Sequence[int], order: Order = "F") -> FloatArray:
     """Inverse of :func:`vec_batch`: ``(*batch, N) -> (*batch, *shape)``."""
     _check_order(order)
+    shape = check_dims(shape)
+    if v.ndim < 1:
+        raise ShapeError("ten_batch expects at least one axis of vectors, got a scalar")
     batch = v.shape[:-1]
     if v.shape[-1] != size_of(shape):
         raise ShapeError(f"vectors of length {v.shape[-1]} cannot become shape {list(shape)}")
@@ -254,7 +264,9 @@ def ten_batch(v: FloatArray, shape: Sequence[int], order: Order = "F") -> FloatA
     return np.transpose(reversed_tensor, (*range(nb), *range(nb + n - 1, nb - 1, -1)))
 
 
-def reorder_flat(flat_index: IndexArray, dims: Sequence[int], source: Order, target: Order) -> IndexArray:
+def reorder_flat(
+    flat_index: IndexArray, dims: Sequence[int], source: Order, target: Order
+) -> IndexArray:
     """Translate flat indices of a ``dims`` tensor from one order to the other.
 
     Parameters
@@ -267,8 +279,6 @@ def reorder_flat(flat_index: IndexArray, dims: Sequence[int], source: Order, tar
     -------
     ndarray of int64, shape (...)
     """
-    if source == target:
-        return np.asarray(flat_index, dtype=np.int64)
     return flat(unflat(flat_index, dims, source), dims, target)
 
 
@@ -284,3 +294,43 @@ def orient_dense(matrix: FloatArray, layout: Layout) -> FloatArray:
     if layout not in LAYOUTS:
         raise ParameterError(f"layout must be 'in_out' or 'out_in', got {layout!r}")
     return matrix if layout == "in_out" else np.ascontiguousarray(matrix.T)
+
+
+def broadcast_entries(*arrays: NDArray[Any]) -> tuple[NDArray[Any], ...]:
+    """Broadcast arrays against each other and list their elements as 1-D arrays.
+
+    For building COO triplets from index grids: only the pairing of the k-th elements of the
+    results matters (canonicalization sorts them), so the listing follows memory (C) order and has
+    nothing to do with the math ``order``.
+
+    Parameters
+    ----------
+    *arrays : ndarray
+        Arrays with mutually broadcastable shapes.
+
+    Returns
+    -------
+    tuple of ndarray, each of shape (N,)
+        ``N`` is the size of the broadcast shape.
+    """
+    return tuple(np.reshape(a, -1) for a in np.broadcast_arrays(*arrays))
+
+
+def flat_grid(dims: Sequence[int], order: Order = "F") -> IndexArray:
+    """Return the flat index of every element of a ``dims`` tensor, laid out in that tensor's shape.
+
+    Parameters
+    ----------
+    dims : sequence of int
+    order : {"F", "C"}
+
+    Returns
+    -------
+    ndarray of int64, shape ``dims``
+        ``grid[i] == flat(i, dims, order)`` for every multi-index ``i``: it is ``ten`` of
+        ``0, 1, ..., N - 1``, the index arrays of local Jacobians are cut out of it.
+    """
+    _check_order(order)
+    shape = check_dims(dims, "dims")
+    grid: IndexArray = np.reshape(np.arange(size_of(shape), dtype=np.int64), shape, order=order)
+    return grid

@@ -16,7 +16,7 @@ COO_ENTRY_BYTES = 24
 DENSE_ENTRY_BYTES = 8
 
 
-def canonicalize(matrix: sp.sparray | sp.spmatrix) -> sp.coo_array:
+def canonicalize(matrix: sp.coo_array | sp.csr_array | sp.csc_array) -> sp.coo_array:
     """Return ``matrix`` as a canonical COO array.
 
     Parameters
@@ -33,10 +33,10 @@ def canonicalize(matrix: sp.sparray | sp.spmatrix) -> sp.coo_array:
     The conversion goes through CSR because SciPy's COO->CSR conversion sorts and sums duplicates
     in O(nnz) compiled code, cheaper than a lexsort of the triplets.
     """
-    csr = sp.csr_array(matrix)
+    csr = sp.csr_array(matrix.tocsr())
     csr.sum_duplicates()
     csr.eliminate_zeros()
-    coo = csr.tocoo()
+    coo: sp.coo_array = csr.tocoo()
     coo.has_canonical_format = True
     return coo
 
@@ -67,7 +67,10 @@ def coo_from_triplets(
             f"COO triplets need equal 1-D lengths, got row {list(row.shape)}, "
             f"col {list(col.shape)}, data {list(data.shape)}"
         )
-    if row.size and (row.min() < 0 or row.max() >= shape[0] or col.min() < 0 or col.max() >= shape[1]):
+    outside = row.size and (
+        row.min() < 0 or row.max() >= shape[0] or col.min() < 0 or col.max() >= shape[1]
+    )
+    if outside:
         raise ShapeError(f"COO indices fall outside the matrix shape {list(shape)}")
     return canonicalize(sp.coo_array((data, (row, col)), shape=shape))
 

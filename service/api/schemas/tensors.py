@@ -4,8 +4,8 @@ from typing import Annotated
 
 from pydantic import Field
 
-from ...codec import Encoding, Tensor, TensorOut
-from .common import EncodingField, Order, OrderField, ResponseModel, StrictModel
+from ...codec import Tensor, TensorOut
+from .common import Order, ResponseEncoding, ResponseModel, StrictModel
 
 Dims = Annotated[
     list[Annotated[int, Field(ge=1)]],
@@ -24,8 +24,8 @@ class VecRequest(StrictModel):
     }
 
     x: Tensor
-    order: Order = OrderField
-    encoding: Encoding = EncodingField
+    order: Order = "F"
+    encoding: ResponseEncoding = "list"
 
 
 class VecResponse(ResponseModel):
@@ -47,8 +47,8 @@ class TenRequest(StrictModel):
 
     vector: Tensor
     shape: Annotated[list[Annotated[int, Field(ge=1)]], Field(max_length=32)]
-    order: Order = OrderField
-    encoding: Encoding = EncodingField
+    order: Order = "F"
+    encoding: ResponseEncoding = "list"
 
 
 class TenResponse(ResponseModel):
@@ -69,7 +69,7 @@ class FlatRequest(StrictModel):
         description="One multi-index [i_1, ..., i_n], or a list of them; 0 <= i_j < d_j."
     )
     dims: Dims
-    order: Order = OrderField
+    order: Order = "F"
 
 
 class FlatResponse(ResponseModel):
@@ -91,7 +91,7 @@ class UnflatRequest(StrictModel):
         description="A flat index, or a list; 0 <= flat < prod(dims)."
     )
     dims: Dims
-    order: Order = OrderField
+    order: Order = "F"
 
 
 class UnflatResponse(ResponseModel):

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Set up .venv (editable install with the dev extra), then: ruff check, mypy, pytest.
+# Stops at the first failing step and exits with its status. Extra arguments go to pytest.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+if [[ ! -x .venv/bin/python ]]; then
+    echo "==> creating .venv"
+    python3 -m venv .venv
+fi
+
+echo "==> pip install -e '.[dev]'"
+.venv/bin/python -m pip install --quiet -e '.[dev]'
+
+echo "==> ruff check ."
+.venv/bin/ruff check .
+
+echo "==> mypy (strict, packages from pyproject.toml)"
+.venv/bin/mypy
+
+echo "==> pytest"
+rc=0
+.venv/bin/python -m pytest -p no:cacheprovider "$@" || rc=$?
+if [[ $rc -eq 5 ]]; then
+    echo "pytest collected no tests (exit 5): treating as failure" >&2
+fi
+exit "$rc"

@@ -1,0 +1,220 @@
+"""Limits (CONVENTIONS section 7): 413 problems before the work, and before reading the body.
+
+The body-limit tests drive the ASGI app by hand so they can count how often the app pulls from
+``receive``: a declared Content-Length over the limit must be refused without one read, and an
+endless stream must be cut off just past the limit.
+"""
+
+import json
+import math
+from collections.abc import AsyncIterator
+
+import anyio
+import httpx
+import pytest
+
+from service.config import Settings
+from service.main import create_app
+
+pytestmark = pytest.mark.anyio
+
+PROBLEM_JSON = "application/problem+json"
+LIMIT = 1000
+CHUNK = 64
+
+
+def scope(path: str, headers: list[tuple[bytes, bytes]]) -> dict:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"testserver"), (b"content-type", b"application/json"), *headers],
+        "client": ("127.0.0.1", 12345),
+        "server": ("testserver", 80),
+    }
+
+
+class Driver:
+    """Runs one request through the app and records what it sent and how often it read."""
+
+    def __init__(self, chunks) -> None:
+        self.chunks = chunks
+        self.reads = 0
+        self.sent: list[dict] = []
+
+    async def receive(self) -> dict:
+        self.reads += 1
+        return next(self.chunks)
+
+    async def send(self, message: dict) -> None:
+        self.sent.append(message)
+
+    async def run(self, app, path: str, headers: list[tuple[bytes, bytes]]) -> None:
+        with anyio.fail_after(10):
+            await app(scope(path, headers), self.receive, self.send)
+
+    @property
+    def status(self) -> int:
+        return self.sent[0]["status"]
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {k.decode().lower(): v.decode() for k, v in self.sent[0]["headers"]}
+
+    def json(self) -> dict:
+        body = b"".join(m.get("body", b"") for m in self.sent if m["type"] == "http.response.body")
+        return json.loads(body)
+
+
+def endless_chunks():
+    while True:
+        yield {"type": "http.request", "body": b" " * CHUNK, "more_body": True}
+
+
+def body_problem(received: int, path: str = "/v1/vec") -> dict:
+    return {
+        "type": "/problems/limit-exceeded",
+        "title": "Limit exceeded",
+        "status": 413,
+        "detail": f"request body of at least {received} bytes exceeds the limit of {LIMIT} bytes",
+        "instance": path,
+        "quantity": "request body bytes",
+        "estimate": received,
+        "limit": LIMIT,
+    }
+
+
+@pytest.fixture
+def app():
+    return create_app(Settings(max_body_bytes=LIMIT, max_tensor_elements=50, max_index_count=4))
+
+
+async def test_declared_length_over_the_limit_is_refused_without_reading(app) -> None:
+    driver = Driver(endless_chunks())
+    await driver.run(app, "/v1/vec", [(b"content-length", b"1000000000")])
+    assert driver.reads == 0
+    assert driver.status == 413
+    assert driver.headers["content-type"] == PROBLEM_JSON
+    assert driver.json() == body_problem(1_000_000_000)
+
+
+async def test_streamed_body_over_the_limit_is_cut_off_just_past_it(app) -> None:
+    driver = Driver(endless_chunks())
+    await driver.run(app, "/v1/vec", [(b"transfer-encoding", b"chunked")])
+    # The first chunk that takes the total over LIMIT is the last one read.
+    expected_reads = math.ceil((LIMIT + 1) / CHUNK)
+    assert driver.reads == expected_reads
+    assert driver.status == 413
+    assert driver.headers["content-type"] == PROBLEM_JSON
+    assert driver.json() == body_problem(expected_reads * CHUNK)
+
+
+async def test_body_longer_than_its_declared_length_is_cut_off(app) -> None:
+    driver = Driver(endless_chunks())
+    await driver.run(app, "/v1/flat", [(b"content-length", b"10")])
+    assert driver.reads == math.ceil((LIMIT + 1) / CHUNK)
+    assert driver.status == 413
+    assert driver.json() == body_problem(driver.reads * CHUNK, "/v1/flat")
+
+
+async def test_body_of_exactly_the_limit_is_accepted(app) -> None:
+    payload = b'{"x": {"data": [1, 2]}}'
+    payload += b" " * (LIMIT - len(payload))  # trailing JSON whitespace
+    assert len(payload) == LIMIT
+    pieces = [payload[i : i + CHUNK] for i in range(0, LIMIT, CHUNK)]
+    messages = iter(
+        [
+            {"type": "http.request", "body": p, "more_body": i < len(pieces) - 1}
+            for i, p in enumerate(pieces)
+        ]
+    )
+    driver = Driver(messages)
+    await driver.run(app, "/v1/vec", [(b"content-length", str(LIMIT).encode())])
+    assert driver.status == 200
+    assert driver.json()["vector"]["data"] == [1.0, 2.0]
+
+
+# -- work limits through the routes --------------------------------------------------------------
+
+
+@pytest.fixture
+async def client(app) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        yield c
+
+
+def tensor_problem(path: str, estimate: int) -> dict:
+    return {
+        "type": "/problems/limit-exceeded",
+        "title": "Limit exceeded",
+        "status": 413,
+        "detail": f"elements of tensor 'data': estimated {estimate} exceeds the limit 50",
+        "instance": path,
+        "quantity": "elements of tensor 'data'",
+        "estimate": estimate,
+        "limit": 50,
+    }
+
+
+def assert_problem(response: httpx.Response, expected: dict) -> None:
+    assert response.status_code == expected["status"]
+    assert response.headers["content-type"] == PROBLEM_JSON
+    assert response.json() == expected
+
+
+async def test_tensor_over_max_elements_is_413(client) -> None:
+    response = await client.post("/v1/vec", json={"x": {"data": [[1.0] * 17] * 3}})
+    assert_problem(response, tensor_problem("/v1/vec", 51))
+
+
+async def test_base64_tensor_over_max_elements_is_413_before_decoding(client) -> None:
+    # The declared shape alone is over the limit; the (tiny) data is never decoded.
+    body = {"x": {"encoding": "base64", "shape": [1000, 1000], "data": "AAAAAAAA8D8="}}
+    response = await client.post("/v1/vec", json=body)
+    assert_problem(response, tensor_problem("/v1/vec", 1_000_000))
+
+
+async def test_ten_vector_over_max_elements_is_413(client) -> None:
+    response = await client.post("/v1/ten", json={"vector": {"data": [0.0] * 60}, "shape": [60]})
+    assert_problem(response, tensor_problem("/v1/ten", 60))
+
+
+async def test_tensor_at_max_elements_is_accepted(client) -> None:
+    response = await client.post("/v1/vec", json={"x": {"data": [[1.0] * 10] * 5}})
+    assert response.status_code == 200
+
+
+def index_problem(path: str, estimate: int) -> dict:
+    return {
+        "type": "/problems/limit-exceeded",
+        "title": "Limit exceeded",
+        "status": 413,
+        "detail": f"indices in one request: estimated {estimate} exceeds the limit 4",
+        "instance": path,
+        "quantity": "indices in one request",
+        "estimate": estimate,
+        "limit": 4,
+    }
+
+
+async def test_flat_index_count_over_the_limit_is_413(client) -> None:
+    response = await client.post("/v1/flat", json={"index": [[0, 0]] * 5, "dims": [2, 3]})
+    assert_problem(response, index_problem("/v1/flat", 5))
+
+
+async def test_unflat_index_count_over_the_limit_is_413(client) -> None:
+    response = await client.post("/v1/unflat", json={"flat": [0, 1, 2, 3, 4, 5], "dims": [2, 3]})
+    assert_problem(response, index_problem("/v1/unflat", 6))
+
+
+async def test_index_count_at_the_limit_is_accepted(client) -> None:
+    response = await client.post("/v1/flat", json={"index": [[0, 0]] * 4, "dims": [2, 3]})
+    assert response.status_code == 200
+    assert response.json()["flat"] == [0, 0, 0, 0]
