@@ -2,8 +2,9 @@
 
 from fastapi import APIRouter
 
-from .routes import health, tensors
+from .routes import health, tensors, xcorr
 
 api_router = APIRouter()
 api_router.include_router(health.router)
 api_router.include_router(tensors.router)
+api_router.include_router(xcorr.router)
