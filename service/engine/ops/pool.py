@@ -1,0 +1,207 @@
+"""2-D pooling over the last two axes, no padding: ``avg_pool2d`` (linear) and ``max_pool2d``.
+
+Window ``(i, j)`` covers rows ``s_H i .. s_H i + k_H - 1`` and columns ``s_W j .. s_W j + k_W - 1``
+of the last two axes (the seed notes' cross-correlation geometry, with an all-ones kernel for the
+average); leading axes (channels, batch) are pooled independently. Symbols follow the notes:
+``k_h, k_w`` window, ``s_h, s_w`` stride, ``h_out, w_out`` output size.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+from .. import layout
+from ..op import LinearOp, Op, Sparsity, coo_from_grids, register
+from ..types import FloatArray, IndexArray, Order, Shape
+from ._util import T, fan_of_windows, pair, pooled_shape, windows
+
+_PARAMS: Mapping[str, str] = MappingProxyType(
+    {
+        "size": "window (k_H, k_W), or one int for both",
+        "stride": "(s_H, s_W), or one int for both; default: the window size",
+    }
+)
+
+
+def _normalized(op: "AvgPool2d | MaxPool2d") -> None:
+    size = pair(op.size, f"{op.name}: size")
+    object.__setattr__(op, "size", size)
+    stride = size if op.stride is None else pair(op.stride, f"{op.name}: stride")
+    object.__setattr__(op, "stride", stride)
+
+
+def _window_slices(
+    p: int, q: int, stride: tuple[int, int], out_hw: tuple[int, int]
+) -> tuple[slice, slice]:
+    # The input rows/columns that offset (p, q) of all windows reads: p, p + s_h, ... (h_out rows).
+    (s_h, s_w), (h_out, w_out) = stride, out_hw
+    return slice(p, p + s_h * (h_out - 1) + 1, s_h), slice(q, q + s_w * (w_out - 1) + 1, s_w)
+
+
+@register
+@dataclass(frozen=True, eq=False)
+class AvgPool2d(LinearOp):
+    """Average over each window of the last two axes: ``(..., H, W) -> (..., h_out, w_out)``.
+
+    ``h_out = (H - k_H) // s_H + 1`` and likewise for ``w_out``; windows may overlap.
+
+    Parameters
+    ----------
+    size : (int, int) or int
+        Window ``(k_H, k_W)``.
+    stride : (int, int) or int, optional
+        ``(s_H, s_W)``; default the window size (non-overlapping windows).
+    """
+
+    name: ClassVar[str] = "avg_pool2d"
+    params: ClassVar[Mapping[str, str]] = _PARAMS
+
+    size: tuple[int, int]
+    stride: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        _normalized(self)
+
+    @property
+    def _geometry(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        assert self.stride is not None  # set in __post_init__
+        return self.size, self.stride
+
+    def out_shape(self, in_shape: Shape) -> Shape:
+        """Return ``(..., h_out, w_out)``."""
+        return pooled_shape(in_shape, *self._geometry, self.name)
+
+    def sparsity(self, in_shape: Shape) -> Sparsity:
+        """Bound the entries: an output reads ``k_H k_W`` inputs, an input is in few windows."""
+        size, stride = self._geometry
+        out_shape = self.out_shape(in_shape)
+        k = size[0] * size[1]
+        return Sparsity(
+            layout.size_of(out_shape) * k, fan_of_windows(size, stride, out_shape[-2:]), k
+        )
+
+    def apply(self, t: FloatArray) -> FloatArray:
+        """Average the windows of each ``t``: (B, ..., H, W) -> (B, ..., h_out, w_out)."""
+        size, stride = self._geometry
+        # (B, ..., h_out, w_out, k_h, k_w) -> (B, ..., h_out, w_out)
+        result: FloatArray = np.mean(windows(t, size, stride), axis=(-2, -1))
+        return result
+
+    def _vjp(self, x: FloatArray, cotangents: FloatArray) -> FloatArray:
+        # Adjoint: y_o = (1/k) sum_{i in window(o)} t_i, so <y, u> = sum_i t_i (1/k) sum_{o: i in
+        # window(o)} u_o: each cotangent entry is spread evenly over its window, overlaps add up.
+        (k_h, k_w), stride = self._geometry
+        h_out, w_out = cotangents.shape[-2:]
+        share = cotangents / (k_h * k_w)  # (B, ..., h_out, w_out)
+        grad = np.zeros((len(cotangents), *x.shape))  # (B, ..., H, W)
+        # One strided slice per window offset: k_h * k_w vectorized adds, no loop over elements.
+        for p in range(k_h):
+            for q in range(k_w):
+                rows, cols = _window_slices(p, q, stride, (h_out, w_out))
+                grad[..., rows, cols] += share
+        return grad
+
+    def _local_jacobian(self, x: FloatArray, order: Order) -> sp.coo_array:
+        (k_h, k_w), stride = self._geometry
+        out_shape = self.out_shape(x.shape)
+        # The windows of the input's flat-index grid list, for each output, the rows it reads.
+        grid = layout.flat_grid(x.shape, order)
+        rows = windows(grid, (k_h, k_w), stride)  # (..., h_out, w_out, k_h, k_w)
+        # (..., h_out, w_out) -> (..., h_out, w_out, 1, 1): one column per output, for its window
+        cols = layout.flat_grid(out_shape, order)[..., np.newaxis, np.newaxis]
+        shape = (layout.size_of(x.shape), layout.size_of(out_shape))
+        return coo_from_grids(rows, cols, 1.0 / (k_h * k_w), shape)
+
+
+@register
+@dataclass(frozen=True, eq=False)
+class MaxPool2d(Op):
+    """Maximum over each window of the last two axes: ``(..., H, W) -> (..., h_out, w_out)``.
+
+    The derivative routes each output to the input that holds its window's maximum.
+
+    Parameters
+    ----------
+    size : (int, int) or int
+        Window ``(k_H, k_W)``.
+    stride : (int, int) or int, optional
+        ``(s_H, s_W)``; default the window size.
+    """
+
+    name: ClassVar[str] = "max_pool2d"
+    note: ClassVar[str] = (
+        "not differentiable where a window's maximum is tied: the derivative goes to the first "
+        "maximum in window order (row-major over the window), as PyTorch"
+    )
+    params: ClassVar[Mapping[str, str]] = _PARAMS
+
+    size: tuple[int, int]
+    stride: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        _normalized(self)
+
+    @property
+    def _geometry(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        assert self.stride is not None  # set in __post_init__
+        return self.size, self.stride
+
+    def out_shape(self, in_shape: Shape) -> Shape:
+        """Return ``(..., h_out, w_out)``."""
+        return pooled_shape(in_shape, *self._geometry, self.name)
+
+    def sparsity(self, in_shape: Shape) -> Sparsity:
+        """One entry per output; an input can be the maximum of every window covering it."""
+        size, stride = self._geometry
+        out_shape = self.out_shape(in_shape)
+        m = layout.size_of(out_shape)
+        return Sparsity(m, fan_of_windows(size, stride, out_shape[-2:]), 1)
+
+    def _flat_windows(self, a: NDArray[T]) -> NDArray[T]:
+        (k_h, k_w), stride = self._geometry
+        view = windows(a, (k_h, k_w), stride)  # (..., h_out, w_out, k_h, k_w)
+        # (..., h_out, w_out, k_h, k_w) -> (..., h_out, w_out, k_h * k_w), offsets row-major
+        return np.reshape(view, (*view.shape[:-2], k_h * k_w))
+
+    def _argmax(self, x: FloatArray) -> IndexArray:
+        # (..., h_out, w_out): offset of the window maximum; argmax takes the first on ties.
+        result: IndexArray = np.argmax(self._flat_windows(x), axis=-1)
+        return result
+
+    def _forward(self, x: FloatArray) -> FloatArray:
+        size, stride = self._geometry
+        result: FloatArray = np.max(windows(x, size, stride), axis=(-2, -1))
+        return result
+
+    def _jvp(self, x: FloatArray, tangents: FloatArray) -> FloatArray:
+        # Each output follows the tangent at its window's maximum.
+        index = self._argmax(x)[np.newaxis, ..., np.newaxis]  # (1, ..., h_out, w_out, 1)
+        picked = np.take_along_axis(self._flat_windows(tangents), index, axis=-1)
+        return picked[..., 0]  # (B, ..., h_out, w_out)
+
+    def _vjp(self, x: FloatArray, cotangents: FloatArray) -> FloatArray:
+        # Adjoint of "pick the maximum": each cotangent entry goes back to the input holding its
+        # window's maximum; one input can be the maximum of several overlapping windows, so add.
+        (k_h, k_w), stride = self._geometry
+        argmax = self._argmax(x)  # (..., h_out, w_out)
+        h_out, w_out = argmax.shape[-2:]
+        grad = np.zeros((len(cotangents), *x.shape))  # (B, ..., H, W)
+        for p in range(k_h):
+            for q in range(k_w):
+                rows, cols = _window_slices(p, q, stride, (h_out, w_out))
+                grad[..., rows, cols] += np.where(argmax == p * k_w + q, cotangents, 0.0)
+        return grad
+
+    def _local_jacobian(self, x: FloatArray, order: Order) -> sp.coo_array:
+        index = self._argmax(x)[..., np.newaxis]  # (..., h_out, w_out, 1)
+        # The window maximum's flat index, picked from the windows of the input's index grid.
+        rows = np.take_along_axis(self._flat_windows(layout.flat_grid(x.shape, order)), index, -1)
+        out_shape = self.out_shape(x.shape)
+        cols = layout.flat_grid(out_shape, order)[..., np.newaxis]  # (..., h_out, w_out, 1)
+        shape = (layout.size_of(x.shape), layout.size_of(out_shape))
+        return coo_from_grids(rows, cols, 1.0, shape)
