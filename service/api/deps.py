@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..codec import DecodeLimits
 from ..config import Settings, get_settings
+from ..engine.errors import LimitExceeded
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RequestModel = TypeVar("RequestModel", bound=BaseModel)
@@ -32,18 +33,23 @@ def decode_limits(settings: Settings) -> DecodeLimits:
 def json_body(model: type[RequestModel]) -> Callable[..., Awaitable[RequestModel]]:
     """Return a dependency that reads the body and validates it as ``model``.
 
-    Validation errors become :class:`RequestValidationError` (422 problem); limit errors raised by
-    the codec propagate unchanged (413 problem).
+    Validation errors become :class:`RequestValidationError` (422 problem). Limit violations found
+    while validating are raised only for an otherwise valid body (413 problem), so an invalid
+    request always gets its 422 with every pointer.
     """
     REQUEST_MODELS.append(model)
 
     async def parse(request: Request, settings: SettingsDep) -> RequestModel:
         raw = await request.body()
-        context = {"limits": decode_limits(settings), "settings": settings}
+        deferred: list[LimitExceeded] = []
+        context = {"limits": decode_limits(settings), "deferred_limits": deferred}
         try:
-            return await run_in_threadpool(model.model_validate_json, raw, context=context)
+            parsed = await run_in_threadpool(model.model_validate_json, raw, context=context)
         except ValidationError as error:
             raise RequestValidationError(error.errors(include_url=False), body=raw) from None
+        if deferred:
+            raise deferred[0]
+        return parsed
 
     parse.__name__ = f"parse_{model.__name__}"
     return parse

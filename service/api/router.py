@@ -2,9 +2,10 @@
 
 from fastapi import APIRouter
 
-from .routes import health, tensors, xcorr
+from .routes import functions, health, tensors, xcorr
 
 api_router = APIRouter()
 api_router.include_router(health.router)
 api_router.include_router(tensors.router)
 api_router.include_router(xcorr.router)
+api_router.include_router(functions.router)

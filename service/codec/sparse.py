@@ -6,14 +6,37 @@ In base64 mode ``row``/``col`` are little-endian int64 bytes and ``data`` little
 Dense: the same header with ``format: "dense"`` and ``data`` a 2-D tensor.
 """
 
+import binascii
 from typing import Annotated, Any, Literal
 
 import numpy as np
+import pybase64
 import scipy.sparse as sp
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    WithJsonSchema,
+    model_validator,
+)
 
+from ..engine.errors import LimitExceeded, ShapeError
 from ..engine.jacobian import Jacobian
-from .tensors import Encoding, TensorOut, encode_index_array, encode_tensor, encode_values
+from ..engine.sparse import coo_from_triplets
+from ..engine.types import FloatArray
+from .errors import CodecError
+from .tensors import (
+    Encoding,
+    Tensor,
+    TensorOut,
+    decode_tensor,
+    defer_or_raise,
+    encode_index_array,
+    encode_tensor,
+    encode_values,
+    limits_from,
+)
 
 _ARRAY_SCHEMA = {
     "anyOf": [
@@ -87,3 +110,104 @@ def encode_jacobian(jacobian: Jacobian, encoding: Encoding) -> CooJacobian | Den
     return DenseJacobian.model_construct(
         format="dense", data=encode_tensor(matrix, encoding), **header
     )
+
+
+_INDEX_LIST = list[Annotated[int, Field(ge=0, le=2**63 - 1)]]
+_VALUE_LIST = list[Annotated[float, Field(strict=True, allow_inf_nan=False)]]
+
+
+def _decode_array(values: Any, dtype: str, what: str) -> np.ndarray[Any, Any]:
+    if isinstance(values, str):
+        wire = np.dtype(dtype)
+        try:
+            raw = pybase64.b64decode(values, validate=True)
+        except (binascii.Error, ValueError) as error:
+            raise ValueError(f"{what} is not valid standard base64: {error}") from None
+        if len(raw) % wire.itemsize:
+            raise ValueError(f"{what} holds {len(raw)} bytes, not a multiple of {wire.itemsize}")
+        return np.frombuffer(raw, dtype=wire)
+    return np.asarray(values, dtype=dtype)
+
+
+class CooJacobianIn(BaseModel):
+    """A Jacobian given as COO triplets (any order; duplicates are summed).
+
+    ``row``/``col`` are lists of ints or base64 of little-endian int64; ``data`` a list of
+    numbers or base64 of little-endian float64. ``in_shape``/``out_shape`` are optional labels.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    format: Literal["coo"]
+    shape: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=2, max_length=2)]
+    row: _INDEX_LIST | str
+    col: _INDEX_LIST | str
+    data: _VALUE_LIST | str
+    in_shape: list[Annotated[int, Field(ge=1)]] | None = None
+    out_shape: list[Annotated[int, Field(ge=1)]] | None = None
+
+    @model_validator(mode="after")
+    def _check(self, info: ValidationInfo) -> "CooJacobianIn":
+        limits = limits_from(info)
+        lengths = {
+            name: _wire_length(getattr(self, name), size)
+            for name, size in (("row", 8), ("col", 8), ("data", 8))
+        }
+        if max(lengths.values()) > limits.max_elements:
+            error = LimitExceeded(
+                "COO entries of an input Jacobian", max(lengths.values()), limits.max_elements
+            )
+            defer_or_raise(error, info)
+        if len(set(lengths.values())) != 1:
+            raise ValueError(f"row, col and data need equal lengths, got {lengths}")
+        return self
+
+
+def _wire_length(values: Any, itemsize: int) -> int:
+    # Entries a list or a base64 string holds, known without decoding it.
+    if isinstance(values, str):
+        return len(values.rstrip("=")) * 3 // 4 // itemsize
+    return len(values)
+
+
+class DenseJacobianIn(BaseModel):
+    """A Jacobian given as a dense 2-D tensor."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    format: Literal["dense"]
+    data: Tensor
+    in_shape: list[Annotated[int, Field(ge=1)]] | None = None
+    out_shape: list[Annotated[int, Field(ge=1)]] | None = None
+
+
+JacobianIn = Annotated[CooJacobianIn | DenseJacobianIn, Field(discriminator="format")]
+
+
+def decode_jacobian(jacobian: CooJacobianIn | DenseJacobianIn) -> sp.coo_array | FloatArray:
+    """Return the matrix a validated input Jacobian carries.
+
+    Returns
+    -------
+    scipy.sparse.coo_array (canonical) or ndarray of float64, shape (rows, cols)
+
+    Raises
+    ------
+    CodecError
+        If a dense Jacobian is not 2-D, or a COO index lies outside ``shape``.
+    """
+    if isinstance(jacobian, DenseJacobianIn):
+        matrix = decode_tensor(jacobian.data)
+        if matrix.ndim != 2:
+            raise CodecError(f"a dense Jacobian must be 2-D, got shape {list(matrix.shape)}")
+        return matrix
+    rows, cols = jacobian.shape
+    row = _decode_array(jacobian.row, "<i8", "row").astype(np.int64)
+    col = _decode_array(jacobian.col, "<i8", "col").astype(np.int64)
+    data = _decode_array(jacobian.data, "<f8", "data").astype(np.float64)
+    if not np.all(np.isfinite(data)):
+        raise CodecError("a COO Jacobian holds non-finite values")
+    try:
+        return coo_from_triplets(row, col, data, (rows, cols))
+    except ShapeError as error:
+        raise CodecError(str(error)) from None

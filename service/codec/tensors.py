@@ -77,6 +77,19 @@ def limits_from(info: ValidationInfo) -> DecodeLimits:
     return cast(DecodeLimits, limits)
 
 
+def defer_or_raise(error: LimitExceeded, info: ValidationInfo) -> None:
+    """Record a limit violation for after validation, or raise it when nobody collects them.
+
+    The API passes a list as ``context["deferred_limits"]`` so that a request which is also
+    invalid for the schema gets its 422 (with every pointer) rather than a 413; a valid request
+    over a limit gets the 413 once validation has finished. Nothing is allocated either way.
+    """
+    sink = (info.context or {}).get("deferred_limits")
+    if sink is None:
+        raise error
+    sink.append(error)
+
+
 def _nominal_shape(data: Any) -> list[int]:
     # Follow the first element down: cheap, and enough to bound the size before allocating;
     # np.asarray then proves the list is not ragged.
@@ -89,20 +102,17 @@ def _nominal_shape(data: Any) -> list[int]:
     return shape
 
 
-def check_size(shape: list[int] | tuple[int, ...], limits: DecodeLimits, field: str) -> None:
+def check_size(shape: list[int] | tuple[int, ...], limits: DecodeLimits) -> None:
     """Raise before allocation when a tensor of ``shape`` has too many elements or dimensions."""
     if len(shape) > limits.max_rank:
         raise ValueError(f"rank {len(shape)} exceeds the maximum rank {limits.max_rank}")
     size = math.prod(shape)
     if size > limits.max_elements:
-        raise LimitExceeded(f"elements of tensor {field!r}", size, limits.max_elements)
+        raise LimitExceeded("elements of one tensor", size, limits.max_elements)
 
 
-def _decode_list(
-    data: Any, shape: list[int] | None, dtype: str, limits: DecodeLimits
-) -> FloatArray:
+def _decode_list(data: Any, shape: list[int] | None, dtype: str) -> FloatArray:
     nominal = _nominal_shape(data)
-    check_size(nominal, limits, "data")
     if 0 in nominal:
         raise ValueError(f"data has an empty dimension (nominal shape {nominal})")
     try:
@@ -119,8 +129,7 @@ def _decode_list(
     return array.astype(np.float64, copy=False)
 
 
-def _decode_base64(data: str, shape: list[int], dtype: str, limits: DecodeLimits) -> FloatArray:
-    check_size(shape, limits, "data")
+def _decode_base64(data: str, shape: list[int], dtype: str) -> FloatArray:
     wire = WIRE_DTYPES[dtype]
     expected = math.prod(shape) * wire.itemsize
     # The decoded length follows from the text length, so a wrong size is refused before decoding.
@@ -188,16 +197,21 @@ class Tensor(BaseModel):
             return data
         encoding, dtype, shape = info.data["encoding"], info.data["dtype"], info.data["shape"]
         limits = limits_from(info)
+        try:
+            check_size(shape if encoding == "base64" and shape else _nominal_shape(data), limits)
+        except LimitExceeded as error:
+            defer_or_raise(error, info)
+            return None
         if encoding == "base64":
             if not isinstance(data, str):
                 raise ValueError("encoding 'base64' needs data to be a base64 string")
             if shape is None:
                 raise ValueError("encoding 'base64' needs an explicit shape")
-            array = _decode_base64(data, shape, dtype, limits)
+            array = _decode_base64(data, shape, dtype)
         else:
             if isinstance(data, str):
                 raise ValueError("encoding 'list' needs data to be numbers or nested lists")
-            array = _decode_list(data, shape, dtype, limits)
+            array = _decode_list(data, shape, dtype)
         _check_finite(array)
         array.setflags(write=False)
         return array

@@ -770,9 +770,7 @@ def _continues(run: _Run, partners: list[int], auxes: list[int], before: int) ->
         dp, da = run.partner_step, run.aux_step
         if before != run.before + q * run.before_step:
             return False
-    return partners == [p + q * dp for p in run.partner] and auxes == [
-        v + q * da for v in run.aux
-    ]
+    return partners == [p + q * dp for p in run.partner] and auxes == [v + q * da for v in run.aux]
 
 
 def _aux_index(run: _Run) -> IndexArray:
@@ -846,7 +844,10 @@ def _strided(
     """
     step = target.itemsize
     view: np.ndarray = np.ndarray(
-        tuple(shape), target.dtype, buffer=target, offset=base * step,
+        tuple(shape),
+        target.dtype,
+        buffer=target,
+        offset=base * step,
         strides=tuple(step * t for t in strides),
     )
     return view
@@ -921,8 +922,15 @@ def _build(pairing: _Pairing, order: Order, values: _ValueSource, zeros: bool) -
             for axis in reversed(col_levels):
                 strides[col_names[axis]] = unit
                 unit *= lengths[axis] if axis in runs else V
-            sizes = {"S": S, "U": U, "Qh": run_h.count, "Qw": run_w.count, "V": V,
-                     "Ih": lengths["h"], "Jw": lengths["w"]}
+            sizes = {
+                "S": S,
+                "U": U,
+                "Qh": run_h.count,
+                "Qw": run_w.count,
+                "V": V,
+                "Ih": lengths["h"],
+                "Jw": lengths["w"],
+            }
             block_shape = [sizes[name] for name in block]
             block_strides = [strides[name] for name in block]
             last = base + sum((n - 1) * t for n, t in zip(block_shape, block_strides, strict=True))
@@ -932,8 +940,10 @@ def _build(pairing: _Pairing, order: Order, values: _ValueSource, zeros: bool) -
             # each copy of it starts. (Broadcast writes straight into the 7-D view ran at a
             # third of the copy bandwidth: their inner loops were only kh * kw long.)
             split, extent = len(block), 1
-            while split and extent < INNER_LOOP and (
-                block_shape[split - 1] == 1 or block_strides[split - 1] == extent
+            while (
+                split
+                and extent < INNER_LOOP
+                and (block_shape[split - 1] == 1 or block_strides[split - 1] == extent)
             ):
                 split -= 1
                 extent *= block_shape[split]
@@ -1181,7 +1191,9 @@ def nnz_x(
     """
     plan = _plan(x_shape, k_shape, geometry)
     return (
-        plan.N * plan.K * plan.C
+        plan.N
+        * plan.K
+        * plan.C
         * _pair_count(plan.H, plan.kh, plan.h_out, plan.s_h, plan.d_h, plan.pad_top)
         * _pair_count(plan.W, plan.kw, plan.w_out, plan.s_w, plan.d_w, plan.pad_left)
     )

@@ -155,9 +155,9 @@ def tensor_problem(path: str, estimate: int) -> dict:
         "type": "/problems/limit-exceeded",
         "title": "Limit exceeded",
         "status": 413,
-        "detail": f"elements of tensor 'data': estimated {estimate} exceeds the limit 50",
+        "detail": f"elements of one tensor: estimated {estimate} exceeds the limit 50",
         "instance": path,
-        "quantity": "elements of tensor 'data'",
+        "quantity": "elements of one tensor",
         "estimate": estimate,
         "limit": 50,
     }
@@ -218,3 +218,22 @@ async def test_index_count_at_the_limit_is_accepted(client) -> None:
     response = await client.post("/v1/flat", json={"index": [[0, 0]] * 4, "dims": [2, 3]})
     assert response.status_code == 200
     assert response.json()["flat"] == [0, 0, 0, 0]
+
+
+async def test_invalid_request_over_a_limit_gets_its_422_not_413(client) -> None:
+    # Over the element limit AND carrying a schema error elsewhere: the client learns what is
+    # wrong with the request first; the limit applies to requests that are otherwise valid.
+    response = await client.post(
+        "/v1/vec", json={"x": {"data": [[1.0] * 17] * 3}, "order": "Z"}
+    )
+    assert_problem(
+        response,
+        {
+            "type": "/problems/request-validation",
+            "title": "Request validation failed",
+            "status": 422,
+            "detail": "1 validation error in the request",
+            "instance": "/v1/vec",
+            "errors": [{"detail": "Input should be 'F' or 'C' (got \"Z\")", "pointer": "/order"}],
+        },
+    )

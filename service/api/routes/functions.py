@@ -1,0 +1,166 @@
+"""Functions as operation lists: list the operations, evaluate, differentiate, compose."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from starlette.concurrency import run_in_threadpool
+
+from ...codec import decode_tensor, encode_tensor
+from ...codec.sparse import decode_jacobian, encode_jacobian
+from ...config import Settings
+from ...engine import functions
+from ...engine.chain import Chain
+from ...engine.jacobian import Jacobian
+from ...engine.op import op_classes
+from ...engine.types import FloatArray, Order
+from ..deps import SettingsDep, body_openapi, json_body
+from ..problems import PROBLEM_RESPONSES
+from ..schemas.functions import (
+    ChainRuleRequest,
+    ChainRuleResponse,
+    CheckReport,
+    EvaluateRequest,
+    EvaluateResponse,
+    JacobianRequest,
+    JacobianResponse,
+    JvpRequest,
+    JvpResponse,
+    OperationInfo,
+    OperationsResponse,
+    VjpRequest,
+    VjpResponse,
+)
+from ..schemas.ops import OpSpec
+
+router = APIRouter(prefix="/v1", tags=["functions"], responses=PROBLEM_RESPONSES)
+
+EvaluateBody = Annotated[EvaluateRequest, Depends(json_body(EvaluateRequest))]
+JacobianBody = Annotated[JacobianRequest, Depends(json_body(JacobianRequest))]
+JvpBody = Annotated[JvpRequest, Depends(json_body(JvpRequest))]
+VjpBody = Annotated[VjpRequest, Depends(json_body(VjpRequest))]
+ChainRuleBody = Annotated[ChainRuleRequest, Depends(json_body(ChainRuleRequest))]
+
+
+def _chain(function: list[OpSpec], x: FloatArray, order: Order) -> Chain:
+    return Chain([spec.to_engine(order) for spec in function], x.shape)
+
+
+def _limits(settings: Settings) -> functions.FunctionLimits:
+    return functions.FunctionLimits(
+        max_tensor_elements=settings.max_tensor_elements,
+        max_dense_elements=settings.max_dense_jacobian_elements,
+        max_nnz=settings.max_coo_nnz,
+    )
+
+
+def _evaluate(body: EvaluateRequest, settings: Settings) -> EvaluateResponse:
+    x = decode_tensor(body.x)
+    value = functions.evaluate(_chain(body.function, x, body.order), x, _limits(settings))
+    return EvaluateResponse(value=encode_tensor(value, body.encoding))
+
+
+def _jacobian(body: JacobianRequest, settings: Settings) -> JacobianResponse:
+    x = decode_tensor(body.x)
+    result = functions.jacobian(
+        _chain(body.function, x, body.order),
+        x,
+        fmt=body.format,
+        strategy=body.strategy,
+        layout=body.layout,
+        order=body.order,
+        check=body.check,
+        limits=_limits(settings),
+    )
+    return JacobianResponse(
+        value=encode_tensor(result.value, body.encoding),
+        jacobian=encode_jacobian(result.jacobian, body.encoding),
+        strategy=result.strategy,
+        check=CheckReport.from_engine(result.check),
+    )
+
+
+def _jvp(body: JvpRequest, settings: Settings) -> JvpResponse:
+    x = decode_tensor(body.x)
+    chain = _chain(body.function, x, body.order)
+    tangent = decode_tensor(body.tangent)
+    result = functions.jvp(chain, x, tangent, check=body.check, limits=_limits(settings))
+    return JvpResponse(
+        value=encode_tensor(result.value, body.encoding),
+        jvp=encode_tensor(result.product, body.encoding),
+        check=CheckReport.from_engine(result.check),
+    )
+
+
+def _vjp(body: VjpRequest, settings: Settings) -> VjpResponse:
+    x = decode_tensor(body.x)
+    chain = _chain(body.function, x, body.order)
+    cotangent = decode_tensor(body.cotangent)
+    result = functions.vjp(chain, x, cotangent, check=body.check, limits=_limits(settings))
+    return VjpResponse(
+        value=encode_tensor(result.value, body.encoding),
+        vjp=encode_tensor(result.product, body.encoding),
+        check=CheckReport.from_engine(result.check),
+    )
+
+
+def _chain_rule(body: ChainRuleRequest, settings: Settings) -> ChainRuleResponse:
+    matrices = [decode_jacobian(jacobian) for jacobian in body.jacobians]
+    product = functions.multiply(
+        matrices,
+        layout=body.layout,
+        fmt=body.format,
+        max_nnz=settings.max_coo_nnz,
+        max_dense_elements=settings.max_dense_jacobian_elements,
+    )
+    first, last = body.jacobians[0], body.jacobians[-1]
+    rows, cols = product.shape
+    in_size, out_size = (rows, cols) if body.layout == "in_out" else (cols, rows)
+    in_shape = tuple(first.in_shape or [in_size])
+    out_shape = tuple(last.out_shape or [out_size])
+    # The labels are the client's; they must still describe the product's size.
+    functions.check_labels(in_shape, out_shape, in_size, out_size)
+    jacobian = Jacobian(product, in_shape, out_shape, body.layout, "F")
+    return ChainRuleResponse(jacobian=encode_jacobian(jacobian, body.encoding))
+
+
+@router.get("/ops", summary="List the operations")
+async def list_ops() -> OperationsResponse:
+    """Every registered operation with its parameters and differentiability note."""
+    return OperationsResponse(
+        operations=[
+            OperationInfo(name=name, linear=cls.linear, note=cls.note, params=dict(cls.params))
+            for name, cls in op_classes().items()
+        ]
+    )
+
+
+@router.post("/evaluate", openapi_extra=body_openapi(EvaluateRequest), summary="Evaluate h(x)")
+async def evaluate(body: EvaluateBody, settings: SettingsDep) -> EvaluateResponse:
+    """Evaluate a function given as a list of operations."""
+    return await run_in_threadpool(_evaluate, body, settings)
+
+
+@router.post("/jacobian", openapi_extra=body_openapi(JacobianRequest), summary="Jacobian of h at x")
+async def jacobian(body: JacobianBody, settings: SettingsDep) -> JacobianResponse:
+    """Return h(x) and its Jacobian, dense or canonical COO, in the requested layout/order."""
+    return await run_in_threadpool(_jacobian, body, settings)
+
+
+@router.post("/jvp", openapi_extra=body_openapi(JvpRequest), summary="Jacobian-vector product")
+async def jvp(body: JvpBody, settings: SettingsDep) -> JvpResponse:
+    """Return h(x) and ten(J^T vec(tangent)) without forming J."""
+    return await run_in_threadpool(_jvp, body, settings)
+
+
+@router.post("/vjp", openapi_extra=body_openapi(VjpRequest), summary="Vector-Jacobian product")
+async def vjp(body: VjpBody, settings: SettingsDep) -> VjpResponse:
+    """Return h(x) and ten(J vec(cotangent)) without forming J."""
+    return await run_in_threadpool(_vjp, body, settings)
+
+
+@router.post(
+    "/chain-rule", openapi_extra=body_openapi(ChainRuleRequest), summary="Compose Jacobians"
+)
+async def chain_rule(body: ChainRuleBody, settings: SettingsDep) -> ChainRuleResponse:
+    """Multiply Jacobians in the notes' sense: J_h = J_g J_f for h = f ∘ g (in_out)."""
+    return await run_in_threadpool(_chain_rule, body, settings)

@@ -1,0 +1,203 @@
+"""Models of the function endpoints: ops, evaluate, jacobian, jvp, vjp, chain-rule."""
+
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field
+
+from ...codec import Tensor, TensorOut
+from ...codec.sparse import JacobianIn, JacobianOut
+from ...engine.fdcheck import FDCheck
+from .common import Layout, Order, ResponseEncoding, ResponseModel, StrictModel
+from .ops import Function
+
+_EXAMPLE_FUNCTION = [
+    {"op": "xcorr2d", "kernel": {"data": [[[1, 2]]]}},
+    {"op": "tanh"},
+]
+_EXAMPLE_X = {"data": [[[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]]]}
+FormatRequest = Annotated[
+    Literal["coo", "dense", "auto"],
+    Field(
+        description="'coo', 'dense', or 'auto' (COO when at most a third of the entries can be "
+        "non-zero or the dense matrix is over its limit, dense otherwise)."
+    ),
+]
+
+
+def _examples(**extra: object) -> ConfigDict:
+    example: dict[str, Any] = {"x": _EXAMPLE_X, "function": _EXAMPLE_FUNCTION, **extra}
+    return ConfigDict(**StrictModel.model_config, json_schema_extra={"examples": [example]})
+
+
+class OperationInfo(ResponseModel):
+    """One registered operation."""
+
+    name: str
+    linear: bool = Field(description="Whether the operation is linear (or affine) in x.")
+    note: str = Field(description="Differentiability: the choice made at non-smooth points.")
+    params: dict[str, str] = Field(description="Parameter name -> what it is.")
+
+
+class OperationsResponse(ResponseModel):
+    """Every operation a function may use."""
+
+    operations: list[OperationInfo]
+
+
+class EvaluateRequest(StrictModel):
+    """Evaluate h(x) for h = op_n ∘ ... ∘ op_1."""
+
+    model_config = _examples()
+
+    x: Tensor
+    function: Function
+    order: Order = "F"
+    encoding: ResponseEncoding = "list"
+
+
+class EvaluateResponse(ResponseModel):
+    """h(x)."""
+
+    value: TensorOut
+
+
+class CheckReport(ResponseModel):
+    """Comparison with central differences (step rule of SciPy's ``_numdiff``)."""
+
+    passed: bool
+    max_abs_error: float
+    max_rel_error: float
+    step: float = Field(description="Largest step h_i = EPS**(1/3) * max(1, |x_i|) used.")
+    relative_step: float
+    directions: int = Field(description="Input directions probed.")
+    full: bool = Field(description="True when the directions were the whole input basis.")
+    checked: list[str] = Field(description="What was compared: jvp, vjp, jacobian.")
+    rtol: float
+    atol: float
+
+    @classmethod
+    def from_engine(cls, check: FDCheck | None) -> "CheckReport | None":
+        """Return the report of an engine check, or None when no check ran."""
+        if check is None:
+            return None
+        return cls(
+            passed=check.passed,
+            max_abs_error=check.max_abs_error,
+            max_rel_error=check.max_rel_error,
+            step=check.step,
+            relative_step=check.relative_step,
+            directions=check.directions,
+            full=check.full,
+            checked=list(check.checked),
+            rtol=check.rtol,
+            atol=check.atol,
+        )
+
+
+class JacobianRequest(StrictModel):
+    """The Jacobian of h at x: lmn x pqr in the notes' layout."""
+
+    model_config = _examples(format="dense")
+
+    x: Tensor
+    function: Function
+    format: FormatRequest = "auto"
+    layout: Layout = "in_out"
+    order: Order = "F"
+    strategy: Literal["auto", "chain", "reverse", "forward"] = Field(
+        "auto",
+        description="'chain': sparse product of the local Jacobians (the notes' chain rule); "
+        "'reverse': VJPs of the output basis; 'forward': JVPs of the input basis; 'auto': the "
+        "cheapest by estimated cost. All give the same matrix.",
+    )
+    encoding: ResponseEncoding = "list"
+    check: bool = Field(False, description="Also compare with central differences.")
+
+
+class JacobianResponse(ResponseModel):
+    """h(x), its Jacobian, and how it was computed."""
+
+    value: TensorOut
+    jacobian: JacobianOut
+    strategy: Literal["chain", "reverse", "forward"]
+    check: CheckReport | None = None
+
+
+class JvpRequest(StrictModel):
+    """h(x) and the JVP ten(J^T vec(tangent)), without forming J."""
+
+    model_config = _examples(tangent={"data": [[[1, 0, 0], [0, 0, 0]]]})
+
+    x: Tensor
+    function: Function
+    tangent: Tensor = Field(description="Same shape as x.")
+    order: Order = "F"
+    encoding: ResponseEncoding = "list"
+    check: bool = False
+
+
+class JvpResponse(ResponseModel):
+    """h(x) and J^T v."""
+
+    value: TensorOut
+    jvp: TensorOut
+    check: CheckReport | None = None
+
+
+class VjpRequest(StrictModel):
+    """h(x) and the VJP ten(J vec(cotangent)), without forming J."""
+
+    model_config = _examples(cotangent={"data": [[1, 0], [0, 0]]})
+
+    x: Tensor
+    function: Function
+    cotangent: Tensor = Field(description="Same shape as h(x).")
+    order: Order = "F"
+    encoding: ResponseEncoding = "list"
+    check: bool = False
+
+
+class VjpResponse(ResponseModel):
+    """h(x) and J u."""
+
+    value: TensorOut
+    vjp: TensorOut
+    check: CheckReport | None = None
+
+
+class ChainRuleRequest(StrictModel):
+    """Compose Jacobians: J_h = J_1 J_2 ... J_n (in_out) for h = f_n ∘ ... ∘ f_1."""
+
+    model_config = StrictModel.model_config | {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "jacobians": [
+                        {"format": "dense", "data": {"data": [[1, 2], [3, 4], [5, 6]]}},
+                        {
+                            "format": "coo",
+                            "shape": [2, 1],
+                            "row": [0, 1],
+                            "col": [0, 0],
+                            "data": [1.0, -1.0],
+                        },
+                    ]
+                }
+            ]
+        }
+    }
+
+    jacobians: Annotated[list[JacobianIn], Field(min_length=1, max_length=64)] = Field(
+        description="J_1, ..., J_n of the functions applied first to last, all in `layout`."
+    )
+    layout: Layout = "in_out"
+    format: Literal["coo", "dense", "auto"] = Field(
+        "auto", description="'auto': COO if any factor is COO, dense otherwise."
+    )
+    encoding: ResponseEncoding = "list"
+
+
+class ChainRuleResponse(ResponseModel):
+    """The product in the notes' sense."""
+
+    jacobian: JacobianOut
