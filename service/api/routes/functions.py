@@ -30,7 +30,7 @@ from ..schemas.functions import (
     VjpRequest,
     VjpResponse,
 )
-from ..schemas.ops import OpSpec
+from ..schemas.ops import REQUEST_WIDE, OpSpec
 
 router = APIRouter(prefix="/v1", tags=["functions"], responses=PROBLEM_RESPONSES)
 
@@ -128,7 +128,13 @@ async def list_ops() -> OperationsResponse:
     """Every registered operation with its parameters and differentiability note."""
     return OperationsResponse(
         operations=[
-            OperationInfo(name=name, linear=cls.linear, note=cls.note, params=dict(cls.params))
+            OperationInfo(
+                name=name,
+                linear=cls.linear,
+                note=cls.note,
+                params={k: v for k, v in cls.params.items() if k not in REQUEST_WIDE},
+                uses_request_order="order" in cls.params,
+            )
             for name, cls in op_classes().items()
         ]
     )

@@ -36,6 +36,9 @@ class OperationInfo(ResponseModel):
     linear: bool = Field(description="Whether the operation is linear (or affine) in x.")
     note: str = Field(description="Differentiability: the choice made at non-smooth points.")
     params: dict[str, str] = Field(description="Parameter name -> what it is.")
+    uses_request_order: bool = Field(
+        description="Whether the result depends on the request's index order (reshape, linear)."
+    )
 
 
 class OperationsResponse(ResponseModel):

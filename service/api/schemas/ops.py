@@ -15,10 +15,14 @@ from ...codec import Tensor, decode_tensor
 from ...engine.op import Op, get_op, op_classes
 from ...engine.types import Order
 from .common import StrictModel
-from .xcorr import ExplicitPadding, Pair
+from .xcorr import ExplicitPadding, Pair, Positive
 
 Axes = Annotated[list[Annotated[int, Field(ge=-32, le=31)]], Field(max_length=32)]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+
+
+# The index order is a request-wide option, never a per-operation parameter on the wire.
+REQUEST_WIDE = frozenset({"order"})
 
 
 def _engine_value(value: Any) -> Any:
@@ -42,10 +46,12 @@ class OpSpec(StrictModel):
         the request's ``order``, so one request uses one order throughout.
         """
         cls = get_op(self.op)
-        arguments = {name: _engine_value(getattr(self, name)) for name in type(self).model_fields}
+        arguments: dict[str, Any] = {
+            name: _engine_value(getattr(self, name)) for name in type(self).model_fields
+        }
         del arguments["op"]
         if "order" in {field.name for field in dataclasses.fields(cls)}:
-            arguments["order"] = order
+            arguments["order"] = order  # see REQUEST_WIDE
         return cls(**arguments)
 
 
@@ -130,8 +136,12 @@ class LogsumexpSpec(_AxesSpec):
 
 
 class _PoolSpec(OpSpec):
-    size: Pair = Field(description="Window (height, width) over the last two axes.")
-    stride: Pair | None = Field(None, description="Default: the window size.")
+    size: Pair | Positive = Field(
+        description="Window (height, width) over the last two axes, or one int for both."
+    )
+    stride: Pair | Positive | None = Field(
+        None, description="(s_H, s_W), or one int for both; default: the window size."
+    )
 
 
 class AvgPool2dSpec(_PoolSpec):
