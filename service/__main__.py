@@ -16,6 +16,8 @@ def main() -> None:
         workers=settings.workers,
         log_level=settings.log_level,
         proxy_headers=True,
+        # Logging is configured by the app (JSON lines with request ids), not by uvicorn.
+        log_config=None,
     )
 
 

@@ -5,10 +5,10 @@ passes it the numbers it needs.
 """
 
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIB = 1024 * 1024
 
@@ -37,6 +37,32 @@ class Settings(BaseSettings):
     max_trajectory_elements: int = Field(
         10_000_000, ge=1, description="Recorded trajectory points times their size."
     )
+    descent_deadline_seconds: float = Field(
+        60.0, gt=0, description="Wall-clock budget of one gradient-descent run."
+    )
+
+    max_concurrent_computations: int = Field(
+        4, ge=1, description="Engine computations running at once per worker process."
+    )
+    computation_wait_seconds: float = Field(
+        2.0, ge=0, description="How long a request waits for a computation slot before 503."
+    )
+
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated API keys; empty disables authentication.",
+    )
+    public_health: bool = Field(True, description="Serve /healthz and /readyz without a key.")
+    public_metrics: bool = Field(True, description="Serve /metrics without a key.")
+    public_docs: bool = Field(True, description="Serve /docs, /redoc, /openapi.json without a key.")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        # SERVICE_API_KEYS="key1,key2": a plain list in the environment, not JSON.
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
 
 
 @lru_cache

@@ -1,20 +1,23 @@
 """The application factory: settings, routers, problem handlers, body limit, offline docs."""
 
-import logging
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 
 from . import __version__
-from .api.deps import REQUEST_MODELS
+from .api.deps import REQUEST_MODELS, Computations
 from .api.middleware import BodyLimitMiddleware
+from .api.observability import Metrics, RequestContextMiddleware, configure_logging
 from .api.problems import PROBLEM_TYPES, Problem, handle_exception
 from .api.router import api_router
+from .api.security import ApiKeyMiddleware, public_paths
 from .codec.errors import CodecError
 from .config import Settings, get_settings
 from .engine.errors import EngineError
@@ -50,6 +53,12 @@ def _install_openapi(app: FastAPI) -> None:
             components.update(model_schema.pop("$defs", {}))
             components[model.__name__] = model_schema
         schema["components"]["schemas"] = dict(sorted(components.items()))
+        # Keys are optional (SERVICE_API_KEYS); the empty requirement says so to generators.
+        schema["components"]["securitySchemes"] = {
+            "bearerAuth": {"type": "http", "scheme": "bearer"},
+            "apiKeyAuth": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+        }
+        schema["security"] = [{}, {"bearerAuth": []}, {"apiKeyAuth": []}]
         app.openapi_schema = schema
         return schema
 
@@ -70,7 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     FastAPI
     """
     settings = settings or get_settings()
-    logging.basicConfig(level=settings.log_level.upper())
+    configure_logging(settings.log_level)
     app = FastAPIOffline(
         title="jacobian-service",
         version=__version__,
@@ -82,6 +91,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     handled = (RequestValidationError, StarletteHTTPException, EngineError, CodecError, Exception)
     for exc_class in handled:
         app.add_exception_handler(exc_class, handle_exception)
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    metrics = Metrics()
+    app.state.metrics = metrics
+    app.state.computations = Computations(
+        settings.max_concurrent_computations, settings.computation_wait_seconds, metrics
+    )
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics_endpoint() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    # Starlette runs the last added middleware first: request id and metrics wrap everything,
+    # then the key check, then the body limit.
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics)
+    if settings.api_keys:
+        keys = [key.get_secret_value().encode() for key in settings.api_keys]
+        app.add_middleware(ApiKeyMiddleware, keys=keys, public=public_paths(settings))
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
     _install_openapi(app)
     return app

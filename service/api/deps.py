@@ -7,9 +7,12 @@ Because FastAPI then no longer sees a body parameter, each route's request schem
 OpenAPI document through :func:`body_openapi` and :data:`REQUEST_MODELS`.
 """
 
+import math
+import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
+import anyio
 from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
@@ -18,6 +21,8 @@ from starlette.concurrency import run_in_threadpool
 from ..codec import DecodeLimits
 from ..config import Settings, get_settings
 from ..engine.errors import LimitExceeded
+from .observability import Metrics, route_template
+from .problems import Saturated
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RequestModel = TypeVar("RequestModel", bound=BaseModel)
@@ -65,3 +70,81 @@ def body_openapi(model: type[BaseModel]) -> dict[str, Any]:
             },
         }
     }
+
+
+Result = TypeVar("Result")
+
+
+class Computations:
+    """Bound the engine computations running at once in this process, and time them.
+
+    CPU-bound work runs in the thread pool; without a bound, a burst of heavy requests would
+    queue there unseen and every client would time out. A request waits at most
+    ``wait_seconds`` for a slot, then gets a 503 with ``Retry-After``.
+    """
+
+    def __init__(self, slots: int, wait_seconds: float, metrics: Metrics) -> None:
+        self.slots = slots
+        self.wait_seconds = wait_seconds
+        self._semaphore = anyio.Semaphore(slots)
+        self._metrics = metrics
+
+    async def acquire(self) -> Callable[[], None]:
+        """Take a slot, waiting at most ``wait_seconds``; return the function that frees it.
+
+        Raises
+        ------
+        Saturated
+            If no slot freed up in time (503 with ``Retry-After``).
+        """
+        with anyio.move_on_after(self.wait_seconds) as waiting:
+            await self._semaphore.acquire()
+        if waiting.cancelled_caught:
+            retry_after = max(1, math.ceil(self.wait_seconds))
+            raise Saturated(self.slots, self.wait_seconds, retry_after)
+        self._metrics.in_flight.inc()
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._metrics.in_flight.dec()
+                self._semaphore.release()
+
+        return release
+
+    async def run(self, route: str, function: Callable[..., Result], *args: Any) -> Result:
+        """Run ``function(*args)`` in the thread pool once a slot is free."""
+        release = await self.acquire()
+        start = time.perf_counter()
+        try:
+            return await run_in_threadpool(function, *args)
+        finally:
+            self._metrics.engine.labels(route).observe(time.perf_counter() - start)
+            release()
+
+
+class Compute:
+    """A route's handle on the process's computation slots (labelled with its template)."""
+
+    def __init__(self, computations: Computations, route: str) -> None:
+        self._computations = computations
+        self._route = route
+
+    async def __call__(self, function: Callable[..., Result], *args: Any) -> Result:
+        """Run one engine call for this route; see :meth:`Computations.run`."""
+        return await self._computations.run(self._route, function, *args)
+
+    async def acquire(self) -> Callable[[], None]:
+        """Hold a slot beyond one call (a stream); see :meth:`Computations.acquire`."""
+        return await self._computations.acquire()
+
+
+def get_compute(request: Request) -> Compute:
+    """Return the computation handle of the app serving ``request``."""
+    computations: Computations = request.app.state.computations
+    return Compute(computations, route_template(request.scope))
+
+
+ComputeDep = Annotated[Compute, Depends(get_compute)]

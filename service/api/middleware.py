@@ -8,15 +8,17 @@ fails with :class:`BodyTooLarge` as soon as it passes the limit.
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .observability import Metrics
 from .problems import BodyTooLarge, body_too_large_problem, problem_response
 
 
 class BodyLimitMiddleware:
     """Refuse request bodies longer than ``max_body_bytes`` with a 413 problem."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, metrics: Metrics) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Check the declared length, then count the streamed bytes."""
@@ -31,10 +33,11 @@ class BodyLimitMiddleware:
                 except ValueError:
                     declared = 0
                 if declared > limit:
-                    response = problem_response(
-                        body_too_large_problem(declared, limit, scope.get("path"))
-                    )
-                    await response(scope, receive, send)
+                    self.metrics.refused.labels("max_body_bytes").inc()
+                    problem = body_too_large_problem(declared, limit, scope.get("path"))
+                    request_id = scope.get("state", {}).get("request_id")
+                    problem = problem.model_copy(update={"request_id": request_id})
+                    await problem_response(problem)(scope, receive, send)
                     return
         received = 0
 

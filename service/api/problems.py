@@ -61,6 +61,9 @@ class Problem(BaseModel):
     estimate: int | None = Field(None, description="The estimated amount (limit problems).")
     limit: int | None = Field(None, description="The configured bound (limit problems).")
     hint: str | None = Field(None, description="What to do instead (limit problems).")
+    request_id: str | None = Field(
+        None, description="The request's id, also in the X-Request-ID response header."
+    )
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,11 @@ PROBLEM_TABLE: dict[type[BaseException], ProblemKind] = {
     CodecError: ProblemKind(422, "/problems/invalid-tensor", "Invalid tensor"),
     Exception: ProblemKind(500, "/problems/internal-error", "Internal server error"),
 }
-PROBLEM_TYPES = sorted({kind.type for kind in PROBLEM_TABLE.values()})
+# Problems raised outside the table: body limit (limit-exceeded), saturation and missing keys.
+PROBLEM_TYPES = sorted(
+    {kind.type for kind in PROBLEM_TABLE.values()}
+    | {"/problems/saturated", "/problems/unauthorized"}
+)
 
 
 class BodyTooLarge(StarletteHTTPException):
@@ -106,6 +113,16 @@ class BodyTooLarge(StarletteHTTPException):
         super().__init__(413, f"request body of at least {received} bytes exceeds {limit} bytes")
         self.received = received
         self.limit = limit
+
+
+class Saturated(StarletteHTTPException):
+    """Every computation slot stayed busy for the whole wait: 503 with ``Retry-After``."""
+
+    def __init__(self, slots: int, waited: float, retry_after: int) -> None:
+        super().__init__(503, f"all {slots} computation slots are busy")
+        self.slots = slots
+        self.waited = waited
+        self.retry_after = retry_after
 
 
 def problem_kind(exc: BaseException) -> ProblemKind:
@@ -241,49 +258,76 @@ def validation_errors(errors: list[dict[str, Any]], body: Any) -> list[ProblemEr
     return [ProblemError(detail=detail, pointer=pointer) for pointer, detail in result.items()]
 
 
-async def handle_exception(request: Request, exc: Exception) -> JSONResponse:
-    """Render any exception as a problem; unexpected ones are logged with their traceback."""
+def refused_limit(exc: BaseException) -> str | None:
+    """Name the setting that refused a request, for the refusal metric (None: not a refusal).
+
+    The label set is fixed (one per setting), whatever the wording of the error.
+    """
+    if isinstance(exc, BodyTooLarge):
+        return "max_body_bytes"
+    if isinstance(exc, Saturated):
+        return "max_concurrent_computations"
+    if not isinstance(exc, engine_errors.LimitExceeded):
+        return None
+    quantity = exc.quantity.lower()
+    for words, setting in LIMIT_SETTINGS:
+        if all(word in quantity for word in words):
+            return setting
+    return "other"
+
+
+# Checked in order: the first entry whose words all occur in the quantity names the setting.
+LIMIT_SETTINGS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("dense",), "max_dense_jacobian_elements"),
+    (("visited",), "max_dense_jacobian_elements"),
+    (("non-zeros",), "max_coo_nnz"),
+    (("coo",), "max_coo_nnz"),
+    (("indices",), "max_index_count"),
+    (("trajectory",), "max_trajectory_elements"),
+    (("steps",), "max_descent_steps"),
+    (("elements",), "max_tensor_elements"),
+)
+
+
+def _problem_for(request: Request, exc: Exception) -> tuple[Problem, dict[str, str] | None]:
     instance = request.url.path
     if isinstance(exc, RequestValidationError):
         kind = problem_kind(exc)
         errors = validation_errors(list(exc.errors()), exc.body)
         count = len(errors)
-        return problem_response(
-            Problem(
-                type=kind.type,
-                title=kind.title,
-                status=kind.status,
-                detail=f"{count} validation error{'s' if count != 1 else ''} in the request",
-                instance=instance,
-                errors=errors,
-            )
-        )
+        detail = f"{count} validation error{'s' if count != 1 else ''} in the request"
+        problem = Problem(
+            type=kind.type, title=kind.title, status=kind.status, detail=detail,
+            instance=instance, errors=errors,
+        )  # fmt: skip
+        return problem, None
     if isinstance(exc, BodyTooLarge):
-        return problem_response(body_too_large_problem(exc.received, exc.limit, instance))
+        return body_too_large_problem(exc.received, exc.limit, instance), None
+    if isinstance(exc, Saturated):
+        problem = Problem(
+            type="/problems/saturated", title="Service Unavailable", status=503,
+            detail=f"all {exc.slots} computation slots stayed busy for {exc.waited:g} s; "
+            f"retry after {exc.retry_after} s",
+            instance=instance,
+        )  # fmt: skip
+        return problem, {"Retry-After": str(exc.retry_after)}
     if isinstance(exc, StarletteHTTPException):
         phrase = HTTPStatus(exc.status_code).phrase
         detail = (
             exc.detail
             if isinstance(exc.detail, str) and exc.detail != phrase
-            else (f"{request.method} {instance}: {phrase.lower()}")
+            else f"{request.method} {instance}: {phrase.lower()}"
         )
-        return problem_response(
-            Problem(title=phrase, status=exc.status_code, detail=detail, instance=instance),
-            headers=dict(exc.headers) if exc.headers else None,
-        )
+        problem = Problem(title=phrase, status=exc.status_code, detail=detail, instance=instance)
+        return problem, dict(exc.headers) if exc.headers else None
     kind = problem_kind(exc)
     if kind.status >= 500:
         logger.error("unhandled error on %s %s", request.method, instance, exc_info=exc)
         detail = "the server failed to handle this request; the error has been logged"
-        return problem_response(
-            Problem(
-                type=kind.type,
-                title=kind.title,
-                status=kind.status,
-                detail=detail,
-                instance=instance,
-            )
+        problem = Problem(
+            type=kind.type, title=kind.title, status=kind.status, detail=detail, instance=instance
         )
+        return problem, None
     problem = Problem(
         type=kind.type, title=kind.title, status=kind.status, detail=str(exc), instance=instance
     )
@@ -296,7 +340,25 @@ async def handle_exception(request: Request, exc: Exception) -> JSONResponse:
                 "hint": exc.hint or None,
             }
         )
-    return problem_response(problem)
+    return problem, None
+
+
+async def handle_exception(request: Request, exc: Exception) -> JSONResponse:
+    """Render any exception as a problem carrying the request id; count limit refusals.
+
+    Unexpected exceptions are logged with their traceback; the client gets a generic detail.
+    """
+    problem, headers = _problem_for(request, exc)
+    request_id = getattr(request.state, "request_id", None)
+    if request_id:
+        problem = problem.model_copy(update={"request_id": request_id})
+        # A 500 is rendered outside the request-id middleware, so the header is set here too.
+        headers = {**(headers or {}), "X-Request-ID": request_id}
+    limit = refused_limit(exc)
+    metrics = getattr(request.app.state, "metrics", None)
+    if limit and metrics is not None:
+        metrics.refused.labels(limit).inc()
+    return problem_response(problem, headers=headers)
 
 
 def _problem_content(description: str) -> dict[str, Any]:
@@ -307,9 +369,11 @@ def _problem_content(description: str) -> dict[str, Any]:
 
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: _problem_content("Missing or wrong API key, when keys are configured."),
     413: _problem_content(
         "Payload or estimated work over a configured limit (`/problems/limit-exceeded`)."
     ),
     422: _problem_content("Invalid input, shape or parameter."),
     500: _problem_content("Unexpected error; generic detail, traceback only in the server log."),
+    503: _problem_content("Every computation slot is busy; retry after `Retry-After` seconds."),
 }

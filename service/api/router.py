@@ -2,10 +2,11 @@
 
 from fastapi import APIRouter
 
-from .routes import functions, health, tensors, xcorr
+from .routes import descent, functions, health, tensors, xcorr
 
 api_router = APIRouter()
 api_router.include_router(health.router)
 api_router.include_router(tensors.router)
 api_router.include_router(xcorr.router)
 api_router.include_router(functions.router)
+api_router.include_router(descent.router)

@@ -19,6 +19,7 @@ from service.main import create_app
 pytestmark = pytest.mark.anyio
 
 PROBLEM_JSON = "application/problem+json"
+REQUEST_ID = "test-limits-1"
 LIMIT = 1000
 CHUNK = 64
 
@@ -34,7 +35,12 @@ def scope(path: str, headers: list[tuple[bytes, bytes]]) -> dict:
         "raw_path": path.encode(),
         "query_string": b"",
         "root_path": "",
-        "headers": [(b"host", b"testserver"), (b"content-type", b"application/json"), *headers],
+        "headers": [
+            (b"host", b"testserver"),
+            (b"content-type", b"application/json"),
+            (b"x-request-id", REQUEST_ID.encode()),
+            *headers,
+        ],
         "client": ("127.0.0.1", 12345),
         "server": ("testserver", 80),
     }
@@ -87,6 +93,7 @@ def body_problem(received: int, path: str = "/v1/vec") -> dict:
         "quantity": "request body bytes",
         "estimate": received,
         "limit": LIMIT,
+        "request_id": REQUEST_ID,
     }
 
 
@@ -146,7 +153,9 @@ async def test_body_of_exactly_the_limit_is_accepted(app) -> None:
 @pytest.fixture
 async def client(app) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://testserver", headers={"X-Request-ID": REQUEST_ID}
+    ) as c:
         yield c
 
 
@@ -166,7 +175,8 @@ def tensor_problem(path: str, estimate: int) -> dict:
 def assert_problem(response: httpx.Response, expected: dict) -> None:
     assert response.status_code == expected["status"]
     assert response.headers["content-type"] == PROBLEM_JSON
-    assert response.json() == expected
+    assert response.headers["x-request-id"] == REQUEST_ID
+    assert response.json() == expected | {"request_id": REQUEST_ID}
 
 
 async def test_tensor_over_max_elements_is_413(client) -> None:
@@ -223,9 +233,7 @@ async def test_index_count_at_the_limit_is_accepted(client) -> None:
 async def test_invalid_request_over_a_limit_gets_its_422_not_413(client) -> None:
     # Over the element limit AND carrying a schema error elsewhere: the client learns what is
     # wrong with the request first; the limit applies to requests that are otherwise valid.
-    response = await client.post(
-        "/v1/vec", json={"x": {"data": [[1.0] * 17] * 3}, "order": "Z"}
-    )
+    response = await client.post("/v1/vec", json={"x": {"data": [[1.0] * 17] * 3}, "order": "Z"})
     assert_problem(
         response,
         {

@@ -20,6 +20,7 @@ from service.main import create_app
 pytestmark = pytest.mark.anyio
 
 PROBLEM_JSON = "application/problem+json"
+REQUEST_ID = "test-operators-1"
 
 
 class Matches:
@@ -41,7 +42,9 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
         Settings(max_body_bytes=100_000, max_tensor_elements=1000, max_index_count=100)
     )
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://testserver", headers={"X-Request-ID": REQUEST_ID}
+    ) as c:
         yield c
 
 
@@ -72,9 +75,10 @@ def validation_problem(path: str, *errors: tuple[str, object]) -> dict:
 
 
 def assert_problem(response: httpx.Response, expected: dict) -> None:
-    assert response.headers["content-type"] == PROBLEM_JSON
     assert response.status_code == expected["status"]
-    assert response.json() == expected
+    assert response.headers["content-type"] == PROBLEM_JSON
+    assert response.headers["x-request-id"] == REQUEST_ID
+    assert response.json() == expected | {"request_id": REQUEST_ID}
 
 
 # -- flat / unflat -------------------------------------------------------------------------------

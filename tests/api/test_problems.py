@@ -202,10 +202,18 @@ def caplog_errors(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     return caplog
 
 
+REQUEST_ID = "test-problems-1"
+
+
 async def call(app: FastAPI, method: str = "POST", path: str = "/raise") -> httpx.Response:
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-        return await client.request(method, path)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://testserver", headers={"X-Request-ID": REQUEST_ID}
+    ) as client:
+        response = await client.request(method, path)
+    # The id is echoed in the header and in the problem body (checked in the dicts below).
+    assert response.headers["x-request-id"] == REQUEST_ID
+    return response
 
 
 def test_every_table_entry_has_a_case() -> None:
@@ -226,7 +234,7 @@ async def test_table_entry_renders_exact_problem(exc_class, caplog_errors) -> No
     response = await call(app_raising(make))
     assert response.status_code == expected["status"]
     assert response.headers["content-type"] == PROBLEM_JSON
-    assert response.json() == expected | {"instance": "/raise"}
+    assert response.json() == expected | {"instance": "/raise", "request_id": REQUEST_ID}
 
 
 @pytest.mark.parametrize(("make", "expected"), list(EXTRA_CASES.values()), ids=list(EXTRA_CASES))
@@ -234,7 +242,7 @@ async def test_more_exceptions_render_exact_problem(make, expected, caplog_error
     response = await call(app_raising(make))
     assert response.status_code == expected["status"]
     assert response.headers["content-type"] == PROBLEM_JSON
-    assert response.json() == expected | {"instance": "/raise"}
+    assert response.json() == expected | {"instance": "/raise", "request_id": REQUEST_ID}
 
 
 @pytest.mark.parametrize("exc_class", [RuntimeError, ValueError, KeyError, ZeroDivisionError])
@@ -251,6 +259,7 @@ async def test_unexpected_error_is_500_without_leaking_and_logged(exc_class, cap
         "status": 500,
         "detail": GENERIC_500,
         "instance": "/raise",
+        "request_id": REQUEST_ID,
     }
     text = response.text
     assert SECRET not in text
@@ -275,6 +284,7 @@ async def test_404_is_about_blank_problem() -> None:
         "status": 404,
         "detail": "GET /no/such/path: not found",
         "instance": "/no/such/path",
+        "request_id": REQUEST_ID,
     }
 
 
@@ -289,13 +299,16 @@ async def test_405_is_about_blank_problem_with_allow() -> None:
         "status": 405,
         "detail": "GET /v1/vec: method not allowed",
         "instance": "/v1/vec",
+        "request_id": REQUEST_ID,
     }
 
 
 async def test_engine_error_from_a_real_route_is_a_problem() -> None:
     # The same table applies to errors raised on the way through the real routes.
     transport = httpx.ASGITransport(app=create_app(Settings()))
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://testserver", headers={"X-Request-ID": REQUEST_ID}
+    ) as client:
         response = await client.post("/v1/unflat", json={"flat": 6, "dims": [2, 3]})
     assert response.headers["content-type"] == PROBLEM_JSON
     assert response.json() == {
@@ -304,4 +317,5 @@ async def test_engine_error_from_a_real_route_is_a_problem() -> None:
         "status": 422,
         "detail": "flat index 6 is out of range for dims [2, 3] (size 6)",
         "instance": "/v1/unflat",
+        "request_id": REQUEST_ID,
     }

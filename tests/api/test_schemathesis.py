@@ -20,7 +20,14 @@ from service.config import Settings
 from service.main import create_app
 
 # Small limits keep generated tensors cheap; the limits themselves are part of the contract.
-app = create_app(Settings(max_tensor_elements=10_000, max_index_count=1_000))
+app = create_app(
+    Settings(
+        max_tensor_elements=10_000,
+        max_index_count=1_000,
+        max_descent_steps=2_000,
+        descent_deadline_seconds=2.0,
+    )
+)
 schema = schemathesis.openapi.from_asgi("/openapi.json", app)
 
 

@@ -88,7 +88,8 @@ def cases(draw: st.DrawFn, max_side: int = 5) -> Case:
 def tensors(shape: tuple[int, ...]) -> st.SearchStrategy[np.ndarray]:
     """Bounded float64 tensors; zeros are frequent, so the zero-dropping paths are exercised."""
     return arrays(
-        FLOAT, shape,
+        FLOAT,
+        shape,
         elements=st.floats(-10, 10, allow_nan=False, allow_infinity=False, width=64),
     )
 
@@ -193,9 +194,7 @@ def test_jacobian_kernel_equals_the_loops(
 
 
 @given(case=cases(), data=st.data())
-def test_out_in_is_the_transpose_and_c_a_permutation_of_f(
-    case: Case, data: st.DataObject
-) -> None:
+def test_out_in_is_the_transpose_and_c_a_permutation_of_f(case: Case, data: st.DataObject) -> None:
     """CONVENTIONS sections 1-2, checked on the engine's own four variants."""
     k = data.draw(tensors(case.k_shape), label="k")
     y_shape = xcorr.output_shape(case.x_shape, case.k_shape, case.geometry)
@@ -271,8 +270,11 @@ def test_forward_equals_the_six_loops(case: Case, data: st.DataObject, method: s
 @given(data=st.data())
 def test_forward_matches_scipy_for_stride_1_valid(data: st.DataObject) -> None:
     """The notes' case, second opinion: per-channel scipy.signal.correlate summed over C."""
-    C, H, W = (data.draw(st.integers(1, 3)), data.draw(st.integers(1, 6)),
-               data.draw(st.integers(1, 6)))
+    C, H, W = (
+        data.draw(st.integers(1, 3)),
+        data.draw(st.integers(1, 6)),
+        data.draw(st.integers(1, 6)),
+    )
     kh, kw = data.draw(st.integers(1, H)), data.draw(st.integers(1, W))
     x = data.draw(tensors((C, H, W)), label="x")
     k = data.draw(tensors((C, kh, kw)), label="k")
@@ -311,9 +313,7 @@ def test_inputs_are_computed_in_float64() -> None:
 
 
 @given(case=cases(max_side=4), data=st.data(), order=orders)
-def test_jacobians_match_central_differences(
-    case: Case, data: st.DataObject, order: str
-) -> None:
+def test_jacobians_match_central_differences(case: Case, data: st.DataObject, order: str) -> None:
     x = data.draw(tensors(case.x_shape), label="x")
     k = data.draw(tensors(case.k_shape), label="k")
     atol = FD["atol"] * max(1, magnitude(x, k, case))
@@ -374,8 +374,10 @@ def test_vjp_is_the_jacobian_times_the_cotangent(
         xcorr.vjp_x(k, u, case.x_shape, case.geometry), expected_x, rtol=EXACT["rtol"], atol=atol
     )
     np.testing.assert_allclose(
-        xcorr.vjp_kernel(x, u, case.k_shape, case.geometry), expected_k,
-        rtol=EXACT["rtol"], atol=atol,
+        xcorr.vjp_kernel(x, u, case.k_shape, case.geometry),
+        expected_k,
+        rtol=EXACT["rtol"],
+        atol=atol,
     )
 
 
@@ -385,14 +387,17 @@ def test_vjp_is_the_jacobian_times_the_cotangent(
 
 
 @given(
-    size=st.integers(1, 12), taps=st.integers(1, 4), stride=st.integers(1, 4),
+    size=st.integers(1, 12),
+    taps=st.integers(1, 4),
+    stride=st.integers(1, 4),
     dilation=st.integers(1, 3),
 )
 def test_same_and_full_padding(size: int, taps: int, stride: int, dilation: int) -> None:
     x_shape, k_shape = (1, size, size + 1), (1, taps, taps)
     same = xcorr.XCorrGeometry(stride=(stride, stride), padding="same", dilation=(dilation,) * 2)
     assert xcorr.output_shape(x_shape, k_shape, same) == (
-        -(-size // stride), -(-(size + 1) // stride)
+        -(-size // stride),
+        -(-(size + 1) // stride),
     )
     assert xcorr.padding_pairs(x_shape, k_shape, same) == (
         oracles.same_padding(size, taps, stride, dilation),
@@ -405,8 +410,12 @@ def test_same_and_full_padding(size: int, taps: int, stride: int, dilation: int)
 
 
 @given(
-    H=st.integers(1, 9), W=st.integers(1, 9), kh=st.integers(1, 9), kw=st.integers(1, 9),
-    s_h=st.integers(1, 4), s_w=st.integers(1, 4),
+    H=st.integers(1, 9),
+    W=st.integers(1, 9),
+    kh=st.integers(1, 9),
+    kw=st.integers(1, 9),
+    s_h=st.integers(1, 4),
+    s_w=st.integers(1, 4),
 )
 def test_defaults_reduce_to_the_notes_output_size(
     H: int, W: int, kh: int, kw: int, s_h: int, s_w: int
@@ -418,7 +427,8 @@ def test_defaults_reduce_to_the_notes_output_size(
             xcorr.output_shape((2, H, W), (2, kh, kw), geometry)
     else:
         assert xcorr.output_shape((2, H, W), (2, kh, kw), geometry) == (
-            (H - kh) // s_h + 1, (W - kw) // s_w + 1
+            (H - kh) // s_h + 1,
+            (W - kw) // s_w + 1,
         )
 
 
@@ -447,7 +457,9 @@ def test_supported_rank_combinations(
         ((1, 3, 3), (1, 4, 4), xcorr.XCorrGeometry(), ["[1, 3, 3]", "[1, 4, 4]"]),
         ((1, 5, 5), (1, 3, 3), xcorr.XCorrGeometry(dilation=(3, 1)), ["[1, 5, 5]", "7x3"]),
         (
-            (1, 2, 2), (1, 4, 4), xcorr.XCorrGeometry(padding=((1, 0), (1, 1))),
+            (1, 2, 2),
+            (1, 4, 4),
+            xcorr.XCorrGeometry(padding=((1, 0), (1, 1))),
             ["[1, 2, 2]", "[1, 4, 4]", "3x4"],
         ),
         ((5, 5), (1, 3, 3), xcorr.XCorrGeometry(), ["[5, 5]", "[1, 3, 3]"]),

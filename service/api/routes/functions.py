@@ -3,7 +3,6 @@
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
-from starlette.concurrency import run_in_threadpool
 
 from ...codec import decode_tensor, encode_tensor
 from ...codec.sparse import decode_jacobian, encode_jacobian
@@ -13,7 +12,7 @@ from ...engine.chain import Chain
 from ...engine.jacobian import Jacobian
 from ...engine.op import op_classes
 from ...engine.types import FloatArray, Order
-from ..deps import SettingsDep, body_openapi, json_body
+from ..deps import ComputeDep, SettingsDep, body_openapi, json_body
 from ..problems import PROBLEM_RESPONSES
 from ..schemas.functions import (
     ChainRuleRequest,
@@ -141,32 +140,38 @@ async def list_ops() -> OperationsResponse:
 
 
 @router.post("/evaluate", openapi_extra=body_openapi(EvaluateRequest), summary="Evaluate h(x)")
-async def evaluate(body: EvaluateBody, settings: SettingsDep) -> EvaluateResponse:
+async def evaluate(
+    body: EvaluateBody, settings: SettingsDep, compute: ComputeDep
+) -> EvaluateResponse:
     """Evaluate a function given as a list of operations."""
-    return await run_in_threadpool(_evaluate, body, settings)
+    return await compute(_evaluate, body, settings)
 
 
 @router.post("/jacobian", openapi_extra=body_openapi(JacobianRequest), summary="Jacobian of h at x")
-async def jacobian(body: JacobianBody, settings: SettingsDep) -> JacobianResponse:
+async def jacobian(
+    body: JacobianBody, settings: SettingsDep, compute: ComputeDep
+) -> JacobianResponse:
     """Return h(x) and its Jacobian, dense or canonical COO, in the requested layout/order."""
-    return await run_in_threadpool(_jacobian, body, settings)
+    return await compute(_jacobian, body, settings)
 
 
 @router.post("/jvp", openapi_extra=body_openapi(JvpRequest), summary="Jacobian-vector product")
-async def jvp(body: JvpBody, settings: SettingsDep) -> JvpResponse:
+async def jvp(body: JvpBody, settings: SettingsDep, compute: ComputeDep) -> JvpResponse:
     """Return h(x) and ten(J^T vec(tangent)) without forming J."""
-    return await run_in_threadpool(_jvp, body, settings)
+    return await compute(_jvp, body, settings)
 
 
 @router.post("/vjp", openapi_extra=body_openapi(VjpRequest), summary="Vector-Jacobian product")
-async def vjp(body: VjpBody, settings: SettingsDep) -> VjpResponse:
+async def vjp(body: VjpBody, settings: SettingsDep, compute: ComputeDep) -> VjpResponse:
     """Return h(x) and ten(J vec(cotangent)) without forming J."""
-    return await run_in_threadpool(_vjp, body, settings)
+    return await compute(_vjp, body, settings)
 
 
 @router.post(
     "/chain-rule", openapi_extra=body_openapi(ChainRuleRequest), summary="Compose Jacobians"
 )
-async def chain_rule(body: ChainRuleBody, settings: SettingsDep) -> ChainRuleResponse:
+async def chain_rule(
+    body: ChainRuleBody, settings: SettingsDep, compute: ComputeDep
+) -> ChainRuleResponse:
     """Multiply Jacobians in the notes' sense: J_h = J_g J_f for h = f ∘ g (in_out)."""
-    return await run_in_threadpool(_chain_rule, body, settings)
+    return await compute(_chain_rule, body, settings)

@@ -3,13 +3,12 @@
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
-from starlette.concurrency import run_in_threadpool
 
 from ...codec import decode_tensor, encode_tensor
 from ...codec.sparse import encode_jacobian
 from ...config import Settings
 from ...engine.correlation import CorrelationLimits, correlate
-from ..deps import SettingsDep, body_openapi, json_body
+from ..deps import ComputeDep, SettingsDep, body_openapi, json_body
 from ..problems import PROBLEM_RESPONSES
 from ..schemas.xcorr import CrossCorrelationRequest, CrossCorrelationResponse
 
@@ -55,7 +54,7 @@ def _cross_correlation(
     summary="2-D multi-channel cross-correlation and its Jacobians",
 )
 async def cross_correlation(
-    body: CrossCorrelationBody, settings: SettingsDep
+    body: CrossCorrelationBody, settings: SettingsDep, compute: ComputeDep
 ) -> CrossCorrelationResponse:
     """Cross-correlate x with the kernel; optionally return d out/d x and d out/d kernel."""
-    return await run_in_threadpool(_cross_correlation, body, settings)
+    return await compute(_cross_correlation, body, settings)

@@ -1,0 +1,152 @@
+"""Operations: request ids, JSON logs, Prometheus metrics.
+
+Every request gets an id (the client's ``X-Request-ID`` when it is a short token, else a new one).
+The id is echoed in the ``X-Request-ID`` response header and in problem bodies, and every log line
+written while the request runs carries it. One JSON access-log line per request replaces uvicorn's.
+Metrics are kept in a registry owned by the app, so several apps in one process (the tests) do not
+collide; run one worker per container and scale by replicas so each scrape sees the whole process.
+"""
+
+import json
+import logging
+import re
+import time
+import uuid
+from contextvars import ContextVar
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+REQUEST_ID_HEADER = "x-request-id"
+_CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
+access_logger = logging.getLogger("service.access")
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Metrics:
+    """The service's Prometheus metrics, in a registry of their own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "http_requests_total", "HTTP requests by route template, method and status.",
+            ["route", "method", "status"], registry=self.registry,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "http_request_duration_seconds", "HTTP request latency by route template.",
+            ["route", "method"], buckets=LATENCY_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.engine = Histogram(
+            "engine_seconds", "Time spent in engine computations, by route template.",
+            ["route"], buckets=LATENCY_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.refused = Counter(
+            "requests_refused_total", "Requests refused by a limit, by the setting that refused.",
+            ["limit"], registry=self.registry,
+        )  # fmt: skip
+        self.in_flight = Gauge(
+            "computations_in_flight", "Engine computations running now.", registry=self.registry
+        )
+
+
+def route_template(scope: Scope) -> str:
+    """Return the matched route's path template (bounded label cardinality), or "unmatched"."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "unmatched"
+
+
+class RequestContextMiddleware:
+    """Assign the request id, time the request, count it, and write the access log line."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the request with its id bound; record status and latency however it ends."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        offered = (
+            dict(scope.get("headers", [])).get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1")
+        )
+        request_id = offered if _CLIENT_ID.fullmatch(offered) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        token = request_id_var.set(request_id)
+        status = 500  # what the client gets if the app raises before answering
+        start = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                # Problem responses already carry it (a 500 is rendered outside this middleware).
+                if all(name.lower() != REQUEST_ID_HEADER.encode() for name, _ in headers):
+                    headers.append((REQUEST_ID_HEADER.encode(), request_id.encode()))
+                    message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - start
+            route, method = route_template(scope), scope.get("method", "")
+            self.metrics.requests.labels(route, method, str(status)).inc()
+            self.metrics.latency.labels(route, method).observe(elapsed)
+            access_logger.info(
+                "request",
+                extra={
+                    "method": method,
+                    "path": scope.get("path", ""),
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 3),
+                },
+            )
+            request_id_var.reset(token)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, request id, extras, traceback."""
+
+    _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "color_message"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render ``record`` as JSON."""
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": request_id_var.get(),
+        }
+        entry.update({k: v for k, v in vars(record).items() if k not in self._STANDARD})
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+class _JsonHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The service's own stderr handler, told apart from handlers that others installed."""
+
+
+def configure_logging(level: str) -> None:
+    """Send every logger, uvicorn's included, through one JSON handler on stderr.
+
+    Idempotent: building the app again replaces only the handler installed here, and handlers
+    installed by others (a host application, pytest's capture) stay.
+    """
+    handler = _JsonHandler()
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers = [h for h in root.handlers if not isinstance(h, _JsonHandler)] + [handler]
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers = []
+        logging.getLogger(name).propagate = True
+    # The access middleware logs every request with its id; uvicorn's own line would repeat it.
+    logging.getLogger("uvicorn.access").disabled = True

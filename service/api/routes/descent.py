@@ -1,0 +1,200 @@
+"""POST /v1/gradient-descent: the notes' update rule run to a stopping rule, as JSON or NDJSON.
+
+Both representations come from one engine generator (:func:`service.engine.descent.descend`):
+the JSON response collects its records, the NDJSON stream writes each as a line while the run
+goes on. Everything that can refuse a request (validation, shapes, limits, ``f`` at ``x0``) is
+done before the first byte is sent, so refusals are ordinary problem responses either way.
+"""
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Generator
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.types import Receive, Scope, Send
+
+from ...codec import Encoding, decode_tensor, encode_tensor
+from ...config import Settings
+from ...engine.chain import Chain
+from ...engine.descent import (
+    DescentEvent,
+    DescentLimits,
+    DescentRecord,
+    DescentSummary,
+    collect,
+    descend,
+)
+from ..deps import ComputeDep, SettingsDep, body_openapi, json_body
+from ..problems import PROBLEM_RESPONSES, Problem, problem_kind
+from ..schemas.descent import (
+    DescentSummaryLine,
+    GradientDescentRequest,
+    GradientDescentResponse,
+    TrajectoryPoint,
+    ndjson_schema,
+)
+
+logger = logging.getLogger("service.descent")
+router = APIRouter(prefix="/v1", tags=["gradient-descent"], responses=PROBLEM_RESPONSES)
+
+NDJSON = "application/x-ndjson"
+# A streaming worker returns to the event loop at least this often, with the lines it has: the
+# latency of a line and of noticing a disconnected client, traded against one thread hop per slice.
+STREAM_SLICE_SECONDS = 0.02
+
+GradientDescentBody = Annotated[GradientDescentRequest, Depends(json_body(GradientDescentRequest))]
+Events = Generator[DescentEvent, None, None]
+
+
+def _start(body: GradientDescentRequest, settings: Settings) -> Events:
+    x0 = decode_tensor(body.x0)
+    chain = Chain([spec.to_engine(body.order) for spec in body.function], x0.shape)
+    limits = DescentLimits(
+        max_steps=settings.max_descent_steps,
+        max_trajectory_elements=settings.max_trajectory_elements,
+        max_tensor_elements=settings.max_tensor_elements,
+        max_nnz=settings.max_coo_nnz,
+        deadline_seconds=settings.descent_deadline_seconds,
+    )
+    return descend(chain, x0, body.params(), limits)
+
+
+def _point(record: DescentRecord, encoding: Encoding) -> TrajectoryPoint:
+    return TrajectoryPoint(
+        step=record.step,
+        f=record.f,
+        grad_norm=record.grad_norm,
+        learning_rate=record.learning_rate,
+        x=None if record.x is None else encode_tensor(record.x, encoding),
+    )
+
+
+def _summary_fields(summary: DescentSummary, encoding: Encoding) -> DescentSummaryLine:
+    return DescentSummaryLine(
+        status=summary.status,
+        reason=summary.reason,
+        steps=summary.steps,
+        final_step=summary.final_step,
+        f_final=summary.f_final,
+        grad_norm_final=summary.grad_norm_final,
+        x_final=encode_tensor(summary.x_final, encoding),
+    )
+
+
+def _gradient_descent(body: GradientDescentRequest, settings: Settings) -> GradientDescentResponse:
+    result = collect(_start(body, settings))
+    summary = _summary_fields(result.summary, body.encoding)
+    return GradientDescentResponse(
+        **dict(summary),
+        trajectory=[_point(record, body.encoding) for record in result.trajectory],
+    )
+
+
+def _problem_line(error: Exception, instance: str, request_id: str | None) -> bytes:
+    # The status line is long gone: a failure after the first byte is reported in-band.
+    kind = problem_kind(error)
+    if kind.status >= 500:
+        logger.error("unhandled error while streaming %s", instance, exc_info=error)
+        detail = "the server failed while streaming; the error has been logged"
+    else:
+        detail = str(error)
+    problem = Problem(
+        type=kind.type,
+        title=kind.title,
+        status=kind.status,
+        detail=detail,
+        instance=instance,
+        request_id=request_id,
+    )
+    return problem.model_dump_json(exclude_none=True).encode() + b"\n"
+
+
+def _pump(
+    events: Events, encoding: Encoding, instance: str, request_id: str | None
+) -> tuple[bytes, bool]:
+    """Run the engine for one slice; return the NDJSON lines made and whether the stream ends."""
+    deadline = time.perf_counter() + STREAM_SLICE_SECONDS
+    lines: list[bytes] = []
+    try:
+        for event in events:
+            if isinstance(event, DescentSummary):
+                lines.append(_summary_fields(event, encoding).model_dump_json().encode() + b"\n")
+                return b"".join(lines), True
+            if event is not None:
+                lines.append(_point(event, encoding).model_dump_json().encode() + b"\n")
+            if time.perf_counter() >= deadline:
+                return b"".join(lines), False
+    except Exception as error:
+        lines.append(_problem_line(error, instance, request_id))
+    return b"".join(lines), True
+
+
+async def _ndjson(request: Request, events: Events, encoding: Encoding) -> AsyncIterator[bytes]:
+    """Stream the run; a client that disconnects stops it at the end of the current slice."""
+    where = (request.url.path, getattr(request.state, "request_id", None))
+    try:
+        while not await request.is_disconnected():
+            chunk, done = await run_in_threadpool(_pump, events, encoding, *where)
+            if chunk:
+                yield chunk
+            if done:
+                return
+    finally:
+        # The worker thread has returned (thread-pool calls are not abandoned on cancellation),
+        # so the generator is idle and closing it ends the computation.
+        events.close()
+
+
+def _wants_ndjson(request: Request) -> bool:
+    return NDJSON in request.headers.get("accept", "")
+
+
+class _SlotStreamingResponse(StreamingResponse):
+    """A stream that holds a computation slot until it ends, however it ends.
+
+    Starlette skips a response's background task when the client disconnects, so the slot is
+    released in ``finally`` around the whole response instead.
+    """
+
+    def __init__(self, content: AsyncIterator[bytes], release: Callable[[], None]) -> None:
+        super().__init__(content, media_type=NDJSON)
+        self._release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
+
+
+@router.post(
+    "/gradient-descent",
+    response_model=GradientDescentResponse,
+    openapi_extra=body_openapi(GradientDescentRequest),
+    summary="Gradient descent on a scalar function, as JSON or an NDJSON stream",
+    responses={
+        200: {
+            "description": "The run: one JSON document, or with `Accept: application/x-ndjson` "
+            "one line per recorded step as it is computed, then the summary line.",
+            "content": {NDJSON: {"schema": ndjson_schema()}},
+        }
+    },
+)
+async def gradient_descent(
+    request: Request, body: GradientDescentBody, settings: SettingsDep, compute: ComputeDep
+) -> GradientDescentResponse | StreamingResponse:
+    """Minimize f from x0 by x_(t+1) = x_t - γ ten(df/dx(x_t)) until a stopping rule fires."""
+    if not _wants_ndjson(request):
+        return await compute(_gradient_descent, body, settings)
+    # A streamed run holds one computation slot from its checks to its last line.
+    release = await compute.acquire()
+    try:
+        # Checks, preparation and f(x0) run here, so a refusal is still a problem response.
+        events = await run_in_threadpool(_start, body, settings)
+    except BaseException:
+        release()
+        raise
+    return _SlotStreamingResponse(_ndjson(request, events, body.encoding), release)
