@@ -39,13 +39,17 @@ FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="jacobian-service" \
       org.opencontainers.image.description="REST microservice for tensor calculus"
 
+# `python -m service` reads these (service/config.py): uvicorn binds SERVICE_HOST:SERVICE_PORT
+# and forks SERVICE_WORKERS worker processes. One worker by default: scale with container
+# replicas (docker-compose.yml), so each container's /metrics covers its whole process; override
+# with `-e SERVICE_WORKERS=4` for a single big container.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
     SERVICE_HOST=0.0.0.0 \
     SERVICE_PORT=8000 \
-    SERVICE_WORKERS=2 \
+    SERVICE_WORKERS=1 \
     SERVICE_LOG_LEVEL=info
 
 RUN groupadd --system --gid 10001 app \

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up .venv (editable install with the dev extra), then: ruff check, mypy, pytest.
+# Set up the system packages and .venv (editable install with the dev extra), then: ruff check,
+# mypy, pytest.
 # Stops at the first failing step and exits with its status. Extra arguments go to pytest.
 set -euo pipefail
 
@@ -9,6 +10,8 @@ if [[ ! -x .venv/bin/python ]]; then
     echo "==> creating .venv"
     python3 -m venv .venv
 fi
+
+bash scripts/system-deps.sh
 
 echo "==> pip install -e '.[dev]'"
 .venv/bin/python -m pip install --quiet -e '.[dev]'
