@@ -17,7 +17,7 @@ from .api.middleware import BodyLimitMiddleware
 from .api.observability import Metrics, RequestContextMiddleware, configure_logging
 from .api.problems import PROBLEM_TYPES, Problem, handle_exception
 from .api.router import api_router
-from .api.security import ApiKeyMiddleware, public_paths
+from .api.security import ApiKeyMiddleware, DocsContentSecurityPolicy, public_paths
 from .codec.errors import CodecError
 from .config import Settings, get_settings
 from .engine.errors import EngineError
@@ -107,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.api_keys:
         keys = [key.get_secret_value().encode() for key in settings.api_keys]
         app.add_middleware(ApiKeyMiddleware, keys=keys, public=public_paths(settings))
+    app.add_middleware(DocsContentSecurityPolicy)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     _install_openapi(app)
     return app

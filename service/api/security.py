@@ -8,7 +8,7 @@ Health, metrics and the docs can stay public (settings ``public_health``, ``publ
 
 import hmac
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..config import Settings
 from .problems import Problem, problem_response
@@ -75,3 +75,33 @@ class ApiKeyMiddleware:
         )
         response = problem_response(problem, headers={"WWW-Authenticate": 'Bearer realm="api"'})
         await response(scope, receive, send)
+
+
+# The docs pages load only the service's own assets; the bundled ReDoc would otherwise fetch a
+# logo from a CDN. Inline scripts/styles are how Swagger UI and ReDoc boot.
+DOCS_CSP = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+    "script-src 'self' 'unsafe-inline'; worker-src 'self' blob:; connect-src 'self'"
+)
+DOCS_PAGES = ("/docs", "/redoc")
+
+
+class DocsContentSecurityPolicy:
+    """Send :data:`DOCS_CSP` with the docs pages (pure ASGI: streams pass through untouched)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Add the header to the docs pages' responses."""
+        if scope["type"] != "http" or scope.get("path") not in DOCS_PAGES:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_policy(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                header = (b"content-security-policy", DOCS_CSP.encode())
+                message = {**message, "headers": [*message.get("headers", []), header]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_policy)

@@ -38,12 +38,18 @@ from .tensors import (
     limits_from,
 )
 
-_ARRAY_SCHEMA = {
-    "anyOf": [
-        {"type": "array", "items": {"type": "number"}},
-        {"type": "string", "contentEncoding": "base64"},
-    ]
-}
+
+def _array_schema(item: str) -> dict[str, Any]:
+    return {
+        "anyOf": [
+            {"type": "array", "items": {"type": item}},
+            {"type": "string", "contentEncoding": "base64"},
+        ]
+    }
+
+
+_INDEX_SCHEMA = _array_schema("integer")
+_VALUE_SCHEMA = _array_schema("number")
 
 
 class _JacobianHeader(BaseModel):
@@ -62,9 +68,9 @@ class CooJacobian(_JacobianHeader):
 
     format: Literal["coo"] = "coo"
     encoding: Encoding
-    row: Annotated[Any, WithJsonSchema(_ARRAY_SCHEMA)]
-    col: Annotated[Any, WithJsonSchema(_ARRAY_SCHEMA)]
-    data: Annotated[Any, WithJsonSchema(_ARRAY_SCHEMA)]
+    row: Annotated[Any, WithJsonSchema(_INDEX_SCHEMA)]
+    col: Annotated[Any, WithJsonSchema(_INDEX_SCHEMA)]
+    data: Annotated[Any, WithJsonSchema(_VALUE_SCHEMA)]
 
 
 class DenseJacobian(_JacobianHeader):

@@ -51,6 +51,15 @@ else:
         "NestedNumbers",
         Union[Number, list["NestedNumbers"]],  # noqa: UP007 - recursive alias
     )
+# Documented one level deep: openapi-python-client cannot generate the recursive union (it drops
+# every model that refers to it). Validation stays recursive and strict.
+TENSOR_DATA_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "number"},
+        {"type": "array", "items": {}, "description": "nested lists of finite numbers"},
+        {"type": "string", "contentEncoding": "base64"},
+    ]
+}
 WIRE_DTYPES: dict[str, np.dtype[Any]] = {"float64": np.dtype("<f8"), "float32": np.dtype("<f4")}
 
 
@@ -183,7 +192,7 @@ class Tensor(BaseModel):
         description="Dimensions (each >= 1). Optional for lists (checked if given); "
         "required for base64. [] is a scalar.",
     )
-    data: NestedNumbers | str = Field(
+    data: Annotated[NestedNumbers | str, WithJsonSchema(TENSOR_DATA_SCHEMA)] = Field(
         description="Nested lists of finite numbers (a bare number for rank 0), or base64 of the "
         "little-endian C-order bytes over `shape`."
     )
