@@ -24,6 +24,12 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
     max_body_bytes: int = Field(64 * MIB, ge=1, description="Request body bytes.")
+    max_inflight_body_bytes: int = Field(
+        256 * MIB, ge=1, description="Body bytes held by all requests of one process at once."
+    )
+    body_read_timeout_seconds: float = Field(
+        30.0, gt=0, description="Longest pause while a request body is being received."
+    )
     max_tensor_elements: int = Field(
         16_000_000, ge=1, description="Elements of any one tensor, received or returned."
     )

@@ -9,6 +9,7 @@ from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from . import __version__
@@ -88,7 +89,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.dependency_overrides[get_settings] = lambda: settings
     app.include_router(api_router)
-    handled = (RequestValidationError, StarletteHTTPException, EngineError, CodecError, Exception)
+    # Starlette sends exceptions whose only handler is Exception's to its outermost layer, which
+    # always answers 500 and re-raises; every expected class is therefore registered by name.
+    handled = (
+        RequestValidationError,
+        StarletteHTTPException,
+        EngineError,
+        CodecError,
+        ClientDisconnect,
+        Exception,
+    )
     for exc_class in handled:
         app.add_exception_handler(exc_class, handle_exception)
     metrics = Metrics()
@@ -103,7 +113,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # Starlette runs the last added middleware first: request id and metrics wrap everything,
     # then the key check, then the body limit.
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        max_inflight_body_bytes=settings.max_inflight_body_bytes,
+        read_timeout_seconds=settings.body_read_timeout_seconds,
+        metrics=metrics,
+    )
     if settings.api_keys:
         keys = [key.get_secret_value().encode() for key in settings.api_keys]
         app.add_middleware(ApiKeyMiddleware, keys=keys, public=public_paths(settings))

@@ -101,7 +101,8 @@ class Computations:
             await self._semaphore.acquire()
         if waiting.cancelled_caught:
             retry_after = max(1, math.ceil(self.wait_seconds))
-            raise Saturated(self.slots, self.wait_seconds, retry_after)
+            detail = f"all {self.slots} computation slots stayed busy for {self.wait_seconds:g} s"
+            raise Saturated("max_concurrent_computations", detail, retry_after)
         self._metrics.in_flight.inc()
         released = False
 

@@ -1,24 +1,56 @@
-"""Pure-ASGI request-body limit that answers with problem+json.
+"""Pure-ASGI guard on request bodies: size, total memory in flight, and read pauses.
 
 Starlette's own limit answers ``text/plain`` when Content-Length is too large, bypassing the
-exception handlers, so the service has its own: a declared length over the limit is refused before
-the app runs and without reading the body; a streamed body is counted chunk by chunk and the read
-fails with :class:`BodyTooLarge` as soon as it passes the limit.
+exception handlers, so the service has its own. Per request, a declared length over the limit is
+refused before the app runs and without reading the body, and a streamed body is counted chunk by
+chunk and fails with :class:`BodyTooLarge` as soon as it passes the limit. Per process, the bytes
+held by all bodies being received are bounded (:class:`Saturated`, 503): without that, many
+concurrent uploads each under the limit would still take memory without bound. A client that
+stops sending for longer than the read timeout gets a 408 instead of holding its connection open.
 """
 
+import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .observability import Metrics
-from .problems import BodyTooLarge, body_too_large_problem, problem_response
+from .problems import (
+    BodyTooLarge,
+    RequestTimeout,
+    Saturated,
+    body_too_large_problem,
+    problem_response,
+)
 
 
 class BodyLimitMiddleware:
-    """Refuse request bodies longer than ``max_body_bytes`` with a 413 problem."""
+    """Bound each request body, the bodies in flight together, and pauses while reading.
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int, metrics: Metrics) -> None:
+    Parameters
+    ----------
+    app : ASGI app
+    max_body_bytes : int
+        Largest body of one request (413).
+    max_inflight_body_bytes : int
+        Largest total of body bytes held by the requests of this process (503).
+    read_timeout_seconds : float
+        Longest wait for the next part of a body (408).
+    metrics : Metrics
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        max_inflight_body_bytes: int,
+        read_timeout_seconds: float,
+        metrics: Metrics,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.max_inflight_body_bytes = max_inflight_body_bytes
+        self.read_timeout_seconds = read_timeout_seconds
         self.metrics = metrics
+        self.inflight = 0  # one event loop per process: no lock needed between awaits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Check the declared length, then count the streamed bytes."""
@@ -41,13 +73,29 @@ class BodyLimitMiddleware:
                     return
         received = 0
 
-        async def counting_receive() -> Message:
+        async def guarded_receive() -> Message:
             nonlocal received
-            message = await receive()
+            with anyio.move_on_after(self.read_timeout_seconds) as waiting:
+                message = await receive()
+            if waiting.cancelled_caught:
+                raise RequestTimeout(self.read_timeout_seconds)
             if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise BodyTooLarge(received, limit)
+                size = len(message.get("body", b""))
+                if received + size > limit:
+                    raise BodyTooLarge(received + size, limit)
+                if self.inflight + size > self.max_inflight_body_bytes:
+                    raise Saturated(
+                        "max_inflight_body_bytes",
+                        f"request bodies in flight would exceed "
+                        f"{self.max_inflight_body_bytes} bytes",
+                        retry_after=1,
+                    )
+                received += size
+                self.inflight += size
             return message
 
-        await self.app(scope, counting_receive, send)
+        try:
+            await self.app(scope, guarded_receive, send)
+        finally:
+            # The body is held until its request is answered; then its bytes are free again.
+            self.inflight -= received

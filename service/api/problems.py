@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from ..codec.errors import CodecError
 from ..engine import errors as engine_errors
@@ -97,6 +98,8 @@ PROBLEM_TABLE: dict[type[BaseException], ProblemKind] = {
     engine_errors.LimitExceeded: ProblemKind(413, "/problems/limit-exceeded", "Limit exceeded"),
     engine_errors.EngineError: ProblemKind(422, "/problems/engine-error", "Computation refused"),
     CodecError: ProblemKind(422, "/problems/invalid-tensor", "Invalid tensor"),
+    # The client left before its body arrived: nobody reads the answer, but it is no server error.
+    ClientDisconnect: ProblemKind(400, "/problems/incomplete-body", "Incomplete request body"),
     Exception: ProblemKind(500, "/problems/internal-error", "Internal server error"),
 }
 # Problems raised outside the table: body limit (limit-exceeded), saturation and missing keys.
@@ -116,13 +119,28 @@ class BodyTooLarge(StarletteHTTPException):
 
 
 class Saturated(StarletteHTTPException):
-    """Every computation slot stayed busy for the whole wait: 503 with ``Retry-After``."""
+    """A per-process capacity is used up: 503 with ``Retry-After``.
 
-    def __init__(self, slots: int, waited: float, retry_after: int) -> None:
-        super().__init__(503, f"all {slots} computation slots are busy")
-        self.slots = slots
-        self.waited = waited
+    Parameters
+    ----------
+    setting : str
+        The setting whose capacity is used up (the refusal metric's label).
+    detail : str
+    retry_after : int
+        Seconds the client should wait.
+    """
+
+    def __init__(self, setting: str, detail: str, retry_after: int) -> None:
+        super().__init__(503, detail)
+        self.setting = setting
         self.retry_after = retry_after
+
+
+class RequestTimeout(StarletteHTTPException):
+    """The client stopped sending its body for longer than the read timeout: 408."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(408, f"no part of the request body arrived for {seconds:g} s")
 
 
 def problem_kind(exc: BaseException) -> ProblemKind:
@@ -266,7 +284,9 @@ def refused_limit(exc: BaseException) -> str | None:
     if isinstance(exc, BodyTooLarge):
         return "max_body_bytes"
     if isinstance(exc, Saturated):
-        return "max_concurrent_computations"
+        return exc.setting
+    if isinstance(exc, RequestTimeout):
+        return "body_read_timeout_seconds"
     if not isinstance(exc, engine_errors.LimitExceeded):
         return None
     quantity = exc.quantity.lower()
@@ -304,10 +324,9 @@ def _problem_for(request: Request, exc: Exception) -> tuple[Problem, dict[str, s
     if isinstance(exc, BodyTooLarge):
         return body_too_large_problem(exc.received, exc.limit, instance), None
     if isinstance(exc, Saturated):
+        detail = f"{exc.detail}; retry after {exc.retry_after} s"
         problem = Problem(
-            type="/problems/saturated", title="Service Unavailable", status=503,
-            detail=f"all {exc.slots} computation slots stayed busy for {exc.waited:g} s; "
-            f"retry after {exc.retry_after} s",
+            type="/problems/saturated", title="Service Unavailable", status=503, detail=detail,
             instance=instance,
         )  # fmt: skip
         return problem, {"Retry-After": str(exc.retry_after)}

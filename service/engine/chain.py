@@ -6,8 +6,11 @@ return the same matrix:
 
 ``"chain"``
     Multiply the local sparse Jacobians in application order, ``J_h = J_1 J_2 ... J_n`` (the notes'
-    ``J_{f∘g} = J_g J_f`` generalized), with SciPy sparse products; the association order comes from
-    a matrix-chain dynamic program on estimated cost.
+    ``J_{f∘g} = J_g J_f`` generalized); the association order comes from a matrix-chain dynamic
+    program on estimated cost. Each product takes the cheapest exact route
+    (:func:`~service.engine.sparse.matmul`): a factor with one entry per row (elementwise,
+    permutation, reduction, disjoint pooling) only scales and moves the other's entries; SciPy's
+    sparse product does the rest.
 ``"forward"``
     Push the input basis through batched JVPs: each tangent ``e_i`` gives row ``i`` of ``J``.
 ``"reverse"``
@@ -36,7 +39,7 @@ from .errors import (
 )
 from .jacobian import Format, Jacobian
 from .op import Op, Sparsity, check_order
-from .sparse import canonicalize, coo_from_triplets, to_dense
+from .sparse import Factor, canonicalize, coo_from_triplets, matmul, to_coo, to_dense
 from .types import FloatArray, IndexArray, Layout, Order, Shape
 
 __all__ = ["BLOCK_ELEMENTS", "STRATEGIES", "Chain", "ComputedBy", "JacobianPlan", "Strategy"]
@@ -501,8 +504,9 @@ class Chain:
         Returns
         -------
         Jacobian
-            ``matrix`` is a canonical ``scipy.sparse.coo_array`` for ``fmt="coo"`` or a dense
-            float64 array; ``J[flat(i), flat(o)] = d h_o / d x_i`` in layout ``in_out``.
+            ``matrix`` is a canonical ``scipy.sparse.coo_array`` (int32 or int64 indices) for
+            ``fmt="coo"`` or a dense float64 array; ``J[flat(i), flat(o)] = d h_o / d x_i`` in
+            layout ``in_out``.
 
         Raises
         ------
@@ -548,20 +552,19 @@ class Chain:
 
     def _chain_rule(self, values: tuple[FloatArray, ...], order: Order) -> sp.coo_array:
         split, _, _ = self._association()
-        local: list[sp.csr_array] = []
+        local: list[Factor] = []
         for index, op in enumerate(self._ops):
             with _blame(index, op):
-                local.append(sp.csr_array(op.local_jacobian(values[index], order)))
+                local.append(op.local_factor(values[index], order))
 
-        def product(i: int, j: int) -> sp.csr_array:
+        def product(i: int, j: int) -> Factor:
             # J_i ... J_j, associated as the dynamic program decided.
             if i == j:
                 return local[i]
             k = split[(i, j)]
-            result: sp.csr_array = product(i, k) @ product(k + 1, j)
-            return result
+            return matmul(product(i, k), product(k + 1, j))
 
-        return canonicalize(product(0, len(self._ops) - 1))
+        return to_coo(product(0, len(self._ops) - 1))
 
     def _blocks(self, count: int) -> Iterator[tuple[int, int]]:
         # Basis vectors per block, so that a block and all its images fit in BLOCK_ELEMENTS.

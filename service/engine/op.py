@@ -28,7 +28,7 @@ import scipy.sparse as sp
 
 from . import layout
 from .errors import ParameterError, ShapeError, UnknownOperation
-from .sparse import coo_from_triplets
+from .sparse import Factor, RowMap, coo_from_triplets, factor_of, to_coo
 from .types import FloatArray, IndexArray, Order, Shape
 
 __all__ = [
@@ -76,8 +76,9 @@ class Op(abc.ABC):
 
     Subclasses are frozen dataclasses (fields are parameters, arrays stored read-only) and
     implement :meth:`out_shape` plus the private rules ``_forward``, ``_jvp``, ``_vjp`` and
-    ``_local_jacobian``. The public methods validate first: they run the shape rule and the domain
-    check, so a rule never sees an input it was not written for.
+    ``_local_jacobian`` (``_local_factor`` may hand the chain rule the same matrix in a cheaper
+    form). The public methods validate first: they run the shape rule and the domain check, so a
+    rule never sees an input it was not written for.
 
     Attributes
     ----------
@@ -248,10 +249,36 @@ class Op(abc.ABC):
         ------
         ShapeError, ParameterError, DomainError
         """
-        check_order(order)
-        x, _ = self._validated(x)
-        self.check_domain(x, differentiating=True)
-        return self._local_jacobian(x, order)
+        return self._local_jacobian(self._differentiable(x, order), order)
+
+    def local_factor(self, x: FloatArray, order: Order = "F") -> Factor:
+        """Return the Jacobian at ``x`` as a factor of the chain-rule product.
+
+        The matrix of :meth:`local_jacobian`, in the form :func:`~service.engine.sparse.matmul`
+        multiplies cheapest: a :class:`~service.engine.sparse.RowMap` when every input element
+        reaches at most one output element, canonical CSR otherwise.
+
+        Parameters
+        ----------
+        x : ndarray, shape ``in_shape``
+        order : {"F", "C"}
+
+        Returns
+        -------
+        RowMap or scipy.sparse.csr_array, shape (in_size, out_size)
+            Layout ``in_out``.
+
+        Raises
+        ------
+        ShapeError, ParameterError, DomainError
+        """
+        return self._local_factor(self._differentiable(x, order), order)
+
+    def _local_factor(self, x: FloatArray, order: Order) -> Factor:
+        # Read off the canonical COO of the rule, _local_jacobian. Override only to skip that
+        # conversion, with the rule's own matrix (one routine building both): the "chain"
+        # strategy multiplies factors, so fdcheck checks the rule through this.
+        return factor_of(self._local_jacobian(x, order))
 
     def dense_jacobian(self, x: FloatArray, order: Order = "F") -> FloatArray:
         """Return the Jacobian at ``x`` as a dense matrix, through JVPs or VJPs of a basis.
@@ -280,6 +307,13 @@ class Op(abc.ABC):
         basis = layout.ten_batch(np.eye(m), out_shape, order)  # (m, *out_shape)
         columns = layout.vec_batch(self.vjp(x, basis), 1, order)  # (m, n)
         return np.ascontiguousarray(columns.T)
+
+    def _differentiable(self, x: FloatArray, order: Order) -> FloatArray:
+        # What every derivative rule may assume: a known order, a shape that fits, x in the domain.
+        check_order(order)
+        x, _ = self._validated(x)
+        self.check_domain(x, differentiating=True)
+        return x
 
     def _validated(self, x: FloatArray) -> tuple[FloatArray, Shape]:
         x = np.asarray(x, dtype=np.float64)
@@ -374,9 +408,9 @@ class ElementwiseOp(Op):
         return self.derivative(x) * cotangents
 
     def _local_jacobian(self, x: FloatArray, order: Order) -> sp.coo_array:
+        # diag(vec(g'(x))) needs no index arithmetic: the row of entry i is i.
         n = layout.size_of(x.shape)
-        diagonal = np.arange(n, dtype=np.int64)
-        return coo_from_triplets(diagonal, diagonal, layout.vec(self.derivative(x), order), (n, n))
+        return to_coo(RowMap((n, n), layout.vec(self.derivative(x), order)))
 
 
 def coo_from_grids(

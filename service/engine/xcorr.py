@@ -22,8 +22,9 @@ Internally every tensor is handled in its 4-D form ``x4 (N, C, H, W)``, ``k4 (K,
 changes no flat index in either order, so the 4-D Jacobian is the requested one.
 
 Public surface: :class:`XCorrGeometry`, :func:`output_shape`, :func:`padding_pairs`,
-:func:`choose_method`, :func:`cross_correlate`, :func:`forward_via_jacobian`, :func:`jacobian_x`,
-:func:`jacobian_kernel`, :func:`nnz_x`, :func:`nnz_kernel`, :func:`vjp_x`, :func:`vjp_kernel`.
+:func:`choose_method`, :func:`cross_correlate`, :func:`forward_via_jacobian`, :func:`jacobian_x`
+(and :func:`jacobian_x_csr`, the same matrix as CSR), :func:`jacobian_kernel`, :func:`nnz_x`,
+:func:`nnz_kernel`, :func:`vjp_x`, :func:`vjp_kernel`.
 The op is bilinear, so its JVP is the forward itself:
 ``jvp = cross_correlate(dx, k) + cross_correlate(x, dk)``.
 """
@@ -41,6 +42,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from .errors import ParameterError, ShapeError
 from .layout import LAYOUTS, ORDERS, place_values, ten, ten_batch, vec, vec_batch
+from .sparse import to_coo
 from .types import FloatArray, IndexArray, Layout, Order, Shape
 
 PaddingName = Literal["valid", "same", "full"]
@@ -853,12 +855,12 @@ def _strided(
     return view
 
 
-def _build(pairing: _Pairing, order: Order, values: _ValueSource, zeros: bool) -> sp.coo_array:
+def _build(pairing: _Pairing, order: Order, values: _ValueSource, zeros: bool) -> sp.csr_array:
     """Write all entries of a paired Jacobian in canonical (row, col) order, block by block.
 
     The column indices and values are written into CSR arrays whose ``indptr`` follows from the
-    pair counts; SciPy expands the row indices in O(nnz) compiled code. ``zeros`` says whether
-    the values may contain exact zeros, which are then dropped.
+    pair counts (:func:`to_coo` then expands the row indices in O(nnz) compiled code). ``zeros``
+    says whether the values may contain exact zeros, which are then dropped.
     """
     row_shape, col_shape = pairing.row_shape, pairing.col_shape
     p_h, p_w = pairing.pattern_h, pairing.pattern_w
@@ -990,9 +992,7 @@ def _build(pairing: _Pairing, order: Order, values: _ValueSource, zeros: bool) -
     matrix.has_canonical_format = True
     if zeros:
         matrix.eliminate_zeros()
-    coo = matrix.tocoo(copy=False)
-    coo.has_canonical_format = True
-    return coo
+    return matrix
 
 
 def _check_order_layout(order: str, layout: str) -> None:
@@ -1081,6 +1081,21 @@ def jacobian_x(
            [0., 0., 2., 0.],
            [0., 0., 0., 2.]])
     """
+    return to_coo(jacobian_x_csr(k, x_shape, geometry, order, layout))
+
+
+def jacobian_x_csr(
+    k: FloatArray,
+    x_shape: Sequence[int],
+    geometry: XCorrGeometry = DEFAULT_GEOMETRY,
+    order: Order = "F",
+    layout: Layout = "in_out",
+) -> sp.csr_array:
+    """Return :func:`jacobian_x` as the canonical CSR array it is built as.
+
+    Same parameters, matrix and errors as :func:`jacobian_x`. A sparse product takes CSR, so the
+    chain rule starts from this one and skips expanding ``nnz`` row indices.
+    """
     _check_order_layout(order, layout)
     k = _as_float(k)
     plan = _plan(x_shape, k.shape, geometry)
@@ -1147,7 +1162,7 @@ def jacobian_kernel(
         pixels = np.take(np.take(x4, _aux_index(run_h), axis=2), _aux_index(run_w), axis=4)
         return _align(pixels, [n_axis, c_axis, "Qh", "Ih", "Qw", "Jw"], block)
 
-    return _build(_pairing(plan, "k", layout), order, values, zeros=not np.all(x4))
+    return to_coo(_build(_pairing(plan, "k", layout), order, values, zeros=not np.all(x4)))
 
 
 def _pair_count(size: int, taps: int, out: int, s: int, d: int, pad: int) -> int:

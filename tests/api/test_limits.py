@@ -245,3 +245,59 @@ async def test_invalid_request_over_a_limit_gets_its_422_not_413(client) -> None
             "errors": [{"detail": "Input should be 'F' or 'C' (got \"Z\")", "pointer": "/order"}],
         },
     )
+
+
+# -- bodies in flight and stalled uploads --------------------------------------------------------
+
+
+class Stalling(Driver):
+    """Sends one chunk, then never another (a client that stopped mid-upload)."""
+
+    async def receive(self) -> dict:
+        self.reads += 1
+        if self.reads == 1:
+            return {"type": "http.request", "body": b"{", "more_body": True}
+        await anyio.sleep(3600)
+        raise AssertionError("the guard should have stopped waiting")
+
+
+async def test_a_stalled_upload_gets_408_after_the_read_timeout() -> None:
+    app = create_app(Settings(body_read_timeout_seconds=0.05))
+    driver = Stalling(iter(()))
+    await driver.run(app, "/v1/vec", [])
+    assert driver.status == 408 and driver.headers["content-type"] == PROBLEM_JSON
+    problem = driver.json()
+    assert (problem["title"], problem["status"]) == ("Request Timeout", 408)
+    assert "0.05 s" in problem["detail"]
+
+
+async def test_bodies_in_flight_share_one_budget() -> None:
+    # Two uploads of 600 bytes each are under the per-request limit (1000) but not under the
+    # shared budget of 1000: the second is refused with 503 while the first is still held.
+    app = create_app(Settings(max_body_bytes=LIMIT, max_inflight_body_bytes=1000))
+    first_started = anyio.Event()
+    release_first = anyio.Event()
+
+    class Holding(Driver):
+        async def receive(self) -> dict:
+            self.reads += 1
+            if self.reads == 1:
+                return {"type": "http.request", "body": b" " * 600, "more_body": True}
+            first_started.set()
+            await release_first.wait()
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+    first = Holding(iter(()))
+    second = Driver(iter([{"type": "http.request", "body": b" " * 600, "more_body": False}]))
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(first.run, app, "/v1/vec", [])
+        await first_started.wait()
+        await second.run(app, "/v1/vec", [])
+        release_first.set()
+    assert second.status == 503 and second.headers["retry-after"] == "1"
+    assert second.json()["type"] == "/problems/saturated"
+    assert first.status == 422  # its 600 spaces are not JSON: it was read, then validated
+    # Once both are answered the budget is whole again: a 600-byte body goes through.
+    third = Driver(iter([{"type": "http.request", "body": b" " * 600, "more_body": False}]))
+    await third.run(app, "/v1/vec", [])
+    assert third.status == 422

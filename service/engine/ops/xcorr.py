@@ -17,6 +17,7 @@ import scipy.sparse as sp
 
 from .. import xcorr as correlation
 from ..op import LinearOp, Sparsity, frozen_array, register
+from ..sparse import Factor, factor_of
 from ..types import FloatArray, Order, Shape
 
 
@@ -122,3 +123,8 @@ class CrossCorrelate2D(LinearOp):
 
     def _local_jacobian(self, x: FloatArray, order: Order) -> sp.coo_array:
         return correlation.jacobian_x(self.kernel, x.shape, self.geometry, order, "in_out")
+
+    def _local_factor(self, x: FloatArray, order: Order) -> Factor:
+        # The CSR arrays the matrix is built in, before their row indices are expanded to COO.
+        jacobian = correlation.jacobian_x_csr(self.kernel, x.shape, self.geometry, order, "in_out")
+        return factor_of(jacobian)
