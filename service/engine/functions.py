@@ -21,6 +21,7 @@ from .sparse import canonicalize, check_dense, check_nnz, to_dense
 from .types import FloatArray, Layout, Order
 
 FormatRequest = Literal["coo", "dense", "auto"]
+Direction = Literal["jvp", "vjp"]
 # A COO entry costs 24 bytes and a dense one 8: below a third of the entries COO is smaller.
 _COO_DENSITY = 1 / 3
 
@@ -144,60 +145,51 @@ def jacobian(
     return JacobianResult(chain.forward(x), result, plan.strategy, report)
 
 
-def jvp(
-    chain: Chain, x: FloatArray, tangent: FloatArray, *, check: bool, limits: FunctionLimits
+def product(
+    chain: Chain,
+    x: FloatArray,
+    vector: FloatArray,
+    *,
+    direction: Direction,
+    check: bool,
+    limits: FunctionLimits,
 ) -> ProductResult:
-    """Return ``h(x)`` and ``ten(J^T vec(tangent))`` without forming ``J``.
-
-    Parameters
-    ----------
-    chain : Chain
-    x, tangent : ndarray, shape ``chain.in_shape``
-    check : bool
-    limits : FunctionLimits
-
-    Returns
-    -------
-    ProductResult
-        ``product`` has shape ``chain.out_shape``.
-    """
-    check_intermediates(chain, limits.max_tensor_elements)
-    if tangent.shape != chain.in_shape:
-        raise ShapeError(
-            f"tangent has shape {list(tangent.shape)}, the input x has {list(chain.in_shape)}"
-        )
-    product = chain.jvp(x, tangent[np.newaxis])[0]
-    report = fd_check(chain, x) if check else None
-    return ProductResult(chain.forward(x), product, report)
-
-
-def vjp(
-    chain: Chain, x: FloatArray, cotangent: FloatArray, *, check: bool, limits: FunctionLimits
-) -> ProductResult:
-    """Return ``h(x)`` and ``ten(J vec(cotangent))`` without forming ``J``.
+    """Return ``h(x)`` and a JVP or VJP at ``x``, without forming ``J``.
 
     Parameters
     ----------
     chain : Chain
     x : ndarray, shape ``chain.in_shape``
-    cotangent : ndarray, shape ``chain.out_shape``
+    vector : ndarray
+        The tangent ``v`` (shape ``chain.in_shape``) for ``"jvp"``, the cotangent ``u`` (shape
+        ``chain.out_shape``) for ``"vjp"``.
+    direction : {"jvp", "vjp"}
+        ``"jvp"``: ``ten(J^T vec(v))`` (shape ``chain.out_shape``); ``"vjp"``: ``ten(J vec(u))``
+        (shape ``chain.in_shape``), in the notes' layout.
     check : bool
     limits : FunctionLimits
 
     Returns
     -------
     ProductResult
-        ``product`` has shape ``chain.in_shape``.
+
+    Raises
+    ------
+    ShapeError
+        If ``vector`` does not have the shape its direction needs.
     """
     check_intermediates(chain, limits.max_tensor_elements)
-    if cotangent.shape != chain.out_shape:
-        raise ShapeError(
-            f"cotangent has shape {list(cotangent.shape)}, the output h(x) has "
-            f"{list(chain.out_shape)}"
-        )
-    product = chain.vjp(x, cotangent[np.newaxis])[0]
+    if direction == "jvp":
+        expected, name, side = chain.in_shape, "tangent", "the input x"
+    else:
+        expected, name, side = chain.out_shape, "cotangent", "the output h(x)"
+    if vector.shape != expected:
+        raise ShapeError(f"{name} has shape {list(vector.shape)}, {side} has {list(expected)}")
+    # (1, *shape): the rules are batched over a leading axis
+    batch = vector[np.newaxis]
+    result = (chain.jvp(x, batch) if direction == "jvp" else chain.vjp(x, batch))[0]
     report = fd_check(chain, x) if check else None
-    return ProductResult(chain.forward(x), product, report)
+    return ProductResult(chain.forward(x), result, report)
 
 
 def multiply(

@@ -4,11 +4,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
-from ...codec import decode_tensor, encode_tensor
+from ...codec import Tensor, TensorOut, decode_tensor, encode_tensor
 from ...codec.sparse import decode_jacobian, encode_jacobian
 from ...config import Settings
 from ...engine import functions
 from ...engine.chain import Chain
+from ...engine.functions import Direction
 from ...engine.jacobian import Jacobian
 from ...engine.op import op_classes
 from ...engine.types import FloatArray, Order
@@ -78,28 +79,34 @@ def _jacobian(body: JacobianRequest, settings: Settings) -> JacobianResponse:
     )
 
 
-def _jvp(body: JvpRequest, settings: Settings) -> JvpResponse:
+def _product(
+    body: JvpRequest | VjpRequest, vector: Tensor, direction: Direction, settings: Settings
+) -> tuple[TensorOut, TensorOut, CheckReport | None]:
     x = decode_tensor(body.x)
     chain = _chain(body.function, x, body.order)
-    tangent = decode_tensor(body.tangent)
-    result = functions.jvp(chain, x, tangent, check=body.check, limits=_limits(settings))
-    return JvpResponse(
-        value=encode_tensor(result.value, body.encoding),
-        jvp=encode_tensor(result.product, body.encoding),
-        check=CheckReport.from_engine(result.check),
+    result = functions.product(
+        chain,
+        x,
+        decode_tensor(vector),
+        direction=direction,
+        check=body.check,
+        limits=_limits(settings),
     )
+    return (
+        encode_tensor(result.value, body.encoding),
+        encode_tensor(result.product, body.encoding),
+        CheckReport.from_engine(result.check),
+    )
+
+
+def _jvp(body: JvpRequest, settings: Settings) -> JvpResponse:
+    value, jvp, check = _product(body, body.tangent, "jvp", settings)
+    return JvpResponse(value=value, jvp=jvp, check=check)
 
 
 def _vjp(body: VjpRequest, settings: Settings) -> VjpResponse:
-    x = decode_tensor(body.x)
-    chain = _chain(body.function, x, body.order)
-    cotangent = decode_tensor(body.cotangent)
-    result = functions.vjp(chain, x, cotangent, check=body.check, limits=_limits(settings))
-    return VjpResponse(
-        value=encode_tensor(result.value, body.encoding),
-        vjp=encode_tensor(result.product, body.encoding),
-        check=CheckReport.from_engine(result.check),
-    )
+    value, vjp, check = _product(body, body.cotangent, "vjp", settings)
+    return VjpResponse(value=value, vjp=vjp, check=check)
 
 
 def _chain_rule(body: ChainRuleRequest, settings: Settings) -> ChainRuleResponse:
