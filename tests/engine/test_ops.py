@@ -29,7 +29,7 @@ from service.engine.errors import (
     UnknownOperation,
 )
 from service.engine.op import ElementwiseOp, Op, get_op, op_classes, op_names, register
-from service.engine.sparse import is_canonical
+from service.engine.sparse import RowMap, is_canonical, to_coo
 from tests import oracles
 
 Factory = Callable[[np.random.Generator], "Example"]
@@ -451,6 +451,23 @@ def test_local_jacobian_equals_dense_and_finite_differences(
     fd = oracles.central_difference_jacobian(ex.op.forward, ex.x, order)
     atol = oracles.scaled_atol(np.float64, "fd", fd)
     np.testing.assert_allclose(local.toarray(), fd, rtol=FD["rtol"], atol=atol)
+
+
+@pytest.mark.parametrize(("name", "index"), CASES)
+@pytest.mark.parametrize("order", ["F", "C"])
+def test_local_factor_is_the_local_jacobian(name: str, index: int, order: str) -> None:
+    # The chain rule multiplies factors: each must be the local Jacobian, entry for entry, and a
+    # RowMap exactly when no input element reaches two output elements.
+    ex = make_example(name, index)
+    local = ex.op.local_jacobian(ex.x, order)
+    factor = ex.op.local_factor(ex.x, order)
+    same = to_coo(factor)
+    assert same.shape == local.shape and is_canonical(same)
+    np.testing.assert_array_equal(same.row, local.row)
+    np.testing.assert_array_equal(same.col, local.col)
+    np.testing.assert_array_equal(same.data, local.data)
+    one_per_row = np.bincount(local.row, minlength=local.shape[0]).max(initial=0) <= 1
+    assert isinstance(factor, RowMap) == one_per_row
 
 
 @pytest.mark.parametrize(("name", "index"), CASES)

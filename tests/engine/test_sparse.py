@@ -7,16 +7,20 @@ oracle can then be compared with ``==``.
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.engine.errors import LimitExceeded, ShapeError
 from service.engine.sparse import (
+    RowMap,
     canonicalize,
     check_dense,
     check_nnz,
     coo_from_triplets,
+    factor_of,
     is_canonical,
+    matmul,
+    to_coo,
     to_dense,
 )
 
@@ -175,3 +179,113 @@ def test_check_nnz_raises_over_the_limit() -> None:
     )
     check_nnz(100, 100)
     check_nnz(0, 100)
+
+
+# -- factors of the chain-rule product ------------------------------------------------------------
+
+# Products of two of these and sums of a few are exact in float64, whatever the order of the sum.
+factor_value_st = st.sampled_from([1.0, -1.0, 0.5, -0.5, 2.0, -3.0, 4.5])
+
+
+@st.composite
+def factors(draw, rows: int, cols: int):
+    """A factor of shape (rows, cols) and its dense oracle, drawn independently of each other.
+
+    A RowMap (a diagonal when square, sometimes) with empty rows, or canonical CSR whose entries
+    may cancel; both kinds also come with at most one entry per row, which a CSR may hold too.
+    """
+    dense = np.zeros((rows, cols))
+    kind = draw(st.sampled_from(["map", "diagonal", "csr"] if rows == cols else ["map", "csr"]))
+    if kind == "csr":
+        shape, row, col, data = draw(triplets_of(rows, cols))
+        for r, c, v in zip(row, col, data, strict=True):
+            dense[r, c] += v
+        return sp.csr_array(coo_from_triplets(*as_arrays(row, col, data), shape)), dense
+    empty = st.just(0.0)
+    value = np.array(draw(st.lists(factor_value_st | empty, min_size=rows, max_size=rows)))
+    if kind == "diagonal":
+        dense[np.arange(rows), np.arange(rows)] = value
+        return RowMap((rows, cols), value), dense
+    col = np.array(draw(st.lists(st.integers(0, cols - 1), min_size=rows, max_size=rows)))
+    if draw(st.booleans()):
+        col = np.sort(col)  # often order-keeping: the columns are relabelled in place
+    dense[np.arange(rows), col] = value
+    return RowMap((rows, cols), value, col.astype(np.int32)), dense
+
+
+@st.composite
+def triplets_of(draw, rows: int, cols: int):
+    n = draw(st.integers(0, 2 * rows * cols))
+    row = draw(st.lists(st.integers(0, rows - 1), min_size=n, max_size=n))
+    col = draw(st.lists(st.integers(0, cols - 1), min_size=n, max_size=n))
+    data = draw(st.lists(factor_value_st, min_size=n, max_size=n))
+    return (rows, cols), row, col, data
+
+
+@st.composite
+def factor_pairs(draw):
+    m, k, n = (draw(st.integers(1, 5)) for _ in range(3))
+    return draw(factors(m, k)), draw(factors(k, n))
+
+
+def arrays_of(factor) -> list[np.ndarray]:
+    if isinstance(factor, RowMap):
+        return [factor.value] + ([] if factor.col is None else [factor.col])
+    return [factor.data, factor.indices, factor.indptr]
+
+
+def assert_canonical_dense(matrix: sp.coo_array, dense: np.ndarray) -> None:
+    row, col = np.nonzero(dense)  # row-major: the canonical order
+    assert matrix.shape == dense.shape and matrix.has_canonical_format
+    assert matrix.row.tolist() == row.tolist()
+    assert matrix.col.tolist() == col.tolist()
+    assert matrix.data.tolist() == dense[row, col].tolist()
+
+
+@given(factor_pairs())
+@settings(max_examples=300)
+def test_matmul_of_any_two_factors_is_the_canonical_product(pair) -> None:
+    (left, dense_left), (right, dense_right) = pair
+    before = [a.copy() for a in arrays_of(left) + arrays_of(right)]
+    product = matmul(left, right)
+    assert isinstance(product, RowMap) == (isinstance(left, RowMap) and isinstance(right, RowMap))
+    assert_canonical_dense(to_coo(product), dense_left @ dense_right)
+    for old, new in zip(before, arrays_of(left) + arrays_of(right), strict=True):
+        np.testing.assert_array_equal(old, new)  # operands are never written to
+
+
+@given(triplets())
+def test_factor_of_recognizes_one_entry_per_row_and_keeps_the_matrix(case) -> None:
+    shape, row, col, data = case
+    coo = coo_from_triplets(*as_arrays(row, col, data), shape)
+    for matrix in (coo, sp.csr_array(coo)):
+        factor = factor_of(matrix)
+        assert_canonical_dense(to_coo(factor), coo.toarray())
+        per_row = np.bincount(coo.row, minlength=shape[0])
+        assert isinstance(factor, RowMap) == bool(np.all(per_row <= 1))
+        diagonal = shape[0] == shape[1] and np.array_equal(coo.row, coo.col)
+        assert isinstance(factor, RowMap) and factor.col is None or not diagonal
+
+
+def test_an_entry_that_meets_an_empty_row_gives_no_entry() -> None:
+    # A sparse product only multiplies stored entries: an infinite derivative next to an empty row
+    # (a zero of relu', say) contributes nothing, where inf * 0 would have made a NaN.
+    inf = np.inf
+    csr = sp.csr_array(coo_from_triplets(*as_arrays([0, 0], [0, 1], [inf, 1.0]), (1, 2)))
+    diagonal = RowMap((2, 2), np.array([0.0, 2.0]))
+    merge = RowMap((2, 1), np.array([0.0, 2.0]), np.array([0, 0], dtype=np.int32))
+    for right in (diagonal, merge):  # relabelled in place, since the empty row does not count
+        product = to_coo(matmul(csr, right))
+        assert product.data.tolist() == [2.0] and product.col.tolist() == [right.shape[1] - 1]
+    blocked = RowMap((1, 2), np.array([inf]), np.array([0], dtype=np.int32))
+    assert to_coo(matmul(blocked, diagonal)).nnz == 0
+    empty_left = RowMap((1, 1), np.array([0.0]))
+    assert to_coo(matmul(empty_left, sp.csr_array(np.array([[inf]])))).nnz == 0
+
+
+def test_products_that_underflow_are_dropped() -> None:
+    tiny = RowMap((2, 2), np.array([1e-200, 3.0]))
+    csr = sp.csr_array(coo_from_triplets(*as_arrays([0, 1], [0, 1], [1e-200, 1e-200]), (2, 2)))
+    for product in (matmul(csr, tiny), matmul(tiny, csr)):
+        assert to_coo(product).data.tolist() == [3e-200]
+    assert to_coo(matmul(tiny, tiny)).data.tolist() == [9.0]
