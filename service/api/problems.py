@@ -74,6 +74,7 @@ class ProblemKind:
     status: int
     type: str
     title: str
+    default_detail: str = ""  # for exceptions that carry no message of their own
 
 
 # Looked up along the exception's MRO, so a subclass without an entry uses its parent's.
@@ -99,7 +100,12 @@ PROBLEM_TABLE: dict[type[BaseException], ProblemKind] = {
     engine_errors.EngineError: ProblemKind(422, "/problems/engine-error", "Computation refused"),
     CodecError: ProblemKind(422, "/problems/invalid-tensor", "Invalid tensor"),
     # The client left before its body arrived: nobody reads the answer, but it is no server error.
-    ClientDisconnect: ProblemKind(400, "/problems/incomplete-body", "Incomplete request body"),
+    ClientDisconnect: ProblemKind(
+        400,
+        "/problems/incomplete-body",
+        "Incomplete request body",
+        "the client disconnected before the whole request body arrived",
+    ),
     Exception: ProblemKind(500, "/problems/internal-error", "Internal server error"),
 }
 # Problems raised outside the table: body limit (limit-exceeded), saturation and missing keys.
@@ -347,8 +353,9 @@ def _problem_for(request: Request, exc: Exception) -> tuple[Problem, dict[str, s
             type=kind.type, title=kind.title, status=kind.status, detail=detail, instance=instance
         )
         return problem, None
+    detail = str(exc) or kind.default_detail
     problem = Problem(
-        type=kind.type, title=kind.title, status=kind.status, detail=str(exc), instance=instance
+        type=kind.type, title=kind.title, status=kind.status, detail=detail, instance=instance
     )
     if isinstance(exc, engine_errors.LimitExceeded):
         problem = problem.model_copy(

@@ -38,7 +38,7 @@ from .errors import (
     ShapeError,
 )
 from .jacobian import Format, Jacobian
-from .op import Op, Sparsity, check_order
+from .op import Op, Sparsity, batch_of, check_order
 from .sparse import Factor, canonicalize, coo_from_triplets, matmul, to_coo, to_dense
 from .types import FloatArray, IndexArray, Layout, Order, Shape
 
@@ -191,13 +191,7 @@ class Chain:
         return x
 
     def _batch(self, batch: FloatArray, side: Shape, what: str) -> FloatArray:
-        batch = np.asarray(batch, dtype=np.float64)
-        if batch.ndim != len(side) + 1 or batch.shape[1:] != side:
-            raise ShapeError(
-                f"{what} must have shape (B, {', '.join(map(str, side))}) for the function's "
-                f"shape {list(side)}, got {list(batch.shape)}"
-            )
-        return batch
+        return batch_of(batch, side, what, suffix=f" for the function's shape {list(side)}")
 
     def trace(self, x: FloatArray) -> tuple[FloatArray, ...]:
         """Evaluate and keep every intermediate: ``(x, op_1(x), ..., h(x))``.

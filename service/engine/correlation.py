@@ -9,12 +9,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import scipy.sparse as sp
+
 from . import xcorr
 from .errors import LimitExceeded
 from .jacobian import Jacobian, present
 from .layout import size_of
 from .sparse import check_dense, check_nnz
-from .types import FloatArray, Layout, Order
+from .types import FloatArray, Layout, Order, Shape
 
 JacobianRequest = Literal["none", "coo", "dense"]
 Wrt = Literal["x", "kernel"]
@@ -104,27 +106,23 @@ def correlate(
     else:
         output = xcorr.cross_correlate(x, k, geometry)
     fmt: Literal["coo", "dense"] = "dense" if jacobian == "dense" else "coo"
+
+    def presented(coo: sp.coo_array, in_shape: Shape) -> Jacobian:
+        return present(
+            coo,
+            in_shape,
+            out_shape,
+            layout=layout,
+            order=order,
+            fmt=fmt,
+            max_dense_elements=limits.max_dense_elements,
+        )
+
     jacobian_x = jacobian_kernel = None
     if "x" in wanted:
         coo = xcorr.jacobian_x(k, x.shape, geometry, order=order, layout=layout)
-        jacobian_x = present(
-            coo,
-            x.shape,
-            out_shape,
-            layout=layout,
-            order=order,
-            fmt=fmt,
-            max_dense_elements=limits.max_dense_elements,
-        )
+        jacobian_x = presented(coo, x.shape)
     if "kernel" in wanted:
         coo = xcorr.jacobian_kernel(x, k.shape, geometry, order=order, layout=layout)
-        jacobian_kernel = present(
-            coo,
-            k.shape,
-            out_shape,
-            layout=layout,
-            order=order,
-            fmt=fmt,
-            max_dense_elements=limits.max_dense_elements,
-        )
+        jacobian_kernel = presented(coo, k.shape)
     return CorrelationResult(output, jacobian_x, jacobian_kernel)

@@ -36,6 +36,7 @@ __all__ = [
     "LinearOp",
     "Op",
     "Sparsity",
+    "batch_of",
     "check_order",
     "coo_from_grids",
     "frozen_array",
@@ -206,7 +207,7 @@ class Op(abc.ABC):
         ShapeError, ParameterError, DomainError
         """
         x, _ = self._validated(x)
-        tangents = _batch_of(tangents, x.shape, "tangents", "input")
+        tangents = batch_of(tangents, x.shape, "tangents", prefix="(B, *input_shape) = ")
         self.check_domain(x, differentiating=True)
         return self._jvp(x, tangents)
 
@@ -227,7 +228,7 @@ class Op(abc.ABC):
         ShapeError, ParameterError, DomainError
         """
         x, out_shape = self._validated(x)
-        cotangents = _batch_of(cotangents, out_shape, "cotangents", "output")
+        cotangents = batch_of(cotangents, out_shape, "cotangents", prefix="(B, *output_shape) = ")
         self.check_domain(x, differentiating=True)
         return self._vjp(x, cotangents)
 
@@ -321,11 +322,33 @@ class Op(abc.ABC):
         return x, self.out_shape(in_shape)
 
 
-def _batch_of(batch: FloatArray, shape: Shape, what: str, side: str) -> FloatArray:
+def batch_of(
+    batch: FloatArray, shape: Shape, what: str, *, prefix: str = "", suffix: str = ""
+) -> FloatArray:
+    """Return ``batch`` as float64 if it stacks tensors of ``shape``: shape ``(B, *shape)``.
+
+    Parameters
+    ----------
+    batch : array_like
+    shape : tuple of int
+    what : str
+        The batch's name in the message (``"tangents"``).
+    prefix, suffix : str
+        Said before and after ``(B, *shape)`` in the message, to name whose shape it is.
+
+    Returns
+    -------
+    ndarray of float64, shape (B, *shape)
+
+    Raises
+    ------
+    ShapeError
+        ``"<what> must have shape <prefix>(B, d_1, ..., d_n)<suffix>, got [...]"``.
+    """
     batch = np.asarray(batch, dtype=np.float64)
     if batch.ndim != len(shape) + 1 or batch.shape[1:] != shape:
         raise ShapeError(
-            f"{what} must have shape (B, *{side}_shape) = (B, {', '.join(map(str, shape))}), "
+            f"{what} must have shape {prefix}(B, {', '.join(map(str, shape))}){suffix}, "
             f"got {list(batch.shape)}"
         )
     return batch

@@ -27,6 +27,7 @@ __all__ = [
     "check_nnz",
     "coo_from_triplets",
     "factor_of",
+    "index_dtype",
     "is_canonical",
     "matmul",
     "to_coo",
@@ -39,7 +40,7 @@ DENSE_ENTRY_BYTES = 8
 
 _INT32_MAX = int(np.iinfo(np.int32).max)
 
-# Row and column indices: int32 where the shape allows (see _index_dtype), int64 otherwise.
+# Row and column indices: int32 where the shape allows (see index_dtype), int64 otherwise.
 Indices: TypeAlias = NDArray[np.signedinteger[Any]]
 
 
@@ -134,7 +135,21 @@ def is_canonical(matrix: sp.coo_array) -> bool:
     return bool(np.all(np.diff(key) > 0) and np.all(matrix.data != 0))
 
 
-def _index_dtype(shape: tuple[int, int], nnz: int) -> type[np.signedinteger[Any]]:
+def index_dtype(shape: tuple[int, int], nnz: int) -> type[np.signedinteger[Any]]:
+    """Return the index type of a sparse matrix: int32 where it can hold every index, else int64.
+
+    Parameters
+    ----------
+    shape : (int, int)
+    nnz : int
+        The number of stored entries (a CSR ``indptr`` counts up to it).
+
+    Returns
+    -------
+    type
+        ``numpy.int32`` if the dimensions and ``nnz`` are at most ``2**31 - 1``, else
+        ``numpy.int64``.
+    """
     # int32 when every index and the entry count fit: SciPy multiplies two matrices in their
     # common index type, so one int64 operand makes it copy the other, however large, to int64.
     return np.int32 if max(*shape, nnz) <= _INT32_MAX else np.int64
@@ -170,7 +185,7 @@ class RowMap:
     def columns(self) -> Indices:
         """Return ``col``, spelled out for a diagonal."""
         if self.col is None:
-            return np.arange(self.shape[0], dtype=_index_dtype(self.shape, self.shape[0]))
+            return np.arange(self.shape[0], dtype=index_dtype(self.shape, self.shape[0]))
         return self.col
 
     def keeps_order(self) -> bool:
@@ -184,7 +199,7 @@ class RowMap:
     def to_csr(self) -> sp.csr_array:
         """Return the same matrix as canonical CSR (empty rows hold nothing)."""
         present = np.flatnonzero(self.value)
-        dtype = _index_dtype(self.shape, present.size)
+        dtype = index_dtype(self.shape, present.size)
         indptr = np.zeros(self.shape[0] + 1, dtype=dtype)
         np.cumsum(self.value != 0, out=indptr[1:])
         return _canonical_csr(self.value[present], self.columns()[present], indptr, self.shape)
@@ -226,7 +241,7 @@ def _row_map(shape: tuple[int, int], row: Indices, col: Indices, data: FloatArra
     value[row] = data
     if shape[0] == shape[1] and np.array_equal(row, col):
         return RowMap(shape, value)
-    columns = np.zeros(shape[0], dtype=_index_dtype(shape, shape[0]))
+    columns = np.zeros(shape[0], dtype=index_dtype(shape, shape[0]))
     columns[row] = col
     return RowMap(shape, value, columns)
 
@@ -244,7 +259,7 @@ def to_coo(factor: Factor) -> sp.coo_array:
     """
     if isinstance(factor, RowMap):
         present = np.flatnonzero(factor.value)
-        row = present.astype(_index_dtype(factor.shape, present.size))
+        row = present.astype(index_dtype(factor.shape, present.size))
         col = row if factor.col is None else factor.col[row]
         coo = sp.coo_array((factor.value[present], (row, col)), shape=factor.shape)
     else:
@@ -304,7 +319,7 @@ def matmul(left: Factor, right: Factor) -> Factor:
 def _csr_of(matrix: sp.coo_array | sp.csr_array) -> sp.csr_array:
     # A canonical COO is already in CSR order: counting the entries of each row gives indptr, and
     # col and data become the CSR arrays as they are (SciPy's conversion scatters every entry).
-    dtype = _index_dtype(matrix.shape, matrix.nnz)
+    dtype = index_dtype(matrix.shape, matrix.nnz)
     indptr: Indices
     indices: Indices
     if isinstance(matrix, sp.csr_array):
@@ -360,7 +375,7 @@ def _gather_rows(left: RowMap, right: sp.csr_array) -> sp.csr_array:
     shape = (left.shape[0], right.shape[1])
     source = left.columns()
     lengths = np.where(left.value != 0, np.diff(right.indptr)[source], 0)
-    dtype = _index_dtype(shape, int(lengths.sum()))
+    dtype = index_dtype(shape, int(lengths.sum()))
     indptr = np.zeros(shape[0] + 1, dtype=dtype)
     np.cumsum(lengths, out=indptr[1:])
     data = np.repeat(left.value, lengths)  # (nnz,): the factor of each entry, then the product

@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -42,6 +42,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from .errors import ParameterError, ShapeError
 from .layout import LAYOUTS, ORDERS, place_values, ten, ten_batch, vec, vec_batch
+from .sparse import index_dtype as sparse_index_dtype
 from .sparse import to_coo
 from .types import FloatArray, IndexArray, Layout, Order, Shape
 
@@ -63,7 +64,6 @@ FORWARD_METHODS: tuple[Method, ...] = ("auto", "gemm_shift", "tap_gemm", "im2col
 GEMM_BLOCK = 2**19
 # Elements of the reused im2col buffer (2 MiB: stays in the L2/L3 caches).
 COLUMN_BUFFER = 2**18
-INT32_MAX = int(np.iinfo(np.int32).max)
 # Target length of the contiguous inner loops that write Jacobian entries (see _build).
 INNER_LOOP = 2048
 
@@ -174,6 +174,16 @@ class _Plan:
     @property
     def y4_shape(self) -> Shape:
         return (self.N, self.K, self.h_out, self.w_out)
+
+    @property
+    def padded_shape(self) -> Shape:
+        """``x_p``'s shape: (N, C, H_padded, W_padded)."""
+        return (
+            self.N,
+            self.C,
+            self.H + self.pad_top + self.pad_bottom,
+            self.W + self.pad_left + self.pad_right,
+        )
 
     @property
     def padded(self) -> bool:
@@ -320,25 +330,16 @@ def _as_float(a: object) -> FloatArray:
     return np.asarray(a, dtype=np.float64)
 
 
-def _as_4d(x: FloatArray, k: FloatArray) -> tuple[FloatArray, FloatArray]:
-    """View ``x`` as ``(N, C, H, W)`` and ``k`` as ``(K, C, kh, kw)`` (size-1 axes added)."""
-    x4 = x if x.ndim == 4 else x[np.newaxis]
-    k4 = k if k.ndim == 4 else k[np.newaxis]
-    return x4, k4
+def _as4(a: FloatArray) -> FloatArray:
+    """View ``x`` as ``(N, C, H, W)`` or ``k`` as ``(K, C, kh, kw)`` (a size-1 axis added)."""
+    return a if a.ndim == 4 else a[np.newaxis]
 
 
 def _pad(x4: FloatArray, plan: _Plan) -> FloatArray:
     """Return ``x_p``: ``x4`` zero-padded, C-contiguous, shape (N, C, H_padded, W_padded)."""
     if not plan.padded:
         return np.ascontiguousarray(x4)
-    x_p = np.zeros(
-        (
-            plan.N,
-            plan.C,
-            plan.H + plan.pad_top + plan.pad_bottom,
-            plan.W + plan.pad_left + plan.pad_right,
-        )
-    )
+    x_p = np.zeros(plan.padded_shape)
     x_p[:, :, plan.pad_top : plan.pad_top + plan.H, plan.pad_left : plan.pad_left + plan.W] = x4
     return x_p
 
@@ -427,21 +428,33 @@ def choose_method(
     return "tap_gemm"
 
 
+def _stride1_positions(plan: _Plan) -> tuple[int, int, int, list[int]]:
+    """Return ``h1, w1, span, offsets``: the flat-position layout of both shift methods.
+
+    ``x_p`` is flattened per image in C order over (H_padded, W_padded): stride-1 output
+    position ``p = i * W_padded + j`` (``i < h1``, ``j < w1``) reads tap ``t = h * kw + w`` at
+    ``p + offsets[t]``, ``offsets[t] = d_h h W_padded + d_w w``, a contiguous slice for every
+    tap. ``span`` positions run from the first stride-1 output to the last; those with
+    ``j >= w1`` are computed and dropped by :func:`_crop_stride1`.
+    """
+    _, _, hp, wp = plan.padded_shape
+    h1 = hp - plan.d_h * (plan.kh - 1)
+    w1 = wp - plan.d_w * (plan.kw - 1)
+    span = (h1 - 1) * wp + w1
+    offsets = [plan.d_h * h * wp + plan.d_w * w for h in range(plan.kh) for w in range(plan.kw)]
+    return h1, w1, span, offsets
+
+
 def _gemm_shift(x_p: FloatArray, k4: FloatArray, plan: _Plan) -> FloatArray:
     """Contract the channels first, then add the ``kh * kw`` shifted planes of the product.
 
-    ``x_p`` is flattened per image in C order over (H_padded, W_padded): stride-1 output
-    position ``p = i * W_padded + j`` reads tap ``(h, w)`` at ``p + d_h h W_padded + d_w w``, a
-    contiguous slice for every tap. Positions with ``j >= w_out`` are computed and dropped.
-    Positions go in blocks, each with the planes of its block plus the largest tap offset, so
-    the planes stay cache-sized instead of ``K * kh * kw`` times the image.
+    Positions as in :func:`_stride1_positions`. They go in blocks, each with the planes of its
+    block plus the largest tap offset, so the planes stay cache-sized instead of
+    ``K * kh * kw`` times the image.
     """
-    N, C, hp, wp = x_p.shape
+    N, C, _, wp = x_p.shape
     K, T = plan.K, plan.kh * plan.kw
-    h1 = hp - plan.d_h * (plan.kh - 1)  # stride-1 output rows
-    w1 = wp - plan.d_w * (plan.kw - 1)
-    span = (h1 - 1) * wp + w1  # flat positions from the first to the last stride-1 output
-    offsets = [plan.d_h * h * wp + plan.d_w * w for h in range(plan.kh) for w in range(plan.kw)]
+    h1, w1, span, offsets = _stride1_positions(plan)
     halo = offsets[-1]
     # at least 4 halos per block, so recomputed halo planes cost at most a quarter more
     block = min(span, max(4 * halo, COLUMN_BUFFER // (N * K * T), 64))
@@ -470,21 +483,16 @@ def _gemm_shift(x_p: FloatArray, k4: FloatArray, plan: _Plan) -> FloatArray:
 def _tap_gemm(x_p: FloatArray, k4: FloatArray, plan: _Plan) -> FloatArray:
     """Accumulate one ``(K, C) @ (C, block)`` GEMM per tap on the shifted input, block by block.
 
-    Same flat-position layout as :func:`_gemm_shift`; a block of positions stays in cache for all
+    Positions as in :func:`_stride1_positions`; a block of positions stays in cache for all
     ``kh * kw`` taps.
     """
-    N, C, hp, wp = x_p.shape
-    K = plan.K
-    h1 = hp - plan.d_h * (plan.kh - 1)
-    w1 = wp - plan.d_w * (plan.kw - 1)
-    span = (h1 - 1) * wp + w1
+    N, C, _, wp = x_p.shape
+    K, T = plan.K, plan.kh * plan.kw
+    h1, w1, span, offsets = _stride1_positions(plan)
     # (N, C, hp, wp) -> (N, C, hp*wp)
     xf = vec_batch(x_p, 2, "C")
-    # (K, C, kh, kw) -> (kh, kw, K, C): one contiguous (K, C) matrix per tap
-    k_taps = np.ascontiguousarray(np.transpose(k4, (2, 3, 0, 1)))
-    offsets = [
-        (h, w, plan.d_h * h * wp + plan.d_w * w) for h in range(plan.kh) for w in range(plan.kw)
-    ]
+    # (K, C, kh, kw) -> (kh, kw, K, C) -> (T, K, C): one contiguous (K, C) matrix per tap t
+    k_taps = np.reshape(np.ascontiguousarray(np.transpose(k4, (2, 3, 0, 1))), (T, K, C))
     out = np.empty((N, K, h1 * wp))
     # blocks of about COLUMN_BUFFER elements of all images' inputs or outputs, but at least 4096
     # positions: with 64 the per-call overhead made (3,224,224) k3 2.5x slower
@@ -494,13 +502,13 @@ def _tap_gemm(x_p: FloatArray, k4: FloatArray, plan: _Plan) -> FloatArray:
         p1 = min(span, p0 + block)
         acc = out[:, :, p0:p1]
         part = tmp[:, :, : p1 - p0]
-        for index, (h, w, offset) in enumerate(offsets):
+        for t, offset in enumerate(offsets):
             # (K, C) @ (N, C, p1-p0) -> (N, K, p1-p0)
             src = xf[:, :, offset + p0 : offset + p1]
-            if index == 0:
-                _product(k_taps[h, w], src, acc)
+            if t == 0:
+                _product(k_taps[t], src, acc)
             else:
-                _product(k_taps[h, w], src, part)
+                _product(k_taps[t], src, part)
                 acc += part
     return _crop_stride1(out, plan, h1, w1, wp)
 
@@ -613,8 +621,7 @@ def cross_correlate(
         return forward_via_jacobian(x, k, geometry)
     plan = _plan(x.shape, k.shape, geometry)
     chosen = choose_method(x.shape, k.shape, geometry) if method == "auto" else method
-    x4, k4 = _as_4d(x, k)
-    y4 = _KERNELS[chosen](_pad(x4, plan), k4, plan)
+    y4 = _KERNELS[chosen](_pad(_as4(x), plan), _as4(k), plan)
     return np.reshape(y4, plan.out_shape)
 
 
@@ -868,9 +875,7 @@ def _build(pairing: _Pairing, order: Order, values: _ValueSource, zeros: bool) -
     V = col_shape[1 - pairing.col_shared]
     nnz = S * U * V * p_h.total * p_w.total
     shape = (math.prod(row_shape), math.prod(col_shape))
-    index_dtype: type[np.signedinteger[Any]] = (
-        np.int32 if max(*shape, nnz) <= INT32_MAX else np.int64
-    )
+    index_dtype = sparse_index_dtype(shape, nnz)
     col_out = np.empty(nnz, dtype=index_dtype)
     data_out = np.empty(nnz)
 
@@ -1027,6 +1032,28 @@ def _pairing(plan: _Plan, wrt: Literal["x", "k"], layout: Layout) -> _Pairing:
     return _Pairing(shapes[0], shapes[1], shared[0], shared[1], pattern_h, pattern_w)
 
 
+def _paired_jacobian(
+    plan: _Plan, wrt: Literal["x", "k"], other4: FloatArray, order: Order, layout: Layout
+) -> sp.csr_array:
+    """Build the Jacobian w.r.t. ``wrt`` (a row of the table above) from the other operand.
+
+    The op is bilinear, so every entry of one Jacobian is an entry of the other operand
+    ``other4``: ``k4 (K, C, kh, kw)`` at tap ``(h, w)`` for ``J_x``, ``x4 (N, C, H, W)`` at
+    pixel ``(r, q)`` for ``J_k``. Either way its axis 0 (``kk`` or ``n``) is the non-shared
+    axis of the output, its axis 1 is ``c``, and axes 2 and 3 are the auxiliary coordinates
+    of the runs.
+    """
+    # in_out: axis 0 belongs to the columns only and c to the rows only; out_in swaps them
+    first_axis, c_axis = ("V", "U") if layout == "in_out" else ("U", "V")
+
+    def values(run_h: _Run, run_w: _Run, block: Sequence[str]) -> FloatArray:
+        # (A, C, P, Q) -> (A, C, Qh, Ih, Q) -> (A, C, Qh, Ih, Qw, Jw): the entry of each pair
+        picked = np.take(np.take(other4, _aux_index(run_h), axis=2), _aux_index(run_w), axis=4)
+        return _align(picked, [first_axis, c_axis, "Qh", "Ih", "Qw", "Jw"], block)
+
+    return _build(_pairing(plan, wrt, layout), order, values, zeros=not np.all(other4))
+
+
 def jacobian_x(
     k: FloatArray,
     x_shape: Sequence[int],
@@ -1099,16 +1126,7 @@ def jacobian_x_csr(
     _check_order_layout(order, layout)
     k = _as_float(k)
     plan = _plan(x_shape, k.shape, geometry)
-    k4 = k if k.ndim == 4 else k[np.newaxis]
-    # in_out: kk is the column-only axis and c the row-only one; out_in swaps them
-    kk_axis, c_axis = ("V", "U") if layout == "in_out" else ("U", "V")
-
-    def values(run_h: _Run, run_w: _Run, block: Sequence[str]) -> FloatArray:
-        # (K, C, kh, kw) -> (K, C, Qh, Ih, kw) -> (K, C, Qh, Ih, Qw, Jw), Q of size 1 here
-        taps = np.take(np.take(k4, _aux_index(run_h), axis=2), _aux_index(run_w), axis=4)
-        return _align(taps, [kk_axis, c_axis, "Qh", "Ih", "Qw", "Jw"], block)
-
-    return _build(_pairing(plan, "x", layout), order, values, zeros=not np.all(k4))
+    return _paired_jacobian(plan, "x", _as4(k), order, layout)
 
 
 def jacobian_kernel(
@@ -1153,16 +1171,7 @@ def jacobian_kernel(
     _check_order_layout(order, layout)
     x = _as_float(x)
     plan = _plan(x.shape, k_shape, geometry)
-    x4 = x if x.ndim == 4 else x[np.newaxis]
-    # in_out: n is the column-only axis and c the row-only one; out_in swaps them
-    n_axis, c_axis = ("V", "U") if layout == "in_out" else ("U", "V")
-
-    def values(run_h: _Run, run_w: _Run, block: Sequence[str]) -> FloatArray:
-        # (N, C, H, W) -> (N, C, Qh, Ih, W) -> (N, C, Qh, Ih, Qw, Jw): the pixels each tap reads
-        pixels = np.take(np.take(x4, _aux_index(run_h), axis=2), _aux_index(run_w), axis=4)
-        return _align(pixels, [n_axis, c_axis, "Qh", "Ih", "Qw", "Jw"], block)
-
-    return to_coo(_build(_pairing(plan, "k", layout), order, values, zeros=not np.all(x4)))
+    return to_coo(_paired_jacobian(plan, "k", _as4(x), order, layout))
 
 
 def _pair_count(size: int, taps: int, out: int, s: int, d: int, pad: int) -> int:
@@ -1305,16 +1314,14 @@ def vjp_x(
     k = _as_float(k)
     plan = _plan(x_shape, k.shape, geometry)
     u4 = _cotangent4(cotangent, plan)
-    k4 = k if k.ndim == 4 else k[np.newaxis]
+    k4 = _as4(k)
     N, C = plan.N, plan.C
     # (K, C, kh, kw) -> (kh, kw, C, K): one contiguous (C, K) matrix per tap
     k_taps = np.ascontiguousarray(np.transpose(k4, (2, 3, 1, 0)))
     # (N, K, h_out, w_out) -> (N, K, h_out*w_out)
     uf = vec_batch(u4, 2, "C")
     plane = np.empty((N, C, plan.h_out * plan.w_out))
-    grad_p = np.zeros(
-        (N, C, plan.H + plan.pad_top + plan.pad_bottom, plan.W + plan.pad_left + plan.pad_right)
-    )
+    grad_p = np.zeros(plan.padded_shape)
     for h in range(plan.kh):
         for w in range(plan.kw):
             # (C, K) @ (N, K, h_out*w_out) -> (N, C, h_out*w_out)
@@ -1362,7 +1369,7 @@ def vjp_kernel(
     x = _as_float(x)
     plan = _plan(x.shape, k_shape, geometry)
     u4 = _cotangent4(cotangent, plan)
-    x4 = x if x.ndim == 4 else x[np.newaxis]
+    x4 = _as4(x)
     N, C, K, T = plan.N, plan.C, plan.K, plan.kh * plan.kw
     w_out = plan.w_out
     windows = _windows(_pad(x4, plan), plan)

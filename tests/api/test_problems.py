@@ -7,6 +7,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from starlette.requests import ClientDisconnect
 
 from service.api.problems import PROBLEM_TABLE
 from service.codec.errors import CodecError
@@ -134,6 +135,15 @@ CASES: dict[type[BaseException], tuple[Callable[[], BaseException], dict]] = {
             "title": "Invalid tensor",
             "status": 422,
             "detail": "tensor 'x' cannot be written as base64",
+        },
+    ),
+    ClientDisconnect: (
+        ClientDisconnect,
+        {
+            "type": "/problems/incomplete-body",
+            "title": "Incomplete request body",
+            "status": 400,
+            "detail": "the client disconnected before the whole request body arrived",
         },
     ),
     Exception: (

@@ -28,19 +28,6 @@ def _diagonal(x_shape: Shape, values: FloatArray | float, order: Order) -> sp.co
     return coo_from_grids(grid, grid, values, (n, n))
 
 
-def _broadcast_target(constant: FloatArray, in_shape: Shape, op_name: str) -> Shape:
-    try:
-        shape = np.broadcast_shapes(constant.shape, in_shape)
-    except ValueError:
-        shape = None
-    if shape != in_shape:
-        raise ShapeError(
-            f"{op_name}: constant of shape {list(constant.shape)} does not broadcast to the input "
-            f"shape {list(in_shape)} without changing it"
-        )
-    return in_shape
-
-
 @register
 @dataclass(frozen=True, eq=False)
 class Linear(LinearOp):
@@ -190,13 +177,14 @@ class Scale(LinearOp):
         return _diagonal(x.shape, self.factor, order)
 
 
-@register
 @dataclass(frozen=True, eq=False)
-class Add(LinearOp):
-    """``y = x + c`` with a constant ``c`` broadcast to ``x``'s shape; the Jacobian is ``I``."""
+class _WithConstant(LinearOp):
+    """A diagonal operation with a constant tensor ``c`` broadcast to ``x``'s shape.
 
-    name: ClassVar[str] = "add"
-    note: ClassVar[str] = "affine: differentiable everywhere, the Jacobian is the identity"
+    Holds what ``add`` and ``multiply`` share: the constant (read-only), the shape rule that ``c``
+    broadcasts to the input without changing its shape, and the bounds of a diagonal Jacobian.
+    """
+
     params: ClassVar[Mapping[str, str]] = MappingProxyType(
         {"constant": "tensor c, NumPy-broadcastable to x's shape without changing it"}
     )
@@ -204,15 +192,33 @@ class Add(LinearOp):
     constant: FloatArray
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "constant", frozen_array(self.constant, "add: constant"))
+        object.__setattr__(self, "constant", frozen_array(self.constant, f"{self.name}: constant"))
 
     def out_shape(self, in_shape: Shape) -> Shape:
         """Return ``in_shape`` if the constant broadcasts to it."""
-        return _broadcast_target(self.constant, in_shape, self.name)
+        try:
+            shape = np.broadcast_shapes(self.constant.shape, in_shape)
+        except ValueError:
+            shape = None
+        if shape != in_shape:
+            raise ShapeError(
+                f"{self.name}: constant of shape {list(self.constant.shape)} does not broadcast "
+                f"to the input shape {list(in_shape)} without changing it"
+            )
+        return in_shape
 
     def sparsity(self, in_shape: Shape) -> Sparsity:
-        """Return the bounds of the identity."""
+        """Return the bounds of a diagonal."""
         return Sparsity(layout.size_of(in_shape), 1, 1)
+
+
+@register
+@dataclass(frozen=True, eq=False)
+class Add(_WithConstant):
+    """``y = x + c`` with a constant ``c`` broadcast to ``x``'s shape; the Jacobian is ``I``."""
+
+    name: ClassVar[str] = "add"
+    note: ClassVar[str] = "affine: differentiable everywhere, the Jacobian is the identity"
 
     def apply(self, t: FloatArray) -> FloatArray:
         """Return a copy of ``t``: the linear part of a translation is the identity."""
@@ -232,26 +238,10 @@ class Add(LinearOp):
 
 @register
 @dataclass(frozen=True, eq=False)
-class Multiply(LinearOp):
+class Multiply(_WithConstant):
     """``y = x * c`` with a constant ``c`` broadcast to ``x``'s shape; ``J = diag(vec(c))``."""
 
     name: ClassVar[str] = "multiply"
-    params: ClassVar[Mapping[str, str]] = MappingProxyType(
-        {"constant": "tensor c, NumPy-broadcastable to x's shape without changing it"}
-    )
-
-    constant: FloatArray
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "constant", frozen_array(self.constant, "multiply: constant"))
-
-    def out_shape(self, in_shape: Shape) -> Shape:
-        """Return ``in_shape`` if the constant broadcasts to it."""
-        return _broadcast_target(self.constant, in_shape, self.name)
-
-    def sparsity(self, in_shape: Shape) -> Sparsity:
-        """Return the bounds of a diagonal."""
-        return Sparsity(layout.size_of(in_shape), 1, 1)
 
     def apply(self, t: FloatArray) -> FloatArray:
         """Return ``t * c``: (B, *shape) * (shape, broadcast) -> (B, *shape)."""

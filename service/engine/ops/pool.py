@@ -20,20 +20,6 @@ from ..op import LinearOp, Op, Sparsity, coo_from_grids, register
 from ..types import FloatArray, IndexArray, Order, Shape
 from ._util import T, fan_of_windows, pair, pooled_shape, windows
 
-_PARAMS: Mapping[str, str] = MappingProxyType(
-    {
-        "size": "window (k_H, k_W), or one int for both",
-        "stride": "(s_H, s_W), or one int for both; default: the window size",
-    }
-)
-
-
-def _normalized(op: "AvgPool2d | MaxPool2d") -> None:
-    size = pair(op.size, f"{op.name}: size")
-    object.__setattr__(op, "size", size)
-    stride = size if op.stride is None else pair(op.stride, f"{op.name}: stride")
-    object.__setattr__(op, "stride", stride)
-
 
 def _window_slices(
     p: int, q: int, stride: tuple[int, int], out_hw: tuple[int, int]
@@ -43,9 +29,39 @@ def _window_slices(
     return slice(p, p + s_h * (h_out - 1) + 1, s_h), slice(q, q + s_w * (w_out - 1) + 1, s_w)
 
 
+@dataclass(frozen=True, eq=False)
+class _Pool2d(Op):
+    """The window geometry and shape rule both poolings share; subclasses give the arithmetic."""
+
+    params: ClassVar[Mapping[str, str]] = MappingProxyType(
+        {
+            "size": "window (k_H, k_W), or one int for both",
+            "stride": "(s_H, s_W), or one int for both; default: the window size",
+        }
+    )
+
+    size: tuple[int, int]
+    stride: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        size = pair(self.size, f"{self.name}: size")
+        object.__setattr__(self, "size", size)
+        stride = size if self.stride is None else pair(self.stride, f"{self.name}: stride")
+        object.__setattr__(self, "stride", stride)
+
+    @property
+    def _geometry(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        assert self.stride is not None  # set in __post_init__
+        return self.size, self.stride
+
+    def out_shape(self, in_shape: Shape) -> Shape:
+        """Return ``(..., h_out, w_out)``."""
+        return pooled_shape(in_shape, *self._geometry, self.name)
+
+
 @register
 @dataclass(frozen=True, eq=False)
-class AvgPool2d(LinearOp):
+class AvgPool2d(_Pool2d, LinearOp):
     """Average over each window of the last two axes: ``(..., H, W) -> (..., h_out, w_out)``.
 
     ``h_out = (H - k_H) // s_H + 1`` and likewise for ``w_out``; windows may overlap.
@@ -59,22 +75,6 @@ class AvgPool2d(LinearOp):
     """
 
     name: ClassVar[str] = "avg_pool2d"
-    params: ClassVar[Mapping[str, str]] = _PARAMS
-
-    size: tuple[int, int]
-    stride: tuple[int, int] | None = None
-
-    def __post_init__(self) -> None:
-        _normalized(self)
-
-    @property
-    def _geometry(self) -> tuple[tuple[int, int], tuple[int, int]]:
-        assert self.stride is not None  # set in __post_init__
-        return self.size, self.stride
-
-    def out_shape(self, in_shape: Shape) -> Shape:
-        """Return ``(..., h_out, w_out)``."""
-        return pooled_shape(in_shape, *self._geometry, self.name)
 
     def sparsity(self, in_shape: Shape) -> Sparsity:
         """Bound the entries: an output reads ``k_H k_W`` inputs, an input is in few windows."""
@@ -120,7 +120,7 @@ class AvgPool2d(LinearOp):
 
 @register
 @dataclass(frozen=True, eq=False)
-class MaxPool2d(Op):
+class MaxPool2d(_Pool2d):
     """Maximum over each window of the last two axes: ``(..., H, W) -> (..., h_out, w_out)``.
 
     The derivative routes each output to the input that holds its window's maximum.
@@ -138,22 +138,6 @@ class MaxPool2d(Op):
         "not differentiable where a window's maximum is tied: the derivative goes to the first "
         "maximum in window order (row-major over the window), as PyTorch"
     )
-    params: ClassVar[Mapping[str, str]] = _PARAMS
-
-    size: tuple[int, int]
-    stride: tuple[int, int] | None = None
-
-    def __post_init__(self) -> None:
-        _normalized(self)
-
-    @property
-    def _geometry(self) -> tuple[tuple[int, int], tuple[int, int]]:
-        assert self.stride is not None  # set in __post_init__
-        return self.size, self.stride
-
-    def out_shape(self, in_shape: Shape) -> Shape:
-        """Return ``(..., h_out, w_out)``."""
-        return pooled_shape(in_shape, *self._geometry, self.name)
 
     def sparsity(self, in_shape: Shape) -> Sparsity:
         """One entry per output; an input can be the maximum of every window covering it."""

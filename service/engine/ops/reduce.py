@@ -44,8 +44,10 @@ def _reduction_jacobian(
 
 
 @dataclass(frozen=True, eq=False)
-class _LinearReduction(LinearOp):
-    """``y = w * sum over axes``; ``w`` is 1 for ``sum`` and ``1 / count`` for ``mean``."""
+class _Reduction(Op):
+    """An operation that reduces over ``axes``: their parameter, shape rule and sparsity."""
+
+    params: ClassVar[Mapping[str, str]] = MappingProxyType({"axes": _AXES_DOC})
 
     axes: tuple[int, ...] | None = None
 
@@ -56,10 +58,6 @@ class _LinearReduction(LinearOp):
     def _axes(self, in_shape: Shape) -> tuple[int, ...]:
         return normalize_axes(self.axes, in_shape, self.name)
 
-    @abc.abstractmethod
-    def _weight(self, in_shape: Shape, axes: tuple[int, ...]) -> float:
-        """Return the factor ``w`` in front of the sum."""
-
     def out_shape(self, in_shape: Shape) -> Shape:
         """Return ``in_shape`` without the reduced axes (``()`` when all are reduced)."""
         return _kept(in_shape, self._axes(in_shape))
@@ -68,6 +66,15 @@ class _LinearReduction(LinearOp):
         """One entry per input element; an output reads every element of its group."""
         axes = self._axes(in_shape)
         return Sparsity(layout.size_of(in_shape), 1, layout.size_of([in_shape[a] for a in axes]))
+
+
+@dataclass(frozen=True, eq=False)
+class _LinearReduction(_Reduction, LinearOp):
+    """``y = w * sum over axes``; ``w`` is 1 for ``sum`` and ``1 / count`` for ``mean``."""
+
+    @abc.abstractmethod
+    def _weight(self, in_shape: Shape, axes: tuple[int, ...]) -> float:
+        """Return the factor ``w`` in front of the sum."""
 
     def apply(self, t: FloatArray) -> FloatArray:
         """Reduce each ``t`` of the batch: (B, *in) -> (B, *out)."""
@@ -96,7 +103,6 @@ class Sum(_LinearReduction):
     """Sum over ``axes`` (all axes by default); the output drops them, like ``numpy.sum``."""
 
     name: ClassVar[str] = "sum"
-    params: ClassVar[Mapping[str, str]] = MappingProxyType({"axes": _AXES_DOC})
 
     def _weight(self, in_shape: Shape, axes: tuple[int, ...]) -> float:
         return 1.0
@@ -108,7 +114,6 @@ class Mean(_LinearReduction):
     """Mean over ``axes`` (all axes by default); the output drops them, like ``numpy.mean``."""
 
     name: ClassVar[str] = "mean"
-    params: ClassVar[Mapping[str, str]] = MappingProxyType({"axes": _AXES_DOC})
 
     def _weight(self, in_shape: Shape, axes: tuple[int, ...]) -> float:
         return 1.0 / layout.size_of([in_shape[a] for a in axes])
@@ -116,7 +121,7 @@ class Mean(_LinearReduction):
 
 @register
 @dataclass(frozen=True, eq=False)
-class LogSumExp(Op):
+class LogSumExp(_Reduction):
     """``log(sum(exp(x)))`` over ``axes``; derivative: the softmax of each reduced group.
 
     Computed as ``m + log(sum(exp(x - m)))`` with ``m`` the group maximum, so no term overflows.
@@ -124,25 +129,6 @@ class LogSumExp(Op):
 
     name: ClassVar[str] = "logsumexp"
     note: ClassVar[str] = "differentiable everywhere; stable (the group maximum is factored out)"
-    params: ClassVar[Mapping[str, str]] = MappingProxyType({"axes": _AXES_DOC})
-
-    axes: tuple[int, ...] | None = None
-
-    def __post_init__(self) -> None:
-        if self.axes is not None:
-            object.__setattr__(self, "axes", int_tuple(self.axes, "logsumexp: axes"))
-
-    def _axes(self, in_shape: Shape) -> tuple[int, ...]:
-        return normalize_axes(self.axes, in_shape, self.name)
-
-    def out_shape(self, in_shape: Shape) -> Shape:
-        """Return ``in_shape`` without the reduced axes."""
-        return _kept(in_shape, self._axes(in_shape))
-
-    def sparsity(self, in_shape: Shape) -> Sparsity:
-        """One entry per input element; an output reads every element of its group."""
-        axes = self._axes(in_shape)
-        return Sparsity(layout.size_of(in_shape), 1, layout.size_of([in_shape[a] for a in axes]))
 
     def _forward(self, x: FloatArray) -> FloatArray:
         axes = self._axes(x.shape)
@@ -173,22 +159,17 @@ class LogSumExp(Op):
         return _reduction_jacobian(x.shape, axes, w, order)
 
 
-def _all_but_batch(batch: FloatArray) -> tuple[int, ...]:
-    return tuple(range(1, batch.ndim))
-
-
-def _scalar_gradient_jacobian(gradient: FloatArray, order: Order) -> sp.coo_array:
-    # The Jacobian of a scalar function is one column: the gradient, flattened in ``order``.
-    rows = layout.flat_grid(gradient.shape, order)
-    return coo_from_grids(rows, np.zeros((), dtype=np.int64), gradient, (gradient.size, 1))
-
-
-@register
 @dataclass(frozen=True, eq=False)
-class SquaredNorm(Op):
-    """``||x||^2 = sum x_i^2`` -> a scalar (shape ``()``); gradient ``2 x``."""
+class _ScalarLoss(Op):
+    """``f: R^{in_shape} -> R`` (shape ``()``), whose rules all follow from its gradient.
 
-    name: ClassVar[str] = "squared_norm"
+    The Jacobian is one column, ``vec(grad f(x))``, so the JVP of ``t`` is ``<grad f(x), t>``
+    and the VJP of ``u`` is ``u grad f(x)``. Subclasses write ``_forward`` and ``_gradient``.
+    """
+
+    @abc.abstractmethod
+    def _gradient(self, x: FloatArray) -> FloatArray:
+        """Return ``grad f(x)``, shape ``in_shape``."""
 
     def out_shape(self, in_shape: Shape) -> Shape:
         """Return ``()``: the result is a scalar."""
@@ -199,25 +180,41 @@ class SquaredNorm(Op):
         n = layout.size_of(in_shape)
         return Sparsity(n, 1, n)
 
-    def _forward(self, x: FloatArray) -> FloatArray:
-        return np.asarray(np.sum(np.square(x)), dtype=np.float64)
-
     def _jvp(self, x: FloatArray, tangents: FloatArray) -> FloatArray:
-        # <2x, t> for each tangent: (in) * (B, *in) -> (B,)
-        result: FloatArray = np.sum(2.0 * x * tangents, axis=_all_but_batch(tangents))
+        # <grad, t> for each tangent: (in) * (B, *in) -> (B,)
+        result: FloatArray = np.sum(
+            self._gradient(x) * tangents, axis=tuple(range(1, tangents.ndim))
+        )
         return result
 
     def _vjp(self, x: FloatArray, cotangents: FloatArray) -> FloatArray:
         # (B,) -> (B, 1, ..., 1) times (in) -> (B, *in)
-        return 2.0 * x * np.expand_dims(cotangents, tuple(range(1, x.ndim + 1)))
+        return self._gradient(x) * np.expand_dims(cotangents, tuple(range(1, x.ndim + 1)))
 
     def _local_jacobian(self, x: FloatArray, order: Order) -> sp.coo_array:
-        return _scalar_gradient_jacobian(2.0 * x, order)
+        # One column: the gradient, flattened in ``order``.
+        gradient = self._gradient(x)
+        rows = layout.flat_grid(gradient.shape, order)
+        return coo_from_grids(rows, np.zeros((), dtype=np.int64), gradient, (gradient.size, 1))
 
 
 @register
 @dataclass(frozen=True, eq=False)
-class MeanSquaredError(Op):
+class SquaredNorm(_ScalarLoss):
+    """``||x||^2 = sum x_i^2`` -> a scalar (shape ``()``); gradient ``2 x``."""
+
+    name: ClassVar[str] = "squared_norm"
+
+    def _forward(self, x: FloatArray) -> FloatArray:
+        return np.asarray(np.sum(np.square(x)), dtype=np.float64)
+
+    def _gradient(self, x: FloatArray) -> FloatArray:
+        return 2.0 * x
+
+
+@register
+@dataclass(frozen=True, eq=False)
+class MeanSquaredError(_ScalarLoss):
     """``mean((x - target)^2)`` -> a scalar; gradient ``2 (x - target) / N``.
 
     Parameters
@@ -245,25 +242,8 @@ class MeanSquaredError(Op):
             )
         return ()
 
-    def sparsity(self, in_shape: Shape) -> Sparsity:
-        """One column holding every input."""
-        n = layout.size_of(in_shape)
-        return Sparsity(n, 1, n)
-
     def _gradient(self, x: FloatArray) -> FloatArray:
         return 2.0 * (x - self.target) / x.size
 
     def _forward(self, x: FloatArray) -> FloatArray:
         return np.asarray(np.mean(np.square(x - self.target)), dtype=np.float64)
-
-    def _jvp(self, x: FloatArray, tangents: FloatArray) -> FloatArray:
-        # (in) * (B, *in) -> (B,)
-        result: FloatArray = np.sum(self._gradient(x) * tangents, axis=_all_but_batch(tangents))
-        return result
-
-    def _vjp(self, x: FloatArray, cotangents: FloatArray) -> FloatArray:
-        # (B,) -> (B, 1, ..., 1) times (in) -> (B, *in)
-        return self._gradient(x) * np.expand_dims(cotangents, tuple(range(1, x.ndim + 1)))
-
-    def _local_jacobian(self, x: FloatArray, order: Order) -> sp.coo_array:
-        return _scalar_gradient_jacobian(self._gradient(x), order)

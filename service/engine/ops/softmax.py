@@ -20,13 +20,14 @@ from ..op import Op, Sparsity, coo_from_grids, register
 from ..types import FloatArray, IndexArray, Order, Shape
 from ._util import int_tuple, normalize_axis
 
-_PARAMS: Mapping[str, str] = MappingProxyType(
-    {"axis": "the axis that sums to one (int, negative from the end; default -1)"}
-)
-
 
 @dataclass(frozen=True, eq=False)
 class _AlongAxis(Op):
+    note: ClassVar[str] = "differentiable everywhere; stable (the maximum is subtracted first)"
+    params: ClassVar[Mapping[str, str]] = MappingProxyType(
+        {"axis": "the axis that sums to one (int, negative from the end; default -1)"}
+    )
+
     axis: int = -1
 
     def __post_init__(self) -> None:
@@ -68,8 +69,6 @@ class Softmax(_AlongAxis):
     """``y = exp(x) / sum(exp(x))`` along ``axis``; Jacobian blocks ``diag(y) - y y^T``."""
 
     name: ClassVar[str] = "softmax"
-    note: ClassVar[str] = "differentiable everywhere; stable (the maximum is subtracted first)"
-    params: ClassVar[Mapping[str, str]] = _PARAMS
 
     def _forward(self, x: FloatArray) -> FloatArray:
         e = np.exp(self._shifted(x))
@@ -102,8 +101,6 @@ class LogSoftmax(_AlongAxis):
     """``y = x - logsumexp(x)`` along ``axis``; Jacobian blocks ``I - 1 s^T`` (``s`` = softmax)."""
 
     name: ClassVar[str] = "log_softmax"
-    note: ClassVar[str] = "differentiable everywhere; stable (the maximum is subtracted first)"
-    params: ClassVar[Mapping[str, str]] = _PARAMS
 
     def _forward(self, x: FloatArray) -> FloatArray:
         z = self._shifted(x)
