@@ -97,9 +97,15 @@ class Computations:
         Saturated
             If no slot freed up in time (503 with ``Retry-After``).
         """
-        with anyio.move_on_after(self.wait_seconds) as waiting:
-            await self._semaphore.acquire()
-        if waiting.cancelled_caught:
+        try:
+            self._semaphore.acquire_nowait()
+            waited = False
+        except anyio.WouldBlock:
+            # No free slot now: wait for one, at most wait_seconds (0 means not at all).
+            with anyio.move_on_after(self.wait_seconds) as waiting:
+                await self._semaphore.acquire()
+            waited = waiting.cancelled_caught
+        if waited:
             retry_after = max(1, math.ceil(self.wait_seconds))
             detail = f"all {self.slots} computation slots stayed busy for {self.wait_seconds:g} s"
             raise Saturated("max_concurrent_computations", detail, retry_after)

@@ -72,14 +72,20 @@ class BodyLimitMiddleware:
                     await problem_response(problem)(scope, receive, send)
                     return
         received = 0
+        body_complete = False
 
         async def guarded_receive() -> Message:
-            nonlocal received
+            nonlocal received, body_complete
+            if body_complete:
+                # After the body, receive() only waits for a disconnect (a streaming response
+                # listens for one): no timeout applies there.
+                return await receive()
             with anyio.move_on_after(self.read_timeout_seconds) as waiting:
                 message = await receive()
             if waiting.cancelled_caught:
                 raise RequestTimeout(self.read_timeout_seconds)
             if message["type"] == "http.request":
+                body_complete = not message.get("more_body", False)
                 size = len(message.get("body", b""))
                 if received + size > limit:
                     raise BodyTooLarge(received + size, limit)

@@ -258,7 +258,7 @@ def validation_errors(errors: list[dict[str, Any]], body: Any) -> list[ProblemEr
     if isinstance(body, bytes | bytearray):
         try:
             document = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # nesting deeper than Python's parser goes
             document = None
     elif body is not None:
         document = body

@@ -18,6 +18,7 @@ from pydantic import (
     Field,
     ValidationInfo,
     WithJsonSchema,
+    field_validator,
     model_validator,
 )
 
@@ -122,51 +123,23 @@ _INDEX_LIST = list[Annotated[int, Field(ge=0, le=2**63 - 1)]]
 _VALUE_LIST = list[Annotated[float, Field(strict=True, allow_inf_nan=False)]]
 
 
-def _decode_array(values: Any, dtype: str, what: str) -> np.ndarray[Any, Any]:
-    if isinstance(values, str):
-        wire = np.dtype(dtype)
-        try:
-            raw = pybase64.b64decode(values, validate=True)
-        except (binascii.Error, ValueError) as error:
-            raise ValueError(f"{what} is not valid standard base64: {error}") from None
-        if len(raw) % wire.itemsize:
-            raise ValueError(f"{what} holds {len(raw)} bytes, not a multiple of {wire.itemsize}")
-        return np.frombuffer(raw, dtype=wire)
-    return np.asarray(values, dtype=dtype)
+_WIRE_TYPES = {"row": np.dtype("<i8"), "col": np.dtype("<i8"), "data": np.dtype("<f8")}
 
 
-class CooJacobianIn(BaseModel):
-    """A Jacobian given as COO triplets (any order; duplicates are summed).
-
-    ``row``/``col`` are lists of ints or base64 of little-endian int64; ``data`` a list of
-    numbers or base64 of little-endian float64. ``in_shape``/``out_shape`` are optional labels.
-    """
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-    format: Literal["coo"]
-    shape: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=2, max_length=2)]
-    row: _INDEX_LIST | str
-    col: _INDEX_LIST | str
-    data: _VALUE_LIST | str
-    in_shape: list[Annotated[int, Field(ge=1)]] | None = None
-    out_shape: list[Annotated[int, Field(ge=1)]] | None = None
-
-    @model_validator(mode="after")
-    def _check(self, info: ValidationInfo) -> "CooJacobianIn":
-        limits = limits_from(info)
-        lengths = {
-            name: _wire_length(getattr(self, name), size)
-            for name, size in (("row", 8), ("col", 8), ("data", 8))
-        }
-        if max(lengths.values()) > limits.max_elements:
-            error = LimitExceeded(
-                "COO entries of an input Jacobian", max(lengths.values()), limits.max_elements
-            )
-            defer_or_raise(error, info)
-        if len(set(lengths.values())) != 1:
-            raise ValueError(f"row, col and data need equal lengths, got {lengths}")
-        return self
+def _decode_array(values: Any, name: str) -> np.ndarray[Any, Any]:
+    """Turn a validated list, or base64 text, into the array it carries (ValueError if bad)."""
+    wire = _WIRE_TYPES[name]
+    if not isinstance(values, str):
+        return np.asarray(values, dtype=wire)
+    try:
+        raw = pybase64.b64decode(values, validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise ValueError(f"{name} is not valid standard base64 with padding: {error}") from None
+    if len(raw) % wire.itemsize:
+        raise ValueError(
+            f"{name} holds {len(raw)} bytes, not a multiple of {wire.itemsize} ({wire.name})"
+        )
+    return np.frombuffer(raw, dtype=wire)
 
 
 def _wire_length(values: Any, itemsize: int) -> int:
@@ -174,6 +147,58 @@ def _wire_length(values: Any, itemsize: int) -> int:
     if isinstance(values, str):
         return len(values.rstrip("=")) * 3 // 4 // itemsize
     return len(values)
+
+
+class CooJacobianIn(BaseModel):
+    """A Jacobian given as COO triplets (any order; duplicates are summed).
+
+    ``row``/``col`` are lists of ints or base64 of little-endian int64; ``data`` a list of
+    numbers or base64 of little-endian float64. ``in_shape``/``out_shape`` are optional labels.
+    Each dimension and the number of entries are bounded by the tensor element limit, checked
+    before anything is decoded.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    format: Literal["coo"]
+    shape: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=2, max_length=2)]
+    row: Annotated[_INDEX_LIST | str, WithJsonSchema(_INDEX_SCHEMA)]
+    col: Annotated[_INDEX_LIST | str, WithJsonSchema(_INDEX_SCHEMA)]
+    data: Annotated[_VALUE_LIST | str, WithJsonSchema(_VALUE_SCHEMA)]
+    in_shape: list[Annotated[int, Field(ge=1)]] | None = None
+    out_shape: list[Annotated[int, Field(ge=1)]] | None = None
+
+    @field_validator("shape")
+    @classmethod
+    def _bounded_shape(cls, shape: list[int], info: ValidationInfo) -> list[int]:
+        # A Jacobian's sides are the sizes of a function's input and output: tensor-sized.
+        limit = limits_from(info).max_elements
+        if max(shape) > limit:
+            defer_or_raise(LimitExceeded("rows or columns of an input Jacobian",
+                                         max(shape), limit), info)  # fmt: skip
+        return shape
+
+    @field_validator("row", "col", "data")
+    @classmethod
+    def _decode(cls, values: Any, info: ValidationInfo) -> Any:
+        # Returns the decoded array in place of the wire value; decode_jacobian hands it on.
+        name = str(info.field_name)
+        entries = _wire_length(values, _WIRE_TYPES[name].itemsize)
+        limit = limits_from(info).max_elements
+        if entries > limit:
+            defer_or_raise(LimitExceeded("COO entries of an input Jacobian", entries, limit), info)
+            return None
+        return _decode_array(values, name)
+
+    @model_validator(mode="after")
+    def _equal_lengths(self) -> "CooJacobianIn":
+        arrays = {"row": self.row, "col": self.col, "data": self.data}
+        if any(array is None for array in arrays.values()):
+            return self  # over a limit: reported after validation
+        lengths = {name: len(array) for name, array in arrays.items()}
+        if len(set(lengths.values())) != 1:
+            raise ValueError(f"row, col and data need equal lengths, got {lengths}")
+        return self
 
 
 class DenseJacobianIn(BaseModel):
@@ -208,9 +233,9 @@ def decode_jacobian(jacobian: CooJacobianIn | DenseJacobianIn) -> sp.coo_array |
             raise CodecError(f"a dense Jacobian must be 2-D, got shape {list(matrix.shape)}")
         return matrix
     rows, cols = jacobian.shape
-    row = _decode_array(jacobian.row, "<i8", "row").astype(np.int64)
-    col = _decode_array(jacobian.col, "<i8", "col").astype(np.int64)
-    data = _decode_array(jacobian.data, "<f8", "data").astype(np.float64)
+    row = np.asarray(jacobian.row, dtype=np.int64)
+    col = np.asarray(jacobian.col, dtype=np.int64)
+    data = np.asarray(jacobian.data, dtype=np.float64)
     if not np.all(np.isfinite(data)):
         raise CodecError("a COO Jacobian holds non-finite values")
     try:

@@ -91,6 +91,9 @@ def correlate(
     out_size = size_of(out_shape)
     if out_size > limits.max_output_elements:
         raise LimitExceeded("output elements", out_size, limits.max_output_elements)
+    workspace = xcorr.workspace_elements(x.shape, k.shape, geometry)
+    if workspace > limits.max_output_elements:
+        raise LimitExceeded("elements of the padded image", workspace, limits.max_output_elements)
     wanted = [] if jacobian == "none" else list(wrt)
     nnz = {
         "x": xcorr.nnz_x(x.shape, k.shape, geometry),

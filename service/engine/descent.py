@@ -567,8 +567,14 @@ def _frozen(x: FloatArray) -> FloatArray:
 
 
 def _norm(v: FloatArray) -> float:
-    # ||v||_2 over every entry, whatever the shape
-    return math.sqrt(float(np.vdot(v, v)))
+    # ||v||_2 over every entry, whatever the shape. The plain sum of squares overflows once an
+    # entry passes ~1.3e154; only then is the norm taken of v scaled by its largest entry.
+    norm = math.sqrt(float(np.vdot(v, v)))
+    if math.isinf(norm) and np.all(np.isfinite(v)):
+        largest = float(np.max(np.abs(v)))
+        scaled = v / largest
+        norm = largest * math.sqrt(float(np.vdot(scaled, scaled)))
+    return norm
 
 
 def _state(

@@ -22,6 +22,8 @@ from .types import FloatArray, Layout, Order
 
 FormatRequest = Literal["coo", "dense", "auto"]
 Direction = Literal["jvp", "vjp"]
+# Directions of the finite-difference check; fewer for large tensors (see _bounded_fd_check).
+FD_DIRECTIONS = 32
 # A COO entry costs 24 bytes and a dense one 8: below a third of the entries COO is smaller.
 _COO_DENSITY = 1 / 3
 
@@ -55,12 +57,36 @@ class ProductResult:
 
 
 def check_intermediates(chain: Chain, max_elements: int) -> None:
-    """Raise :class:`LimitExceeded` if any tensor along the chain exceeds ``max_elements``."""
+    """Raise :class:`LimitExceeded` if any tensor along the chain exceeds ``max_elements``.
+
+    The tensors are the input, every operation's output and every operation's largest temporary
+    (e.g. a cross-correlation's padded image), all known from the shapes.
+    """
     for index, shape in enumerate(chain.shapes):
         size = size_of(shape)
         if size > max_elements:
             where = "the input" if index == 0 else f"the output of operation {index - 1}"
             raise LimitExceeded(f"elements of {where}", size, max_elements)
+    for index, (op, shape) in enumerate(zip(chain.ops, chain.shapes, strict=False)):
+        workspace = op.workspace_elements(shape)
+        if workspace > max_elements:
+            raise LimitExceeded(
+                f"elements of operation {index} ({op.name})'s working array", workspace,
+                max_elements,
+            )  # fmt: skip
+
+
+def _bounded_fd_check(chain: Chain, x: FloatArray, limits: FunctionLimits) -> FDCheck:
+    """Run the finite-difference check with as many directions as the tensor limit allows.
+
+    The check pushes a batch of directions through every operation at once, so the batch times
+    the largest tensor along the chain must stay under the limit.
+    """
+    largest = max(size_of(shape) for shape in chain.shapes)
+    directions = min(FD_DIRECTIONS, limits.max_tensor_elements // largest)
+    if directions < 1:
+        raise LimitExceeded("finite-difference check elements", largest, limits.max_tensor_elements)
+    return fd_check(chain, x, max_directions=directions, max_elements=limits.max_tensor_elements)
 
 
 def evaluate(chain: Chain, x: FloatArray, limits: FunctionLimits) -> FloatArray:
@@ -141,7 +167,7 @@ def jacobian(
         max_dense_elements=limits.max_dense_elements,
         max_nnz=limits.max_nnz,
     )
-    report = fd_check(chain, x) if check else None
+    report = _bounded_fd_check(chain, x, limits) if check else None
     return JacobianResult(chain.forward(x), result, plan.strategy, report)
 
 
@@ -188,7 +214,7 @@ def product(
     # (1, *shape): the rules are batched over a leading axis
     batch = vector[np.newaxis]
     result = (chain.jvp(x, batch) if direction == "jvp" else chain.vjp(x, batch))[0]
-    report = fd_check(chain, x) if check else None
+    report = _bounded_fd_check(chain, x, limits) if check else None
     return ProductResult(chain.forward(x), result, report)
 
 

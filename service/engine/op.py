@@ -134,6 +134,14 @@ class Op(abc.ABC):
         """
         return None
 
+    def workspace_elements(self, in_shape: Shape) -> int:
+        """Return the elements of the largest temporary array beyond input and output.
+
+        Checked against the tensor limit before anything runs; 0 (the default) for operations
+        whose temporaries are no larger than their input or output.
+        """
+        return 0
+
     def sparsity(self, in_shape: Shape) -> Sparsity:
         """Bound the local Jacobian's non-zeros from shapes alone (default: dense).
 

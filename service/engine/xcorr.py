@@ -302,6 +302,29 @@ def output_shape(
     return _plan(x_shape, k_shape, geometry).out_shape
 
 
+def workspace_elements(
+    x_shape: Sequence[int], k_shape: Sequence[int], geometry: XCorrGeometry = DEFAULT_GEOMETRY
+) -> int:
+    """Return the elements of the largest temporary array: the zero-padded image(s).
+
+    Padding is materialized (``x_p``; its adjoint ``grad_p`` in the VJPs), so a large padding or
+    dilation with a large stride needs far more memory than the input or the output. Callers
+    bound it before computing.
+
+    Parameters
+    ----------
+    x_shape, k_shape : sequence of int
+        As in :func:`output_shape`.
+    geometry : XCorrGeometry
+
+    Returns
+    -------
+    int
+        ``N * C * H_padded * W_padded``, as a Python int (no overflow).
+    """
+    return math.prod(_plan(x_shape, k_shape, geometry).padded_shape)
+
+
 def padding_pairs(
     x_shape: Sequence[int], k_shape: Sequence[int], geometry: XCorrGeometry = DEFAULT_GEOMETRY
 ) -> PaddingPairs:

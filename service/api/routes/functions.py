@@ -125,7 +125,7 @@ def _chain_rule(body: ChainRuleRequest, settings: Settings) -> ChainRuleResponse
     out_shape = tuple(last.out_shape or [out_size])
     # The labels are the client's; they must still describe the product's size.
     functions.check_labels(in_shape, out_shape, in_size, out_size)
-    jacobian = Jacobian(product, in_shape, out_shape, body.layout, "F")
+    jacobian = Jacobian(product, in_shape, out_shape, body.layout, body.order)
     return ChainRuleResponse(jacobian=encode_jacobian(jacobian, body.encoding))
 
 

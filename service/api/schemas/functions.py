@@ -194,6 +194,11 @@ class ChainRuleRequest(StrictModel):
         description="J_1, ..., J_n of the functions applied first to last, all in `layout`."
     )
     layout: Layout = "in_out"
+    order: Order = Field(
+        "F",
+        description="Index order the given Jacobians use; the product does not depend on it, "
+        "the result is labelled with it.",
+    )
     format: Literal["coo", "dense", "auto"] = Field(
         "auto", description="'auto': COO if any factor is COO, dense otherwise."
     )

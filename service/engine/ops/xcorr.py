@@ -84,6 +84,10 @@ class CrossCorrelate2D(LinearOp):
         """Return ``xcorr.output_shape(in_shape, kernel.shape, geometry)``."""
         return correlation.output_shape(in_shape, self.kernel.shape, self.geometry)
 
+    def workspace_elements(self, in_shape: Shape) -> int:
+        """Return the size of the zero-padded image the forward and the VJP materialize."""
+        return correlation.workspace_elements(in_shape, self.kernel.shape, self.geometry)
+
     def sparsity(self, in_shape: Shape) -> Sparsity:
         """Bound the entries: an output reads ``C kh kw`` pixels; a pixel feeds ``K kh kw``."""
         out_shape = self.out_shape(in_shape)
