@@ -209,3 +209,9 @@ async def test_a_descent_over_its_deadline_ends_with_a_clear_status() -> None:
     assert result["status"] == "deadline"
     assert "wall-clock budget of 0.05 s" in result["reason"]
     assert 0 < result["steps"] < 10**7
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
+async def test_probes_answer_head_without_a_body(client: httpx.AsyncClient, path: str) -> None:
+    response = await client.head(path)
+    assert response.status_code == 200 and response.content == b""
