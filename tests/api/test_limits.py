@@ -102,6 +102,13 @@ def app():
     return create_app(Settings(max_body_bytes=LIMIT, max_tensor_elements=50, max_index_count=4))
 
 
+async def test_declared_length_one_byte_over_the_limit_is_refused_without_reading(app) -> None:
+    driver = Driver(endless_chunks())
+    await driver.run(app, "/v1/vec", [(b"content-length", str(LIMIT + 1).encode())])
+    assert driver.reads == 0 and driver.status == 413
+    assert driver.json() == body_problem(LIMIT + 1)
+
+
 async def test_declared_length_over_the_limit_is_refused_without_reading(app) -> None:
     driver = Driver(endless_chunks())
     await driver.run(app, "/v1/vec", [(b"content-length", b"1000000000")])

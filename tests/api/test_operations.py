@@ -124,7 +124,17 @@ async def locked() -> AsyncIterator[FastAPI]:
 
 @pytest.mark.parametrize(
     "headers",
-    [{}, {"Authorization": "Bearer wrong"}, {"X-API-Key": "k1x"}, {"Authorization": "Basic k1"}],
+    [
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"X-API-Key": "k1x"},
+        {"Authorization": "Basic k1"},
+        # prefixes of real keys, and empty keys, must not pass
+        {"X-API-Key": "k"},
+        {"Authorization": "Bearer second"},
+        {"Authorization": "Bearer "},
+        {"X-API-Key": ""},
+    ],
 )
 async def test_requests_without_a_valid_key_get_401(locked: FastAPI, headers: dict) -> None:
     async with client_for(locked, **headers) as c:
@@ -138,7 +148,16 @@ async def test_requests_without_a_valid_key_get_401(locked: FastAPI, headers: di
     assert body["request_id"] == response.headers["x-request-id"]
 
 
-@pytest.mark.parametrize("headers", [{"Authorization": "Bearer k1"}, {"X-API-Key": "second-key"}])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Authorization": "Bearer k1"},
+        {"X-API-Key": "second-key"},
+        # the auth scheme is case-insensitive (RFC 9110 section 11.1)
+        {"Authorization": "bearer k1"},
+        {"Authorization": "BEARER second-key"},
+    ],
+)
 async def test_either_header_with_a_valid_key_passes(locked: FastAPI, headers: dict) -> None:
     async with client_for(locked, **headers) as c:
         response = await c.post("/v1/flat", json=FLAT)

@@ -17,8 +17,6 @@ import pytest
 from service.engine import descent, layout
 from service.engine.chain import Chain
 from service.engine.descent import (
-    ARMIJO_C,
-    BACKTRACK_FACTOR,
     DescentLimits,
     DescentParams,
     DescentRecord,
@@ -36,6 +34,10 @@ from service.engine.errors import (
 )
 from service.engine.op import Op, get_op
 
+# The documented line search (README, engine docstring): Armijo with c = 1e-4, halving. Written
+# here as literals so that a change to the engine's constants is caught, not followed.
+ARMIJO_C = 1e-4
+BACKTRACK_FACTOR = 0.5
 LIMITS = DescentLimits(
     max_steps=100_000, max_trajectory_elements=10**7, max_tensor_elements=10**7, max_nnz=10**8
 )
@@ -568,3 +570,38 @@ def test_a_used_up_deadline_ends_the_run_with_its_own_status() -> None:
     # A rule that holds at the same state wins over the deadline (it is checked first).
     converged = run(quadratic(c), c.copy(), no_time, learning_rate=0.5, max_steps=10, grad_tol=1.0)
     assert converged.summary.status == "converged_grad"
+
+
+def half_square() -> list[Op]:
+    """``f(x) = ½||x||²``: x_(t+1) = (1 - γ) x_t, all exact in binary for the values below."""
+    return [op("squared_norm"), op("scale", factor=0.5)]
+
+
+def test_grad_tol_is_inclusive() -> None:
+    # x0 - c = (3, 4): ||∇f(x0)|| = 5 exactly, so grad_tol = 5 fires at step 0 (the rule is <=).
+    c = np.array([1.0, -2.0])
+    result = run(quadratic(c), c + np.array([3.0, 4.0]), learning_rate=0.5, max_steps=10,
+                 grad_tol=5.0)  # fmt: skip
+    assert (result.summary.status, result.summary.steps) == ("converged_grad", 0)
+
+
+def test_the_blow_up_threshold_is_floored_at_one() -> None:
+    # f0 = 0.125 < 1: threshold = 10 * max(|f0|, 1) = 10. γ = 3 gives x_t = (-2)^t x0 and
+    # f_t = 0.125 * 4^t: 8 at t = 3 (kept), 32 at t = 4 (diverged); without the floor it
+    # would stop at t = 2 (f = 2 > 1.25).
+    result = run(half_square(), np.array([0.5]), learning_rate=3.0, max_steps=50,
+                 divergence_factor=10.0)  # fmt: skip
+    assert (result.summary.status, result.summary.final_step) == ("diverged", 4)
+
+
+def test_f_tol_scales_by_the_larger_of_both_values() -> None:
+    # γ = 2.1: x_t = (-1.1)^t x0, f grows by 1.21 a step; |f_1 - f_0| / f_1 = 0.21 / 1.21 ≈ 0.174
+    # <= 0.19 < 0.21 = |f_1 - f_0| / f_0: only a scale that includes |f_t| fires, at step 1.
+    result = run(half_square(), np.array([10.0]), learning_rate=2.1, max_steps=20, f_tol=0.19)
+    assert (result.summary.status, result.summary.steps) == ("converged_f", 1)
+
+
+def test_x_tol_scales_by_the_larger_of_both_norms() -> None:
+    # Same run: ||x_1 - x_0|| = 21, ||x_1|| = 11, ||x_0|| = 10: 21 / 11 ≈ 1.91 <= 2 < 2.1.
+    result = run(half_square(), np.array([10.0]), learning_rate=2.1, max_steps=20, x_tol=2.0)
+    assert (result.summary.status, result.summary.steps) == ("converged_x", 1)

@@ -10,10 +10,13 @@ from hypothesis import given, settings
 
 from service.engine.chain import Chain
 from service.engine.errors import DomainError, LimitExceeded, ParameterError
-from service.engine.fdcheck import EPS, RELATIVE_STEP, fd_check
+from service.engine.fdcheck import fd_check
 from service.engine.op import ElementwiseOp, get_op
 from service.engine.types import FloatArray, Order
 from tests.strategies import ChainCase, op_chains
+
+# SciPy _numdiff's central step: EPS**(1/3) relative to max(1, |x|), computed here independently.
+RELATIVE_STEP = float(np.finfo(np.float64).eps) ** (1 / 3)
 
 
 @dataclass(frozen=True, eq=False)
@@ -59,7 +62,7 @@ def test_correct_chains_pass(case: ChainCase) -> None:
 def test_the_report_states_step_directions_and_tolerance() -> None:
     x = np.array([[0.5, -3.0], [2.0, 0.1]])
     result = fd_check(get_op("tanh")(), x, rtol=1e-7, atol=1e-9)
-    assert result.relative_step == pytest.approx(EPS ** (1 / 3))
+    assert result.relative_step == pytest.approx(RELATIVE_STEP)
     assert result.step == pytest.approx(RELATIVE_STEP * 3.0)  # max(1, |x|) at x = -3
     assert (result.directions, result.cotangents, result.full) == (4, 4, True)
     assert (result.rtol, result.atol) == (1e-7, 1e-9)

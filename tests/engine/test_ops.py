@@ -512,6 +512,9 @@ def test_max_pool_routes_a_tie_to_the_first_maximum_in_window_order() -> None:
     expected[layout.flat(np.array([0, 1]), (2, 2), "F"), 0] = 1.0
     np.testing.assert_array_equal(op.local_jacobian(x, "F").toarray(), expected)
     np.testing.assert_array_equal(op.dense_jacobian(x, "F"), expected)
+    # The JVP follows the same rule: each tangent entry moves the output only through (0, 1).
+    tangents = np.eye(4).reshape(4, 2, 2)  # e_(0,0), e_(0,1), e_(1,0), e_(1,1) in C order
+    assert op.jvp(x, tangents)[:, 0, 0].tolist() == [0.0, 1.0, 0.0, 0.0]
     assert "first maximum" in op.note
 
 
