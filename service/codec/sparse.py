@@ -31,6 +31,7 @@ from .tensors import (
     Encoding,
     Tensor,
     TensorOut,
+    base64_length,
     decode_tensor,
     defer_or_raise,
     encode_index_array,
@@ -145,7 +146,7 @@ def _decode_array(values: Any, name: str) -> np.ndarray[Any, Any]:
 def _wire_length(values: Any, itemsize: int) -> int:
     # Entries a list or a base64 string holds, known without decoding it.
     if isinstance(values, str):
-        return len(values.rstrip("=")) * 3 // 4 // itemsize
+        return base64_length(values) // itemsize
     return len(values)
 
 

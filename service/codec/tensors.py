@@ -138,12 +138,16 @@ def _decode_list(data: Any, shape: list[int] | None, dtype: str) -> FloatArray:
     return array.astype(np.float64, copy=False)
 
 
+def base64_length(text: str) -> int:
+    """Return the number of bytes standard base64 ``text`` decodes to, without decoding it."""
+    return len(text.rstrip("=")) * 3 // 4
+
+
 def _decode_base64(data: str, shape: list[int], dtype: str) -> FloatArray:
     wire = WIRE_DTYPES[dtype]
     expected = math.prod(shape) * wire.itemsize
     # The decoded length follows from the text length, so a wrong size is refused before decoding.
-    stripped = data.rstrip("=")
-    decoded_length = len(stripped) * 3 // 4
+    decoded_length = base64_length(data)
     if decoded_length != expected:
         raise ValueError(
             f"base64 data holds {decoded_length} bytes but shape {shape} of {dtype} "
