@@ -69,7 +69,7 @@ from service.engine.chain import Chain  # noqa: E402
 from service.engine.correlation import CorrelationLimits, correlate  # noqa: E402
 from service.engine.descent import DescentLimits, DescentParams, collect, descend  # noqa: E402
 from service.engine.op import get_op  # noqa: E402
-from tests.e2e.live import free_port  # noqa: E402
+from tests.e2e.live import cpu_seconds, free_port  # noqa: E402
 
 # Anchor threads, set before jax starts its runtime: 1 by default, like the engine, whose BLAS
 # calls stay on one thread; on this shared 2-core machine the anchors' two-thread kernels wait
@@ -496,8 +496,16 @@ def create_app() -> FastAPI:
 """
 
 
+@dataclass
+class Server:
+    """A started uvicorn: its base URL and PID."""
+
+    base: str
+    pid: int
+
+
 @contextlib.contextmanager
-def uvicorn_server(app: str, app_dir: Path, env: dict[str, str]) -> Iterator[str]:
+def uvicorn_server(app: str, app_dir: Path, env: dict[str, str]) -> Iterator[Server]:
     """Start ``uvicorn APP --factory`` with the settings both apps share; stop it by PID."""
     port = free_port()
     log = tempfile.NamedTemporaryFile(prefix="compare-uvicorn-", suffix=".log", delete=False)
@@ -533,7 +541,7 @@ def uvicorn_server(app: str, app_dir: Path, env: dict[str, str]) -> Iterator[str
                         f"{app} did not start: {Path(log.name).read_text()[-2000:]}"
                     ) from None
                 time.sleep(0.1)
-        yield base
+        yield Server(base, process.pid)
     finally:
         process.terminate()
         try:
@@ -544,8 +552,8 @@ def uvicorn_server(app: str, app_dir: Path, env: dict[str, str]) -> Iterator[str
         os.unlink(log.name)
 
 
-def wrk(url: str, body: bytes, seconds: int, connections: int) -> float:
-    """Requests per second of ``wrk`` POSTing ``body`` to ``url``; non-2xx answers fail."""
+def wrk(url: str, body: bytes, seconds: int, connections: int) -> tuple[float, int]:
+    """Requests per second and count of ``wrk`` POSTing ``body`` to ``url``; errors fail."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(
             'wrk.method = "POST"\n'
@@ -564,10 +572,11 @@ def wrk(url: str, body: bytes, seconds: int, connections: int) -> float:
         os.unlink(script.name)
     if "Non-2xx" in out:
         raise SystemExit(f"wrk against {url}: error answers\n{out}")
-    match = re.search(r"Requests/sec:\s+([0-9.]+)", out)
-    if match is None:
+    rate = re.search(r"Requests/sec:\s+([0-9.]+)", out)
+    count = re.search(r"([0-9]+) requests in", out)
+    if rate is None or count is None:
         raise SystemExit(f"wrk printed no rate:\n{out}")
-    return float(match.group(1))
+    return float(rate.group(1)), int(count.group(1))
 
 
 def http_rows(rounds: int, seconds: int = 3, connections: int = 8) -> list[Row]:
@@ -581,16 +590,25 @@ def http_rows(rounds: int, seconds: int = 3, connections: int = 8) -> list[Row]:
             uvicorn_server("echo_app:create_app", Path(folder), env) as echo,
         ):
             check = urllib.request.Request(
-                f"{service}/v1/flat", data=FLAT_BODY, headers={"Content-Type": "application/json"}
+                f"{service.base}/v1/flat",
+                data=FLAT_BODY,
+                headers={"Content-Type": "application/json"},
             )
             with urllib.request.urlopen(check) as response:
                 if json.loads(response.read())["flat"] != 23:
                     raise SystemExit("/v1/flat answered a wrong index")
             rates: dict[str, list[float]] = {"flat": [], "echo": []}
+            cpu: dict[str, list[float]] = {"flat": [], "echo": []}
+            targets = {"flat": (service, "/v1/flat"), "echo": (echo, "/echo")}
             for _ in range(rounds):
-                rates["flat"].append(wrk(f"{service}/v1/flat", FLAT_BODY, seconds, connections))
-                rates["echo"].append(wrk(f"{echo}/echo", FLAT_BODY, seconds, connections))
+                for name, (server, path) in targets.items():
+                    before = cpu_seconds(server.pid)
+                    rate, count = wrk(server.base + path, FLAT_BODY, seconds, connections)
+                    rates[name].append(rate)
+                    cpu[name].append(1e6 * (cpu_seconds(server.pid) - before) / count)
     flat, echo_rate = statistics.median(rates["flat"]), statistics.median(rates["echo"])
+    # Server CPU time per request does not depend on what else runs on the machine.
+    flat_cpu, echo_cpu = statistics.median(cpu["flat"]), statistics.median(cpu["echo"])
     return [
         Row(
             f"/v1/flat req/s vs FastAPI echo (wrk -c{connections}, {rounds}x{seconds}s)",
@@ -599,7 +617,14 @@ def http_rows(rounds: int, seconds: int = 3, connections: int = 8) -> list[Row]:
             0.5,
             unit="req/s",
             higher_is_better=True,
-        )
+        ),
+        Row(
+            "/v1/flat server CPU µs per request vs FastAPI echo",
+            flat_cpu,
+            {"echo": echo_cpu},
+            None,
+            unit="µs",
+        ),
     ]
 
 

@@ -17,7 +17,7 @@ from .api.deps import REQUEST_MODELS, Computations
 from .api.middleware import BodyLimitMiddleware
 from .api.observability import Metrics, RequestContextMiddleware, configure_logging
 from .api.problems import PROBLEM_TYPES, Problem, handle_exception
-from .api.router import api_router
+from .api.router import API_ROUTES
 from .api.security import ApiKeyMiddleware, DocsContentSecurityPolicy, public_paths
 from .codec.errors import CodecError
 from .config import Settings, get_settings
@@ -87,8 +87,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION.replace("{types}", ", ".join(f"`{t}`" for t in PROBLEM_TYPES)),
         generate_unique_id_function=_operation_id,
     )
-    app.dependency_overrides[get_settings] = lambda: settings
-    app.include_router(api_router)
+    # Routes read these through an async dependency (deps.app_settings): no override, no hop.
+    app.state.settings = settings
+    for route in API_ROUTES:
+        # Not included through the app, so the app's generate_unique_id_function does not
+        # name them: give each the same operation id (idempotent across apps).
+        if isinstance(route, APIRoute):
+            route.operation_id = _operation_id(route)
+    app.router.routes.extend(API_ROUTES)
     # Starlette sends exceptions whose only handler is Exception's to its outermost layer, which
     # always answers 500 and re-raises; every expected class is therefore registered by name.
     handled = (
@@ -103,9 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_exception_handler(exc_class, handle_exception)
     metrics = Metrics()
     app.state.metrics = metrics
-    app.state.computations = Computations(
-        settings.max_concurrent_computations, settings.computation_wait_seconds, metrics
-    )
+    app.state.computations = Computations(settings, metrics)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics_endpoint() -> Response:
@@ -124,6 +128,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         keys = [key.get_secret_value().encode() for key in settings.api_keys]
         app.add_middleware(ApiKeyMiddleware, keys=keys, public=public_paths(settings))
     app.add_middleware(DocsContentSecurityPolicy)
-    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    app.add_middleware(
+        RequestContextMiddleware, metrics=metrics, log_every=settings.access_log_every
+    )
     _install_openapi(app)
     return app
