@@ -75,9 +75,10 @@ INNER_LOOP = 2048
 # An in_out Jacobian with fewer entries than this is built as out_in and transposed. Its direct
 # build writes one block per pair of row runs (25 for a 3x3 kernel without padding) at about
 # 35 us of NumPy calls each, a fixed ~1 ms, while out_in is one block and SciPy's transpose
-# costs a few ns per entry. Measured (benchmarks/compare.py, CPU ms, direct vs out_in + T):
-# (3,16,16) k3 5,292 entries 1.08 vs 0.25; (3,32,32) 24,300: 1.36 vs 0.42; (3,64,64)
-# 103,788: see below; (3,224,224) 1,330,668: 2.3 vs 8.8.
+# costs a few ns per entry, until its scattered writes leave the caches. Measured, CPU ms,
+# direct / out_in + transpose: (3,16,16) k3, 5,292 entries: 1.14 / 0.17; (3,32,32): 1.23 /
+# 0.32; N=2 (3,40,40): 77,976: 1.28 / 0.33; (3,64,64): 103,788: 1.87 / 3.20; (3,224,224):
+# 1,330,668: 2.10 / 8.92.
 TRANSPOSE_BELOW = 65_536
 
 
