@@ -37,7 +37,9 @@ Tensor calculus over HTTP, computed in float64 by a vectorized NumPy/SciPy engin
 * **Jacobian layout** (`layout`): `"in_out"` (default, the notes' lmn x pqr matrix whose columns are
   the gradients of the output components) or `"out_in"` (JAX/PyTorch).
 * **Tensors**: `{"data": nested lists}` or `{"encoding": "base64", "shape": [...], "data": "..."}`
-  (little-endian C-order bytes); responses use the request's `encoding`.
+  (little-endian C-order bytes); responses use the request's `encoding`. Large tensors travel as
+  `application/octet-stream` bodies (a JSON header, then raw bytes; `"encoding": "binary"`), and
+  Jacobians download as `.npz` (`Accept: application/x-npz`).
 * **Errors**: RFC 9457 `application/problem+json`. Problem types: {types}.
 """
 
