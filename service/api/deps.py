@@ -25,8 +25,10 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from ..codec import DecodeLimits
+from ..codec.binary import HEADER_LENGTH, BinaryBodyError, read_binary_body
 from ..config import Settings
 from ..engine.errors import LimitExceeded
+from .negotiation import body_kind
 from .observability import Metrics, route_template
 from .problems import Saturated
 
@@ -67,24 +69,47 @@ def json_body(model: type[RequestModel]) -> Callable[..., Awaitable[RequestModel
     async def parse(request: Request) -> RequestModel:
         # the settings straight from app.state: one dependency less to solve per request
         settings: Settings = request.app.state.settings
+        kind = body_kind(request)  # 415 before the body is read
         raw = await request.body()
-        deferred: list[LimitExceeded] = []
-        context = {"limits": decode_limits(settings), "deferred_limits": deferred}
+        limits = decode_limits(settings)
+        header_length = request.headers.get(HEADER_LENGTH) if kind == "binary" else None
         small = len(raw) <= INLINE_BODY_BYTES
         setattr(request.state, SMALL_BODY, small)
-        try:
-            if small:
-                parsed = model.model_validate_json(raw, context=context)
-            else:
-                parsed = await run_in_threadpool(model.model_validate_json, raw, context=context)
-        except ValidationError as error:
-            raise RequestValidationError(error.errors(include_url=False), body=raw) from None
-        if deferred:
-            raise deferred[0]
-        return parsed
+        if small:
+            return _validate(model, raw, kind, header_length, limits)
+        return await run_in_threadpool(_validate, model, raw, kind, header_length, limits)
 
     parse.__name__ = f"parse_{model.__name__}"
     return parse
+
+
+def _validate(
+    model: type[RequestModel],
+    raw: bytes,
+    kind: str,
+    header_length: str | None,
+    limits: DecodeLimits,
+) -> RequestModel:
+    """Validate a JSON or binary body as ``model`` (in the worker thread)."""
+    deferred: list[LimitExceeded] = []
+    context: dict[str, Any] = {"limits": limits, "deferred_limits": deferred}
+    document = raw
+    if kind == "binary":
+        try:
+            document, segments = read_binary_body(
+                raw, header_length, limits.max_elements, limits.max_rank
+            )
+        except BinaryBodyError as error:
+            detail = {"loc": error.loc, "msg": error.message, "type": "binary_body"}
+            raise RequestValidationError([detail], body=error.header) from None
+        context["binary_segments"] = segments
+    try:
+        parsed = model.model_validate_json(document, context=context)
+    except ValidationError as error:
+        raise RequestValidationError(error.errors(include_url=False), body=document) from None
+    if deferred:
+        raise deferred[0]
+    return parsed
 
 
 def body_openapi(model: type[BaseModel]) -> dict[str, Any]:

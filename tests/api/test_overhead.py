@@ -68,7 +68,7 @@ async def test_a_body_over_the_inline_threshold_is_parsed_and_computed_in_the_po
             "/v1/vec", content=body, headers={"content-type": "application/json"}
         )
     assert response.status_code == 200 and response.json()["vector"]["data"] == [0.5] * n
-    assert hops == ["model_validate_json", "_vec"]
+    assert hops == ["_validate", "_vec"]
 
 
 async def test_one_successful_request_in_n_is_logged_and_every_error(
