@@ -311,6 +311,15 @@ class TensorOut(BaseModel):
     data: Annotated[Any, WithJsonSchema(_OUT_DATA_SCHEMA)]
 
 
+def base64_text(values: np.ndarray[Any, Any], dtype: str) -> str:
+    """Return standard base64 of the little-endian C-order bytes of ``values`` as ``dtype``.
+
+    pybase64 reads the array's buffer directly: the only copy before encoding is a conversion
+    the wire format requires (int32 indices to ``<i8``); a float64 array is encoded in place.
+    """
+    return pybase64.b64encode(np.ascontiguousarray(values, dtype=dtype)).decode("ascii")
+
+
 def encode_tensor(array: FloatArray, encoding: Encoding = "list") -> TensorOut:
     """Write a float64 array in the wire format.
 
@@ -330,8 +339,7 @@ def encode_tensor(array: FloatArray, encoding: Encoding = "list") -> TensorOut:
     if encoding == "binary":
         data: Any = Segment(np.ascontiguousarray(array, dtype="<f8"))
     elif encoding == "base64":
-        raw = np.ascontiguousarray(array, dtype="<f8").tobytes()
-        data = pybase64.b64encode(raw).decode("ascii")
+        data = base64_text(array, "<f8")
     else:
         data = array.tolist()
     return TensorOut.model_construct(
@@ -344,8 +352,7 @@ def encode_index_array(values: np.ndarray[Any, Any], encoding: Encoding) -> Any:
     if encoding == "binary":
         return binary_array(values, "int64")
     if encoding == "base64":
-        raw = np.ascontiguousarray(values, dtype="<i8").tobytes()
-        return pybase64.b64encode(raw).decode("ascii")
+        return base64_text(values, "<i8")
     return np.asarray(values, dtype=np.int64).tolist()
 
 
@@ -354,8 +361,7 @@ def encode_values(values: FloatArray, encoding: Encoding) -> Any:
     if encoding == "binary":
         return binary_array(values, "float64")
     if encoding == "base64":
-        raw = np.ascontiguousarray(values, dtype="<f8").tobytes()
-        return pybase64.b64encode(raw).decode("ascii")
+        return base64_text(values, "<f8")
     return np.asarray(values, dtype=np.float64).tolist()
 
 
