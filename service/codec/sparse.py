@@ -150,24 +150,69 @@ def _wire_length(values: Any, itemsize: int) -> int:
     return len(values)
 
 
-class CooJacobianIn(BaseModel):
-    """A Jacobian given as COO triplets (any order; duplicates are summed).
+_SHAPE_LABEL = list[Annotated[int, Field(ge=1)]] | None
 
-    ``row``/``col`` are lists of ints or base64 of little-endian int64; ``data`` a list of
-    numbers or base64 of little-endian float64. ``in_shape``/``out_shape`` are optional labels.
-    Each dimension and the number of entries are bounded by the tensor element limit, checked
-    before anything is decoded.
+
+class _JacobianInHeader(BaseModel):
+    """The header fields a Jacobian answer carries; all optional on input, checked if given.
+
+    A Jacobian returned by the service can be sent back unchanged: ``layout`` and ``order`` say
+    how this matrix is laid out (default: the request's), ``nnz`` must match the entries, and
+    ``in_shape``/``out_shape`` must describe the matrix's sides.
     """
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
+    in_shape: _SHAPE_LABEL = None
+    out_shape: _SHAPE_LABEL = None
+    layout: Literal["in_out", "out_in"] | None = Field(
+        None, description="This matrix's layout; default: the request's `layout`."
+    )
+    order: Literal["F", "C"] | None = Field(
+        None, description="Index order of its rows and columns; must agree across the inputs."
+    )
+    nnz: Annotated[int, Field(ge=0)] | None = Field(
+        None, description="If given: the entries given (COO) or the non-zero entries (dense)."
+    )
+
+
+class CooJacobianIn(_JacobianInHeader):
+    """A Jacobian given as COO triplets (any order; duplicates are summed).
+
+    ``row``/``col`` are lists of ints or base64 of little-endian int64; ``data`` a list of
+    numbers or base64 of little-endian float64 (``encoding``, if given, says which).
+    Each dimension and the number of entries are bounded by the tensor element limit, checked
+    before anything is decoded.
+    """
+
     format: Literal["coo"]
     shape: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=2, max_length=2)]
+    encoding: Encoding | None = Field(
+        None, description="'list' or 'base64': how row, col and data are written, if given."
+    )
     row: Annotated[_INDEX_LIST | str, WithJsonSchema(_INDEX_SCHEMA)]
     col: Annotated[_INDEX_LIST | str, WithJsonSchema(_INDEX_SCHEMA)]
     data: Annotated[_VALUE_LIST | str, WithJsonSchema(_VALUE_SCHEMA)]
-    in_shape: list[Annotated[int, Field(ge=1)]] | None = None
-    out_shape: list[Annotated[int, Field(ge=1)]] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stated_encoding(cls, values: Any) -> Any:
+        # Checked on the wire values: the field validators below replace them by arrays.
+        if isinstance(values, dict) and values.get("encoding") in ("list", "base64"):
+            base64 = values["encoding"] == "base64"
+            wrong = [
+                name
+                for name in ("row", "col", "data")
+                if name in values and isinstance(values[name], str) != base64
+            ]
+            if wrong:
+                written = "base64 strings" if base64 else "lists"
+                raise ValueError(
+                    f"encoding is {values['encoding']!r} but {', '.join(wrong)} "
+                    f"{'is' if len(wrong) == 1 else 'are'} not {written}: make them agree, or "
+                    "omit encoding"
+                )
+        return values
 
     @field_validator("shape")
     @classmethod
@@ -202,15 +247,14 @@ class CooJacobianIn(BaseModel):
         return self
 
 
-class DenseJacobianIn(BaseModel):
-    """A Jacobian given as a dense 2-D tensor."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+class DenseJacobianIn(_JacobianInHeader):
+    """A Jacobian given as a dense 2-D tensor (``shape``, if given, must be its shape)."""
 
     format: Literal["dense"]
     data: Tensor
-    in_shape: list[Annotated[int, Field(ge=1)]] | None = None
-    out_shape: list[Annotated[int, Field(ge=1)]] | None = None
+    shape: (
+        Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=2, max_length=2)] | None
+    ) = None
 
 
 JacobianIn = Annotated[CooJacobianIn | DenseJacobianIn, Field(discriminator="format")]
