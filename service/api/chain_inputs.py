@@ -45,7 +45,8 @@ def _header_errors(
                                  jacobian.shape))  # fmt: skip
     if jacobian.nnz is not None:
         if isinstance(jacobian, CooJacobianIn):
-            count, what = len(jacobian.row), "entries given in row/col/data"
+            # After validation row holds the decoded array, whatever its wire form.
+            count, what = int(np.size(np.asarray(jacobian.row))), "entries given in row/col/data"
         else:
             count, what = int(np.count_nonzero(matrix)), "non-zero entries of data"
         if count != jacobian.nnz:
