@@ -317,7 +317,7 @@ def base64_text(values: np.ndarray[Any, Any], dtype: str) -> str:
     pybase64 reads the array's buffer directly: the only copy before encoding is a conversion
     the wire format requires (int32 indices to ``<i8``); a float64 array is encoded in place.
     """
-    return pybase64.b64encode(np.ascontiguousarray(values, dtype=dtype)).decode("ascii")
+    return pybase64.b64encode(np.ascontiguousarray(values, dtype=dtype).data).decode("ascii")
 
 
 def encode_tensor(array: FloatArray, encoding: Encoding = "list") -> TensorOut:
