@@ -32,8 +32,9 @@ Sections (``--only``):
   ``uvicorn --workers 1 --no-access-log`` on 127.0.0.1, loaded by ``wrk`` (Debian package) with
   the same connections and duration, alternating apps round by round.
 * ``e2e``: ``POST /v1/cross-correlation`` (3,224,224) k3 with ``jacobian: "coo"``, base64, over
-  real HTTP (uvicorn; the client decodes the JSON and the base64 arrays) against the engine
-  call alone (``correlation.correlate``).
+  real HTTP (uvicorn; the client decodes the JSON and the base64 values) against the engine
+  call alone (``correlation.correlate``) and, with ``--baseline PATH`` (a checkout of the
+  previous release, e.g. ``git worktree add /tmp/prev <commit>``), the same request served by it.
 
 Correctness is checked outside the timers before a row is printed: anchors agree with the engine
 to 1e-10 relative, the descent loops end at the same ``x``, the COO entries match.
@@ -115,6 +116,8 @@ FLAT_BODY = b'{"index": [1, 2, 3], "dims": [2, 3, 4], "order": "F"}'
 # (3,32,32) forward read 0.26 ms instead of 0.03 next to them): use it only for rough checks.
 CLOCK = {"cpu": time.process_time, "wall": time.perf_counter}
 clock = CLOCK["wall"]
+# A checkout of the previous release (--baseline): the e2e section serves the same request from it.
+BASELINE: Path | None = None
 
 
 def interleaved(fns: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
@@ -537,7 +540,7 @@ def uvicorn_server(app: str, app_dir: Path, env: dict[str, str]) -> Iterator[Ser
         "--app-dir",
         str(app_dir),
     ]
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=app_dir)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -674,30 +677,40 @@ def e2e_rows(repeat: int) -> list[Row]:
         )
 
     env = {**os.environ, "SERVICE_LOG_LEVEL": "warning"}
-    with (
-        uvicorn_server("service.main:create_app", ROOT, env) as base,
-        httpx.Client(base_url=base, timeout=60) as client,
-    ):
+    trees = {"e2e": ROOT, **({"e2e previous": BASELINE} if BASELINE else {})}
+    with contextlib.ExitStack() as stack:
+        clients = {
+            name: stack.enter_context(
+                httpx.Client(
+                    base_url=stack.enter_context(
+                        uvicorn_server("service.main:create_app", tree, env)
+                    ).base,
+                    timeout=120,
+                )
+            )
+            for name, tree in trees.items()
+        }
 
-        def request() -> np.ndarray:
+        def request(client: httpx.Client) -> np.ndarray:
             response = client.post(
                 "/v1/cross-correlation", content=body, headers={"Content-Type": "application/json"}
             )
             response.raise_for_status()
             coo = response.json()["jacobian_x"]
-            return np.frombuffer(pybase64.b64decode(coo["data"]["data"]), "<f8")
+            return np.frombuffer(pybase64.b64decode(coo["data"]), "<f8")
 
-        values = request()
-        close(values, engine().jacobian_x.matrix.data, "e2e COO values")
-        times = interleaved({"e2e": request, "engine": engine}, repeat)
-    return [
-        Row(
-            "/v1/cross-correlation (3,224,224) k3 COO base64, end to end ÷ engine alone",
-            times["e2e"],
-            {"engine": times["engine"]},
-            None,
-        )
-    ]
+        reference = engine().jacobian_x.matrix.data
+        calls: dict[str, Callable[[], object]] = {"engine": engine}
+        for name, client in clients.items():
+            close(request(client), reference, f"{name} COO values")
+            calls[name] = lambda client=client: request(client)
+        times = interleaved(calls, repeat)
+    label = "/v1/cross-correlation (3,224,224) k3 COO base64, end to end"
+    rows = [Row(f"{label} ÷ engine alone", times["e2e"], {"engine": times["engine"]}, None)]
+    if BASELINE:
+        rows.append(Row(f"{label} ÷ the same request to {BASELINE.name}", times["e2e"],
+                        {"previous": times["e2e previous"]}, 0.5))  # fmt: skip
+    return rows
 
 
 SECTIONS: dict[str, Callable[[int], list[Row]]] = {
@@ -717,9 +730,13 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
     parser.add_argument("--anchor-threads", type=int, default=1, help="torch and jax threads")
     parser.add_argument("--clock", choices=sorted(CLOCK), default="wall", help="what is timed")
+    parser.add_argument(
+        "--baseline", type=Path, help="checkout of the previous release: e2e serves it too"
+    )
     args = parser.parse_args()
-    global clock
+    global clock, BASELINE
     clock = CLOCK[args.clock]
+    BASELINE = args.baseline.resolve() if args.baseline else None
     chosen = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = set(chosen) - set(SECTIONS)
     if unknown:
