@@ -311,13 +311,26 @@ class TensorOut(BaseModel):
     data: Annotated[Any, WithJsonSchema(_OUT_DATA_SCHEMA)]
 
 
-def base64_text(values: np.ndarray[Any, Any], dtype: str) -> str:
+class Base64Text(str):
+    """Base64 text that keeps the ASCII bytes it was made from (:attr:`ascii`).
+
+    A response writer sends those bytes as they are (``service/api/rendering.py``) instead of
+    encoding the text again: one copy of a 43 MB Jacobian less.
+    """
+
+    ascii: bytes
+
+
+def base64_text(values: np.ndarray[Any, Any], dtype: str) -> Base64Text:
     """Return standard base64 of the little-endian C-order bytes of ``values`` as ``dtype``.
 
     pybase64 reads the array's buffer directly: the only copy before encoding is a conversion
     the wire format requires (int32 indices to ``<i8``); a float64 array is encoded in place.
     """
-    return pybase64.b64encode(np.ascontiguousarray(values, dtype=dtype).data).decode("ascii")
+    raw = pybase64.b64encode(np.ascontiguousarray(values, dtype=dtype).data)
+    text = Base64Text(raw, "ascii")  # decoded straight into the subclass: one copy
+    text.ascii = raw
+    return text
 
 
 def encode_tensor(array: FloatArray, encoding: Encoding = "list") -> TensorOut:

@@ -9,7 +9,7 @@ import pytest
 import scipy.signal
 import scipy.sparse as sp
 
-from service.api.rendering import SPLICE_MIN, json_bytes
+from service.api.rendering import SPLICE_MIN, json_pieces
 from service.api.schemas.xcorr import CrossCorrelationResponse
 from service.codec import encode_tensor
 from service.codec.sparse import encode_jacobian
@@ -33,7 +33,7 @@ def test_spliced_bytes_equal_pydantic_json_for_large_and_small_base64() -> None:
             jacobian_kernel=encode_jacobian(Jacobian(small[:, None], (3,), (1,), "in_out", "F"),
                                             encoding),
         )  # fmt: skip
-        assert json_bytes(model) == model.model_dump_json(by_alias=True).encode()
+        assert b"".join(json_pieces(model)) == model.model_dump_json(by_alias=True).encode()
     assert len(model.output.data) > SPLICE_MIN or encoding == "list"
 
 
