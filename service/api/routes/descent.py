@@ -9,10 +9,12 @@ done before the first byte is sent, so refusals are ordinary problem responses e
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Generator
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
@@ -27,7 +29,7 @@ from ...engine.descent import (
     collect,
     descend,
 )
-from ..deps import ComputeDep, SettingsDep, body_openapi, json_body
+from ..deps import Compute, ComputeDep, SettingsDep, body_openapi, json_body
 from ..problems import PROBLEM_RESPONSES, Problem, problem_kind
 from ..schemas.descent import (
     DescentSummaryLine,
@@ -47,19 +49,25 @@ STREAM_SLICE_SECONDS = 0.02
 
 GradientDescentBody = Annotated[GradientDescentRequest, Depends(json_body(GradientDescentRequest))]
 Events = Generator[DescentEvent, None, None]
+# The NDJSON line of a record or of the summary.
+Line = Callable[[DescentRecord | DescentSummary], BaseModel]
 
 
-def _start(body: GradientDescentRequest, settings: Settings) -> Events:
-    x0 = decode_tensor(body.x0)
-    chain = Chain([spec.to_engine(body.order) for spec in body.function], x0.shape)
-    limits = DescentLimits(
+def descent_limits(settings: Settings) -> DescentLimits:
+    """Return the engine's bounds on a run (descent and minimization) from the settings."""
+    return DescentLimits(
         max_steps=settings.max_descent_steps,
         max_trajectory_elements=settings.max_trajectory_elements,
         max_tensor_elements=settings.max_tensor_elements,
         max_nnz=settings.max_coo_nnz,
         deadline_seconds=settings.descent_deadline_seconds,
     )
-    return descend(chain, x0, body.params(), limits)
+
+
+def _start(body: GradientDescentRequest, settings: Settings) -> Events:
+    x0 = decode_tensor(body.x0)
+    chain = Chain([spec.to_engine(body.order) for spec in body.function], x0.shape)
+    return descend(chain, x0, body.params(), descent_limits(settings))
 
 
 def _point(record: DescentRecord, encoding: Encoding) -> TrajectoryPoint:
@@ -112,19 +120,23 @@ def _problem_line(error: Exception, instance: str, request_id: str | None) -> by
     return problem.model_dump_json(exclude_none=True).encode() + b"\n"
 
 
-def _pump(
-    events: Events, encoding: Encoding, instance: str, request_id: str | None
-) -> tuple[bytes, bool]:
+def _line(event: DescentRecord | DescentSummary, encoding: Encoding) -> BaseModel:
+    # The NDJSON line of an event of /v1/gradient-descent.
+    if isinstance(event, DescentSummary):
+        return _summary_fields(event, encoding)
+    return _point(event, encoding)
+
+
+def _pump(events: Events, line: Line, instance: str, request_id: str | None) -> tuple[bytes, bool]:
     """Run the engine for one slice; return the NDJSON lines made and whether the stream ends."""
     deadline = time.perf_counter() + STREAM_SLICE_SECONDS
     lines: list[bytes] = []
     try:
         for event in events:
-            if isinstance(event, DescentSummary):
-                lines.append(_summary_fields(event, encoding).model_dump_json().encode() + b"\n")
-                return b"".join(lines), True
             if event is not None:
-                lines.append(_point(event, encoding).model_dump_json().encode() + b"\n")
+                lines.append(line(event).model_dump_json().encode() + b"\n")
+            if isinstance(event, DescentSummary):
+                return b"".join(lines), True
             if time.perf_counter() >= deadline:
                 return b"".join(lines), False
     except Exception as error:
@@ -132,12 +144,12 @@ def _pump(
     return b"".join(lines), True
 
 
-async def _ndjson(request: Request, events: Events, encoding: Encoding) -> AsyncIterator[bytes]:
+async def _ndjson(request: Request, events: Events, line: Line) -> AsyncIterator[bytes]:
     """Stream the run; a client that disconnects stops it at the end of the current slice."""
     where = (request.url.path, getattr(request.state, "request_id", None))
     try:
         while not await request.is_disconnected():
-            chunk, done = await run_in_threadpool(_pump, events, encoding, *where)
+            chunk, done = await run_in_threadpool(_pump, events, line, *where)
             if chunk:
                 yield chunk
             if done:
@@ -148,7 +160,8 @@ async def _ndjson(request: Request, events: Events, encoding: Encoding) -> Async
         events.close()
 
 
-def _wants_ndjson(request: Request) -> bool:
+def wants_ndjson(request: Request) -> bool:
+    """Tell whether the client asked for an NDJSON stream (``Accept: application/x-ndjson``)."""
     return NDJSON in request.headers.get("accept", "")
 
 
@@ -187,14 +200,26 @@ async def gradient_descent(
     request: Request, body: GradientDescentBody, settings: SettingsDep, compute: ComputeDep
 ) -> GradientDescentResponse | StreamingResponse:
     """Minimize f from x0 by x_(t+1) = x_t - γ ten(df/dx(x_t)) until a stopping rule fires."""
-    if not _wants_ndjson(request):
+    if not wants_ndjson(request):
         return await compute(_gradient_descent, body, settings)
-    # A streamed run holds one computation slot from its checks to its last line.
+    return await stream(
+        request, compute, partial(_start, body, settings), partial(_line, encoding=body.encoding)
+    )
+
+
+async def stream(
+    request: Request, compute: Compute, start: Callable[[], Events], line: Line
+) -> StreamingResponse:
+    """Start a run and stream its events as NDJSON, one ``line(event)`` each (shared by routes).
+
+    A streamed run holds one computation slot from its checks to its last line. ``start`` does
+    the checks, the preparation and the evaluation at ``x0`` in a worker thread before the first
+    byte, so a refusal is still a problem response.
+    """
     release = await compute.acquire()
     try:
-        # Checks, preparation and f(x0) run here, so a refusal is still a problem response.
-        events = await run_in_threadpool(_start, body, settings)
+        events = await run_in_threadpool(start)
     except BaseException:
         release()
         raise
-    return _SlotStreamingResponse(_ndjson(request, events, body.encoding), release)
+    return _SlotStreamingResponse(_ndjson(request, events, line), release)
