@@ -16,7 +16,8 @@ from ...codec import Encoding, decode_tensor, encode_tensor
 from ...config import Settings
 from ...engine.chain import Chain
 from ...engine.descent import DescentRecord, DescentSummary, collect
-from ...engine.minimize import Method, MinimizeEvent, MinimizeRecord, MinimizeSummary, minimize
+from ...engine.minimize import Method, MinimizeEvent, MinimizeRecord, MinimizeSummary
+from ...engine.minimize import minimize as run_minimize
 from ..deps import ComputeDep, SettingsDep, body_openapi, json_body
 from ..problems import PROBLEM_RESPONSES
 from ..schemas.descent import ndjson_schema
@@ -37,7 +38,7 @@ MinimizeBody = Annotated[MinimizeRequest, Depends(json_body(MinimizeRequest))]
 def _start(body: MinimizeRequest, settings: Settings) -> Generator[MinimizeEvent, None, None]:
     x0 = decode_tensor(body.x0)
     chain = Chain([spec.to_engine(body.order) for spec in body.function], x0.shape)
-    return minimize(chain, x0, body.params(x0.shape), descent_limits(settings))
+    return run_minimize(chain, x0, body.params(x0.shape), descent_limits(settings))
 
 
 def _point(record: DescentRecord, encoding: Encoding) -> MinimizePoint:
@@ -97,7 +98,7 @@ def _minimize(body: MinimizeRequest, settings: Settings) -> MinimizeResponse:
         }
     },
 )
-async def minimize_route(
+async def minimize(
     request: Request, body: MinimizeBody, settings: SettingsDep, compute: ComputeDep
 ) -> MinimizeResponse | StreamingResponse:
     """Minimize f from x0 by the chosen method until a stopping rule fires."""

@@ -8,10 +8,11 @@ from fastapi import APIRouter, Depends
 from ...codec import decode_tensor, encode_tensor
 from ...codec.sparse import encode_jacobian
 from ...config import Settings
-from ...engine import hessian
 from ...engine.chain import Chain
 from ...engine.errors import ShapeError
 from ...engine.functions import check_intermediates
+from ...engine.hessian import hessian as compute_hessian
+from ...engine.hessian import hvp as compute_hvp
 from ...engine.jacobian import Jacobian
 from ..deps import ComputeDep, SettingsDep, body_openapi, json_body
 from ..problems import PROBLEM_RESPONSES
@@ -36,7 +37,7 @@ def _hvp(body: HvpRequest, settings: Settings) -> HvpResponse:
     if vector.shape != x.shape:
         raise ShapeError(f"vectors.x has shape {list(vector.shape)}, x has {list(x.shape)}")
     check_intermediates(chain, settings.max_tensor_elements)
-    result = hessian.hvp(chain, x, vector[np.newaxis])
+    result = compute_hvp(chain, x, vector[np.newaxis])
     return HvpResponse(
         value=encode_tensor(result.value, body.encoding),
         hvp={"x": encode_tensor(result.products[0], body.encoding)},
@@ -46,7 +47,7 @@ def _hvp(body: HvpRequest, settings: Settings) -> HvpResponse:
 def _hessian(body: HessianRequest, settings: Settings) -> HessianResponse:
     x = decode_tensor(body.x)
     chain = _chain(body.function, x, body.order)
-    result = hessian.hessian(chain, x, order=body.order, fmt=body.format, limits=_limits(settings))
+    result = compute_hessian(chain, x, order=body.order, fmt=body.format, limits=_limits(settings))
     matrix = Jacobian(result.matrix, x.shape, x.shape, "in_out", body.order)
     return HessianResponse(
         value=encode_tensor(result.value, body.encoding),
@@ -71,8 +72,6 @@ async def hvp(body: HvpBody, settings: SettingsDep, compute: ComputeDep) -> HvpR
     openapi_extra=body_openapi(HessianRequest),
     summary="Hessian of a scalar function, sparse (COO) from its structure or dense",
 )
-async def hessian_route(
-    body: HessianBody, settings: SettingsDep, compute: ComputeDep
-) -> HessianResponse:
+async def hessian(body: HessianBody, settings: SettingsDep, compute: ComputeDep) -> HessianResponse:
     """Return f(x) and its Hessian; f must have exactly one element."""
     return await compute(_hessian, body, settings)
