@@ -12,13 +12,14 @@ from collections.abc import AsyncIterator, Callable, Generator
 from functools import partial
 from typing import Annotated
 
+import pydantic_core
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
 from ...codec import Encoding, decode_tensor, encode_tensor
+from ...codec.binary import split_segments
 from ...config import Settings
 from ...engine.chain import Chain
 from ...engine.descent import (
@@ -30,7 +31,9 @@ from ...engine.descent import (
     descend,
 )
 from ..deps import Compute, ComputeDep, SettingsDep, body_openapi, json_body
+from ..negotiation import NDJSON, Representation, answer, check_accept, negotiate, offer
 from ..problems import PROBLEM_RESPONSES, Problem, problem_kind
+from ..representations import BINARY, npy
 from ..schemas.descent import (
     DescentSummaryLine,
     GradientDescentRequest,
@@ -40,17 +43,29 @@ from ..schemas.descent import (
 )
 
 logger = logging.getLogger("service.descent")
-router = APIRouter(prefix="/v1", tags=["gradient-descent"], responses=PROBLEM_RESPONSES)
-
-NDJSON = "application/x-ndjson"
+router = APIRouter(
+    prefix="/v1",
+    tags=["gradient-descent"],
+    responses=PROBLEM_RESPONSES,
+    dependencies=[Depends(check_accept)],
+)
+STREAM = Representation(
+    NDJSON,
+    "one JSON line per recorded step as it is computed, then the summary line. With "
+    "`encoding: \"binary\"` the steps' x are base64 and the summary line's x_final is a binary "
+    "tensor whose bytes follow that line's newline.",
+    None,
+    schema=ndjson_schema(),
+)
+offer("gradient_descent", BINARY, STREAM, npy("x_final", "the final iterate x_final"))
 # A streaming worker returns to the event loop at least this often, with the lines it has: the
 # latency of a line and of noticing a disconnected client, traded against one thread hop per slice.
 STREAM_SLICE_SECONDS = 0.02
 
 GradientDescentBody = Annotated[GradientDescentRequest, Depends(json_body(GradientDescentRequest))]
 Events = Generator[DescentEvent, None, None]
-# The NDJSON line of a record or of the summary.
-Line = Callable[[DescentRecord | DescentSummary], BaseModel]
+# The bytes of the NDJSON line of a record or of the summary.
+Line = Callable[[DescentRecord | DescentSummary], bytes]
 
 
 def descent_limits(settings: Settings) -> DescentLimits:
@@ -120,11 +135,23 @@ def _problem_line(error: Exception, instance: str, request_id: str | None) -> by
     return problem.model_dump_json(exclude_none=True).encode() + b"\n"
 
 
-def _line(event: DescentRecord | DescentSummary, encoding: Encoding) -> BaseModel:
+def summary_line(summary: DescentSummaryLine) -> bytes:
+    """Write the last line of a stream; a binary x_final's bytes follow its newline."""
+    header, segments = split_segments(summary.model_dump(mode="python"))
+    line = pydantic_core.to_json(header) + b"\n"
+    return b"".join([line, *(segment.tobytes() for segment in segments)])
+
+
+def point_encoding(encoding: Encoding) -> Encoding:
+    """Return the encoding of the points of a stream: a binary run's x are base64 lines."""
+    return "base64" if encoding == "binary" else encoding
+
+
+def _line(event: DescentRecord | DescentSummary, encoding: Encoding) -> bytes:
     # The NDJSON line of an event of /v1/gradient-descent.
     if isinstance(event, DescentSummary):
-        return _summary_fields(event, encoding)
-    return _point(event, encoding)
+        return summary_line(_summary_fields(event, encoding))
+    return _point(event, point_encoding(encoding)).model_dump_json().encode() + b"\n"
 
 
 def _pump(events: Events, line: Line, instance: str, request_id: str | None) -> tuple[bytes, bool]:
@@ -134,7 +161,7 @@ def _pump(events: Events, line: Line, instance: str, request_id: str | None) -> 
     try:
         for event in events:
             if event is not None:
-                lines.append(line(event).model_dump_json().encode() + b"\n")
+                lines.append(line(event))
             if isinstance(event, DescentSummary):
                 return b"".join(lines), True
             if time.perf_counter() >= deadline:
@@ -160,11 +187,6 @@ async def _ndjson(request: Request, events: Events, line: Line) -> AsyncIterator
         events.close()
 
 
-def wants_ndjson(request: Request) -> bool:
-    """Tell whether the client asked for an NDJSON stream (``Accept: application/x-ndjson``)."""
-    return NDJSON in request.headers.get("accept", "")
-
-
 class _SlotStreamingResponse(StreamingResponse):
     """A stream that holds a computation slot until it ends, however it ends.
 
@@ -188,20 +210,13 @@ class _SlotStreamingResponse(StreamingResponse):
     response_model=GradientDescentResponse,
     openapi_extra=body_openapi(GradientDescentRequest),
     summary="Gradient descent on a scalar function, as JSON or an NDJSON stream",
-    responses={
-        200: {
-            "description": "The run: one JSON document, or with `Accept: application/x-ndjson` "
-            "one line per recorded step as it is computed, then the summary line.",
-            "content": {NDJSON: {"schema": ndjson_schema()}},
-        }
-    },
 )
 async def gradient_descent(
     request: Request, body: GradientDescentBody, settings: SettingsDep, compute: ComputeDep
 ) -> GradientDescentResponse | StreamingResponse:
     """Minimize f from x0 by x_(t+1) = x_t - γ ten(df/dx(x_t)) until a stopping rule fires."""
-    if not wants_ndjson(request):
-        return await compute(_gradient_descent, body, settings)
+    if negotiate(request, "gradient_descent", body.encoding, body) is not STREAM:
+        return await answer(request, compute, _gradient_descent, body, settings)
     return await stream(
         request, compute, partial(_start, body, settings), partial(_line, encoding=body.encoding)
     )

@@ -19,7 +19,9 @@ from ...engine.descent import DescentRecord, DescentSummary, collect
 from ...engine.minimize import Method, MinimizeEvent, MinimizeRecord, MinimizeSummary
 from ...engine.minimize import minimize as run_minimize
 from ..deps import ComputeDep, SettingsDep, body_openapi, json_body
+from ..negotiation import NDJSON, Representation, answer, check_accept, negotiate, offer
 from ..problems import PROBLEM_RESPONSES
+from ..representations import BINARY, npy
 from ..schemas.descent import ndjson_schema
 from ..schemas.minimize import (
     Evaluations,
@@ -28,9 +30,22 @@ from ..schemas.minimize import (
     MinimizeResponse,
     MinimizeSummaryLine,
 )
-from .descent import NDJSON, descent_limits, stream, wants_ndjson
+from .descent import descent_limits, point_encoding, stream, summary_line
 
-router = APIRouter(prefix="/v1", tags=["minimize"], responses=PROBLEM_RESPONSES)
+router = APIRouter(
+    prefix="/v1",
+    tags=["minimize"],
+    responses=PROBLEM_RESPONSES,
+    dependencies=[Depends(check_accept)],
+)
+STREAM = Representation(
+    NDJSON,
+    "one JSON line per recorded iteration as it is computed, then the summary line (as for "
+    "/v1/gradient-descent, binary x_final included).",
+    None,
+    schema=ndjson_schema(MinimizePoint, MinimizeSummaryLine),
+)
+offer("minimize", BINARY, STREAM, npy("x_final", "the final iterate x_final"))
 
 MinimizeBody = Annotated[MinimizeRequest, Depends(json_body(MinimizeRequest))]
 
@@ -68,12 +83,11 @@ def _summary(summary: DescentSummary, method: Method, encoding: Encoding) -> Min
     )
 
 
-def _line(
-    event: DescentRecord | DescentSummary, body: MinimizeRequest
-) -> MinimizePoint | MinimizeSummaryLine:
+def _line(event: DescentRecord | DescentSummary, body: MinimizeRequest) -> bytes:
     if isinstance(event, DescentSummary):
-        return _summary(event, body.method, body.encoding)
-    return _point(event, body.encoding)
+        return summary_line(_summary(event, body.method, body.encoding))
+    point = _point(event, point_encoding(body.encoding))
+    return point.model_dump_json().encode() + b"\n"
 
 
 def _minimize(body: MinimizeRequest, settings: Settings) -> MinimizeResponse:
@@ -90,20 +104,13 @@ def _minimize(body: MinimizeRequest, settings: Settings) -> MinimizeResponse:
     response_model=MinimizeResponse,
     openapi_extra=body_openapi(MinimizeRequest),
     summary="Minimize a scalar function by gd, adam, lbfgs, newton-cg or trust-ncg",
-    responses={
-        200: {
-            "description": "The run: one JSON document, or with `Accept: application/x-ndjson` "
-            "one line per recorded iteration as it is computed, then the summary line.",
-            "content": {NDJSON: {"schema": ndjson_schema(MinimizePoint, MinimizeSummaryLine)}},
-        }
-    },
 )
 async def minimize(
     request: Request, body: MinimizeBody, settings: SettingsDep, compute: ComputeDep
 ) -> MinimizeResponse | StreamingResponse:
     """Minimize f from x0 by the chosen method until a stopping rule fires."""
-    if not wants_ndjson(request):
-        return await compute(_minimize, body, settings)
+    if negotiate(request, "minimize", body.encoding, body) is not STREAM:
+        return await answer(request, compute, _minimize, body, settings)
     return await stream(
         request, compute, partial(_start, body, settings), partial(_line, body=body)
     )

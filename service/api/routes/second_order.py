@@ -3,7 +3,7 @@
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
 from ...codec import decode_tensor, encode_tensor
 from ...codec.sparse import encode_jacobian
@@ -15,11 +15,20 @@ from ...engine.hessian import hessian as compute_hessian
 from ...engine.hessian import hvp as compute_hvp
 from ...engine.jacobian import Jacobian
 from ..deps import ComputeDep, SettingsDep, body_openapi, json_body
+from ..negotiation import answer, check_accept, offer
 from ..problems import PROBLEM_RESPONSES
+from ..representations import BINARY, npz
 from ..schemas.second_order import HessianRequest, HessianResponse, HvpRequest, HvpResponse
 from .functions import _chain, _limits
 
-router = APIRouter(prefix="/v1", tags=["second-order"], responses=PROBLEM_RESPONSES)
+router = APIRouter(
+    prefix="/v1",
+    tags=["second-order"],
+    responses=PROBLEM_RESPONSES,
+    dependencies=[Depends(check_accept)],
+)
+offer("hvp", BINARY)
+offer("hessian", BINARY, npz("hessian"))
 
 HvpBody = Annotated[HvpRequest, Depends(json_body(HvpRequest))]
 HessianBody = Annotated[HessianRequest, Depends(json_body(HessianRequest))]
@@ -61,9 +70,11 @@ def _hessian(body: HessianRequest, settings: Settings) -> HessianResponse:
     openapi_extra=body_openapi(HvpRequest),
     summary="Exact Hessian-vector product of a scalar function (forward over reverse)",
 )
-async def hvp(body: HvpBody, settings: SettingsDep, compute: ComputeDep) -> HvpResponse:
+async def hvp(
+    request: Request, body: HvpBody, settings: SettingsDep, compute: ComputeDep
+) -> HvpResponse:
     """Return f(x) and H v, without forming H; f must have exactly one element."""
-    return await compute(_hvp, body, settings)
+    return await answer(request, compute, _hvp, body, settings)
 
 
 @router.post(
