@@ -9,7 +9,15 @@ responses, so nothing else changes.
 
 from starlette.routing import BaseRoute
 
-from .routes import descent, functions, health, tensors, xcorr
+from .routes import descent, functions, health, minimize, second_order, tensors, xcorr
 
-ROUTERS = (health.router, tensors.router, xcorr.router, functions.router, descent.router)
+ROUTERS = (
+    health.router,
+    tensors.router,
+    xcorr.router,
+    functions.router,
+    descent.router,
+    second_order.router,
+    minimize.router,
+)
 API_ROUTES: tuple[BaseRoute, ...] = tuple(route for router in ROUTERS for route in router.routes)
