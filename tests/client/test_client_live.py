@@ -19,8 +19,7 @@ from tests.client import raw
 from tests.client.raw import listed, same_bits, same_jacobian
 from tests.e2e.live import LiveServer
 
-# The encodings the service on this branch reads and writes.
-ENCODINGS = ["list", "base64"]
+ENCODINGS = ["binary", "base64", "list"]
 RNG = np.random.default_rng(20261201)
 X = RNG.normal(size=(2, 3, 4))
 IMAGE, KERNEL = RNG.normal(size=(2, 5, 6)), RNG.normal(size=(2, 2, 3))

@@ -37,8 +37,8 @@ from .wire import ENCODINGS, Encoding
 
 P = ParamSpec("P")
 T = TypeVar("T")
-# The default until the service on main reads binary bodies (CONVENTIONS section 3.1).
-DEFAULT_ENCODING: Encoding = "base64"
+# Raw segments after a JSON header (CONVENTIONS section 3.1): no base64 or list text either way.
+DEFAULT_ENCODING: Encoding = "binary"
 
 
 class _Base:
@@ -91,9 +91,10 @@ class Client(_Base):
         Where the service answers, e.g. ``"http://127.0.0.1:8000"``.
     api_key : str, optional
         Sent as ``Authorization: Bearer <key>`` when the service has keys configured.
-    encoding : {"base64", "binary", "list"}
-        How tensors travel, both ways. ``"binary"`` is CONVENTIONS section 3.1 (raw segments
-        after a JSON header); ``"base64"`` the raw bytes in JSON; ``"list"`` nested lists.
+    encoding : {"binary", "base64", "list"}
+        How tensors travel, both ways. ``"binary"`` (default) is CONVENTIONS section 3.1 (raw
+        segments after a JSON header); ``"base64"`` the raw bytes in JSON; ``"list"`` nested
+        lists.
     timeout : float
         Seconds for connecting and for each read (streams wait without a read timeout).
     retries, max_retry_delay
