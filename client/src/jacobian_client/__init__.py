@@ -34,6 +34,7 @@ from .results import (
     JvpResult,
     VjpResult,
 )
+from .second_order import HvpResult
 from .transport import AsyncDescentStream, DescentStream, RetryPolicy
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "DescentRecord",
     "DescentResult",
     "DescentStream",
+    "HvpResult",
     "JacobianMeta",
     "JvpResult",
     "LimitExceededError",

@@ -18,17 +18,13 @@ import numpy.typing as npt
 from .functions import Function, Program, Wrt, merge_inputs, program
 from .results import (
     CrossCorrelation,
-    DescentRecord,
-    DescentResult,
     FloatArray,
     Jacobian,
     JvpResult,
     Layout,
     Order,
     VjpResult,
-    decode_descent,
     decode_jacobian,
-    decode_record,
 )
 from .wire import Wire, as_tensor, decode_tensor
 
@@ -472,95 +468,12 @@ def chain_rule(
     return Call("POST", "/v1/chain-rule", body, lambda a: decode_jacobian(a["jacobian"]))
 
 
-def gradient_descent(
-    function: Function,
-    x0: npt.ArrayLike | None = None,
-    /,
-    *,
-    learning_rate: float,
-    max_steps: int,
-    variables: Wrt = None,
-    inputs: Mapping[str, npt.ArrayLike] | None = None,
-    momentum: float = 0.0,
-    nesterov: bool = False,
-    line_search: Literal["none", "backtracking"] = "none",
-    grad_tol: float | None = None,
-    f_tol: float | None = None,
-    x_tol: float | None = None,
-    divergence_factor: float | None = None,
-    record_every: int = 1,
-    record_x: bool = False,
-    order: Order = "F",
-    **named: npt.ArrayLike,
-) -> Call[DescentResult]:
-    """``POST /v1/gradient-descent``: x ← x − γ ∇f(x) until a stopping rule.
-
-    Parameters
-    ----------
-    function : str, op list or graph
-        A scalar function.
-    x0 : array_like, optional
-        The start (op-list form; same as ``x=...``).
-    learning_rate : float
-    max_steps : int
-    variables : str, sequence of str, or None
-        The inputs that descend (programs); the others stay fixed. None: all.
-    inputs : mapping, optional
-    momentum, nesterov, line_search
-        Heavy ball β, Nesterov's variant, ``"backtracking"`` Armijo line search.
-    grad_tol, f_tol, x_tol, divergence_factor : float, optional
-        Stopping tolerances (service defaults when None).
-    record_every : int
-    record_x : bool
-        Record the iterate with each step.
-    order : {"F", "C"}
-    **named : array_like
-        Inputs by name.
-
-    Returns
-    -------
-    DescentResult
-    """
-    prog = program(
-        function, merge_inputs(x0, inputs, named), variables, wrt_key="variables", x_key="x0"
-    )
-    tolerances = {
-        name: value
-        for name, value in (
-            ("grad_tol", grad_tol),
-            ("f_tol", f_tol),
-            ("x_tol", x_tol),
-            ("divergence_factor", divergence_factor),
-        )
-        if value is not None
-    }
-    body = {
-        **prog.fields,
-        "learning_rate": learning_rate,
-        "max_steps": max_steps,
-        "momentum": momentum,
-        "nesterov": nesterov,
-        "line_search": line_search,
-        "tolerances": tolerances,
-        "record_every": record_every,
-        "record_x": record_x,
-        "order": order,
-    }
-
-    def decode(answer: Any) -> DescentResult:
-        return decode_descent(answer, [decode_record(r) for r in answer["trajectory"]])
-
-    return Call("POST", "/v1/gradient-descent", body, decode)
-
-
 __all__ = [
     "Call",
-    "DescentRecord",
     "chain_rule",
     "cross_correlation",
     "evaluate",
     "flat",
-    "gradient_descent",
     "health",
     "jacobian",
     "jvp",

@@ -13,92 +13,31 @@ FUNCTION is an expression (``'sum(tanh(x))'``), a JSON op list (``'["tanh", "sum
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import Any, Literal, get_args
 
 import click
 
 from .calls import Format, Strategy
-from .client import DEFAULT_ENCODING, Client
-from .errors import ProblemError
-from .files import FileFormatError, parse_value, save_result, to_json
-from .functions import Function
+from .client import DEFAULT_ENCODING
+from .clitools import (
+    LAYOUT,
+    ORDER,
+    emit,
+    follow,
+    function_command,
+    handle_errors,
+    make_client,
+    parse_function,
+    parse_inputs,
+    run_options,
+    start_points,
+)
+from .files import parse_value
 from .results import Layout, Order
+from .runs import Method
 from .transport import DEFAULT_URL
 from .wire import ENCODINGS
-
-ORDER = click.Choice(["F", "C"])
-LAYOUT = click.Choice(["in_out", "out_in"])
-
-
-def _client(ctx: click.Context) -> Client:
-    options = ctx.find_root().params
-    return Client(
-        options["url"],
-        api_key=options["api_key"],
-        encoding=options["encoding"],
-        timeout=options["timeout"],
-    )
-
-
-def parse_function(text: str) -> Function:
-    """Read FUNCTION: ``@file``, a JSON op list or graph, or else an expression."""
-    if text.startswith("@"):
-        text = Path(text[1:]).read_text()
-    stripped = text.strip()
-    if stripped.startswith(("[", "{")):
-        function: Function = json.loads(stripped)
-        return function
-    return stripped
-
-
-def parse_inputs(pairs: Sequence[str]) -> dict[str, Any]:
-    """Read ``NAME=FILE`` (or ``NAME=<JSON>``) pairs into a dict of arrays."""
-    inputs: dict[str, Any] = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name:
-            raise click.BadParameter(f"{pair!r}: expected NAME=FILE")
-        inputs[name] = parse_value(value, name)
-    return inputs
-
-
-def emit(result: Any, output: str | None, name: str = "value") -> None:
-    """Write ``result`` to ``output``, one file per name for a dict of Jacobians, or print it.
-
-    Several Jacobians (``--wrt x --wrt k``) go to ``J-x.npz``, ``J-k.npz`` for ``-o J.npz``.
-    """
-    if output is None:
-        click.echo(json.dumps(to_json(result)))
-        return
-    if isinstance(result, dict) and any(hasattr(v, "meta") for v in result.values()):
-        path = Path(output)
-        for key, value in result.items():
-            target = path.with_name(f"{path.stem}-{key}{path.suffix}")
-            save_result(target, value, key)
-            click.echo(f"wrote {target}", err=True)
-        return
-    save_result(output, result, name)
-    click.echo(f"wrote {output}", err=True)
-
-
-def _handle_errors(command: Callable[..., None]) -> Callable[..., None]:
-    # One place turns problems and file errors into a readable message and exit status 1.
-    def run(*args: Any, **kwargs: Any) -> None:
-        try:
-            command(*args, **kwargs)
-        except ProblemError as error:
-            click.echo(f"error: {error}", err=True)
-            sys.exit(1)
-        except (FileFormatError, OSError, ValueError, TypeError) as error:
-            click.echo(f"error: {error}", err=True)
-            sys.exit(2)
-
-    run.__name__ = command.__name__
-    run.__doc__ = command.__doc__
-    return run
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -137,20 +76,20 @@ def cli(url: str, api_key: str | None, encoding: str, timeout: float) -> None:
 
 @cli.command()
 @click.pass_context
-@_handle_errors
+@handle_errors
 def health(ctx: click.Context) -> None:
     """Print the service's liveness and readiness."""
-    with _client(ctx) as client:
+    with make_client(ctx) as client:
         click.echo(json.dumps({"healthz": client.health(), "readyz": client.ready()}))
 
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the full JSON listing.")
 @click.pass_context
-@_handle_errors
+@handle_errors
 def ops(ctx: click.Context, as_json: bool) -> None:
     """List the operations functions are made of, with their parameters."""
-    with _client(ctx) as client:
+    with make_client(ctx) as client:
         operations = client.ops()
     if as_json:
         click.echo(json.dumps(operations))
@@ -161,54 +100,21 @@ def ops(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"{operation['name']:<14} {kind:<10} {params}")
 
 
-def _function_command(command: Callable[..., None]) -> Callable[..., None]:
-    """Add FUNCTION, ``--input``, ``--order`` and ``-o`` to a command."""
-    for decorator in reversed(
-        [
-            click.argument("function"),
-            click.option(
-                "--input",
-                "-i",
-                "inputs",
-                multiple=True,
-                metavar="NAME=FILE",
-                help="An input: .npy, .npz, .json or a JSON literal. Repeatable.",
-            ),
-            click.option(
-                "--order",
-                type=ORDER,
-                default="F",
-                show_default=True,
-                help="Index order of vec/flat.",
-            ),
-            click.option(
-                "-o",
-                "--output",
-                type=click.Path(dir_okay=False),
-                default=None,
-                help="Write the result (.npy, .npz or .json); else print JSON.",
-            ),
-        ]
-    ):
-        command = decorator(command)
-    return command
-
-
 @cli.command(name="eval")
-@_function_command
+@function_command
 @click.pass_context
-@_handle_errors
+@handle_errors
 def evaluate(
     ctx: click.Context, function: str, inputs: tuple[str, ...], order: Order, output: str | None
 ) -> None:
     """Evaluate FUNCTION at the inputs."""
-    with _client(ctx) as client:
+    with make_client(ctx) as client:
         value = client.evaluate(parse_function(function), inputs=parse_inputs(inputs), order=order)
     emit(value, output)
 
 
 @cli.command()
-@_function_command
+@function_command
 @click.option("--wrt", multiple=True, help="Differentiate with respect to this input. Repeatable.")
 @click.option(
     "--format",
@@ -233,7 +139,7 @@ def evaluate(
 )
 @click.option("--check", is_flag=True, help="Also run the service's finite-difference check.")
 @click.pass_context
-@_handle_errors
+@handle_errors
 def jacobian(
     ctx: click.Context,
     function: str,
@@ -247,7 +153,7 @@ def jacobian(
     check: bool,
 ) -> None:
     """Compute the Jacobian of FUNCTION at the inputs (.npz: SciPy-loadable when sparse)."""
-    with _client(ctx) as client:
+    with make_client(ctx) as client:
         result = client.jacobian(
             parse_function(function),
             inputs=parse_inputs(inputs),
@@ -309,7 +215,7 @@ def jacobian(
     help="Also write the correlation output here.",
 )
 @click.pass_context
-@_handle_errors
+@handle_errors
 def xcorr(
     ctx: click.Context,
     x_value: str,
@@ -326,7 +232,7 @@ def xcorr(
 ) -> None:
     """Cross-correlate an image with a kernel (the seed notes' x * k), optionally its Jacobian."""
     pad: Any = json.loads(padding) if padding.lstrip().startswith("[") else padding
-    with _client(ctx) as client:
+    with make_client(ctx) as client:
         result = client.cross_correlation(
             parse_value(x_value),
             parse_value(kernel),
@@ -348,36 +254,16 @@ def xcorr(
     emit(next(iter(present.values())) if len(present) == 1 else present, output, "jacobian")
 
 
-def progress_line(record: Any) -> str:
-    """One line of descent progress: step, f, ‖∇f‖ and the step size."""
-    rate = "-" if record.learning_rate is None else f"{record.learning_rate:.3g}"
-    return f"step {record.step:>7}  f {record.f: .6e}  |grad f| {record.grad_norm:.3e}  lr {rate}"
-
-
 @cli.command()
-@_function_command
-@click.option("--x0", default=None, metavar="FILE", help="Start of x (the op-list form).")
-@click.option(
-    "--variable",
-    "variables",
-    multiple=True,
-    metavar="NAME=FILE",
-    help="An input that descends, with its start (programs). Repeatable.",
-)
+@run_options
 @click.option("--lr", "--learning-rate", "learning_rate", type=float, required=True)
-@click.option("--max-steps", type=int, required=True)
 @click.option("--momentum", type=float, default=0.0, show_default=True)
 @click.option("--nesterov", is_flag=True)
 @click.option(
     "--line-search", type=click.Choice(["none", "backtracking"]), default="none", show_default=True
 )
-@click.option("--grad-tol", type=float, default=None)
-@click.option("--f-tol", type=float, default=None)
-@click.option("--x-tol", type=float, default=None)
-@click.option("--record-every", type=int, default=1, show_default=True)
-@click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
 @click.pass_context
-@_handle_errors
+@handle_errors
 def descent(
     ctx: click.Context,
     function: str,
@@ -389,36 +275,69 @@ def descent(
     quiet: bool,
     **options: Any,
 ) -> None:
-    """Gradient descent on a scalar FUNCTION, streaming a progress line per recorded step.
+    """Gradient descent on a scalar FUNCTION, with a progress line per recorded step.
 
     -o writes the final x (.npy), or every variable's final value (.npz/.json).
     """
-    named = parse_inputs(inputs)
-    starts = parse_inputs(variables)
-    if x0 is not None:
-        starts["x"] = parse_value(x0, "x")
-    live = sys.stderr.isatty()
-    with _client(ctx) as client:
+    named, moving = start_points(inputs, x0, variables)
+    with make_client(ctx) as client:
         stream = client.gradient_descent(
             parse_function(function),
-            inputs={**named, **starts},
+            inputs=named,
             stream=True,
-            variables=list(starts) if variables else None,
+            variables=moving,
             order=order,
             **options,
         )
-        with stream:
-            for record in stream:
-                if not quiet:
-                    click.echo(
-                        ("\r" if live else "") + progress_line(record), err=True, nl=not live
-                    )
-            result = stream.result
-    if live and not quiet:
-        click.echo("", err=True)
-    click.echo(f"{result.status}: {result.reason}", err=True)
-    single = len(result.final) == 1 and (output is None or output.endswith(".npy"))
-    emit(next(iter(result.final.values())) if single else result.final, output, "x")
+        follow(stream, quiet, output)
+
+
+@cli.command()
+@run_options
+@click.option("--method", type=click.Choice(list(get_args(Method))), required=True)
+@click.option(
+    "--lr",
+    "--learning-rate",
+    "learning_rate",
+    type=float,
+    default=None,
+    help="gd and adam: the step size.",
+)
+@click.option("--memory", type=int, default=None, help="lbfgs: corrections kept.")
+@click.option("--lower", type=float, default=None, help="lbfgs: lower bound of every element.")
+@click.option("--upper", type=float, default=None, help="lbfgs: upper bound of every element.")
+@click.pass_context
+@handle_errors
+def minimize(
+    ctx: click.Context,
+    function: str,
+    inputs: tuple[str, ...],
+    order: Order,
+    output: str | None,
+    x0: str | None,
+    variables: tuple[str, ...],
+    quiet: bool,
+    lower: float | None,
+    upper: float | None,
+    **options: Any,
+) -> None:
+    """Minimize a scalar FUNCTION (gd, adam, lbfgs, newton-cg, trust-ncg), with live progress.
+
+    -o writes the final x (.npy), or every variable's final value (.npz/.json).
+    """
+    named, moving = start_points(inputs, x0, variables)
+    if lower is not None or upper is not None:
+        options["bounds"] = dict.fromkeys(moving or ["x"], (lower, upper))
+    with make_client(ctx) as client:
+        stream = client.minimize(
+            parse_function(function),
+            inputs=named,
+            stream=True,
+            variables=moving,
+            order=order,
+            **options,
+        )
+        follow(stream, quiet, output)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

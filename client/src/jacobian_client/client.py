@@ -19,7 +19,7 @@ from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 import httpx
 import numpy.typing as npt
 
-from . import calls
+from . import calls, runs, second_order
 from .errors import problem_from_response
 from .functions import Function
 from .results import DescentResult
@@ -155,6 +155,8 @@ class Client(_Base):
     jvp = _sync(calls.jvp)
     vjp = _sync(calls.vjp)
     chain_rule = _sync(calls.chain_rule)
+    hvp = _sync(second_order.hvp)
+    hessian = _sync(second_order.hessian)
 
     def _open(self, prepared: Prepared) -> Generator[httpx.Response, None, None]:
         # Streams read without a read timeout: records may be far apart.
@@ -172,27 +174,22 @@ class Client(_Base):
                     return
             time.sleep(delay)
 
-    @overload
-    def gradient_descent(
-        self,
-        function: Function,
-        x0: npt.ArrayLike | None = None,
-        /,
-        *,
-        stream: Literal[False] = False,
-        **options: Any,
-    ) -> DescentResult: ...
+    def _run(self, call: calls.Call[DescentResult], stream: bool) -> DescentResult | DescentStream:
+        if not stream:
+            return self.execute(call)
+        return DescentStream(self._open(prepare(call, self.encoding, stream=True)))
 
     @overload
     def gradient_descent(
-        self,
-        function: Function,
-        x0: npt.ArrayLike | None = None,
-        /,
-        *,
-        stream: Literal[True],
+        self, function: Function, x0: npt.ArrayLike | None = None, /, *,
+        stream: Literal[False] = False, **options: Any,
+    ) -> DescentResult: ...  # fmt: skip
+
+    @overload
+    def gradient_descent(
+        self, function: Function, x0: npt.ArrayLike | None = None, /, *, stream: Literal[True],
         **options: Any,
-    ) -> DescentStream: ...
+    ) -> DescentStream: ...  # fmt: skip
 
     def gradient_descent(
         self,
@@ -205,15 +202,40 @@ class Client(_Base):
     ) -> DescentResult | DescentStream:
         """``POST /v1/gradient-descent``; ``stream=True`` yields records as they arrive.
 
-        The options are those of :func:`jacobian_client.calls.gradient_descent`
+        The options are those of :func:`jacobian_client.runs.gradient_descent`
         (``learning_rate``, ``max_steps``, ``variables``, tolerances, inputs by name, ...).
         With ``stream=True`` the answer is a :class:`DescentStream`: iterate it for
         :class:`DescentRecord` objects, then read ``.result``. Refusals raise at once.
         """
-        call = calls.gradient_descent(function, x0, **options)
-        if not stream:
-            return self.execute(call)
-        return DescentStream(self._open(prepare(call, self.encoding, stream=True)))
+        return self._run(runs.gradient_descent(function, x0, **options), stream)
+
+    @overload
+    def minimize(
+        self, function: Function, x0: npt.ArrayLike | None = None, /, *,
+        stream: Literal[False] = False, **options: Any,
+    ) -> DescentResult: ...  # fmt: skip
+
+    @overload
+    def minimize(
+        self, function: Function, x0: npt.ArrayLike | None = None, /, *, stream: Literal[True],
+        **options: Any,
+    ) -> DescentStream: ...  # fmt: skip
+
+    def minimize(
+        self,
+        function: Function,
+        x0: npt.ArrayLike | None = None,
+        /,
+        *,
+        stream: bool = False,
+        **options: Any,
+    ) -> DescentResult | DescentStream:
+        """``POST /v1/minimize`` (gd, adam, lbfgs, newton-cg, trust-ncg); ``stream`` as above.
+
+        The options are those of :func:`jacobian_client.runs.minimize` (``method``,
+        ``max_steps``, ``learning_rate``, ``bounds``, tolerances, inputs by name, ...).
+        """
+        return self._run(runs.minimize(function, x0, **options), stream)
 
 
 class AsyncClient(_Base):
@@ -273,6 +295,8 @@ class AsyncClient(_Base):
     jvp = _async(calls.jvp)
     vjp = _async(calls.vjp)
     chain_rule = _async(calls.chain_rule)
+    hvp = _async(second_order.hvp)
+    hessian = _async(second_order.hessian)
 
     async def _open(self, prepared: Prepared) -> AsyncGenerator[httpx.Response, None]:
         timeout = httpx.Timeout(self._http.timeout.connect, read=None)
@@ -289,27 +313,25 @@ class AsyncClient(_Base):
                     return
             await asyncio.sleep(delay)
 
-    @overload
-    async def gradient_descent(
-        self,
-        function: Function,
-        x0: npt.ArrayLike | None = None,
-        /,
-        *,
-        stream: Literal[False] = False,
-        **options: Any,
-    ) -> DescentResult: ...
+    async def _run(
+        self, call: calls.Call[DescentResult], stream: bool
+    ) -> DescentResult | AsyncDescentStream:
+        if not stream:
+            return await self.execute(call)
+        opening = self._open(prepare(call, self.encoding, stream=True))
+        return AsyncDescentStream(opening, await anext(opening))
 
     @overload
     async def gradient_descent(
-        self,
-        function: Function,
-        x0: npt.ArrayLike | None = None,
-        /,
-        *,
-        stream: Literal[True],
+        self, function: Function, x0: npt.ArrayLike | None = None, /, *,
+        stream: Literal[False] = False, **options: Any,
+    ) -> DescentResult: ...  # fmt: skip
+
+    @overload
+    async def gradient_descent(
+        self, function: Function, x0: npt.ArrayLike | None = None, /, *, stream: Literal[True],
         **options: Any,
-    ) -> AsyncDescentStream: ...
+    ) -> AsyncDescentStream: ...  # fmt: skip
 
     async def gradient_descent(
         self,
@@ -325,9 +347,28 @@ class AsyncClient(_Base):
         With ``stream=True`` the answer is an :class:`AsyncDescentStream`: ``async for`` its
         records, then ``await stream.result()``.
         """
-        call = calls.gradient_descent(function, x0, **options)
-        if not stream:
-            return await self.execute(call)
-        opening = self._open(prepare(call, self.encoding, stream=True))
-        response = await anext(opening)
-        return AsyncDescentStream(opening, response)
+        return await self._run(runs.gradient_descent(function, x0, **options), stream)
+
+    @overload
+    async def minimize(
+        self, function: Function, x0: npt.ArrayLike | None = None, /, *,
+        stream: Literal[False] = False, **options: Any,
+    ) -> DescentResult: ...  # fmt: skip
+
+    @overload
+    async def minimize(
+        self, function: Function, x0: npt.ArrayLike | None = None, /, *, stream: Literal[True],
+        **options: Any,
+    ) -> AsyncDescentStream: ...  # fmt: skip
+
+    async def minimize(
+        self,
+        function: Function,
+        x0: npt.ArrayLike | None = None,
+        /,
+        *,
+        stream: bool = False,
+        **options: Any,
+    ) -> DescentResult | AsyncDescentStream:
+        """``POST /v1/minimize``; see :meth:`Client.minimize`."""
+        return await self._run(runs.minimize(function, x0, **options), stream)

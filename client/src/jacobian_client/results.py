@@ -262,7 +262,8 @@ class VjpResult(NamedTuple):
 class DescentRecord:
     """One recorded step of a gradient descent.
 
-    ``x`` is the iterate when ``record_x=True`` was asked (a dict name → array for programs).
+    ``x`` is the iterate when ``record_x=True`` was asked (a dict name → array for programs);
+    ``evaluations`` the counts of f, gradient and Hessian-vector products so far (minimize).
     """
 
     step: int
@@ -270,6 +271,7 @@ class DescentRecord:
     grad_norm: float
     learning_rate: float | None
     x: FloatArray | dict[str, FloatArray] | None = None
+    evaluations: dict[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -277,7 +279,8 @@ class DescentResult:
     """The outcome of a gradient descent (``status`` and ``reason`` say why it stopped).
 
     ``x_final`` is the final iterate of the ``x0`` form; ``final`` maps each variable's name to
-    its final value (for the ``x0`` form: ``{"x": x_final}``).
+    its final value (for the ``x0`` form: ``{"x": x_final}``). ``method`` and ``evaluations``
+    come with ``/v1/minimize``.
     """
 
     status: str
@@ -289,6 +292,8 @@ class DescentResult:
     x_final: FloatArray | None
     final: dict[str, FloatArray]
     trajectory: list[DescentRecord]
+    method: str | None = None
+    evaluations: dict[str, int] | None = None
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
 
@@ -308,6 +313,7 @@ def decode_record(line: dict[str, Any]) -> DescentRecord:
         grad_norm=float(line["grad_norm"]),
         learning_rate=line.get("learning_rate"),
         x=_iterate(line.get("x")),
+        evaluations=line.get("evaluations"),
     )
 
 
@@ -328,5 +334,7 @@ def decode_descent(summary: dict[str, Any], trajectory: list[DescentRecord]) -> 
         x_final=x_final,
         final=final,
         trajectory=trajectory,
+        method=summary.get("method"),
+        evaluations=summary.get("evaluations"),
         raw=summary,
     )
