@@ -3,10 +3,12 @@
 from collections.abc import Iterator
 
 import pytest
+from jacobian_client import Client
 
 from tests.e2e.live import LiveServer, serve
 
 API_KEY = "client-test-key"
+ENCODINGS = ["binary", "base64", "list"]
 
 
 @pytest.fixture(scope="session")
@@ -26,4 +28,11 @@ def guarded() -> Iterator[LiveServer]:
         "SERVICE_DESCENT_DEADLINE_SECONDS": "30",
     }
     with serve(settings) as live:
+        yield live
+
+
+@pytest.fixture(params=ENCODINGS)
+def client(request: pytest.FixtureRequest, server: LiveServer) -> Iterator[Client]:
+    """A client of ``server`` in each encoding."""
+    with Client(server.base_url, encoding=request.param) as live:
         yield live

@@ -19,6 +19,11 @@ def post(base_url: str, path: str, body: dict[str, Any], **headers: str) -> Any:
     return response.json()
 
 
+def post_base64(base_url: str, path: str, body: dict[str, Any]) -> Any:
+    """POST ``body`` asking for base64 tensors in the answer."""
+    return post(base_url, path, {**body, "encoding": "base64"})
+
+
 def tensor(wire: dict[str, Any]) -> np.ndarray:
     """Decode a base64 response tensor."""
     assert wire["encoding"] == "base64", wire
@@ -66,3 +71,39 @@ def same_jacobian(actual: Any, wire: dict[str, Any]) -> None:
     assert np.asarray(actual.row).tolist() == expected["row"].tolist()
     assert np.asarray(actual.col).tolist() == expected["col"].tolist()
     same_bits(actual.data, expected["data"])
+
+
+def raw_points(trajectory: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """The recorded points of a raw run (x recorded): step, f, |grad|, rate, counts, x bytes."""
+    return [
+        (
+            p["step"],
+            p["f"],
+            p["grad_norm"],
+            p["learning_rate"],
+            p.get("evaluations"),
+            tensor(p["x"]).tobytes(),
+        )
+        for p in trajectory
+    ]
+
+
+def same_run(answer: dict[str, Any], result: Any, streamed: list[Any], final: Any) -> None:
+    """Assert a client run (and its streamed records and result) equals a raw JSON run."""
+    expected = raw_points(answer["trajectory"])
+    for records in (result.trajectory, streamed):
+        got = [
+            (r.step, r.f, r.grad_norm, r.learning_rate, r.evaluations, r.x.tobytes())
+            for r in records
+        ]
+        assert got == expected
+    for run in (result, final):
+        same_bits(run.x_final, tensor(answer["x_final"]))
+        assert (run.status, run.reason, run.steps, run.f_final, run.method, run.evaluations) == (
+            answer["status"],
+            answer["reason"],
+            answer["steps"],
+            answer["f_final"],
+            answer.get("method"),
+            answer.get("evaluations"),
+        )

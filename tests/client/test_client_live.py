@@ -4,8 +4,6 @@ Each case sends one request through :class:`jacobian_client.Client` in every enc
 request as plain JSON (``raw.py``), and compares arrays by their bytes.
 """
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 from jacobian_client import (
@@ -19,7 +17,6 @@ from tests.client import raw
 from tests.client.raw import listed, same_bits, same_jacobian
 from tests.e2e.live import LiveServer
 
-ENCODINGS = ["binary", "base64", "list"]
 RNG = np.random.default_rng(20261201)
 X = RNG.normal(size=(2, 3, 4))
 IMAGE, KERNEL = RNG.normal(size=(2, 5, 6)), RNG.normal(size=(2, 2, 3))
@@ -38,21 +35,13 @@ QUADRATIC_WIRE = [
 DESCENT = {"learning_rate": 0.3, "max_steps": 12, "record_every": 3, "record_x": True}
 
 
-@pytest.fixture(params=ENCODINGS)
-def client(request: pytest.FixtureRequest, server: LiveServer) -> Iterator[Client]:
-    with Client(server.base_url, encoding=request.param) as live:
-        yield live
-
-
-def post(server: LiveServer, path: str, body: dict) -> dict:
-    return raw.post(server.base_url, path, {**body, "encoding": "base64"})
-
-
 def test_vec_and_ten(client: Client, server: LiveServer) -> None:
-    answer = post(server, "/v1/vec", {"x": listed(X), "order": "C"})
+    answer = raw.post_base64(server.base_url, "/v1/vec", {"x": listed(X), "order": "C"})
     same_bits(client.vec(X, order="C"), raw.tensor(answer["vector"]))
     vector = X.ravel()
-    answer = post(server, "/v1/ten", {"vector": listed(vector), "shape": [4, 6]})
+    answer = raw.post_base64(
+        server.base_url, "/v1/ten", {"vector": listed(vector), "shape": [4, 6]}
+    )
     same_bits(client.ten(vector, (4, 6)), raw.tensor(answer["tensor"]))
 
 
@@ -77,8 +66,10 @@ def test_cross_correlation(client: Client, server: LiveServer, jacobian: str) ->
         "layout": "out_in",
         "order": "C",
     }
-    answer = post(
-        server, "/v1/cross-correlation", {"x": listed(IMAGE), "kernel": listed(KERNEL), **options}
+    answer = raw.post_base64(
+        server.base_url,
+        "/v1/cross-correlation",
+        {"x": listed(IMAGE), "kernel": listed(KERNEL), **options},
     )
     result = client.cross_correlation(IMAGE, KERNEL, **options)
     same_bits(result.output, raw.tensor(answer["output"]))
@@ -87,7 +78,9 @@ def test_cross_correlation(client: Client, server: LiveServer, jacobian: str) ->
 
 
 def test_evaluate(client: Client, server: LiveServer) -> None:
-    answer = post(server, "/v1/evaluate", {"x": listed(IMAGE[:1]), "function": CHAIN_WIRE})
+    answer = raw.post_base64(
+        server.base_url, "/v1/evaluate", {"x": listed(IMAGE[:1]), "function": CHAIN_WIRE}
+    )
     same_bits(client.evaluate(CHAIN, x=IMAGE[:1]), raw.tensor(answer["value"]))
 
 
@@ -95,7 +88,7 @@ def test_evaluate(client: Client, server: LiveServer) -> None:
 def test_jacobian(client: Client, server: LiveServer, fmt: str) -> None:
     options = {"format": fmt, "strategy": "chain", "layout": "in_out", "order": "F", "check": True}
     body = {"x": listed(IMAGE[:1]), "function": CHAIN_WIRE, **options}
-    answer = post(server, "/v1/jacobian", body)
+    answer = raw.post_base64(server.base_url, "/v1/jacobian", body)
     jac = client.jacobian(CHAIN, x=IMAGE[:1], **options)
     same_jacobian(jac, answer["jacobian"])
     same_bits(jac.meta.value, raw.tensor(answer["value"]))
@@ -107,8 +100,8 @@ def test_jacobian(client: Client, server: LiveServer, fmt: str) -> None:
 
 def test_jvp_and_vjp(client: Client, server: LiveServer) -> None:
     tangent = RNG.normal(size=IMAGE[:1].shape)
-    answer = post(
-        server,
+    answer = raw.post_base64(
+        server.base_url,
         "/v1/jvp",
         {"x": listed(IMAGE[:1]), "function": CHAIN_WIRE, "tangent": listed(tangent)},
     )
@@ -116,8 +109,8 @@ def test_jvp_and_vjp(client: Client, server: LiveServer) -> None:
     same_bits(value, raw.tensor(answer["value"]))
     same_bits(pushed, raw.tensor(answer["jvp"]))
     cotangent = RNG.normal(size=raw.tensor(answer["value"]).shape)
-    answer = post(
-        server,
+    answer = raw.post_base64(
+        server.base_url,
         "/v1/vjp",
         {"x": listed(IMAGE[:1]), "function": CHAIN_WIRE, "cotangent": listed(cotangent)},
     )
@@ -136,7 +129,7 @@ def test_chain_rule(client: Client, server: LiveServer) -> None:
         ],
         "format": "coo",
     }
-    answer = post(server, "/v1/chain-rule", body)
+    answer = raw.post_base64(server.base_url, "/v1/chain-rule", body)
     import scipy.sparse as sp
 
     factor = sp.coo_array((data, (row, col)), shape=(2, 1))
@@ -145,27 +138,13 @@ def test_chain_rule(client: Client, server: LiveServer) -> None:
 
 def test_gradient_descent_and_its_stream(client: Client, server: LiveServer) -> None:
     body = {"function": QUADRATIC_WIRE, "x0": {"data": [3.0, 0.0]}, **DESCENT}
-    answer = post(server, "/v1/gradient-descent", body)
+    answer = raw.post_base64(server.base_url, "/v1/gradient-descent", body)
     result = client.gradient_descent(QUADRATIC, [3.0, 0.0], **DESCENT)
-    same_bits(result.x_final, raw.tensor(answer["x_final"]))
-    assert (result.status, result.reason, result.steps) == (
-        answer["status"],
-        answer["reason"],
-        answer["steps"],
-    )
-    expected = [
-        (p["step"], p["f"], p["grad_norm"], p["learning_rate"], raw.tensor(p["x"]).tobytes())
-        for p in answer["trajectory"]
-    ]
-    got = [(r.step, r.f, r.grad_norm, r.learning_rate, r.x.tobytes()) for r in result.trajectory]
-    assert got == expected
     # Streamed: exactly the records of the JSON trajectory, one by one, then the same result.
     with client.gradient_descent(QUADRATIC, [3.0, 0.0], stream=True, **DESCENT) as stream:
-        streamed = [(r.step, r.f, r.grad_norm, r.learning_rate, r.x.tobytes()) for r in stream]
+        streamed = list(stream)
         final = stream.result
-    assert streamed == expected
-    same_bits(final.x_final, raw.tensor(answer["x_final"]))
-    assert final.status == answer["status"] and final.f_final == answer["f_final"]
+    raw.same_run(answer, result, streamed, final)
 
 
 def test_async_client_gives_the_same_answers(server: LiveServer) -> None:
@@ -179,8 +158,10 @@ def test_async_client_gives_the_same_answers(server: LiveServer) -> None:
             return jac, steps, await stream.result()
 
     jac, steps, result = asyncio.run(run())
-    answer = post(
-        server, "/v1/jacobian", {"x": listed(IMAGE[:1]), "function": CHAIN_WIRE, "format": "coo"}
+    answer = raw.post_base64(
+        server.base_url,
+        "/v1/jacobian",
+        {"x": listed(IMAGE[:1]), "function": CHAIN_WIRE, "format": "coo"},
     )
     same_jacobian(jac, answer["jacobian"])
     assert steps == [0, 3, 6, 9, 12] and result.steps == 12

@@ -1,14 +1,11 @@
 """hvp, hessian and minimize against a live server equal the raw HTTP answers, bit for bit."""
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 from jacobian_client import Client, op
 
 from tests.client import raw
 from tests.client.raw import listed, same_bits, same_jacobian
-from tests.client.test_client_live import ENCODINGS
 from tests.e2e.live import LiveServer
 
 X = np.array([0.5, 1.0, 2.0])
@@ -23,20 +20,12 @@ G_WIRE = [
 ]
 
 
-@pytest.fixture(params=ENCODINGS)
-def client(request: pytest.FixtureRequest, server: LiveServer) -> Iterator[Client]:
-    with Client(server.base_url, encoding=request.param) as live:
-        yield live
-
-
-def post(server: LiveServer, path: str, body: dict) -> dict:
-    return raw.post(server.base_url, path, {**body, "encoding": "base64"})
-
-
 def test_hvp_and_hessian(client: Client, server: LiveServer) -> None:
     v = np.array([1.0, -2.0, 0.5])
-    answer = post(
-        server, "/v1/hvp", {"x": listed(X), "function": F_WIRE, "vectors": {"x": listed(v)}}
+    answer = raw.post_base64(
+        server.base_url,
+        "/v1/hvp",
+        {"x": listed(X), "function": F_WIRE, "vectors": {"x": listed(v)}},
     )
     value, product = client.hvp(F, v, X)
     same_bits(value, raw.tensor(answer["value"]))
@@ -44,7 +33,9 @@ def test_hvp_and_hessian(client: Client, server: LiveServer) -> None:
     keyed = client.hvp(F, {"x": v}, x=X).hvp
     same_bits(keyed["x"], raw.tensor(answer["hvp"]["x"]))
     for fmt in ("coo", "dense"):
-        answer = post(server, "/v1/hessian", {"x": listed(X), "function": F_WIRE, "format": fmt})
+        answer = raw.post_base64(
+            server.base_url, "/v1/hessian", {"x": listed(X), "function": F_WIRE, "format": fmt}
+        )
         hessian = client.hessian(F, X, format=fmt)
         same_jacobian(hessian, answer["hessian"])
         same_bits(hessian.meta.value, raw.tensor(answer["value"]))
@@ -59,21 +50,11 @@ def test_minimize_and_its_stream(client: Client, server: LiveServer, method: str
     if method == "lbfgs":
         options["bounds"] = (0.0, None)
         wire["bounds"] = {"x": {"lower": 0.0, "upper": None}}
-    answer = post(server, "/v1/minimize", {"function": G_WIRE, "x0": {"data": [0.5, -1.5]}, **wire})
-    result = client.minimize(G, [0.5, -1.5], **options)
-    same_bits(result.x_final, raw.tensor(answer["x_final"]))
-    assert (result.status, result.method, result.evaluations) == (
-        answer["status"],
-        answer["method"],
-        answer["evaluations"],
+    answer = raw.post_base64(
+        server.base_url, "/v1/minimize", {"function": G_WIRE, "x0": {"data": [0.5, -1.5]}, **wire}
     )
-    expected = [
-        (p["step"], p["f"], p["grad_norm"], p["evaluations"], raw.tensor(p["x"]).tobytes())
-        for p in answer["trajectory"]
-    ]
-    got = [(r.step, r.f, r.grad_norm, r.evaluations, r.x.tobytes()) for r in result.trajectory]
-    assert got == expected
+    result = client.minimize(G, [0.5, -1.5], **options)
     with client.minimize(G, [0.5, -1.5], stream=True, **options) as stream:
-        streamed = [(r.step, r.f, r.grad_norm, r.evaluations, r.x.tobytes()) for r in stream]
-        assert stream.result.reason == answer["reason"]
-    assert streamed == expected
+        streamed = list(stream)
+        final = stream.result
+    raw.same_run(answer, result, streamed, final)

@@ -14,7 +14,7 @@ import asyncio
 import functools
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
-from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, overload
+from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar, overload
 
 import httpx
 import numpy.typing as npt
@@ -80,6 +80,76 @@ def _async(
         return await self.execute(build(*args, **kwargs))
 
     return functools.wraps(build)(method)
+
+
+STREAM_DOC = """
+        ``stream=True`` answers a stream of records instead (a :class:`DescentStream`, or an
+        :class:`AsyncDescentStream` from :class:`AsyncClient`): iterate it for
+        :class:`DescentRecord` objects as they arrive, then read its result. Refusals raise at
+        once, before the first record.
+"""
+
+
+class SyncRun(Protocol):
+    """``gradient_descent``/``minimize`` of :class:`Client`: a result, or a stream of records."""
+
+    @overload
+    def __call__(
+        self, function: Function, x0: npt.ArrayLike | None = None, /, *,
+        stream: Literal[False] = False, **options: Any,
+    ) -> DescentResult: ...  # fmt: skip
+
+    @overload
+    def __call__(
+        self, function: Function, x0: npt.ArrayLike | None = None, /, *, stream: Literal[True],
+        **options: Any,
+    ) -> DescentStream: ...  # fmt: skip
+
+
+class AsyncRun(Protocol):
+    """``gradient_descent``/``minimize`` of :class:`AsyncClient`, awaited."""
+
+    @overload
+    async def __call__(
+        self, function: Function, x0: npt.ArrayLike | None = None, /, *,
+        stream: Literal[False] = False, **options: Any,
+    ) -> DescentResult: ...  # fmt: skip
+
+    @overload
+    async def __call__(
+        self, function: Function, x0: npt.ArrayLike | None = None, /, *, stream: Literal[True],
+        **options: Any,
+    ) -> AsyncDescentStream: ...  # fmt: skip
+
+
+def _sync_run(build: Callable[..., calls.Call[DescentResult]]) -> Any:
+    # Typed through SyncRun at the class attribute: a Protocol attribute keeps its overloads.
+    def method(
+        self: Client, /, *args: Any, stream: bool = False, **kwargs: Any
+    ) -> DescentResult | DescentStream:
+        call = build(*args, **kwargs)
+        if not stream:
+            return self.execute(call)
+        return DescentStream(self._open(prepare(call, self.encoding, stream=True)))
+
+    method = functools.wraps(build)(method)
+    method.__doc__ = f"{build.__doc__}{STREAM_DOC}"
+    return method
+
+
+def _async_run(build: Callable[..., calls.Call[DescentResult]]) -> Any:
+    async def method(
+        self: AsyncClient, /, *args: Any, stream: bool = False, **kwargs: Any
+    ) -> DescentResult | AsyncDescentStream:
+        call = build(*args, **kwargs)
+        if not stream:
+            return await self.execute(call)
+        opening = self._open(prepare(call, self.encoding, stream=True))
+        return AsyncDescentStream(opening, await anext(opening))
+
+    method = functools.wraps(build)(method)
+    method.__doc__ = f"{build.__doc__}{STREAM_DOC}"
+    return method
 
 
 class Client(_Base):
@@ -174,68 +244,8 @@ class Client(_Base):
                     return
             time.sleep(delay)
 
-    def _run(self, call: calls.Call[DescentResult], stream: bool) -> DescentResult | DescentStream:
-        if not stream:
-            return self.execute(call)
-        return DescentStream(self._open(prepare(call, self.encoding, stream=True)))
-
-    @overload
-    def gradient_descent(
-        self, function: Function, x0: npt.ArrayLike | None = None, /, *,
-        stream: Literal[False] = False, **options: Any,
-    ) -> DescentResult: ...  # fmt: skip
-
-    @overload
-    def gradient_descent(
-        self, function: Function, x0: npt.ArrayLike | None = None, /, *, stream: Literal[True],
-        **options: Any,
-    ) -> DescentStream: ...  # fmt: skip
-
-    def gradient_descent(
-        self,
-        function: Function,
-        x0: npt.ArrayLike | None = None,
-        /,
-        *,
-        stream: bool = False,
-        **options: Any,
-    ) -> DescentResult | DescentStream:
-        """``POST /v1/gradient-descent``; ``stream=True`` yields records as they arrive.
-
-        The options are those of :func:`jacobian_client.runs.gradient_descent`
-        (``learning_rate``, ``max_steps``, ``variables``, tolerances, inputs by name, ...).
-        With ``stream=True`` the answer is a :class:`DescentStream`: iterate it for
-        :class:`DescentRecord` objects, then read ``.result``. Refusals raise at once.
-        """
-        return self._run(runs.gradient_descent(function, x0, **options), stream)
-
-    @overload
-    def minimize(
-        self, function: Function, x0: npt.ArrayLike | None = None, /, *,
-        stream: Literal[False] = False, **options: Any,
-    ) -> DescentResult: ...  # fmt: skip
-
-    @overload
-    def minimize(
-        self, function: Function, x0: npt.ArrayLike | None = None, /, *, stream: Literal[True],
-        **options: Any,
-    ) -> DescentStream: ...  # fmt: skip
-
-    def minimize(
-        self,
-        function: Function,
-        x0: npt.ArrayLike | None = None,
-        /,
-        *,
-        stream: bool = False,
-        **options: Any,
-    ) -> DescentResult | DescentStream:
-        """``POST /v1/minimize`` (gd, adam, lbfgs, newton-cg, trust-ncg); ``stream`` as above.
-
-        The options are those of :func:`jacobian_client.runs.minimize` (``method``,
-        ``max_steps``, ``learning_rate``, ``bounds``, tolerances, inputs by name, ...).
-        """
-        return self._run(runs.minimize(function, x0, **options), stream)
+    gradient_descent: SyncRun = _sync_run(runs.gradient_descent)
+    minimize: SyncRun = _sync_run(runs.minimize)
 
 
 class AsyncClient(_Base):
@@ -313,62 +323,5 @@ class AsyncClient(_Base):
                     return
             await asyncio.sleep(delay)
 
-    async def _run(
-        self, call: calls.Call[DescentResult], stream: bool
-    ) -> DescentResult | AsyncDescentStream:
-        if not stream:
-            return await self.execute(call)
-        opening = self._open(prepare(call, self.encoding, stream=True))
-        return AsyncDescentStream(opening, await anext(opening))
-
-    @overload
-    async def gradient_descent(
-        self, function: Function, x0: npt.ArrayLike | None = None, /, *,
-        stream: Literal[False] = False, **options: Any,
-    ) -> DescentResult: ...  # fmt: skip
-
-    @overload
-    async def gradient_descent(
-        self, function: Function, x0: npt.ArrayLike | None = None, /, *, stream: Literal[True],
-        **options: Any,
-    ) -> AsyncDescentStream: ...  # fmt: skip
-
-    async def gradient_descent(
-        self,
-        function: Function,
-        x0: npt.ArrayLike | None = None,
-        /,
-        *,
-        stream: bool = False,
-        **options: Any,
-    ) -> DescentResult | AsyncDescentStream:
-        """``POST /v1/gradient-descent``; see :meth:`Client.gradient_descent`.
-
-        With ``stream=True`` the answer is an :class:`AsyncDescentStream`: ``async for`` its
-        records, then ``await stream.result()``.
-        """
-        return await self._run(runs.gradient_descent(function, x0, **options), stream)
-
-    @overload
-    async def minimize(
-        self, function: Function, x0: npt.ArrayLike | None = None, /, *,
-        stream: Literal[False] = False, **options: Any,
-    ) -> DescentResult: ...  # fmt: skip
-
-    @overload
-    async def minimize(
-        self, function: Function, x0: npt.ArrayLike | None = None, /, *, stream: Literal[True],
-        **options: Any,
-    ) -> AsyncDescentStream: ...  # fmt: skip
-
-    async def minimize(
-        self,
-        function: Function,
-        x0: npt.ArrayLike | None = None,
-        /,
-        *,
-        stream: bool = False,
-        **options: Any,
-    ) -> DescentResult | AsyncDescentStream:
-        """``POST /v1/minimize``; see :meth:`Client.minimize`."""
-        return await self._run(runs.minimize(function, x0, **options), stream)
+    gradient_descent: AsyncRun = _async_run(runs.gradient_descent)
+    minimize: AsyncRun = _async_run(runs.minimize)

@@ -79,20 +79,10 @@ def matrix_as_tensor(matrix: FloatArray, meta: JacobianMeta) -> FloatArray:
     return out_in.reshape((*meta.out_shape, *meta.in_shape), order=meta.order)
 
 
-class DenseJacobian(np.ndarray[Any, np.dtype[np.float64]]):
-    """A dense Jacobian: a 2-D float64 array with its :class:`JacobianMeta` as ``meta``."""
+class Labelled:
+    """What every Jacobian class shares: labels read from ``meta``, and ``as_tensor``."""
 
     meta: JacobianMeta
-
-    def __new__(cls, matrix: npt.ArrayLike, meta: JacobianMeta) -> DenseJacobian:
-        """Label ``matrix`` (2-D) with ``meta``."""
-        obj = np.asarray(matrix, dtype=np.float64).view(cls)
-        obj.meta = meta
-        return obj
-
-    def __array_finalize__(self, obj: Any) -> None:
-        # Views and slices keep the labels; arithmetic results are plain arrays in practice.
-        self.meta = getattr(obj, "meta", JacobianMeta((), ()))
 
     @property
     def in_shape(self) -> tuple[int, ...]:
@@ -114,17 +104,39 @@ class DenseJacobian(np.ndarray[Any, np.dtype[np.float64]]):
         """The flattening order of rows and columns."""
         return self.meta.order
 
+    def _dense(self) -> FloatArray:
+        raise NotImplementedError
+
+    def as_tensor(self) -> FloatArray:
+        """Return ``T[*out_index, *in_index]`` (dense), shape ``(*out_shape, *in_shape)``."""
+        return matrix_as_tensor(self._dense(), self.meta)
+
+
+class DenseJacobian(Labelled, np.ndarray[Any, np.dtype[np.float64]]):
+    """A dense Jacobian: a 2-D float64 array with its :class:`JacobianMeta` as ``meta``."""
+
+    meta: JacobianMeta
+
+    def __new__(cls, matrix: npt.ArrayLike, meta: JacobianMeta) -> DenseJacobian:
+        """Label ``matrix`` (2-D) with ``meta``."""
+        obj = np.asarray(matrix, dtype=np.float64).view(cls)
+        obj.meta = meta
+        return obj
+
+    def __array_finalize__(self, obj: Any) -> None:
+        # Views and slices keep the labels; arithmetic results are plain arrays in practice.
+        self.meta = getattr(obj, "meta", JacobianMeta((), ()))
+
     def toarray(self) -> FloatArray:
         """Return the matrix as a plain ndarray (as SciPy's ``toarray``)."""
         return np.asarray(self).copy()
 
-    def as_tensor(self) -> FloatArray:
-        """Return ``T[*out_index, *in_index]``, shape ``(*out_shape, *in_shape)``."""
-        return matrix_as_tensor(np.asarray(self), self.meta)
+    def _dense(self) -> FloatArray:
+        return np.asarray(self)
 
 
 @dataclass(frozen=True, eq=False)
-class CooJacobian:
+class CooJacobian(Labelled):
     """A COO Jacobian without SciPy: canonical triplets and the :class:`JacobianMeta`.
 
     Attributes
@@ -147,35 +159,14 @@ class CooJacobian:
         """Number of stored entries."""
         return int(self.data.size)
 
-    @property
-    def in_shape(self) -> tuple[int, ...]:
-        """Shape of the input."""
-        return self.meta.in_shape
-
-    @property
-    def out_shape(self) -> tuple[int, ...]:
-        """Shape of the function's value."""
-        return self.meta.out_shape
-
-    @property
-    def layout(self) -> Layout:
-        """``"in_out"`` (rows index the input) or ``"out_in"``."""
-        return self.meta.layout
-
-    @property
-    def order(self) -> Order:
-        """The flattening order of rows and columns."""
-        return self.meta.order
-
     def toarray(self) -> FloatArray:
         """Return the dense matrix, shape ``shape``."""
         dense = np.zeros(self.shape)
         np.add.at(dense, (self.row, self.col), self.data)
         return dense
 
-    def as_tensor(self) -> FloatArray:
-        """Return ``T[*out_index, *in_index]`` (dense), shape ``(*out_shape, *in_shape)``."""
-        return matrix_as_tensor(self.toarray(), self.meta)
+    def _dense(self) -> FloatArray:
+        return self.toarray()
 
     def to_scipy(self) -> Any:
         """Return the :class:`jacobian_client.sparse.SparseJacobian` (needs SciPy)."""

@@ -8,10 +8,10 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
-from .results import FloatArray, JacobianMeta, Layout, Order, matrix_as_tensor
+from .results import FloatArray, JacobianMeta, Labelled
 
 
-class SparseJacobian(sp.coo_array):
+class SparseJacobian(Labelled, sp.coo_array):
     """A ``scipy.sparse.coo_array`` that keeps the Jacobian's :class:`JacobianMeta` as ``meta``.
 
     Results of SciPy operations (``tocsr()``, products, ...) are plain SciPy arrays.
@@ -43,27 +43,6 @@ class SparseJacobian(sp.coo_array):
         matrix.meta = meta
         return matrix
 
-    @property
-    def in_shape(self) -> tuple[int, ...]:
-        """Shape of the input."""
-        return self.meta.in_shape
-
-    @property
-    def out_shape(self) -> tuple[int, ...]:
-        """Shape of the function's value."""
-        return self.meta.out_shape
-
-    @property
-    def layout(self) -> Layout:
-        """``"in_out"`` (rows index the input) or ``"out_in"``."""
-        return self.meta.layout
-
-    @property
-    def order(self) -> Order:
-        """The flattening order of rows and columns."""
-        return self.meta.order
-
-    def as_tensor(self) -> FloatArray:
-        """Return ``T[*out_index, *in_index]`` (dense), shape ``(*out_shape, *in_shape)``."""
+    def _dense(self) -> FloatArray:
         dense: Any = self.toarray()
-        return matrix_as_tensor(np.asarray(dense, dtype=np.float64), self.meta)
+        return np.asarray(dense, dtype=np.float64)
