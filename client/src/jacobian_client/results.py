@@ -288,12 +288,13 @@ class DescentResult:
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
 
-def _iterate(value: Any) -> FloatArray | dict[str, FloatArray] | None:
-    if value is None:
-        return None
-    if isinstance(value, dict) and "shape" not in value and "binary_data_size" not in value:
-        return {name: decode_tensor(item) for name, item in value.items()}
-    return decode_tensor(value)
+def _iterate(line: dict[str, Any]) -> FloatArray | dict[str, FloatArray] | None:
+    # The x0 form records "x"; a program records "variables", name -> tensor.
+    if line.get("x") is not None:
+        return decode_tensor(line["x"])
+    if line.get("variables") is not None:
+        return {name: decode_tensor(item) for name, item in line["variables"].items()}
+    return None
 
 
 def decode_record(line: dict[str, Any]) -> DescentRecord:
@@ -303,7 +304,7 @@ def decode_record(line: dict[str, Any]) -> DescentRecord:
         f=float(line["f"]),
         grad_norm=float(line["grad_norm"]),
         learning_rate=line.get("learning_rate"),
-        x=_iterate(line.get("x")),
+        x=_iterate(line),
         evaluations=line.get("evaluations"),
     )
 
