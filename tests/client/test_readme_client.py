@@ -76,3 +76,5 @@ def test_the_command_line_examples_run(server: LiveServer, tmp_path: Path) -> No
     assert sp.load_npz(tmp_path / "Jx.npz").shape == (3 * 8 * 8, 6 * 6)
     # f(x) = |x - (1, -2)|^2 with step 0.25 halves the distance each step.
     np.testing.assert_allclose(np.load(tmp_path / "x_final.npy"), [1.0, -2.0], atol=1e-12)
+    # The same function under the bound x >= -1.5: the minimum moves to (1, -1.5).
+    np.testing.assert_allclose(np.load(tmp_path / "x_min.npy"), [1.0, -1.5], atol=1e-8)
