@@ -88,12 +88,14 @@ __all__ = [
     "DescentResult",
     "DescentState",
     "DescentSummary",
+    "Descendable",
     "Evaluation",
     "LineSearch",
     "Objective",
     "Status",
     "Stop",
     "check_scalar",
+    "check_steps",
     "collect",
     "descend",
     "init",
@@ -258,9 +260,20 @@ def check_scalar(chain: Chain) -> None:
 
 def _check_limits(chain: Chain, params: DescentParams, limits: DescentLimits) -> None:
     check_intermediates(chain, limits.max_tensor_elements)
+    check_steps(layout.size_of(chain.in_shape), params, limits)
+
+
+def check_steps(x_size: int, params: DescentParams, limits: DescentLimits) -> None:
+    """Raise :class:`LimitExceeded` if the steps or the recorded trajectory are over a limit.
+
+    Parameters
+    ----------
+    x_size : int
+        Elements of ``x`` (every variable), recorded per point when ``record_x``.
+    """
     if params.max_steps > limits.max_steps:
         raise LimitExceeded("gradient-descent steps", params.max_steps, limits.max_steps)
-    per_point = layout.size_of(chain.in_shape) if params.record_x else 1
+    per_point = x_size if params.record_x else 1
     elements = params.recorded_points() * per_point
     if elements > limits.max_trajectory_elements:
         what = "points x elements of x" if params.record_x else "points"
@@ -352,6 +365,27 @@ def _is_stencil(op: LinearOp, in_shape: Shape, out_shape: Shape, max_nnz: int) -
     mixing = bound.fan_in > 1 and bound.fan_out > 1
     # At half the entries or more a CSR mat-vec loses to the operation's dense arithmetic.
     return mixing and bound.nnz <= max_nnz and 2 * bound.nnz <= dense
+
+
+class Descendable(Protocol):
+    """What the loop needs of ``f``: the shape of ``x``, ``f`` with its intermediates, ``∇f``.
+
+    :class:`Objective` (an op list) and the program objective of
+    :mod:`service.engine.graph.descent` (several variables as one vector) both provide it.
+    """
+
+    @property
+    def in_shape(self) -> Shape:
+        """Shape of ``x``."""
+        ...
+
+    def evaluate(self, x: FloatArray) -> "Evaluation":
+        """``f(x)`` and what the gradient needs; raises NonFiniteError or DomainError."""
+        ...
+
+    def gradient(self, evaluation: "Evaluation") -> FloatArray:
+        """``ten(∂f/∂x)`` at the evaluated point, shape ``in_shape``."""
+        ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -578,7 +612,7 @@ def _norm(v: FloatArray) -> float:
 
 
 def _state(
-    objective: Objective,
+    objective: Descendable,
     step: int,
     x: FloatArray,
     evaluation: Evaluation,
@@ -592,7 +626,7 @@ def _state(
     return DescentState(step, _frozen(x), evaluation.f, grad, grad_norm, velocity, learning_rate)
 
 
-def init(objective: Objective, x0: FloatArray) -> DescentState:
+def init(objective: Descendable, x0: FloatArray) -> DescentState:
     """Return the state at ``t = 0``.
 
     Parameters
@@ -625,7 +659,7 @@ def init(objective: Objective, x0: FloatArray) -> DescentState:
 
 
 def _arrive(
-    objective: Objective,
+    objective: Descendable,
     step: int,
     x: FloatArray,
     velocity: FloatArray | None,
@@ -643,7 +677,7 @@ def _arrive(
 
 
 def _backtrack(
-    objective: Objective, state: DescentState, params: DescentParams
+    objective: Descendable, state: DescentState, params: DescentParams
 ) -> DescentState | Stop:
     g = state.grad
     slope = state.grad_norm**2  # <g, g>: the decrease rate of f along -g
@@ -668,7 +702,9 @@ def _backtrack(
     )
 
 
-def update(objective: Objective, state: DescentState, params: DescentParams) -> DescentState | Stop:
+def update(
+    objective: Descendable, state: DescentState, params: DescentParams
+) -> DescentState | Stop:
     """Take one step: ``x_{t+1}`` from ``x_t`` by the rule ``params`` select.
 
     Parameters
@@ -767,7 +803,7 @@ def _summary(stop: Stop, steps: int, state: DescentState) -> DescentSummary:
 
 
 def run(
-    objective: Objective,
+    objective: Descendable,
     start: DescentState,
     params: DescentParams,
     deadline_seconds: float | None = None,

@@ -16,7 +16,7 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
-from ...codec import Encoding, decode_tensor, encode_tensor
+from ...codec import Encoding, TensorOut, decode_tensor, encode_tensor
 from ...config import Settings
 from ...engine.chain import Chain
 from ...engine.descent import (
@@ -27,12 +27,18 @@ from ...engine.descent import (
     collect,
     descend,
 )
+from ...engine.graph.descent import descend_program
+from ...engine.types import FloatArray
 from ..deps import ComputeDep, SettingsDep, body_openapi, json_body
 from ..problems import PROBLEM_RESPONSES, Problem, problem_kind
+from ..programs import build_program
 from ..schemas.descent import (
     DescentSummaryLine,
     GradientDescentRequest,
     GradientDescentResponse,
+    ProgramDescentResponse,
+    ProgramDescentSummaryLine,
+    ProgramTrajectoryPoint,
     TrajectoryPoint,
     ndjson_schema,
 )
@@ -49,9 +55,11 @@ GradientDescentBody = Annotated[GradientDescentRequest, Depends(json_body(Gradie
 Events = Generator[DescentEvent, None, None]
 
 
-def _start(body: GradientDescentRequest, settings: Settings) -> Events:
-    x0 = decode_tensor(body.x0)
-    chain = Chain([spec.to_engine(body.order) for spec in body.function], x0.shape)
+Unpack = Callable[[FloatArray], dict[str, FloatArray]] | None
+
+
+def _start(body: GradientDescentRequest, settings: Settings) -> tuple[Events, Unpack]:
+    """Return the run's events, and for a program how to unpack ``x`` into its variables."""
     limits = DescentLimits(
         max_steps=settings.max_descent_steps,
         max_trajectory_elements=settings.max_trajectory_elements,
@@ -59,10 +67,32 @@ def _start(body: GradientDescentRequest, settings: Settings) -> Events:
         max_nnz=settings.max_coo_nnz,
         deadline_seconds=settings.descent_deadline_seconds,
     )
-    return descend(chain, x0, body.params(), limits)
+    if body.inputs is not None:
+        inputs = {name: decode_tensor(tensor) for name, tensor in body.inputs.items()}
+        shapes = {name: value.shape for name, value in inputs.items()}
+        program = build_program(body.function, shapes, body.order)
+        return descend_program(program, inputs, body.variables, body.params(), limits)
+    assert body.x0 is not None and isinstance(body.function, list)
+    x0 = decode_tensor(body.x0)
+    chain = Chain([spec.to_engine(body.order) for spec in body.function], x0.shape)
+    return descend(chain, x0, body.params(), limits), None
 
 
-def _point(record: DescentRecord, encoding: Encoding) -> TrajectoryPoint:
+def _tensors(values: dict[str, FloatArray], encoding: Encoding) -> dict[str, TensorOut]:
+    return {name: encode_tensor(value, encoding) for name, value in values.items()}
+
+
+def _point(
+    record: DescentRecord, encoding: Encoding, unpack: Unpack
+) -> TrajectoryPoint | ProgramTrajectoryPoint:
+    if unpack is not None:
+        return ProgramTrajectoryPoint(
+            step=record.step,
+            f=record.f,
+            grad_norm=record.grad_norm,
+            learning_rate=record.learning_rate,
+            variables=None if record.x is None else _tensors(unpack(record.x), encoding),
+        )
     return TrajectoryPoint(
         step=record.step,
         f=record.f,
@@ -72,25 +102,34 @@ def _point(record: DescentRecord, encoding: Encoding) -> TrajectoryPoint:
     )
 
 
-def _summary_fields(summary: DescentSummary, encoding: Encoding) -> DescentSummaryLine:
-    return DescentSummaryLine(
-        status=summary.status,
-        reason=summary.reason,
-        steps=summary.steps,
-        final_step=summary.final_step,
-        f_final=summary.f_final,
-        grad_norm_final=summary.grad_norm_final,
-        x_final=encode_tensor(summary.x_final, encoding),
-    )
+def _summary_fields(
+    summary: DescentSummary, encoding: Encoding, unpack: Unpack
+) -> DescentSummaryLine | ProgramDescentSummaryLine:
+    common = {
+        "status": summary.status,
+        "reason": summary.reason,
+        "steps": summary.steps,
+        "final_step": summary.final_step,
+        "f_final": summary.f_final,
+        "grad_norm_final": summary.grad_norm_final,
+    }
+    if unpack is not None:
+        return ProgramDescentSummaryLine(
+            **common, final=_tensors(unpack(summary.x_final), encoding)
+        )
+    return DescentSummaryLine(**common, x_final=encode_tensor(summary.x_final, encoding))
 
 
-def _gradient_descent(body: GradientDescentRequest, settings: Settings) -> GradientDescentResponse:
-    result = collect(_start(body, settings))
-    summary = _summary_fields(result.summary, body.encoding)
-    return GradientDescentResponse(
-        **dict(summary),
-        trajectory=[_point(record, body.encoding) for record in result.trajectory],
-    )
+def _gradient_descent(
+    body: GradientDescentRequest, settings: Settings
+) -> GradientDescentResponse | ProgramDescentResponse:
+    events, unpack = _start(body, settings)
+    result = collect(events)
+    summary = _summary_fields(result.summary, body.encoding, unpack)
+    trajectory = [_point(record, body.encoding, unpack) for record in result.trajectory]
+    if unpack is not None:
+        return ProgramDescentResponse(**dict(summary), trajectory=trajectory)
+    return GradientDescentResponse(**dict(summary), trajectory=trajectory)
 
 
 def _problem_line(error: Exception, instance: str, request_id: str | None) -> bytes:
@@ -113,7 +152,7 @@ def _problem_line(error: Exception, instance: str, request_id: str | None) -> by
 
 
 def _pump(
-    events: Events, encoding: Encoding, instance: str, request_id: str | None
+    events: Events, encoding: Encoding, unpack: Unpack, instance: str, request_id: str | None
 ) -> tuple[bytes, bool]:
     """Run the engine for one slice; return the NDJSON lines made and whether the stream ends."""
     deadline = time.perf_counter() + STREAM_SLICE_SECONDS
@@ -121,10 +160,11 @@ def _pump(
     try:
         for event in events:
             if isinstance(event, DescentSummary):
-                lines.append(_summary_fields(event, encoding).model_dump_json().encode() + b"\n")
+                summary = _summary_fields(event, encoding, unpack)
+                lines.append(summary.model_dump_json().encode() + b"\n")
                 return b"".join(lines), True
             if event is not None:
-                lines.append(_point(event, encoding).model_dump_json().encode() + b"\n")
+                lines.append(_point(event, encoding, unpack).model_dump_json().encode() + b"\n")
             if time.perf_counter() >= deadline:
                 return b"".join(lines), False
     except Exception as error:
@@ -132,12 +172,14 @@ def _pump(
     return b"".join(lines), True
 
 
-async def _ndjson(request: Request, events: Events, encoding: Encoding) -> AsyncIterator[bytes]:
+async def _ndjson(
+    request: Request, events: Events, encoding: Encoding, unpack: Unpack
+) -> AsyncIterator[bytes]:
     """Stream the run; a client that disconnects stops it at the end of the current slice."""
     where = (request.url.path, getattr(request.state, "request_id", None))
     try:
         while not await request.is_disconnected():
-            chunk, done = await run_in_threadpool(_pump, events, encoding, *where)
+            chunk, done = await run_in_threadpool(_pump, events, encoding, unpack, *where)
             if chunk:
                 yield chunk
             if done:
@@ -172,7 +214,7 @@ class _SlotStreamingResponse(StreamingResponse):
 
 @router.post(
     "/gradient-descent",
-    response_model=GradientDescentResponse,
+    response_model=GradientDescentResponse | ProgramDescentResponse,
     openapi_extra=body_openapi(GradientDescentRequest),
     summary="Gradient descent on a scalar function, as JSON or an NDJSON stream",
     responses={
@@ -185,7 +227,7 @@ class _SlotStreamingResponse(StreamingResponse):
 )
 async def gradient_descent(
     request: Request, body: GradientDescentBody, settings: SettingsDep, compute: ComputeDep
-) -> GradientDescentResponse | StreamingResponse:
+) -> GradientDescentResponse | ProgramDescentResponse | StreamingResponse:
     """Minimize f from x0 by x_(t+1) = x_t - γ ten(df/dx(x_t)) until a stopping rule fires."""
     if not _wants_ndjson(request):
         return await compute(_gradient_descent, body, settings)
@@ -193,8 +235,8 @@ async def gradient_descent(
     release = await compute.acquire()
     try:
         # Checks, preparation and f(x0) run here, so a refusal is still a problem response.
-        events = await run_in_threadpool(_start, body, settings)
+        events, unpack = await run_in_threadpool(_start, body, settings)
     except BaseException:
         release()
         raise
-    return _SlotStreamingResponse(_ndjson(request, events, body.encoding), release)
+    return _SlotStreamingResponse(_ndjson(request, events, body.encoding, unpack), release)
