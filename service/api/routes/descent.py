@@ -11,12 +11,14 @@ import time
 from collections.abc import AsyncIterator, Callable, Generator
 from typing import Annotated
 
+import pydantic_core
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
 from ...codec import Encoding, TensorOut, decode_tensor, encode_tensor
+from ...codec.binary import split_segments
 from ...config import Settings
 from ...engine.chain import Chain
 from ...engine.descent import (
@@ -30,8 +32,10 @@ from ...engine.descent import (
 from ...engine.graph.descent import descend_program
 from ...engine.types import FloatArray
 from ..deps import ComputeDep, SettingsDep, body_openapi, json_body
+from ..negotiation import NDJSON, Representation, answer, check_accept, negotiate, offer
 from ..problems import PROBLEM_RESPONSES, Problem, problem_kind
 from ..programs import build_program
+from ..representations import BINARY, npy
 from ..schemas.descent import (
     DescentSummaryLine,
     GradientDescentRequest,
@@ -44,9 +48,26 @@ from ..schemas.descent import (
 )
 
 logger = logging.getLogger("service.descent")
-router = APIRouter(prefix="/v1", tags=["gradient-descent"], responses=PROBLEM_RESPONSES)
-
-NDJSON = "application/x-ndjson"
+router = APIRouter(
+    prefix="/v1",
+    tags=["gradient-descent"],
+    responses=PROBLEM_RESPONSES,
+    dependencies=[Depends(check_accept)],
+)
+STREAM = Representation(
+    NDJSON,
+    "one JSON line per recorded step as it is computed, then the summary line. With "
+    "`encoding: \"binary\"` the steps' x are base64 and the summary line's x_final is a binary "
+    "tensor whose bytes follow that line's newline.",
+    None,
+    schema=ndjson_schema(),
+)
+offer(
+    "gradient_descent",
+    BINARY,
+    STREAM,
+    npy("x_final", "the final iterate x_final (x0 form only)", lambda body: body.inputs is None),
+)
 # A streaming worker returns to the event loop at least this often, with the lines it has: the
 # latency of a line and of noticing a disconnected client, traded against one thread hop per slice.
 STREAM_SLICE_SECONDS = 0.02
@@ -151,6 +172,13 @@ def _problem_line(error: Exception, instance: str, request_id: str | None) -> by
     return problem.model_dump_json(exclude_none=True).encode() + b"\n"
 
 
+def _summary_line(summary: DescentSummaryLine | ProgramDescentSummaryLine) -> bytes:
+    """Write the last line of a stream; binary final tensors' bytes follow its newline."""
+    header, segments = split_segments(summary.model_dump(mode="python"))
+    line = pydantic_core.to_json(header) + b"\n"
+    return b"".join([line, *(segment.tobytes() for segment in segments)])
+
+
 def _pump(
     events: Events, encoding: Encoding, unpack: Unpack, instance: str, request_id: str | None
 ) -> tuple[bytes, bool]:
@@ -160,11 +188,11 @@ def _pump(
     try:
         for event in events:
             if isinstance(event, DescentSummary):
-                summary = _summary_fields(event, encoding, unpack)
-                lines.append(summary.model_dump_json().encode() + b"\n")
+                lines.append(_summary_line(_summary_fields(event, encoding, unpack)))
                 return b"".join(lines), True
             if event is not None:
-                lines.append(_point(event, encoding, unpack).model_dump_json().encode() + b"\n")
+                point = _point(event, "base64" if encoding == "binary" else encoding, unpack)
+                lines.append(point.model_dump_json().encode() + b"\n")
             if time.perf_counter() >= deadline:
                 return b"".join(lines), False
     except Exception as error:
@@ -190,10 +218,6 @@ async def _ndjson(
         events.close()
 
 
-def _wants_ndjson(request: Request) -> bool:
-    return NDJSON in request.headers.get("accept", "")
-
-
 class _SlotStreamingResponse(StreamingResponse):
     """A stream that holds a computation slot until it ends, however it ends.
 
@@ -217,20 +241,13 @@ class _SlotStreamingResponse(StreamingResponse):
     response_model=GradientDescentResponse | ProgramDescentResponse,
     openapi_extra=body_openapi(GradientDescentRequest),
     summary="Gradient descent on a scalar function, as JSON or an NDJSON stream",
-    responses={
-        200: {
-            "description": "The run: one JSON document, or with `Accept: application/x-ndjson` "
-            "one line per recorded step as it is computed, then the summary line.",
-            "content": {NDJSON: {"schema": ndjson_schema()}},
-        }
-    },
 )
 async def gradient_descent(
     request: Request, body: GradientDescentBody, settings: SettingsDep, compute: ComputeDep
 ) -> GradientDescentResponse | ProgramDescentResponse | StreamingResponse:
     """Minimize f from x0 by x_(t+1) = x_t - γ ten(df/dx(x_t)) until a stopping rule fires."""
-    if not _wants_ndjson(request):
-        return await compute(_gradient_descent, body, settings)
+    if negotiate(request, "gradient_descent", body.encoding, body) is not STREAM:
+        return await answer(request, compute, _gradient_descent, body, settings)
     # A streamed run holds one computation slot from its checks to its last line.
     release = await compute.acquire()
     try:

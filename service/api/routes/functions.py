@@ -2,7 +2,7 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
 from ...codec import Tensor, TensorOut, decode_tensor, encode_tensor
 from ...codec.sparse import decode_jacobian, encode_jacobian
@@ -18,8 +18,10 @@ from ...engine.jacobian import Jacobian
 from ...engine.op import op_classes
 from ...engine.types import FloatArray, Order
 from ..deps import ComputeDep, SettingsDep, body_openapi, json_body
+from ..negotiation import answer, check_accept, offer
 from ..problems import PROBLEM_RESPONSES
 from ..programs import build_program
+from ..representations import BINARY, dense_jacobian, npy, npz
 from ..schemas.functions import (
     ChainRuleRequest,
     ChainRuleResponse,
@@ -40,7 +42,29 @@ from ..schemas.functions import (
 )
 from ..schemas.ops import REQUEST_WIDE, OpSpec
 
-router = APIRouter(prefix="/v1", tags=["functions"], responses=PROBLEM_RESPONSES)
+router = APIRouter(
+    prefix="/v1",
+    tags=["functions"],
+    responses=PROBLEM_RESPONSES,
+    dependencies=[Depends(check_accept)],
+)
+
+
+def _dense(body: JacobianRequest | ChainRuleRequest) -> bool:
+    return body.format == "dense" and getattr(body, "inputs", None) is None
+
+
+def _x_form(body: JacobianRequest | VjpRequest) -> bool:
+    # A program's answer holds one Jacobian or VJP per input: no single array to download.
+    return body.inputs is None
+
+
+_DENSE_NPY = npy("jacobian", "the dense Jacobian (with format 'dense')", _dense, dense_jacobian)
+offer("evaluate", BINARY, npy("value", "h(x)"))
+offer("jacobian", BINARY, npz("jacobian", _x_form, " (x form only)"), _DENSE_NPY)
+offer("jvp", BINARY, npy("jvp", "the JVP"))
+offer("vjp", BINARY, npy("vjp", "the VJP (x form only)", _x_form))
+offer("chain_rule", BINARY, npz("jacobian"), _DENSE_NPY)
 
 EvaluateBody = Annotated[EvaluateRequest, Depends(json_body(EvaluateRequest))]
 JacobianBody = Annotated[JacobianRequest, Depends(json_body(JacobianRequest))]
@@ -229,39 +253,41 @@ async def list_ops() -> OperationsResponse:
 
 @router.post("/evaluate", openapi_extra=body_openapi(EvaluateRequest), summary="Evaluate h(x)")
 async def evaluate(
-    body: EvaluateBody, settings: SettingsDep, compute: ComputeDep
+    request: Request, body: EvaluateBody, settings: SettingsDep, compute: ComputeDep
 ) -> EvaluateResponse:
     """Evaluate a function given as a list of operations."""
-    return await compute(_evaluate, body, settings)
+    return await answer(request, compute, _evaluate, body, settings)
 
 
 @router.post("/jacobian", openapi_extra=body_openapi(JacobianRequest), summary="Jacobian of h at x")
 async def jacobian(
-    body: JacobianBody, settings: SettingsDep, compute: ComputeDep
+    request: Request, body: JacobianBody, settings: SettingsDep, compute: ComputeDep
 ) -> JacobianResponse | ProgramJacobianResponse:
     """Return h(x) and its Jacobian, dense or canonical COO, in the requested layout/order."""
-    return await compute(_jacobian, body, settings)
+    return await answer(request, compute, _jacobian, body, settings)
 
 
 @router.post("/jvp", openapi_extra=body_openapi(JvpRequest), summary="Jacobian-vector product")
-async def jvp(body: JvpBody, settings: SettingsDep, compute: ComputeDep) -> JvpResponse:
+async def jvp(
+    request: Request, body: JvpBody, settings: SettingsDep, compute: ComputeDep
+) -> JvpResponse:
     """Return h(x) and ten(J^T vec(tangent)) without forming J."""
-    return await compute(_jvp, body, settings)
+    return await answer(request, compute, _jvp, body, settings)
 
 
 @router.post("/vjp", openapi_extra=body_openapi(VjpRequest), summary="Vector-Jacobian product")
 async def vjp(
-    body: VjpBody, settings: SettingsDep, compute: ComputeDep
+    request: Request, body: VjpBody, settings: SettingsDep, compute: ComputeDep
 ) -> VjpResponse | ProgramVjpResponse:
     """Return h(x) and ten(J vec(cotangent)) without forming J."""
-    return await compute(_vjp, body, settings)
+    return await answer(request, compute, _vjp, body, settings)
 
 
 @router.post(
     "/chain-rule", openapi_extra=body_openapi(ChainRuleRequest), summary="Compose Jacobians"
 )
 async def chain_rule(
-    body: ChainRuleBody, settings: SettingsDep, compute: ComputeDep
+    request: Request, body: ChainRuleBody, settings: SettingsDep, compute: ComputeDep
 ) -> ChainRuleResponse:
     """Multiply Jacobians in the notes' sense: J_h = J_g J_f for h = f ∘ g (in_out)."""
-    return await compute(_chain_rule, body, settings)
+    return await answer(request, compute, _chain_rule, body, settings)
