@@ -78,14 +78,14 @@ class _Matrix:
 
     push: sp.csr_array | FloatArray  # (out_size, in_size)
     pull: sp.csr_array | FloatArray  # (in_size, out_size)
-    offset: FloatArray
+    offset: FloatArray | None  # None for a linear (not affine) node
     in_shape: Shape
     out_shape: Shape
 
     def forward(self, arg: FloatArray) -> FloatArray:
         # ten_C is NumPy's reshape: the matrix was built in C order on both sides.
         y: FloatArray = np.reshape(self.push @ layout.vec(arg, "C"), self.out_shape)
-        return y + self.offset
+        return y if self.offset is None else y + self.offset
 
     def pullback(self, u: FloatArray) -> FloatArray:
         g: FloatArray = np.reshape(self.pull @ layout.vec(u, "C"), self.in_shape)
@@ -111,12 +111,14 @@ def _prepare(
     args = [np.zeros(shapes[j]) if k == j else fixed[a] for k, a in enumerate(node.args)]
     with blame(node):
         jacobian = node.op.local_jacobian(args, j, "C")  # (n, m): independent of argument j
-        offset = node.op.forward(args)  # the value at argument j = 0
+        at_zero = node.op.forward(args)  # the value at argument j = 0: the affine part
+    out_shape = at_zero.shape
+    offset = at_zero if np.any(at_zero) else None
     if 2 * jacobian.nnz >= n * m:
         dense = jacobian.toarray()
-        return _Matrix(np.ascontiguousarray(dense.T), dense, offset, shapes[j], offset.shape)
+        return _Matrix(np.ascontiguousarray(dense.T), dense, offset, shapes[j], out_shape)
     return _Matrix(sp.csr_array(jacobian.T), sp.csr_array(jacobian), offset, shapes[j],
-                   offset.shape)  # fmt: skip
+                   out_shape)  # fmt: skip
 
 
 @dataclass(frozen=True, eq=False)
@@ -236,9 +238,10 @@ class ProgramObjective:
                         pulled[arg] = g if arg not in pulled else pulled[arg] + g
                 except (DomainError, NonFiniteError) as error:
                     raise type(error)(f"{node.label}: {error}") from error
-            zeros = {n: np.zeros(s) for n, s in zip(self.packing.names, self.packing.shapes,
-                                                      strict=True) if n not in pulled}  # fmt: skip
-            grad = self.packing.pack({**zeros, **pulled})
+            for name, shape in zip(self.packing.names, self.packing.shapes, strict=True):
+                if name not in pulled:
+                    pulled[name] = np.zeros(shape)  # no path from this variable to f
+            grad = self.packing.pack(pulled)
             if not np.isfinite(grad).all():
                 raise NonFiniteError("the gradient has non-finite entries (overflow)")
         return grad

@@ -316,7 +316,8 @@ class MeanSquaredError(NaryOp):
 
     def _forward(self, values: Values) -> FloatArray:
         residual = self._residual(values)
-        return np.asarray(np.mean(residual * residual))
+        # sum of squares in one pass (BLAS), then the mean
+        return np.asarray(np.vdot(residual, residual) / residual.size)
 
     def _jvp(self, values: Values, i: int, tangents: FloatArray) -> FloatArray:
         partial = self._partial(values, i)

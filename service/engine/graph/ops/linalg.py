@@ -25,6 +25,8 @@ from ...types import FloatArray, Order, Shape
 from ..nary import NaryOp, Values, register_nary
 
 _LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+# Up to this many (cotangent, kernel) pairs the kernel VJP contracts them one at a time.
+_FEW = 4
 
 
 def _parse(subscripts: str, count: int) -> tuple[list[str], str]:
@@ -280,7 +282,45 @@ class XCorr2D(NaryOp):
         x, k = values
         if i == 0:
             return self._in_image(k)._vjp(x, cotangents)
-        return np.stack([correlation.vjp_kernel(x, u, k.shape, self.geometry) for u in cotangents])
+        return self._vjp_kernel(x, k.shape, cotangents)
+
+    def _vjp_kernel(self, x: FloatArray, k_shape: Shape, cotangents: FloatArray) -> FloatArray:
+        """(B, *out_shape) -> (B, *k_shape), one contraction per tap.
+
+        ``g[b, kk, c, h, w] = sum_{n,i,j} u[b, n, kk, i, j] x_p[n, c, s_h i + d_h h,
+        s_w j + d_w w]``: the transpose of the forward in the kernel, as
+        :func:`service.engine.xcorr.vjp_kernel` computes it for one cotangent. Per tap the
+        window of ``x_p`` is a strided view, so no im2col matrix is built, and the whole batch
+        goes through at once.
+        """
+        (top, bottom), (left, right) = correlation.padding_pairs(x.shape, k_shape, self.geometry)
+        x4 = x if x.ndim == 4 else x[np.newaxis]
+        pads = ((0, 0), (0, 0), (top, bottom), (left, right))
+        padded = np.pad(x4, pads) if top or bottom or left or right else x4
+        batch = len(cotangents)
+        # (B, [N,] [K,] h, w) -> (B, N, K, h, w)
+        u = np.reshape(cotangents, (batch, x4.shape[0], -1, *cotangents.shape[-2:]))
+        h_out, w_out = u.shape[-2:]
+        (s_h, s_w), (d_h, d_w) = self.stride, self.dilation
+        kh, kw = k_shape[-2:]
+        grad = np.empty((batch, u.shape[2], x4.shape[1], kh, kw))
+        for h in range(kh):
+            rows = slice(d_h * h, d_h * h + s_h * (h_out - 1) + 1, s_h)
+            for w in range(kw):
+                cols = slice(d_w * w, d_w * w + s_w * (w_out - 1) + 1, s_w)
+                window = padded[:, :, rows, cols]  # (N, C, h_out, w_out), a strided view
+                if batch * u.shape[2] * x4.shape[0] <= _FEW:
+                    # NumPy's two-operand sum-of-products loop is fastest for a few products.
+                    for b in range(batch):
+                        for kk in range(u.shape[2]):
+                            grad[b, kk, :, h, w] = sum(
+                                np.einsum("cij,ij->c", window[n], u[b, n, kk])
+                                for n in range(x4.shape[0])
+                            )
+                else:
+                    # (B, N, K, h, w) x (N, C, h, w) -> (B, K, C)
+                    grad[..., h, w] = np.einsum("bnkij,ncij->bkc", u, window)
+        return np.reshape(grad, (batch, *k_shape))
 
     def _local_jacobian(self, values: Values, i: int, order: Order) -> sp.coo_array:
         x, k = values
