@@ -20,6 +20,7 @@ A program that is a path graph over its one variable is an op list and runs thro
 
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -123,13 +124,20 @@ def _prepare(
 
 @dataclass(frozen=True, eq=False)
 class _Step:
+    """One node as a step runs it: value slots instead of names, shapes checked once."""
+
     node: Node
-    varying: tuple[int, ...]
+    out: int  # slot of the node's value
+    args: tuple[int, ...]  # slots of its arguments
+    varying: tuple[int, ...]  # positions of the arguments that depend on a variable
     matrix: _Matrix | None
 
 
 class ProgramObjective:
     """A scalar program as a function of its variables only, prepared for many steps.
+
+    Values live in a list of slots (fixed values, then the variables, then each varying node's
+    output), so a step does no name lookups.
 
     Parameters
     ----------
@@ -156,24 +164,30 @@ class ProgramObjective:
         active = frozenset(variables)
         fixed = {n: np.asarray(v, dtype=np.float64) for n, v in inputs.items() if n not in active}
         budget = min(max_prepared_nnz, PREPARED_NNZ)
-        steps = []
+        varying_nodes = []
         for node in program.nodes:
-            if not program.depends(node.id) & active:
-                with blame(node), np.errstate(over="ignore"):
-                    value = node.op.forward([fixed[a] for a in node.args])
-                    if not np.isfinite(value).all():
-                        raise NonFiniteError("the result has non-finite entries (overflow)")
-                fixed[node.id] = value
+            if program.depends(node.id) & active:
+                varying_nodes.append(node)
                 continue
+            with blame(node), np.errstate(over="ignore"):
+                value = node.op.forward([fixed[a] for a in node.args])
+                if not np.isfinite(value).all():
+                    raise NonFiniteError("the result has non-finite entries (overflow)")
+            fixed[node.id] = value
+        names = [*fixed, *variables, *(n.id for n in varying_nodes)]
+        slot = {name: k for k, name in enumerate(names)}
+        steps = []
+        for node in varying_nodes:
             varying = tuple(k for k, a in enumerate(node.args) if a not in fixed)
             matrix = None
             if len(varying) == 1:
                 matrix = _prepare(program, node, varying[0], fixed, budget)
-            steps.append(_Step(node, varying, matrix))
-        self._fixed = fixed
+            args = tuple(slot[a] for a in node.args)
+            steps.append(_Step(node, slot[node.id], args, varying, matrix))
         self._steps = tuple(steps)
-        self._names = tuple(fixed) + tuple(variables) + tuple(s.node.id for s in steps)
-        self._slot = {name: k for k, name in enumerate(self._names)}
+        self._base: list[FloatArray | None] = [*fixed.values()] + [None] * (len(names) - len(fixed))
+        self._variables = tuple(slot[v] for v in variables)
+        self._output = slot[program.output]
         self._ones = np.ones(program.out_shape)
 
     @property
@@ -189,25 +203,26 @@ class ProgramObjective:
         NonFiniteError, DomainError
             Naming the node whose result is not finite or whose domain its arguments leave.
         """
-        values: dict[str, FloatArray] = {**self._fixed, **self.packing.unpack(x)}
+        # Every slot is filled below: fixed ones here, variables next, nodes in order.
+        values = cast(list[FloatArray], list(self._base))
+        for k, value in zip(self._variables, self.packing.unpack(x).values(), strict=True):
+            values[k] = value
         with np.errstate(all="ignore"):
             for step in self._steps:
-                node = step.node
-                args = [values[a] for a in node.args]
+                args = [values[k] for k in step.args]
                 try:
                     if step.matrix is not None:
                         y = step.matrix.forward(args[step.varying[0]])
                     else:
-                        node.op.check_domain(args, differentiating=False)
-                        y = node.op._forward(args)
+                        step.node.op.check_domain(args, differentiating=False)
+                        y = step.node.op._forward(args)
                 except (DomainError, NonFiniteError) as error:
-                    raise type(error)(f"{node.label}: {error}") from error
+                    raise type(error)(f"{step.node.label}: {error}") from error
                 if not np.isfinite(y).all():
-                    raise NonFiniteError(f"{node.label}: the result has non-finite entries "
+                    raise NonFiniteError(f"{step.node.label}: the result has non-finite entries "
                                          "(overflow)")  # fmt: skip
-                values[node.id] = y
-        output = self.program.output
-        return Evaluation(float(values[output].item()), tuple(values[n] for n in self._names))
+                values[step.out] = y
+        return Evaluation(float(values[self._output].item()), tuple(values))
 
     def gradient(self, evaluation: Evaluation) -> FloatArray:
         """Return ``∇f`` with respect to every variable, packed like ``x``.
@@ -217,31 +232,35 @@ class ProgramObjective:
         NonFiniteError, DomainError
             If the gradient is not finite, or a node has no derivative at its arguments.
         """
-        values = dict(zip(self._names, evaluation.values, strict=True))
-        pulled: dict[str, FloatArray] = {self.program.output: self._ones}
+        values = evaluation.values
+        pulled: list[FloatArray | None] = [None] * len(values)
+        pulled[self._output] = self._ones
         with np.errstate(all="ignore"):
             for step in reversed(self._steps):
-                node = step.node
-                u = pulled.pop(node.id, None)
+                u = pulled[step.out]
                 if u is None:
                     continue
-                args = [values[a] for a in node.args]
+                args = [values[k] for k in step.args]
                 try:
                     if step.matrix is None:
-                        node.op.check_domain(args, differentiating=True)
+                        step.node.op.check_domain(args, differentiating=True)
                     for j in step.varying:
                         if step.matrix is not None:
                             g = step.matrix.pullback(u)
                         else:
-                            g = node.op._vjp(args, j, u[np.newaxis])[0]
-                        arg = node.args[j]
-                        pulled[arg] = g if arg not in pulled else pulled[arg] + g
+                            g = step.node.op._vjp(args, j, u[np.newaxis])[0]
+                        k = step.args[j]
+                        before = pulled[k]
+                        pulled[k] = g if before is None else before + g
                 except (DomainError, NonFiniteError) as error:
-                    raise type(error)(f"{node.label}: {error}") from error
-            for name, shape in zip(self.packing.names, self.packing.shapes, strict=True):
-                if name not in pulled:
-                    pulled[name] = np.zeros(shape)  # no path from this variable to f
-            grad = self.packing.pack(pulled)
+                    raise type(error)(f"{step.node.label}: {error}") from error
+            parts = {}
+            for name, shape, k in zip(
+                self.packing.names, self.packing.shapes, self._variables, strict=True
+            ):
+                found = pulled[k]
+                parts[name] = np.zeros(shape) if found is None else found  # no path: zero
+            grad = self.packing.pack(parts)
             if not np.isfinite(grad).all():
                 raise NonFiniteError("the gradient has non-finite entries (overflow)")
         return grad

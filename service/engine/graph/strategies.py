@@ -24,7 +24,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .. import layout as index_layout
-from ..chain import _PREFERENCE, _SPARSE_COST, BLOCK_ELEMENTS, ComputedBy, Strategy
+from ..chain import _SPARSE_COST, BLOCK_ELEMENTS, ComputedBy, Strategy, choose_strategy
 from ..errors import LimitExceeded, NonFiniteError, ParameterError
 from ..jacobian import Format, Jacobian
 from ..sparse import Factor, RowMap, canonicalize, coo_from_triplets, matmul, to_coo, to_dense
@@ -158,27 +158,7 @@ def plan(
         "reverse": m * _per_pass(program, frozenset(wrt)) + dense,
         "forward": sum(n * _per_pass(program, frozenset({w})) for w, n in sizes.items()) + dense,
     }
-    admissible = {"chain": peak <= max_nnz, "reverse": dense <= max_dense_elements,
-                  "forward": dense <= max_dense_elements}  # fmt: skip
-    if strategy == "auto":
-        candidates = [s for s in _PREFERENCE if admissible[s]]
-        if not candidates:
-            raise LimitExceeded("non-zeros of a chain-rule product (upper bound)", peak, max_nnz,
-                                _NNZ_HINT)  # fmt: skip
-        chosen: ComputedBy = min(candidates, key=costs.__getitem__)
-    else:
-        chosen = strategy
-        if not admissible[chosen]:
-            if chosen == "chain":
-                raise LimitExceeded(
-                    "non-zeros of a chain-rule product (upper bound)",
-                    peak,
-                    max_nnz,
-                    "use strategy 'auto', or /v1/jvp or /v1/vjp",
-                )
-            raise LimitExceeded(f"Jacobian entries visited by strategy '{chosen}'", dense,
-                                max_dense_elements, "strategies 'forward' and 'reverse' visit "
-                                "every entry; use strategy 'chain' or 'auto'")  # fmt: skip
+    chosen = choose_strategy(strategy, costs, peak, max_nnz, dense, max_dense_elements)
     return ProgramPlan(chosen, costs, nnz_bounds, peak, dense)
 
 

@@ -44,6 +44,11 @@ CASES: list[tuple[str, NaryOp, list[np.ndarray]]] = [
     ("einsum-outer-sum", linalg.Einsum("ab,c->ca"), [_n(2, 3), _n(2)]),
     ("xcorr2d", linalg.XCorr2D(), [_n(2, 5, 6), _n(2, 2, 3)]),
     ("xcorr2d-4d", linalg.XCorr2D(stride=[2, 1], padding="same"), [_n(2, 2, 5, 5), _n(3, 2, 3, 2)]),
+    (
+        "xcorr2d-dilated",
+        linalg.XCorr2D(padding="full", dilation=[1, 2]),
+        [_n(2, 2, 4, 6), _n(2, 2, 2, 2)],
+    ),
     ("concatenate", structure.Concatenate(axis=1), [_n(2, 1), _n(2, 3), _n(2, 2)]),
     ("stack", structure.Stack(axis=-1), [_n(2, 3), _n(2, 3)]),
     ("slice", structure.Slice(index=[[1, None, None], [None, None, -2]]), [_n(3, 5)]),
