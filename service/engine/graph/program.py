@@ -260,11 +260,20 @@ class Program:
             From an operation, naming the node.
         """
         values = self._check_inputs(inputs)
-        for node in self.nodes:
-            with blame(node), np.errstate(over="ignore"):
-                y = node.op.forward([values[a] for a in node.args])
-                _require_finite(y, "the result")
-            values[node.id] = y
+        # Every shape rule ran when the program was built, so each node runs its own rule after
+        # its domain check. Finiteness is checked once, on the output: an overflow reaches it
+        # (inf or nan), and only then are the values searched for the node that overflowed.
+        with np.errstate(all="ignore"):
+            for node in self.nodes:
+                args = [values[a] for a in node.args]
+                with blame(node):
+                    node.op.check_domain(args, differentiating=False)
+                    values[node.id] = node.op._forward(args)
+        if not np.all(np.isfinite(values[self.output])):
+            for node in self.nodes:
+                with blame(node):
+                    _require_finite(values[node.id], "the result")
+            _require_finite(values[self.output], "the output")  # an input, not finite
         return values
 
     def jvp(
@@ -294,12 +303,14 @@ class Program:
             if not self._depends[node.id] & active:
                 continue
             args = [values[a] for a in node.args]
+            with blame(node):
+                node.op.check_domain(args, differentiating=True)
             total: FloatArray | None = None
             for j, arg in enumerate(node.args):
                 if arg not in pushed:
                     continue
                 with blame(node):
-                    image = node.op.jvp(args, j, pushed[arg])
+                    image = node.op._jvp(args, j, pushed[arg])
                 total = image if total is None else total + image
             assert total is not None  # the node depends on an active input
             pushed[node.id] = total
@@ -334,11 +345,13 @@ class Program:
             if u is None:
                 continue
             args = [values[a] for a in node.args]
+            with blame(node):
+                node.op.check_domain(args, differentiating=True)
             for j, arg in enumerate(node.args):
                 if not self._depends[arg] & active:
                     continue
                 with blame(node):
-                    g = node.op.vjp(args, j, u)
+                    g = node.op._vjp(args, j, u)
                 # A value used by several nodes (or twice by one) sums its cotangents.
                 pulled[arg] = g if arg not in pulled else pulled[arg] + g
         result = {}
