@@ -31,7 +31,7 @@ from ...engine.descent import (
 )
 from ...engine.graph.descent import descend_program
 from ...engine.types import FloatArray
-from ..deps import ComputeDep, SettingsDep, body_openapi, json_body
+from ..deps import Compute, ComputeDep, SettingsDep, body_openapi, json_body
 from ..negotiation import NDJSON, Representation, answer, check_accept, negotiate, offer
 from ..problems import PROBLEM_RESPONSES, Problem, problem_kind
 from ..programs import build_program
@@ -60,7 +60,7 @@ STREAM = Representation(
     "`encoding: \"binary\"` the steps' x are base64 and the summary line's x_final is a binary "
     "tensor whose bytes follow that line's newline.",
     None,
-    schema=ndjson_schema(),
+    schema=ndjson_schema(programs=True),
 )
 offer(
     "gradient_descent",
@@ -74,6 +74,19 @@ STREAM_SLICE_SECONDS = 0.02
 
 GradientDescentBody = Annotated[GradientDescentRequest, Depends(json_body(GradientDescentRequest))]
 Events = Generator[DescentEvent, None, None]
+# The bytes of the NDJSON line of a record or of the summary.
+Line = Callable[[DescentRecord | DescentSummary], bytes]
+
+
+def descent_limits(settings: Settings) -> DescentLimits:
+    """Return the engine's bounds on a run (descent and minimization) from the settings."""
+    return DescentLimits(
+        max_steps=settings.max_descent_steps,
+        max_trajectory_elements=settings.max_trajectory_elements,
+        max_tensor_elements=settings.max_tensor_elements,
+        max_nnz=settings.max_coo_nnz,
+        deadline_seconds=settings.descent_deadline_seconds,
+    )
 
 
 Unpack = Callable[[FloatArray], dict[str, FloatArray]] | None
@@ -81,13 +94,7 @@ Unpack = Callable[[FloatArray], dict[str, FloatArray]] | None
 
 def _start(body: GradientDescentRequest, settings: Settings) -> tuple[Events, Unpack]:
     """Return the run's events, and for a program how to unpack ``x`` into its variables."""
-    limits = DescentLimits(
-        max_steps=settings.max_descent_steps,
-        max_trajectory_elements=settings.max_trajectory_elements,
-        max_tensor_elements=settings.max_tensor_elements,
-        max_nnz=settings.max_coo_nnz,
-        deadline_seconds=settings.descent_deadline_seconds,
-    )
+    limits = descent_limits(settings)
     if body.inputs is not None:
         inputs = {name: decode_tensor(tensor) for name, tensor in body.inputs.items()}
         shapes = {name: value.shape for name, value in inputs.items()}
@@ -153,6 +160,26 @@ def _gradient_descent(
     return GradientDescentResponse(**dict(summary), trajectory=trajectory)
 
 
+class _Run:
+    """A streamed run: ``start`` learns how to unpack a program's ``x``, ``line`` uses it."""
+
+    def __init__(self, body: GradientDescentRequest, settings: Settings) -> None:
+        self.body = body
+        self.settings = settings
+        self.unpack: Unpack = None
+
+    def start(self) -> Events:
+        events, self.unpack = _start(self.body, self.settings)
+        return events
+
+    def line(self, event: DescentRecord | DescentSummary) -> bytes:
+        encoding = self.body.encoding
+        if isinstance(event, DescentSummary):
+            return summary_line(_summary_fields(event, encoding, self.unpack))
+        point = _point(event, point_encoding(encoding), self.unpack)
+        return point.model_dump_json().encode() + b"\n"
+
+
 def _problem_line(error: Exception, instance: str, request_id: str | None) -> bytes:
     # The status line is long gone: a failure after the first byte is reported in-band.
     kind = problem_kind(error)
@@ -172,27 +199,28 @@ def _problem_line(error: Exception, instance: str, request_id: str | None) -> by
     return problem.model_dump_json(exclude_none=True).encode() + b"\n"
 
 
-def _summary_line(summary: DescentSummaryLine | ProgramDescentSummaryLine) -> bytes:
+def summary_line(summary: DescentSummaryLine | ProgramDescentSummaryLine) -> bytes:
     """Write the last line of a stream; binary final tensors' bytes follow its newline."""
     header, segments = split_segments(summary.model_dump(mode="python"))
     line = pydantic_core.to_json(header) + b"\n"
     return b"".join([line, *(segment.tobytes() for segment in segments)])
 
 
-def _pump(
-    events: Events, encoding: Encoding, unpack: Unpack, instance: str, request_id: str | None
-) -> tuple[bytes, bool]:
+def point_encoding(encoding: Encoding) -> Encoding:
+    """Return the encoding of the points of a stream: a binary run's x are base64 lines."""
+    return "base64" if encoding == "binary" else encoding
+
+
+def _pump(events: Events, line: Line, instance: str, request_id: str | None) -> tuple[bytes, bool]:
     """Run the engine for one slice; return the NDJSON lines made and whether the stream ends."""
     deadline = time.perf_counter() + STREAM_SLICE_SECONDS
     lines: list[bytes] = []
     try:
         for event in events:
-            if isinstance(event, DescentSummary):
-                lines.append(_summary_line(_summary_fields(event, encoding, unpack)))
-                return b"".join(lines), True
             if event is not None:
-                point = _point(event, "base64" if encoding == "binary" else encoding, unpack)
-                lines.append(point.model_dump_json().encode() + b"\n")
+                lines.append(line(event))
+            if isinstance(event, DescentSummary):
+                return b"".join(lines), True
             if time.perf_counter() >= deadline:
                 return b"".join(lines), False
     except Exception as error:
@@ -200,14 +228,12 @@ def _pump(
     return b"".join(lines), True
 
 
-async def _ndjson(
-    request: Request, events: Events, encoding: Encoding, unpack: Unpack
-) -> AsyncIterator[bytes]:
+async def _ndjson(request: Request, events: Events, line: Line) -> AsyncIterator[bytes]:
     """Stream the run; a client that disconnects stops it at the end of the current slice."""
     where = (request.url.path, getattr(request.state, "request_id", None))
     try:
         while not await request.is_disconnected():
-            chunk, done = await run_in_threadpool(_pump, events, encoding, unpack, *where)
+            chunk, done = await run_in_threadpool(_pump, events, line, *where)
             if chunk:
                 yield chunk
             if done:
@@ -248,12 +274,23 @@ async def gradient_descent(
     """Minimize f from x0 by x_(t+1) = x_t - γ ten(df/dx(x_t)) until a stopping rule fires."""
     if negotiate(request, "gradient_descent", body.encoding, body) is not STREAM:
         return await answer(request, compute, _gradient_descent, body, settings)
-    # A streamed run holds one computation slot from its checks to its last line.
+    run = _Run(body, settings)
+    return await stream(request, compute, run.start, run.line)
+
+
+async def stream(
+    request: Request, compute: Compute, start: Callable[[], Events], line: Line
+) -> StreamingResponse:
+    """Start a run and stream its events as NDJSON, one ``line(event)`` each (shared by routes).
+
+    A streamed run holds one computation slot from its checks to its last line. ``start`` does
+    the checks, the preparation and the evaluation at ``x0`` in a worker thread before the first
+    byte, so a refusal is still a problem response.
+    """
     release = await compute.acquire()
     try:
-        # Checks, preparation and f(x0) run here, so a refusal is still a problem response.
-        events, unpack = await run_in_threadpool(_start, body, settings)
+        events = await run_in_threadpool(start)
     except BaseException:
         release()
         raise
-    return _SlotStreamingResponse(_ndjson(request, events, body.encoding, unpack), release)
+    return _SlotStreamingResponse(_ndjson(request, events, line), release)

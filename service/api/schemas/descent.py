@@ -217,30 +217,43 @@ class ProgramDescentResponse(ProgramDescentSummaryLine):
     trajectory: list[ProgramTrajectoryPoint]
 
 
-def ndjson_schema() -> dict[str, Any]:
+def ndjson_schema(
+    point: type[TrajectoryPoint] = TrajectoryPoint,
+    summary_line: type[DescentSummaryLine] = DescentSummaryLine,
+    programs: bool = False,
+) -> dict[str, Any]:
     """Return the OpenAPI schema of one NDJSON line: a point, the summary, or a problem.
 
     The summary's schema is written inline; what it refers to (``TensorOut``) and the other two
     line kinds are components of the document already.
+
+    Parameters
+    ----------
+    point, summary_line : type
+        The models of a trajectory line and of the summary line (gradient descent's by default).
+    programs : bool
+        Also list a program's lines (``ProgramTrajectoryPoint``, ``ProgramDescentSummaryLine``).
     """
-    summary = DescentSummaryLine.model_json_schema(ref_template="#/components/schemas/{model}")
+    summary = summary_line.model_json_schema(ref_template="#/components/schemas/{model}")
     summary.pop("$defs", None)
-    program = ProgramDescentSummaryLine.model_json_schema(
-        ref_template="#/components/schemas/{model}"
-    )
-    program.pop("$defs", None)
+    lines: list[dict[str, Any]] = [
+        {"$ref": f"#/components/schemas/{point.__name__}"},
+        summary,
+        {"$ref": "#/components/schemas/Problem"},
+    ]
+    if programs:
+        program = ProgramDescentSummaryLine.model_json_schema(
+            ref_template="#/components/schemas/{model}"
+        )
+        program.pop("$defs", None)
+        lines += [{"$ref": "#/components/schemas/ProgramTrajectoryPoint"}, program]
+    also = "; for a program (inputs) ProgramTrajectoryPoint and ProgramDescentSummaryLine"
     return {
-        "description": "One JSON object per line: a TrajectoryPoint per recorded step as it is "
-        "computed, then the DescentSummaryLine (the line with 'status'); for a program (inputs) "
-        "ProgramTrajectoryPoint and ProgramDescentSummaryLine. A failure after the stream "
-        "started ends it with a Problem line.",
-        "oneOf": [
-            {"$ref": "#/components/schemas/TrajectoryPoint"},
-            summary,
-            {"$ref": "#/components/schemas/Problem"},
-            {"$ref": "#/components/schemas/ProgramTrajectoryPoint"},
-            program,
-        ],
+        "description": f"One JSON object per line: a {point.__name__} per recorded step as it "
+        f"is computed, then the {summary_line.__name__} (the line with 'status')"
+        f"{also if programs else ''}. A failure after the stream started ends it with a Problem "
+        "line.",
+        "oneOf": lines,
     }
 
 
