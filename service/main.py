@@ -24,7 +24,7 @@ from .api.problems import (
     UnsupportedMediaType,
     handle_exception,
 )
-from .api.router import API_ROUTES
+from .api.router import api_router
 from .api.security import ApiKeyMiddleware, DocsContentSecurityPolicy, public_paths
 from .codec.errors import CodecError
 from .config import Settings, get_settings
@@ -99,12 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     # Routes read these through an async dependency (deps.app_settings): no override, no hop.
     app.state.settings = settings
-    for route in API_ROUTES:
-        # Not included through the app, so the app's generate_unique_id_function does not
-        # name them: give each the same operation id (idempotent across apps).
-        if isinstance(route, APIRoute):
-            route.operation_id = _operation_id(route)
-    app.router.routes.extend(API_ROUTES)
+    app.include_router(api_router)
     # Starlette sends exceptions whose only handler is Exception's to its outermost layer, which
     # always answers 500 and re-raises; every expected class is therefore registered by name.
     handled = (
