@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable, Generator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
@@ -27,7 +27,9 @@ from ...engine.descent import (
     collect,
     descend,
 )
+from ...pictures import PictureType, descent_picture
 from ..deps import ComputeDep, SettingsDep, body_openapi, json_body
+from ..pictures import accepted_picture, picture_openapi, picture_response
 from ..problems import PROBLEM_RESPONSES, Problem, problem_kind
 from ..schemas.descent import (
     DescentSummaryLine,
@@ -91,6 +93,13 @@ def _gradient_descent(body: GradientDescentRequest, settings: Settings) -> Gradi
         **dict(summary),
         trajectory=[_point(record, body.encoding) for record in result.trajectory],
     )
+
+
+def _descent_picture(
+    body: GradientDescentRequest, settings: Settings, media_type: PictureType
+) -> bytes:
+    result = collect(_start(body, settings))
+    return descent_picture(result.trajectory, result.summary, media_type)
 
 
 def _problem_line(error: Exception, instance: str, request_id: str | None) -> bytes:
@@ -174,21 +183,30 @@ class _SlotStreamingResponse(StreamingResponse):
     "/gradient-descent",
     response_model=GradientDescentResponse,
     openapi_extra=body_openapi(GradientDescentRequest),
-    summary="Gradient descent on a scalar function, as JSON or an NDJSON stream",
+    summary="Gradient descent on a scalar function, as JSON, an NDJSON stream or a picture",
     responses={
         200: {
             "description": "The run: one JSON document, or with `Accept: application/x-ndjson` "
-            "one line per recorded step as it is computed, then the summary line.",
-            "content": {NDJSON: {"schema": ndjson_schema()}},
+            "one line per recorded step as it is computed, then the summary line; with "
+            "`Accept: image/png` (or `image/svg+xml`) the curves of f and ||grad f|| per recorded "
+            "step, with the status in the title.",
+            "content": {
+                NDJSON: {"schema": ndjson_schema()},
+                **picture_openapi("")[200]["content"],
+            },
         }
     },
 )
 async def gradient_descent(
     request: Request, body: GradientDescentBody, settings: SettingsDep, compute: ComputeDep
-) -> GradientDescentResponse | StreamingResponse:
+) -> GradientDescentResponse | Response:
     """Minimize f from x0 by x_(t+1) = x_t - γ ten(df/dx(x_t)) until a stopping rule fires."""
     if not _wants_ndjson(request):
-        return await compute(_gradient_descent, body, settings)
+        picture = accepted_picture(request)
+        if picture is None:
+            return await compute(_gradient_descent, body, settings)
+        content = await compute(_descent_picture, body, settings, picture)
+        return picture_response(content, picture)
     # A streamed run holds one computation slot from its checks to its last line.
     release = await compute.acquire()
     try:

@@ -2,7 +2,8 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
 
 from ...codec import Tensor, TensorOut, decode_tensor, encode_tensor
 from ...codec.sparse import decode_jacobian, encode_jacobian
@@ -13,7 +14,9 @@ from ...engine.functions import Direction
 from ...engine.jacobian import Jacobian
 from ...engine.op import op_classes
 from ...engine.types import FloatArray, Order
+from ...pictures import PictureType, spy_picture
 from ..deps import ComputeDep, SettingsDep, body_openapi, json_body
+from ..pictures import accepted_picture, picture_openapi, picture_response
 from ..problems import PROBLEM_RESPONSES
 from ..schemas.functions import (
     ChainRuleRequest,
@@ -59,9 +62,9 @@ def _evaluate(body: EvaluateRequest, settings: Settings) -> EvaluateResponse:
     return EvaluateResponse(value=encode_tensor(value, body.encoding))
 
 
-def _jacobian(body: JacobianRequest, settings: Settings) -> JacobianResponse:
+def _jacobian_result(body: JacobianRequest, settings: Settings) -> functions.JacobianResult:
     x = decode_tensor(body.x)
-    result = functions.jacobian(
+    return functions.jacobian(
         _chain(body.function, x, body.order),
         x,
         fmt=body.format,
@@ -71,12 +74,22 @@ def _jacobian(body: JacobianRequest, settings: Settings) -> JacobianResponse:
         check=body.check,
         limits=_limits(settings),
     )
+
+
+def _jacobian(body: JacobianRequest, settings: Settings) -> JacobianResponse:
+    result = _jacobian_result(body, settings)
     return JacobianResponse(
         value=encode_tensor(result.value, body.encoding),
         jacobian=encode_jacobian(result.jacobian, body.encoding),
         strategy=result.strategy,
         check=CheckReport.from_engine(result.check),
     )
+
+
+def _jacobian_picture(body: JacobianRequest, settings: Settings, media_type: PictureType) -> bytes:
+    # A spy plot is drawn from the COO entries, whatever format the JSON answer would use.
+    result = _jacobian_result(body.model_copy(update={"format": "coo"}), settings)
+    return spy_picture("∂h/∂x", result.jacobian, media_type)
 
 
 def _product(
@@ -154,12 +167,24 @@ async def evaluate(
     return await compute(_evaluate, body, settings)
 
 
-@router.post("/jacobian", openapi_extra=body_openapi(JacobianRequest), summary="Jacobian of h at x")
+@router.post(
+    "/jacobian",
+    response_model=JacobianResponse,
+    openapi_extra=body_openapi(JacobianRequest),
+    summary="Jacobian of h at x",
+    responses=picture_openapi(
+        "h(x) and its Jacobian; with `Accept: image/png` (or `image/svg+xml`) the Jacobian's spy "
+        "plot (a density raster for large matrices) instead."
+    ),
+)
 async def jacobian(
-    body: JacobianBody, settings: SettingsDep, compute: ComputeDep
-) -> JacobianResponse:
+    request: Request, body: JacobianBody, settings: SettingsDep, compute: ComputeDep
+) -> JacobianResponse | Response:
     """Return h(x) and its Jacobian, dense or canonical COO, in the requested layout/order."""
-    return await compute(_jacobian, body, settings)
+    picture = accepted_picture(request)
+    if picture is None:
+        return await compute(_jacobian, body, settings)
+    return picture_response(await compute(_jacobian_picture, body, settings, picture), picture)
 
 
 @router.post("/jvp", openapi_extra=body_openapi(JvpRequest), summary="Jacobian-vector product")
