@@ -19,8 +19,10 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from ..codec import DecodeLimits
+from ..codec.binary import HEADER_LENGTH, BinaryBodyError, read_binary_body
 from ..config import Settings, get_settings
 from ..engine.errors import LimitExceeded
+from .negotiation import body_kind
 from .observability import Metrics, route_template
 from .problems import Saturated
 
@@ -45,19 +47,43 @@ def json_body(model: type[RequestModel]) -> Callable[..., Awaitable[RequestModel
     REQUEST_MODELS.append(model)
 
     async def parse(request: Request, settings: SettingsDep) -> RequestModel:
+        kind = body_kind(request)  # 415 before the body is read
         raw = await request.body()
-        deferred: list[LimitExceeded] = []
-        context = {"limits": decode_limits(settings), "deferred_limits": deferred}
-        try:
-            parsed = await run_in_threadpool(model.model_validate_json, raw, context=context)
-        except ValidationError as error:
-            raise RequestValidationError(error.errors(include_url=False), body=raw) from None
-        if deferred:
-            raise deferred[0]
-        return parsed
+        limits = decode_limits(settings)
+        header_length = request.headers.get(HEADER_LENGTH) if kind == "binary" else None
+        return await run_in_threadpool(_validate, model, raw, kind, header_length, limits)
 
     parse.__name__ = f"parse_{model.__name__}"
     return parse
+
+
+def _validate(
+    model: type[RequestModel],
+    raw: bytes,
+    kind: str,
+    header_length: str | None,
+    limits: DecodeLimits,
+) -> RequestModel:
+    """Validate a JSON or binary body as ``model`` (in the worker thread)."""
+    deferred: list[LimitExceeded] = []
+    context: dict[str, Any] = {"limits": limits, "deferred_limits": deferred}
+    document = raw
+    if kind == "binary":
+        try:
+            document, segments = read_binary_body(
+                raw, header_length, limits.max_elements, limits.max_rank
+            )
+        except BinaryBodyError as error:
+            detail = {"loc": error.loc, "msg": error.message, "type": "binary_body"}
+            raise RequestValidationError([detail], body=error.header) from None
+        context["binary_segments"] = segments
+    try:
+        parsed = model.model_validate_json(document, context=context)
+    except ValidationError as error:
+        raise RequestValidationError(error.errors(include_url=False), body=document) from None
+    if deferred:
+        raise deferred[0]
+    return parsed
 
 
 def body_openapi(model: type[BaseModel]) -> dict[str, Any]:

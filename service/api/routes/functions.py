@@ -1,9 +1,8 @@
 """Functions as operation lists: list the operations, evaluate, differentiate, compose."""
 
-from typing import Annotated
+from typing import Annotated, cast
 
 from fastapi import APIRouter, Depends, Request
-from starlette.responses import Response
 
 from ...codec import Tensor, TensorOut, decode_tensor, encode_tensor
 from ...codec.sparse import decode_jacobian, encode_jacobian
@@ -16,8 +15,10 @@ from ...engine.op import op_classes
 from ...engine.types import FloatArray, Order
 from ...pictures import PictureType, spy_picture
 from ..deps import ComputeDep, SettingsDep, body_openapi, json_body
-from ..pictures import accepted_picture, picture_openapi, picture_response
+from ..negotiation import answer, check_accept, offer
+from ..pictures import accepted_picture, picture_response, pictures
 from ..problems import PROBLEM_RESPONSES
+from ..representations import BINARY, dense_jacobian, npy, npz
 from ..schemas.functions import (
     ChainRuleRequest,
     ChainRuleResponse,
@@ -35,7 +36,30 @@ from ..schemas.functions import (
 )
 from ..schemas.ops import REQUEST_WIDE, OpSpec
 
-router = APIRouter(prefix="/v1", tags=["functions"], responses=PROBLEM_RESPONSES)
+router = APIRouter(
+    prefix="/v1",
+    tags=["functions"],
+    responses=PROBLEM_RESPONSES,
+    dependencies=[Depends(check_accept)],
+)
+
+
+def _dense(body: JacobianRequest | ChainRuleRequest) -> bool:
+    return body.format == "dense"
+
+
+_DENSE_NPY = npy("jacobian", "the dense Jacobian (with format 'dense')", _dense, dense_jacobian)
+offer("evaluate", BINARY, npy("value", "h(x)"))
+offer(
+    "jacobian",
+    BINARY,
+    npz("jacobian"),
+    _DENSE_NPY,
+    *pictures("the spy plot of the Jacobian (a density raster for large matrices)"),
+)
+offer("jvp", BINARY, npy("jvp", "the JVP"))
+offer("vjp", BINARY, npy("vjp", "the VJP"))
+offer("chain_rule", BINARY, npz("jacobian"), _DENSE_NPY)
 
 EvaluateBody = Annotated[EvaluateRequest, Depends(json_body(EvaluateRequest))]
 JacobianBody = Annotated[JacobianRequest, Depends(json_body(JacobianRequest))]
@@ -161,49 +185,46 @@ async def list_ops() -> OperationsResponse:
 
 @router.post("/evaluate", openapi_extra=body_openapi(EvaluateRequest), summary="Evaluate h(x)")
 async def evaluate(
-    body: EvaluateBody, settings: SettingsDep, compute: ComputeDep
+    request: Request, body: EvaluateBody, settings: SettingsDep, compute: ComputeDep
 ) -> EvaluateResponse:
     """Evaluate a function given as a list of operations."""
-    return await compute(_evaluate, body, settings)
+    return await answer(request, compute, _evaluate, body, settings)
 
 
-@router.post(
-    "/jacobian",
-    response_model=JacobianResponse,
-    openapi_extra=body_openapi(JacobianRequest),
-    summary="Jacobian of h at x",
-    responses=picture_openapi(
-        "h(x) and its Jacobian; with `Accept: image/png` (or `image/svg+xml`) the Jacobian's spy "
-        "plot (a density raster for large matrices) instead."
-    ),
-)
+@router.post("/jacobian", openapi_extra=body_openapi(JacobianRequest), summary="Jacobian of h at x")
 async def jacobian(
     request: Request, body: JacobianBody, settings: SettingsDep, compute: ComputeDep
-) -> JacobianResponse | Response:
+) -> JacobianResponse:
     """Return h(x) and its Jacobian, dense or canonical COO, in the requested layout/order."""
-    picture = accepted_picture(request)
+    picture = accepted_picture(request, "jacobian", body)
     if picture is None:
-        return await compute(_jacobian, body, settings)
-    return picture_response(await compute(_jacobian_picture, body, settings, picture), picture)
+        return await answer(request, compute, _jacobian, body, settings)
+    content = await compute(_jacobian_picture, body, settings, picture)
+    # FastAPI sends a Response as it is, whatever the route's declared model.
+    return cast(JacobianResponse, picture_response(content, picture))
 
 
 @router.post("/jvp", openapi_extra=body_openapi(JvpRequest), summary="Jacobian-vector product")
-async def jvp(body: JvpBody, settings: SettingsDep, compute: ComputeDep) -> JvpResponse:
+async def jvp(
+    request: Request, body: JvpBody, settings: SettingsDep, compute: ComputeDep
+) -> JvpResponse:
     """Return h(x) and ten(J^T vec(tangent)) without forming J."""
-    return await compute(_jvp, body, settings)
+    return await answer(request, compute, _jvp, body, settings)
 
 
 @router.post("/vjp", openapi_extra=body_openapi(VjpRequest), summary="Vector-Jacobian product")
-async def vjp(body: VjpBody, settings: SettingsDep, compute: ComputeDep) -> VjpResponse:
+async def vjp(
+    request: Request, body: VjpBody, settings: SettingsDep, compute: ComputeDep
+) -> VjpResponse:
     """Return h(x) and ten(J vec(cotangent)) without forming J."""
-    return await compute(_vjp, body, settings)
+    return await answer(request, compute, _vjp, body, settings)
 
 
 @router.post(
     "/chain-rule", openapi_extra=body_openapi(ChainRuleRequest), summary="Compose Jacobians"
 )
 async def chain_rule(
-    body: ChainRuleBody, settings: SettingsDep, compute: ComputeDep
+    request: Request, body: ChainRuleBody, settings: SettingsDep, compute: ComputeDep
 ) -> ChainRuleResponse:
     """Multiply Jacobians in the notes' sense: J_h = J_g J_f for h = f ∘ g (in_out)."""
-    return await compute(_chain_rule, body, settings)
+    return await answer(request, compute, _chain_rule, body, settings)

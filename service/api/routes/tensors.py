@@ -3,13 +3,15 @@
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
 from ...codec import decode_tensor, encode_tensor
 from ...engine import layout
 from ...engine.errors import LimitExceeded, ShapeError
 from ..deps import ComputeDep, SettingsDep, body_openapi, json_body
+from ..negotiation import answer, check_accept, offer
 from ..problems import PROBLEM_RESPONSES
+from ..representations import BINARY, npy
 from ..schemas.tensors import (
     FlatRequest,
     FlatResponse,
@@ -21,7 +23,14 @@ from ..schemas.tensors import (
     VecResponse,
 )
 
-router = APIRouter(prefix="/v1", tags=["operators"], responses=PROBLEM_RESPONSES)
+router = APIRouter(
+    prefix="/v1",
+    tags=["operators"],
+    responses=PROBLEM_RESPONSES,
+    dependencies=[Depends(check_accept)],
+)
+offer("vec", BINARY, npy("vector", "vec(x)"))
+offer("ten", BINARY, npy("tensor", "ten(vector)"))
 
 VecBody = Annotated[VecRequest, Depends(json_body(VecRequest))]
 TenBody = Annotated[TenRequest, Depends(json_body(TenRequest))]
@@ -70,15 +79,15 @@ def _unflat(body: UnflatRequest, max_index_count: int) -> UnflatResponse:
 
 
 @router.post("/vec", openapi_extra=body_openapi(VecRequest), summary="vec: tensor to vector")
-async def vec(body: VecBody, compute: ComputeDep) -> VecResponse:
+async def vec(request: Request, body: VecBody, compute: ComputeDep) -> VecResponse:
     """Flatten a tensor into a vector: v[flat(i)] = x[i] in the chosen order."""
-    return await compute(_vec, body)
+    return await answer(request, compute, _vec, body)
 
 
 @router.post("/ten", openapi_extra=body_openapi(TenRequest), summary="ten: vector to tensor")
-async def ten(body: TenBody, compute: ComputeDep) -> TenResponse:
+async def ten(request: Request, body: TenBody, compute: ComputeDep) -> TenResponse:
     """Reshape a vector into a tensor of the given shape, the inverse of vec."""
-    return await compute(_ten, body)
+    return await answer(request, compute, _ten, body)
 
 
 @router.post("/flat", openapi_extra=body_openapi(FlatRequest), summary="flat: multi-index to flat")

@@ -1,22 +1,50 @@
 """POST /v1/cross-correlation: the notes' worked example as an endpoint, as JSON or a picture."""
 
-from typing import Annotated
+from typing import Annotated, cast
 
 from fastapi import APIRouter, Depends, Request
-from starlette.responses import Response
 
 from ...codec import decode_tensor, encode_tensor
-from ...codec.sparse import encode_jacobian
+from ...codec.sparse import CooJacobian, DenseJacobian, encode_jacobian
 from ...config import Settings
 from ...engine.correlation import CorrelationLimits, CorrelationResult, correlate
 from ...engine.types import FloatArray
 from ...pictures import PictureType, correlation_picture, spy_picture
 from ..deps import ComputeDep, SettingsDep, body_openapi, json_body
-from ..pictures import PictureNotAvailable, accepted_picture, picture_openapi, picture_response
-from ..problems import PROBLEM_RESPONSES
+from ..negotiation import answer, check_accept, offer
+from ..pictures import accepted_picture, picture_response, pictures
+from ..problems import PROBLEM_RESPONSES, NotAcceptable
+from ..representations import BINARY, npy, npz
 from ..schemas.xcorr import CrossCorrelationRequest, CrossCorrelationResponse
 
-router = APIRouter(prefix="/v1", tags=["cross-correlation"], responses=PROBLEM_RESPONSES)
+router = APIRouter(
+    prefix="/v1",
+    tags=["cross-correlation"],
+    responses=PROBLEM_RESPONSES,
+    dependencies=[Depends(check_accept)],
+)
+
+
+def _one_jacobian(body: CrossCorrelationRequest) -> bool:
+    return body.jacobian != "none" and len(body.wrt) == 1
+
+
+def _the_jacobian(answer: CrossCorrelationResponse) -> CooJacobian | DenseJacobian:
+    jacobian = answer.jacobian_x or answer.jacobian_kernel
+    assert jacobian is not None  # _one_jacobian admitted the request
+    return jacobian
+
+
+offer(
+    "cross_correlation",
+    BINARY,
+    npz(_the_jacobian, _one_jacobian, " Offered when exactly one Jacobian is requested."),
+    npy("output", "the correlation output"),
+    *pictures(
+        "the spy plot of the one Jacobian asked for, or, with jacobian 'none', heatmaps of the "
+        "input channels, the kernel and the output"
+    ),
+)
 
 CrossCorrelationBody = Annotated[
     CrossCorrelationRequest, Depends(json_body(CrossCorrelationRequest))
@@ -75,26 +103,21 @@ def _cross_correlation_picture(
 
 @router.post(
     "/cross-correlation",
-    response_model=CrossCorrelationResponse,
     openapi_extra=body_openapi(CrossCorrelationRequest),
     summary="2-D multi-channel cross-correlation and its Jacobians",
-    responses=picture_openapi(
-        "The correlation and the Jacobians asked for; with `Accept: image/png` (or "
-        "`image/svg+xml`) a picture instead: the spy plot of the one Jacobian asked for, or, "
-        'with `jacobian: "none"`, heatmaps of the input channels, the kernel and the output.'
-    ),
 )
 async def cross_correlation(
     request: Request, body: CrossCorrelationBody, settings: SettingsDep, compute: ComputeDep
-) -> CrossCorrelationResponse | Response:
+) -> CrossCorrelationResponse:
     """Cross-correlate x with the kernel; optionally return d out/d x and d out/d kernel."""
-    picture = accepted_picture(request)
+    picture = accepted_picture(request, "cross_correlation", body)
     if picture is None:
-        return await compute(_cross_correlation, body, settings)
+        return await answer(request, compute, _cross_correlation, body, settings)
     if body.jacobian != "none" and len(body.wrt) != 1:
-        raise PictureNotAvailable(
+        raise NotAcceptable(
             f"a picture shows one Jacobian, and wrt asks for {len(body.wrt)}: send wrt ['x'] "
             "or ['kernel'], or jacobian 'none' for the heatmaps of input, kernel and output"
         )
     content = await compute(_cross_correlation_picture, body, settings, picture)
-    return picture_response(content, picture)
+    # FastAPI sends a Response as it is, whatever the route's declared model.
+    return cast(CrossCorrelationResponse, picture_response(content, picture))
