@@ -5,7 +5,7 @@ from typing import Annotated, cast
 from fastapi import APIRouter, Depends, Request
 
 from ...codec import Tensor, TensorOut, decode_tensor, encode_tensor
-from ...codec.sparse import decode_jacobian, encode_jacobian
+from ...codec.sparse import encode_jacobian
 from ...config import Settings
 from ...engine import functions
 from ...engine.chain import Chain
@@ -14,6 +14,7 @@ from ...engine.jacobian import Jacobian
 from ...engine.op import op_classes
 from ...engine.types import FloatArray, Order
 from ...pictures import PictureType, spy_picture
+from ..chain_inputs import chain_inputs
 from ..deps import ComputeDep, SettingsDep, body_openapi, json_body
 from ..negotiation import answer, check_accept, offer
 from ..pictures import accepted_picture, picture_response, pictures
@@ -147,9 +148,10 @@ def _vjp(body: VjpRequest, settings: Settings) -> VjpResponse:
 
 
 def _chain_rule(body: ChainRuleRequest, settings: Settings) -> ChainRuleResponse:
-    matrices = [decode_jacobian(jacobian) for jacobian in body.jacobians]
+    stated_order = body.order if "order" in body.model_fields_set else None
+    inputs = chain_inputs(body.jacobians, body.layout, stated_order)
     product = functions.multiply(
-        matrices,
+        inputs.matrices,
         layout=body.layout,
         fmt=body.format,
         max_nnz=settings.max_coo_nnz,
@@ -162,7 +164,7 @@ def _chain_rule(body: ChainRuleRequest, settings: Settings) -> ChainRuleResponse
     out_shape = tuple(last.out_shape or [out_size])
     # The labels are the client's; they must still describe the product's size.
     functions.check_labels(in_shape, out_shape, in_size, out_size)
-    jacobian = Jacobian(product, in_shape, out_shape, body.layout, body.order)
+    jacobian = Jacobian(product, in_shape, out_shape, body.layout, inputs.order)
     return ChainRuleResponse(jacobian=encode_jacobian(jacobian, body.encoding))
 
 
