@@ -25,9 +25,12 @@ def _plot(axes: Axes, steps: np.ndarray, values: np.ndarray, label: str, color: 
 
 
 def descent_picture(
-    records: Sequence[DescentRecord], summary: DescentSummary, media_type: PictureType
+    records: Sequence[DescentRecord],
+    summary: DescentSummary,
+    media_type: PictureType,
+    title: str = "gradient descent",
 ) -> bytes:
-    """Return the curves of f and ||∇f|| of a descent run as PNG or SVG bytes.
+    """Return the curves of f and ||∇f|| of a descent (or minimization) run as PNG or SVG bytes.
 
     Parameters
     ----------
@@ -36,6 +39,8 @@ def descent_picture(
     summary : DescentSummary
         How the run ended; its status, step and final values go into the title.
     media_type : {"image/png", "image/svg+xml"}
+    title : str
+        What ran (e.g. ``"minimize (lbfgs)"``); the status follows it in the title.
 
     Returns
     -------
@@ -50,7 +55,7 @@ def descent_picture(
     _plot(bottom, steps, grad, "‖∇f(x_t)‖₂", "#b5453a")
     bottom.set_xlabel(f"step t ({steps.size} recorded)")
     figure.suptitle(
-        f"gradient descent: {summary.status} at step {summary.steps}\n"
+        f"{title}: {summary.status} at step {summary.steps}\n"
         f"f = {summary.f_final:.6g}, ‖∇f‖ = {summary.grad_norm_final:.6g}",
         fontsize=12,
     )

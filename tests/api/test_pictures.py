@@ -307,3 +307,25 @@ async def test_a_diverging_run_is_drawn_with_its_status(client: httpx.AsyncClien
     }
     svg = (await client.post("/v1/gradient-descent", json=body, headers=SVG)).text
     assert "gradient descent: diverged" in svg_texts(svg)
+
+
+async def test_minimize_draws_its_run_with_method_and_status(client: httpx.AsyncClient) -> None:
+    # Newton-CG on ½‖x − c‖² with exact Hessian-vector products stops at the minimum at once.
+    body = {
+        "function": [
+            {"op": "add", "constant": {"data": [-1.0, 2.0, 0.5]}},
+            {"op": "squared_norm"},
+            {"op": "scale", "factor": 0.5},
+        ],
+        "x0": {"data": [0.0, 0.0, 0.0]},
+        "method": "newton-cg",
+        "max_steps": 20,
+        "tolerances": {"grad_tol": 1e-8},
+    }
+    png = await client.post("/v1/minimize", json=body, headers=PNG)
+    assert decode_png(png).size == (900, 640)
+    svg = await client.post("/v1/minimize", json=body, headers=SVG)
+    assert svg.headers["content-type"] == "image/svg+xml"
+    summary = (await client.post("/v1/minimize", json=body)).json()
+    title = f"minimize (newton-cg): {summary['status']} at step {summary['steps']}"
+    assert title in svg_texts(svg.text)
