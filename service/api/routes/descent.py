@@ -63,7 +63,7 @@ offer(
     "gradient_descent",
     BINARY,
     STREAM,
-    npy("x_final", "the final iterate x_final"),
+    npy("x_final", "the final iterate x_final (x0 form)", lambda body: body.x0 is not None),
     *pictures("f and ||grad f|| per recorded step (log scale when positive), status in the title"),
 )
 # A streaming worker returns to the event loop at least this often, with the lines it has: the
