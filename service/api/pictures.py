@@ -8,6 +8,9 @@ the result (the heatmaps show the input and the kernel), and it is drawn in the 
 thread call, under the same computation slot, as the computation it shows.
 """
 
+from collections.abc import Callable
+from typing import Any
+
 from fastapi import Request
 from starlette.responses import Response
 
@@ -17,10 +20,15 @@ from .negotiation import Representation, negotiate
 FORMATS = {"image/png": "PNG", "image/svg+xml": "SVG, titles and labels as text"}
 
 
-def pictures(description: str) -> tuple[Representation, ...]:
-    """Return the PNG and SVG representations, each described by ``description``."""
+def pictures(
+    description: str, applies: Callable[[Any], bool] = lambda body: True
+) -> tuple[Representation, ...]:
+    """Return the PNG and SVG representations, described by ``description``.
+
+    Only the requests ``applies`` admits have them (406 for the others).
+    """
     return tuple(
-        Representation(media_type, f"{description} ({FORMATS[media_type]})", None)
+        Representation(media_type, f"{description} ({FORMATS[media_type]})", None, applies)
         for media_type in PICTURE_TYPES
     )
 
