@@ -44,6 +44,7 @@ from ..schemas.functions import (
     VjpResponse,
 )
 from ..schemas.ops import REQUEST_WIDE, OpSpec
+from ..schemas.second_order import HessianRequest, HvpRequest
 
 router = APIRouter(
     prefix="/v1",
@@ -106,7 +107,7 @@ def _limits(settings: Settings) -> functions.FunctionLimits:
 
 
 def _program(
-    body: EvaluateRequest | JacobianRequest | JvpRequest | VjpRequest,
+    body: EvaluateRequest | JacobianRequest | JvpRequest | VjpRequest | HvpRequest | HessianRequest,
 ) -> tuple[Program, dict[str, FloatArray]]:
     assert body.inputs is not None
     inputs = {name: decode_tensor(tensor) for name, tensor in body.inputs.items()}
