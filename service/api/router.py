@@ -2,7 +2,16 @@
 
 from fastapi import APIRouter
 
-from .routes import descent, functions, health, minimize, second_order, tensors, xcorr
+from .routes import (
+    descent,
+    functions,
+    health,
+    minimize,
+    playground,
+    second_order,
+    tensors,
+    xcorr,
+)
 
 api_router = APIRouter()
 api_router.include_router(health.router)
@@ -12,3 +21,4 @@ api_router.include_router(functions.router)
 api_router.include_router(descent.router)
 api_router.include_router(second_order.router)
 api_router.include_router(minimize.router)
+api_router.include_router(playground.router)
