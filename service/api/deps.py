@@ -22,6 +22,7 @@ from ..codec import DecodeLimits
 from ..codec.binary import HEADER_LENGTH, BinaryBodyError, read_binary_body
 from ..config import Settings, get_settings
 from ..engine.errors import LimitExceeded
+from .explain import explain
 from .negotiation import body_kind
 from .observability import Metrics, route_template
 from .problems import Saturated
@@ -80,7 +81,8 @@ def _validate(
     try:
         parsed = model.model_validate_json(document, context=context)
     except ValidationError as error:
-        raise RequestValidationError(error.errors(include_url=False), body=document) from None
+        errors = explain([dict(e) for e in error.errors(include_url=False)], model)
+        raise RequestValidationError(errors, body=document) from None
     if deferred:
         raise deferred[0]
     return parsed

@@ -6,6 +6,7 @@ Errors are raised in the engine and codec and rendered here, at the edge. The ta
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -264,6 +265,14 @@ def _select_branches(errors: list[Located]) -> list[Located]:
     return plain + chosen
 
 
+# pydantic prefixes the message of a ValueError raised in a validator; clients need only ours.
+_PYDANTIC_PREFIX = re.compile(r"^(Value error|Assertion failed), ")
+# Errors whose input is not worth echoing: absent, unparsable, or already named in the message.
+_NOT_ECHOED = frozenset(
+    {"missing", "json_invalid", "unknown_tag", "missing_tag", "ragged", "extra_forbidden"}
+)
+
+
 def validation_errors(errors: list[dict[str, Any]], body: Any) -> list[ProblemError]:
     """Map pydantic errors to ``{detail, pointer}``: one per place, from the meant union member."""
     document: Any = None
@@ -277,12 +286,15 @@ def validation_errors(errors: list[dict[str, Any]], body: Any) -> list[ProblemEr
     located: list[Located] = []
     for error in errors:
         missing = error.get("type") == "missing"
-        segments = _segments(tuple(error.get("loc", ())), document, missing)
-        detail = str(error.get("msg", "invalid"))
+        context = error.get("ctx") or {}
+        # A validator may name a place inside its field (the first ragged row): ctx["at"].
+        loc = (*error.get("loc", ()), *context.get("at", ()))
+        segments = _segments(loc, document, missing)
+        detail = _PYDANTIC_PREFIX.sub("", str(error.get("msg", "invalid")))
         value = error.get("input")
         if (
             "input" in error
-            and error.get("type") not in ("missing", "json_invalid")
+            and error.get("type") not in _NOT_ECHOED
             and (value is None or isinstance(value, bool | int | float | str))
         ):
             shown = json.dumps(value)
