@@ -17,6 +17,7 @@ from .api.deps import REQUEST_MODELS, Computations
 from .api.middleware import BodyLimitMiddleware
 from .api.negotiation import document as document_representations
 from .api.observability import Metrics, RequestContextMiddleware, configure_logging
+from .api.openapi_document import add_examples, declare_statuses, share_enums
 from .api.problems import (
     PROBLEM_TYPES,
     NotAcceptable,
@@ -44,6 +45,20 @@ Tensor calculus over HTTP, computed in float64 by a vectorized NumPy/SciPy engin
 """
 
 
+TAGS = [
+    {"name": "health", "description": "Liveness (`/healthz`) and readiness (`/readyz`) probes."},
+    {"name": "operators", "description": "The notes' `vec`, `ten`, `flat` and its inverse, in "
+     "index order F or C."},
+    {"name": "cross-correlation", "description": "2-D multi-channel cross-correlation (the notes' "
+     "worked example) and its Jacobians with respect to the image and the kernel."},
+    {"name": "functions", "description": "Functions as lists of registered operations "
+     "(`GET /v1/ops`): evaluate, Jacobian (strategies, formats, finite-difference check), JVP, "
+     "VJP, and the chain rule on given Jacobians."},
+    {"name": "gradient-descent", "description": "The notes' update x - γ ten(∂f/∂x) with momentum, "
+     "line search and stopping rules; JSON or a streamed NDJSON trajectory."},
+]  # fmt: skip
+
+
 def _operation_id(route: APIRoute) -> str:
     # Stable operation ids are the route function names (unique across the app).
     return route.name
@@ -64,6 +79,9 @@ def _install_openapi(app: FastAPI) -> None:
             components[model.__name__] = model_schema
         schema["components"]["schemas"] = dict(sorted(components.items()))
         document_representations(schema)
+        share_enums(schema)
+        declare_statuses(schema, app)
+        add_examples(schema)
         # Keys are optional (SERVICE_API_KEYS); the empty requirement says so to generators.
         schema["components"]["securitySchemes"] = {
             "bearerAuth": {"type": "http", "scheme": "bearer"},
@@ -96,6 +114,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION.replace("{types}", ", ".join(f"`{t}`" for t in PROBLEM_TYPES)),
         generate_unique_id_function=_operation_id,
+        openapi_tags=TAGS,
+        # Relative: Try-it-out and generated clients address the server that serves the document.
+        servers=[{"url": "/", "description": "The server that serves this document"}],
     )
     app.dependency_overrides[get_settings] = lambda: settings
     app.include_router(api_router)

@@ -31,6 +31,8 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 RequestModel = TypeVar("RequestModel", bound=BaseModel)
 # Every model parsed by json_body; main.py puts their schemas into components.schemas.
 REQUEST_MODELS: list[type[BaseModel]] = []
+# Every dependency made by json_body (the OpenAPI document declares the statuses they answer).
+BODY_PARSERS: set[Callable[..., Any]] = set()
 
 
 def decode_limits(settings: Settings) -> DecodeLimits:
@@ -55,6 +57,7 @@ def json_body(model: type[RequestModel]) -> Callable[..., Awaitable[RequestModel
         return await run_in_threadpool(_validate, model, raw, kind, header_length, limits)
 
     parse.__name__ = f"parse_{model.__name__}"
+    BODY_PARSERS.add(parse)
     return parse
 
 

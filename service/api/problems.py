@@ -420,20 +420,24 @@ def _problem_content(description: str) -> dict[str, Any]:
     }
 
 
+STATUS_DESCRIPTIONS: dict[int, str] = {
+    400: "The client left before its whole body arrived (`/problems/incomplete-body`).",
+    401: "Missing or wrong API key, when keys are configured (`/problems/unauthorized`).",
+    404: "No such resource.",
+    406: "No representation satisfies `Accept` (`/problems/not-acceptable`); errors are always "
+    "`application/problem+json`.",
+    408: "The body stopped arriving for longer than the read timeout.",
+    413: "Payload or estimated work over a configured limit (`/problems/limit-exceeded`).",
+    415: "A body that is neither `application/json` nor `application/octet-stream` "
+    "(`/problems/unsupported-media-type`).",
+    422: "Invalid input, shape or parameter; `errors` points into the body.",
+    500: "Unexpected error; generic detail, traceback only in the server log.",
+    503: "Every computation slot is busy, or too many body bytes are in flight; retry after "
+    "`Retry-After` seconds (`/problems/saturated`).",
+}
+# The responses a router declares; the document is then narrowed to each operation's statuses
+# (service/api/openapi_document.py).
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: _problem_content("Missing or wrong API key, when keys are configured."),
-    406: _problem_content(
-        "No representation satisfies `Accept` (`/problems/not-acceptable`); errors are always "
-        "`application/problem+json`."
-    ),
-    413: _problem_content(
-        "Payload or estimated work over a configured limit (`/problems/limit-exceeded`)."
-    ),
-    415: _problem_content(
-        "A body that is neither `application/json` nor `application/octet-stream` "
-        "(`/problems/unsupported-media-type`)."
-    ),
-    422: _problem_content("Invalid input, shape or parameter."),
-    500: _problem_content("Unexpected error; generic detail, traceback only in the server log."),
-    503: _problem_content("Every computation slot is busy; retry after `Retry-After` seconds."),
+    status: _problem_content(STATUS_DESCRIPTIONS[status])
+    for status in (401, 406, 413, 415, 422, 500, 503)
 }

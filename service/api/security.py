@@ -15,7 +15,7 @@ from .problems import Problem, problem_response
 
 HEALTH_PATHS = ("/healthz", "/readyz")
 METRICS_PATHS = ("/metrics",)
-DOCS_PREFIXES = ("/docs", "/redoc", "/openapi.json", "/static-offline-docs")
+DOCS_PREFIXES = ("/docs", "/redoc", "/openapi.json", "/static-offline-docs", "/problems")
 
 
 def public_paths(settings: Settings) -> tuple[str, ...]:
