@@ -1,5 +1,6 @@
 """The application factory: settings, routers, problem handlers, body limit, offline docs."""
 
+import copy
 from typing import Any
 
 from fastapi import FastAPI
@@ -79,6 +80,9 @@ def _install_openapi(app: FastAPI) -> None:
             components[model.__name__] = model_schema
         schema["components"]["schemas"] = dict(sorted(components.items()))
         document_representations(schema)
+        # The representations' schemas are module-level dicts shared by every app: copy before
+        # rewriting enums in place.
+        schema = copy.deepcopy(schema)
         share_enums(schema)
         declare_statuses(schema, app)
         add_examples(schema)

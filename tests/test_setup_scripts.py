@@ -7,6 +7,7 @@ installing anything.
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,27 @@ def test_serving_and_testing_use_separate_environments() -> None:
     assert ".venv-serve" in serve and ".venv/" not in serve.replace(".venv-serve", "")
     assert "-e '.[dev]'" in test and ".venv-serve" not in test
     assert "==>" in serve and "--quiet" not in serve  # progress is shown
+
+
+def test_ci_runs_a_derandomized_profile_then_random_examples_with_a_printed_seed() -> None:
+    from hypothesis import settings
+
+    assert settings.get_profile("ci").derandomize is True
+    random = settings.get_profile("ci-random")
+    assert random.derandomize is False and 0 < random.max_examples <= 20
+    run = (ROOT / ".ci" / "run").read_text()
+    assert "HYPOTHESIS_PROFILE=ci-random" in run and '--hypothesis-seed="$seed"' in run
+    assert 'echo "==> property tests with random examples' in run and "$seed" in run
+    assert "-m hypothesis" in run
+
+
+def test_the_random_phase_runs_and_prints_its_seed(tmp_path: Path) -> None:
+    # The exact command of .ci/run on one small module, with a fixed seed.
+    env = {**os.environ, "HYPOTHESIS_PROFILE": "ci-random"}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-m", "hypothesis",
+         "--hypothesis-seed=12345", "tests/codec/test_sparse.py"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert "1 passed" in done.stdout
