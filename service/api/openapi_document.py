@@ -12,6 +12,7 @@
 import json
 from collections import defaultdict
 from collections.abc import Iterator
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from fastapi.routing import APIRoute
 
 from .deps import BODY_PARSERS, get_compute
 from .negotiation import check_accept
-from .problems import PROBLEM_MEDIA_TYPE, STATUS_DESCRIPTIONS
+from .problems import PROBLEM_MEDIA_TYPE, PROBLEM_RESPONSES, STATUS_DESCRIPTIONS
 
 EXAMPLES_FILE = Path(__file__).with_name("request_examples.json")
 
@@ -96,7 +97,7 @@ def _calls(dependant: Dependant) -> list[Any]:
     return found
 
 
-def _api_routes(routes: list[Any]) -> Iterator[tuple[str, APIRoute]]:
+def api_routes(routes: list[Any]) -> Iterator[tuple[str, APIRoute]]:
     """Yield (path, route) of every API route, also inside included routers.
 
     FastAPI keeps an included router as one entry whose effective routes carry the full path.
@@ -110,7 +111,7 @@ def _api_routes(routes: list[Any]) -> Iterator[tuple[str, APIRoute]]:
                 if isinstance(original, APIRoute):
                     yield candidate.path_format, original
                 else:
-                    yield from _api_routes([candidate])
+                    yield from api_routes([candidate])
 
 
 def error_statuses(route: APIRoute) -> set[int]:
@@ -131,7 +132,7 @@ def error_statuses(route: APIRoute) -> set[int]:
 def declare_statuses(schema: dict[str, Any], app: FastAPI) -> None:
     """Set each operation's error responses to exactly the statuses it can answer."""
     problem = {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
-    for path, route in _api_routes(app.routes):
+    for path, route in api_routes(app.routes):
         if not route.include_in_schema:
             continue
         for method in route.methods or ():
@@ -143,11 +144,17 @@ def declare_statuses(schema: dict[str, Any], app: FastAPI) -> None:
                 for code, answer in operation["responses"].items()
                 if code[0] not in "45"
             }
-            for status in sorted(error_statuses(route)):
-                responses[str(status)] = {
-                    "description": STATUS_DESCRIPTIONS[status],
-                    "content": problem,
-                }
+            # A route may declare more (a status of its own); the routers' blanket list is not.
+            own = {
+                int(code): answer
+                for code, answer in route.responses.items()
+                if str(code)[0] in "45" and code not in PROBLEM_RESPONSES
+            }
+            for status in sorted(error_statuses(route) | set(own)):
+                description = own.get(status, {}).get("description") or STATUS_DESCRIPTIONS.get(
+                    status, HTTPStatus(status).phrase
+                )
+                responses[str(status)] = {"description": description, "content": problem}
             operation["responses"] = responses
 
 

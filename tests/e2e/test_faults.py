@@ -14,11 +14,12 @@ is bounded in bytes and in time.
 
 The last test runs its own load (three rounds of the memory-heavy faults, so it means the same
 when run alone) and compares the server's VmRSS after the warm-up with VmRSS after the rounds
-(growth < 50 MB, the third round < 5 MB: memory levels off), printing both with VmHWM. Waits for
-the server to hold a partial body, or to have let it go, watch the
-``request_body_bytes_in_flight`` gauge instead of sleeping. The 2 MiB limit matters for that bound: a body that
-streams in is held in memory up to the limit, so at the default 64 MiB one endless body raises
-VmHWM by about 66 MB, and N of them at once by N x 64 MiB (measured, reported on issue 6).
+(growth < 50 MB, the third round < 5 MB: memory levels off), printing both with VmHWM. Waits
+for the server to hold a partial body, or to have let it go, watch the
+``request_body_bytes_in_flight`` gauge instead of sleeping. The 2 MiB limit matters for the
+memory bound: a body that streams in is held in memory up to the limit, so at the default
+64 MiB one endless body raises VmHWM by about 66 MB, and N of them at once by N x 64 MiB
+(measured, reported on issue 6).
 
 The dense refusal's latency (p50 of 10, from the client) is printed, not asserted. Run with
 ``-s`` to see the numbers.
