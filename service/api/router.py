@@ -2,7 +2,16 @@
 
 from fastapi import APIRouter
 
-from .routes import descent, functions, health, problem_pages, tensors, xcorr
+from .routes import (
+    descent,
+    functions,
+    health,
+    minimize,
+    problem_pages,
+    second_order,
+    tensors,
+    xcorr,
+)
 
 api_router = APIRouter()
 api_router.include_router(health.router)
@@ -10,4 +19,6 @@ api_router.include_router(tensors.router)
 api_router.include_router(xcorr.router)
 api_router.include_router(functions.router)
 api_router.include_router(descent.router)
+api_router.include_router(second_order.router)
+api_router.include_router(minimize.router)
 api_router.include_router(problem_pages.router)
