@@ -57,6 +57,10 @@ TAGS = [
      "VJP, and the chain rule on given Jacobians."},
     {"name": "gradient-descent", "description": "The notes' update x - γ ten(∂f/∂x) with momentum, "
      "line search and stopping rules; JSON or a streamed NDJSON trajectory."},
+    {"name": "second-order", "description": "Exact Hessian-vector products (forward over reverse) "
+     "and Hessians of scalar functions, sparse from their structure or dense."},
+    {"name": "minimize", "description": "Minimize a scalar function with gd, adam, lbfgs, "
+     "newton-cg or trust-ncg, with stopping rules; JSON or a streamed trajectory."},
 ]  # fmt: skip
 
 
