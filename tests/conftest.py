@@ -7,6 +7,7 @@ also explores beyond the fixed set.
 """
 
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,15 @@ settings.register_profile("dev", max_examples=25, **COMMON)
 settings.register_profile("ci", max_examples=100, derandomize=True, **COMMON)
 settings.register_profile("ci-random", max_examples=10, derandomize=False, database=None, **COMMON)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+# The Python client is its own distribution (client/, package jacobian_client). pytest imports it
+# in-process through `pythonpath` (pyproject.toml); subprocesses (README examples, the `jacobian`
+# command) find it through PYTHONPATH, so a venv without `pip install -e ./client` runs them too.
+CLIENT_SRC = str(Path(__file__).resolve().parents[1] / "client" / "src")
+if CLIENT_SRC not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [CLIENT_SRC, os.environ.get("PYTHONPATH")])
+    )
 
 
 @pytest.fixture

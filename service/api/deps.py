@@ -13,13 +13,14 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
 import anyio
+import numpy as np
 from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from ..codec import DecodeLimits
-from ..codec.binary import HEADER_LENGTH, BinaryBodyError, read_binary_body
+from ..codec.binary import HEADER_LENGTH, REQUEST_SEGMENTS, BinaryBodyError, read_binary_body
 from ..config import Settings, get_settings
 from ..engine.errors import LimitExceeded
 from .explain import explain
@@ -54,7 +55,12 @@ def json_body(model: type[RequestModel]) -> Callable[..., Awaitable[RequestModel
         raw = await request.body()
         limits = decode_limits(settings)
         header_length = request.headers.get(HEADER_LENGTH) if kind == "binary" else None
-        return await run_in_threadpool(_validate, model, raw, kind, header_length, limits)
+        parsed, segments = await run_in_threadpool(
+            _validate, model, raw, kind, header_length, limits
+        )
+        # Set in the request's task, so that its later worker-thread calls see the segments.
+        REQUEST_SEGMENTS.set(segments)
+        return parsed
 
     parse.__name__ = f"parse_{model.__name__}"
     BODY_PARSERS.add(parse)
@@ -67,11 +73,12 @@ def _validate(
     kind: str,
     header_length: str | None,
     limits: DecodeLimits,
-) -> RequestModel:
-    """Validate a JSON or binary body as ``model`` (in the worker thread)."""
+) -> tuple[RequestModel, list[np.ndarray[Any, Any]] | None]:
+    """Validate a JSON or binary body as ``model`` (in the worker thread); return its segments."""
     deferred: list[LimitExceeded] = []
     context: dict[str, Any] = {"limits": limits, "deferred_limits": deferred}
     document = raw
+    segments = None
     if kind == "binary":
         try:
             document, segments = read_binary_body(
@@ -88,7 +95,7 @@ def _validate(
         raise RequestValidationError(errors, body=document) from None
     if deferred:
         raise deferred[0]
-    return parsed
+    return parsed, segments
 
 
 def body_openapi(model: type[BaseModel]) -> dict[str, Any]:

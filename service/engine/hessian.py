@@ -112,27 +112,35 @@ def hvp(chain: Chain, x: FloatArray, tangents: FloatArray) -> HvpResult:
             f"vectors must have shape (B, {', '.join(map(str, chain.in_shape))}), "
             f"got {list(tangents.shape)}"
         )
-    adjoints = _adjoints(chain, values)
+    # The chain ran every shape rule once; each operation's domain is checked once here, then
+    # its private rules run (as the descent objective's stages do).
+    for index, op in enumerate(chain.ops):
+        with _blame(index, op):
+            op.check_domain(values[index], differentiating=True)
     # Tangents of the intermediates, only as far as the last operation with curvature needs.
     curved = [i for i, op in enumerate(chain.ops) if not op.linear]
     dots = [tangents]
     for index in range(curved[-1] if curved else 0):
         op = chain.ops[index]
         with _blame(index, op):
-            dots.append(op.jvp(values[index], dots[-1]))
-    product: FloatArray | None = None  # u̇, None while it is still exactly zero
+            dots.append(op._jvp(values[index], dots[-1]))
+    # u (one cotangent) and u̇ (one per tangent; None while exactly zero) are pulled back
+    # together, as one batch, through each operation.
+    u: FloatArray = np.ones((1, *chain.out_shape))
+    product: FloatArray | None = None
     for index in range(len(chain.ops) - 1, -1, -1):
         op = chain.ops[index]
         with _blame(index, op):
-            if product is not None:
-                product = op.vjp(values[index], product)
-            if not op.linear:
-                term = op.second_order(values[index], adjoints[index], dots[index])
-                product = term if product is None else product + term
-    with _blame(0, chain.ops[0]):
-        gradient = chain.ops[0].vjp(values[0], adjoints[0][np.newaxis])[0]
+            term = None if op.linear else op._second_order(values[index], u[0], dots[index])
+            if product is None:
+                u = op._vjp(values[index], u)
+            else:
+                pulled = op._vjp(values[index], np.concatenate([u, product]))
+                u, product = pulled[:1], pulled[1:]
+        if term is not None:
+            product = term if product is None else product + term
     products = np.zeros_like(tangents) if product is None else product
-    return HvpResult(values[-1], _finite(gradient, "the gradient"), _finite(products, "the HVP"))
+    return HvpResult(values[-1], _finite(u[0], "the gradient"), _finite(products, "the HVP"))
 
 
 def hessian_nnz_bound(chain: Chain) -> int:
@@ -191,6 +199,27 @@ def _curvature_matrix(
     data = np.moveaxis(columns[:, blocks], 0, -1)  # (K, G, K) -> (G, K_row, K_col)
     rows, cols = blocks[:, :, np.newaxis], blocks[:, np.newaxis, :]  # (G, K, 1), (G, 1, K)
     return sp.csr_array(coo_from_grids(rows, cols, data, (size, size)))
+
+
+def _symmetrized(matrix: sp.csr_array) -> sp.coo_array:
+    """Return ``(H + H^T) / 2`` as canonical COO: exactly symmetric, whatever the rounding.
+
+    ``P D P^T`` has a symmetric pattern, so the canonical CSC of ``H`` lists its entries in the
+    order that the canonical CSR of ``H^T`` would: the transpose's values, aligned entry for entry
+    with ``H``'s, without a sparse addition. A pattern that is not symmetric (an entry that
+    cancelled to zero on one side) takes the general sum.
+    """
+    matrix.sum_duplicates()  # canonical CSR: sorted, no duplicates
+    by_column = matrix.tocsc()
+    by_column.sum_duplicates()
+    if np.array_equal(matrix.indptr, by_column.indptr) and np.array_equal(
+        matrix.indices, by_column.indices
+    ):
+        data = (matrix.data + by_column.data) * 0.5
+        matrix = sp.csr_array((data, matrix.indices, matrix.indptr), shape=matrix.shape)
+    else:
+        matrix = sp.csr_array((matrix + matrix.T) * 0.5)
+    return canonicalize(matrix)
 
 
 def hessian(
@@ -262,7 +291,7 @@ def hessian(
             )
     values = chain.trace(x)
     adjoints = _adjoints(chain, values)
-    total = sp.csr_array((n, n))
+    total: sp.csr_array | None = None
     reach: Factor = RowMap((n, n), np.ones(n))  # P_1 = I
     last = max((i for i, group in enumerate(blocks) if group is not None), default=-1)
     for index in range(last + 1):
@@ -270,12 +299,13 @@ def hessian(
         if group is not None:
             curvature = _curvature_matrix(chain, index, values, adjoints[index], order, group)
             p = reach.to_csr() if isinstance(reach, RowMap) else reach
-            total = total + p @ curvature @ p.T
+            term = sp.csr_array(p @ curvature @ p.T)
+            total = term if total is None else sp.csr_array(total + term)
         if index < last:
             op = chain.ops[index]
             with _blame(index, op):
                 reach = matmul(reach, op.local_factor(values[index], order))
-    symmetric = canonicalize(sp.csr_array((total + total.T) * 0.5))
+    symmetric = _symmetrized(sp.csr_array((n, n)) if total is None else total)
     _finite(symmetric.data, "the Hessian")
     matrix: sp.coo_array | FloatArray = to_dense(symmetric) if fmt == "dense" else symmetric
     return HessianResult(values[-1], matrix)

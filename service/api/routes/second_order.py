@@ -83,6 +83,9 @@ async def hvp(
     openapi_extra=body_openapi(HessianRequest),
     summary="Hessian of a scalar function, sparse (COO) from its structure or dense",
 )
-async def hessian(body: HessianBody, settings: SettingsDep, compute: ComputeDep) -> HessianResponse:
+async def hessian(
+    request: Request, body: HessianBody, settings: SettingsDep, compute: ComputeDep
+) -> HessianResponse:
     """Return f(x) and its Hessian; f must have exactly one element."""
-    return await compute(_hessian, body, settings)
+    # Through the negotiation's answer, as hvp: encoding "binary" and npz need its representations.
+    return await answer(request, compute, _hessian, body, settings)

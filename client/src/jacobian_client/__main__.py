@@ -1,0 +1,5 @@
+"""``python -m jacobian_client`` runs the ``jacobian`` command."""
+
+from .cli import main
+
+main()
