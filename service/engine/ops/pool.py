@@ -191,13 +191,8 @@ class MaxPool2d(_Pool2d):
         shape = (layout.size_of(x.shape), layout.size_of(out_shape))
         return coo_from_grids(rows, cols, 1.0, shape)
 
-    def _second_order(
-        self, x: FloatArray, cotangent: FloatArray, tangents: FloatArray
-    ) -> FloatArray:
-        # Piecewise linear: where no window's maximum is tied the argmax is locally constant, so
-        # the Jacobian is too and its derivative is zero; at ties (measure zero) zero by choice.
-        return np.zeros_like(tangents)
-
-    def curvature_blocks(self, in_shape: Shape, order: Order) -> IndexArray | None:
-        """Return None: the second-order rule is zero (almost everywhere; see ``note``)."""
-        return None
+    # Piecewise linear: where no window's maximum is tied the argmax is locally constant, so the
+    # Jacobian is too and its derivative is zero, as for a linear operation; at ties (measure
+    # zero) zero by choice.
+    _second_order = LinearOp._second_order
+    curvature_blocks = LinearOp.curvature_blocks
