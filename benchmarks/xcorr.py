@@ -58,9 +58,7 @@ def median_ms(fn: Callable[[], object], repeat: int, budget_s: float = 2.0) -> f
     return 1e3 * statistics.median(samples)
 
 
-def interleaved_ms(
-    fns: dict[str, Callable[[], object]], repeat: int
-) -> dict[str, float]:
+def interleaved_ms(fns: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
     """Median ms of several functions, called in turn so they share the machine's state."""
     for fn in fns.values():
         fn()
@@ -138,7 +136,14 @@ def forward_table(repeat: int, all_methods: bool) -> str:
 def coo_table(repeat: int) -> str:
     rng = np.random.default_rng(1)
     header = [
-        "case", "layout", "nnz", "build ms", "ns/nnz", "build GB/s", "numpy copy GB/s", "ratio",
+        "case",
+        "layout",
+        "nnz",
+        "build ms",
+        "ns/nnz",
+        "build GB/s",
+        "numpy copy GB/s",
+        "ratio",
     ]
     rows = []
     for label, x_shape, k_shape in COO_CASES:
@@ -151,9 +156,7 @@ def coo_table(repeat: int) -> str:
         for layout in ("in_out", "out_in"):
             times = interleaved_ms(
                 {
-                    "build": lambda k=k, s=x_shape, lay=layout: xcorr.jacobian_x(
-                        k, s, layout=lay
-                    ),
+                    "build": lambda k=k, s=x_shape, lay=layout: xcorr.jacobian_x(k, s, layout=lay),
                     "copy": lambda r=row_ix, c=col_ix, v=values: (r.copy(), c.copy(), v.copy()),
                 },
                 repeat,
@@ -164,16 +167,18 @@ def coo_table(repeat: int) -> str:
             gigabytes = TRIPLET_BYTES * nnz / 1e9
             build_gbs = gigabytes / (times["build"] / 1e3)
             copy_gbs = gigabytes / (times["copy"] / 1e3)
-            rows.append([
-                label,
-                layout,
-                f"{nnz:,}",
-                f"{times['build']:.2f}",
-                f"{1e6 * times['build'] / nnz:.2f}",
-                f"{build_gbs:.2f}",
-                f"{copy_gbs:.2f}",
-                f"{build_gbs / copy_gbs:.2f}",
-            ])
+            rows.append(
+                [
+                    label,
+                    layout,
+                    f"{nnz:,}",
+                    f"{times['build']:.2f}",
+                    f"{1e6 * times['build'] / nnz:.2f}",
+                    f"{build_gbs:.2f}",
+                    f"{copy_gbs:.2f}",
+                    f"{build_gbs / copy_gbs:.2f}",
+                ]
+            )
     return markdown(header, rows)
 
 

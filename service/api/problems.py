@@ -383,6 +383,12 @@ def _problem_for(request: Request, exc: Exception) -> tuple[Problem, dict[str, s
     problem = Problem(
         type=kind.type, title=kind.title, status=kind.status, detail=detail, instance=instance
     )
+    pointer = getattr(exc, "pointer", None)
+    if isinstance(pointer, str):
+        # Program errors know where in the request they are (a node, a wrt name, an expression).
+        problem = problem.model_copy(
+            update={"errors": [ProblemError(detail=detail, pointer=pointer)]}
+        )
     if isinstance(exc, engine_errors.LimitExceeded):
         problem = problem.model_copy(
             update={

@@ -42,7 +42,15 @@ from .op import Op, Sparsity, batch_of, check_order
 from .sparse import Factor, canonicalize, coo_from_triplets, matmul, to_coo, to_dense
 from .types import FloatArray, IndexArray, Layout, Order, Shape
 
-__all__ = ["BLOCK_ELEMENTS", "STRATEGIES", "Chain", "ComputedBy", "JacobianPlan", "Strategy"]
+__all__ = [
+    "BLOCK_ELEMENTS",
+    "STRATEGIES",
+    "Chain",
+    "ComputedBy",
+    "JacobianPlan",
+    "Strategy",
+    "choose_strategy",
+]
 
 Strategy = Literal["auto", "chain", "reverse", "forward"]
 ComputedBy = Literal["chain", "reverse", "forward"]
@@ -114,6 +122,55 @@ class JacobianPlan:
     nnz_bound: int
     chain_peak_nnz: int
     dense_elements: int
+
+
+def choose_strategy(
+    strategy: Strategy,
+    costs: dict[str, int],
+    peak: int,
+    max_nnz: int,
+    dense_elements: int,
+    max_dense_elements: int,
+) -> ComputedBy:
+    """Resolve ``strategy`` from estimated costs, or refuse it, before anything is allocated.
+
+    ``chain`` is admissible when its largest matrix bound ``peak <= max_nnz``; ``forward`` and
+    ``reverse`` when the entries they visit, ``dense_elements``, are ``<= max_dense_elements``.
+    ``auto`` takes the cheapest admissible one, ties going to chain, then reverse, then forward.
+    Shared by op lists (:meth:`Chain.plan`) and programs (``graph.strategies.plan``).
+
+    Raises
+    ------
+    LimitExceeded
+        If the strategy asked for, or every strategy for ``auto``, is over a limit.
+    """
+    admissible = {
+        "chain": peak <= max_nnz,
+        "reverse": dense_elements <= max_dense_elements,
+        "forward": dense_elements <= max_dense_elements,
+    }
+    if strategy == "auto":
+        candidates = [s for s in _PREFERENCE if admissible[s]]
+        if not candidates:
+            raise LimitExceeded(
+                "non-zeros of a chain-rule product (upper bound)", peak, max_nnz, _NNZ_HINT
+            )
+        return min(candidates, key=costs.__getitem__)
+    if not admissible[strategy]:
+        if strategy == "chain":
+            raise LimitExceeded(
+                "non-zeros of a chain-rule product (upper bound)",
+                peak,
+                max_nnz,
+                hint="use strategy 'auto', or /v1/jvp or /v1/vjp",
+            )
+        raise LimitExceeded(
+            f"Jacobian entries visited by strategy '{strategy}'",
+            dense_elements,
+            max_dense_elements,
+            hint=_WORK_HINT,
+        )
+    return strategy
 
 
 class Chain:
@@ -435,35 +492,7 @@ class Chain:
             "reverse": m * per_pass + dense_elements,
             "forward": n * per_pass + dense_elements,
         }
-        admissible = {
-            "chain": peak <= max_nnz,
-            "reverse": dense_elements <= max_dense_elements,
-            "forward": dense_elements <= max_dense_elements,
-        }
-        chosen: ComputedBy
-        if strategy == "auto":
-            candidates = [s for s in _PREFERENCE if admissible[s]]
-            if not candidates:
-                raise LimitExceeded(
-                    "non-zeros of a chain-rule product (upper bound)", peak, max_nnz, _NNZ_HINT
-                )
-            chosen = min(candidates, key=costs.__getitem__)
-        else:
-            chosen = strategy
-            if not admissible[chosen]:
-                if chosen == "chain":
-                    raise LimitExceeded(
-                        "non-zeros of a chain-rule product (upper bound)",
-                        peak,
-                        max_nnz,
-                        hint="use strategy 'auto', or /v1/jvp or /v1/vjp",
-                    )
-                raise LimitExceeded(
-                    f"Jacobian entries visited by strategy '{chosen}'",
-                    dense_elements,
-                    max_dense_elements,
-                    hint=_WORK_HINT,
-                )
+        chosen = choose_strategy(strategy, costs, peak, max_nnz, dense_elements, max_dense_elements)
         return JacobianPlan(chosen, costs, nnz_bound, peak, dense_elements)
 
     # -- Jacobian --------------------------------------------------------------------------------

@@ -88,6 +88,7 @@ __all__ = [
     "DescentResult",
     "DescentState",
     "DescentSummary",
+    "Descendable",
     "Evaluation",
     "LineSearch",
     "Objective",
@@ -96,6 +97,7 @@ __all__ = [
     "Stop",
     "arrive",
     "check_scalar",
+    "check_steps",
     "collect",
     "descend",
     "init",
@@ -262,9 +264,20 @@ def check_scalar(chain: Chain, purpose: str = "gradient descent") -> None:
 
 def _check_limits(chain: Chain, params: DescentParams, limits: DescentLimits) -> None:
     check_intermediates(chain, limits.max_tensor_elements)
+    check_steps(layout.size_of(chain.in_shape), params, limits)
+
+
+def check_steps(x_size: int, params: DescentParams, limits: DescentLimits) -> None:
+    """Raise :class:`LimitExceeded` if the steps or the recorded trajectory are over a limit.
+
+    Parameters
+    ----------
+    x_size : int
+        Elements of ``x`` (every variable), recorded per point when ``record_x``.
+    """
     if params.max_steps > limits.max_steps:
         raise LimitExceeded("gradient-descent steps", params.max_steps, limits.max_steps)
-    per_point = layout.size_of(chain.in_shape) if params.record_x else 1
+    per_point = x_size if params.record_x else 1
     elements = params.recorded_points() * per_point
     if elements > limits.max_trajectory_elements:
         what = "points x elements of x" if params.record_x else "points"
@@ -356,6 +369,27 @@ def _is_stencil(op: LinearOp, in_shape: Shape, out_shape: Shape, max_nnz: int) -
     mixing = bound.fan_in > 1 and bound.fan_out > 1
     # At half the entries or more a CSR mat-vec loses to the operation's dense arithmetic.
     return mixing and bound.nnz <= max_nnz and 2 * bound.nnz <= dense
+
+
+class Descendable(Protocol):
+    """What the loop needs of ``f``: the shape of ``x``, ``f`` with its intermediates, ``∇f``.
+
+    :class:`Objective` (an op list) and the program objective of
+    :mod:`service.engine.graph.descent` (several variables as one vector) both provide it.
+    """
+
+    @property
+    def in_shape(self) -> Shape:
+        """Shape of ``x``."""
+        ...
+
+    def evaluate(self, x: FloatArray) -> "Evaluation":
+        """``f(x)`` and what the gradient needs; raises NonFiniteError or DomainError."""
+        ...
+
+    def gradient(self, evaluation: "Evaluation") -> FloatArray:
+        """``ten(∂f/∂x)`` at the evaluated point, shape ``in_shape``."""
+        ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -582,7 +616,7 @@ def _norm(v: FloatArray) -> float:
 
 
 def _state(
-    objective: Objective,
+    objective: Descendable,
     step: int,
     x: FloatArray,
     evaluation: Evaluation,
@@ -596,7 +630,7 @@ def _state(
     return DescentState(step, _frozen(x), evaluation.f, grad, grad_norm, velocity, learning_rate)
 
 
-def init(objective: Objective, x0: FloatArray) -> DescentState:
+def init(objective: Descendable, x0: FloatArray) -> DescentState:
     """Return the state at ``t = 0``.
 
     Parameters
@@ -629,7 +663,7 @@ def init(objective: Objective, x0: FloatArray) -> DescentState:
 
 
 def arrive(
-    objective: Objective,
+    objective: Descendable,
     step: int,
     x: FloatArray,
     velocity: FloatArray | None,
@@ -661,7 +695,7 @@ def arrive(
 
 
 def _backtrack(
-    objective: Objective, state: DescentState, params: DescentParams
+    objective: Descendable, state: DescentState, params: DescentParams
 ) -> DescentState | Stop:
     g = state.grad
     slope = state.grad_norm**2  # <g, g>: the decrease rate of f along -g
@@ -686,7 +720,9 @@ def _backtrack(
     )
 
 
-def update(objective: Objective, state: DescentState, params: DescentParams) -> DescentState | Stop:
+def update(
+    objective: Descendable, state: DescentState, params: DescentParams
+) -> DescentState | Stop:
     """Take one step: ``x_{t+1}`` from ``x_t`` by the rule ``params`` select.
 
     Parameters
@@ -788,7 +824,7 @@ Step = Callable[[DescentState], "DescentState | Stop"]
 
 
 def run(
-    objective: Objective,
+    objective: Descendable,
     start: DescentState,
     params: DescentParams,
     deadline_seconds: float | None = None,

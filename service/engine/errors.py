@@ -6,7 +6,13 @@ The engine raises these and nothing HTTP-shaped; the API layer maps each class t
 
 
 class EngineError(Exception):
-    """Root of every error the engine raises on purpose."""
+    """Root of every error the engine raises on purpose.
+
+    ``pointer``, when set, is the JSON pointer of the request member at fault (a program's node,
+    a ``wrt`` name, an expression); the API reports it in the problem's ``errors``.
+    """
+
+    pointer: str | None = None
 
 
 class ShapeError(EngineError):

@@ -372,9 +372,11 @@ def test_openapi_documents_both_representations(app: FastAPI) -> None:
     operation = document["paths"][PATH]["post"]
     assert operation["operationId"] == "gradient_descent"
     content = operation["responses"]["200"]["content"]
-    assert content["application/json"]["schema"] == {
-        "$ref": "#/components/schemas/GradientDescentResponse"
-    }
+    # The x0 form's response, or a program's (issue 9: inputs/variables, `final` by name).
+    assert content["application/json"]["schema"]["anyOf"] == [
+        {"$ref": "#/components/schemas/GradientDescentResponse"},
+        {"$ref": "#/components/schemas/ProgramDescentResponse"},
+    ]
     lines = content[NDJSON]["schema"]["oneOf"]
     assert lines[0] == {"$ref": "#/components/schemas/TrajectoryPoint"}
     assert lines[1]["title"] == "DescentSummaryLine"

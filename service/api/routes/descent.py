@@ -9,7 +9,6 @@ done before the first byte is sent, so refusals are ordinary problem responses e
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Generator
-from functools import partial
 from typing import Annotated
 
 import pydantic_core
@@ -18,7 +17,7 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
-from ...codec import Encoding, decode_tensor, encode_tensor
+from ...codec import Encoding, TensorOut, decode_tensor, encode_tensor
 from ...codec.binary import split_segments
 from ...config import Settings
 from ...engine.chain import Chain
@@ -30,14 +29,20 @@ from ...engine.descent import (
     collect,
     descend,
 )
+from ...engine.graph.descent import descend_program
+from ...engine.types import FloatArray
 from ..deps import Compute, ComputeDep, SettingsDep, body_openapi, json_body
 from ..negotiation import NDJSON, Representation, answer, check_accept, negotiate, offer
 from ..problems import PROBLEM_RESPONSES, Problem, problem_kind
+from ..programs import build_program
 from ..representations import BINARY, npy
 from ..schemas.descent import (
     DescentSummaryLine,
     GradientDescentRequest,
     GradientDescentResponse,
+    ProgramDescentResponse,
+    ProgramDescentSummaryLine,
+    ProgramTrajectoryPoint,
     TrajectoryPoint,
     ndjson_schema,
 )
@@ -55,7 +60,7 @@ STREAM = Representation(
     "`encoding: \"binary\"` the steps' x are base64 and the summary line's x_final is a binary "
     "tensor whose bytes follow that line's newline.",
     None,
-    schema=ndjson_schema(),
+    schema=ndjson_schema(programs=True),
 )
 offer(
     "gradient_descent",
@@ -84,13 +89,38 @@ def descent_limits(settings: Settings) -> DescentLimits:
     )
 
 
-def _start(body: GradientDescentRequest, settings: Settings) -> Events:
+Unpack = Callable[[FloatArray], dict[str, FloatArray]] | None
+
+
+def _start(body: GradientDescentRequest, settings: Settings) -> tuple[Events, Unpack]:
+    """Return the run's events, and for a program how to unpack ``x`` into its variables."""
+    limits = descent_limits(settings)
+    if body.inputs is not None:
+        inputs = {name: decode_tensor(tensor) for name, tensor in body.inputs.items()}
+        shapes = {name: value.shape for name, value in inputs.items()}
+        program = build_program(body.function, shapes, body.order)
+        return descend_program(program, inputs, body.variables, body.params(), limits)
+    assert body.x0 is not None and isinstance(body.function, list)
     x0 = decode_tensor(body.x0)
     chain = Chain([spec.to_engine(body.order) for spec in body.function], x0.shape)
-    return descend(chain, x0, body.params(), descent_limits(settings))
+    return descend(chain, x0, body.params(), limits), None
 
 
-def _point(record: DescentRecord, encoding: Encoding) -> TrajectoryPoint:
+def _tensors(values: dict[str, FloatArray], encoding: Encoding) -> dict[str, TensorOut]:
+    return {name: encode_tensor(value, encoding) for name, value in values.items()}
+
+
+def _point(
+    record: DescentRecord, encoding: Encoding, unpack: Unpack
+) -> TrajectoryPoint | ProgramTrajectoryPoint:
+    if unpack is not None:
+        return ProgramTrajectoryPoint(
+            step=record.step,
+            f=record.f,
+            grad_norm=record.grad_norm,
+            learning_rate=record.learning_rate,
+            variables=None if record.x is None else _tensors(unpack(record.x), encoding),
+        )
     return TrajectoryPoint(
         step=record.step,
         f=record.f,
@@ -100,25 +130,54 @@ def _point(record: DescentRecord, encoding: Encoding) -> TrajectoryPoint:
     )
 
 
-def _summary_fields(summary: DescentSummary, encoding: Encoding) -> DescentSummaryLine:
-    return DescentSummaryLine(
-        status=summary.status,
-        reason=summary.reason,
-        steps=summary.steps,
-        final_step=summary.final_step,
-        f_final=summary.f_final,
-        grad_norm_final=summary.grad_norm_final,
-        x_final=encode_tensor(summary.x_final, encoding),
-    )
+def _summary_fields(
+    summary: DescentSummary, encoding: Encoding, unpack: Unpack
+) -> DescentSummaryLine | ProgramDescentSummaryLine:
+    common = {
+        "status": summary.status,
+        "reason": summary.reason,
+        "steps": summary.steps,
+        "final_step": summary.final_step,
+        "f_final": summary.f_final,
+        "grad_norm_final": summary.grad_norm_final,
+    }
+    if unpack is not None:
+        return ProgramDescentSummaryLine(
+            **common, final=_tensors(unpack(summary.x_final), encoding)
+        )
+    return DescentSummaryLine(**common, x_final=encode_tensor(summary.x_final, encoding))
 
 
-def _gradient_descent(body: GradientDescentRequest, settings: Settings) -> GradientDescentResponse:
-    result = collect(_start(body, settings))
-    summary = _summary_fields(result.summary, body.encoding)
-    return GradientDescentResponse(
-        **dict(summary),
-        trajectory=[_point(record, body.encoding) for record in result.trajectory],
-    )
+def _gradient_descent(
+    body: GradientDescentRequest, settings: Settings
+) -> GradientDescentResponse | ProgramDescentResponse:
+    events, unpack = _start(body, settings)
+    result = collect(events)
+    summary = _summary_fields(result.summary, body.encoding, unpack)
+    trajectory = [_point(record, body.encoding, unpack) for record in result.trajectory]
+    if unpack is not None:
+        return ProgramDescentResponse(**dict(summary), trajectory=trajectory)
+    return GradientDescentResponse(**dict(summary), trajectory=trajectory)
+
+
+class _Run:
+    """A streamed run: ``start`` learns how to unpack a program's ``x``, ``line`` uses it."""
+
+    def __init__(self, body: GradientDescentRequest, settings: Settings) -> None:
+        self.body = body
+        self.settings = settings
+        self.unpack: Unpack = None
+
+    def start(self) -> Events:
+        events, self.unpack = _start(self.body, self.settings)
+        return events
+
+    def line(self, event: DescentRecord | DescentSummary) -> bytes:
+        encoding = self.body.encoding
+        if isinstance(event, DescentSummary):
+            return summary_line(_summary_fields(event, encoding, self.unpack))
+        point = _point(event, point_encoding(encoding), self.unpack)
+        return point.model_dump_json().encode() + b"\n"
 
 
 def _problem_line(error: Exception, instance: str, request_id: str | None) -> bytes:
@@ -140,8 +199,8 @@ def _problem_line(error: Exception, instance: str, request_id: str | None) -> by
     return problem.model_dump_json(exclude_none=True).encode() + b"\n"
 
 
-def summary_line(summary: DescentSummaryLine) -> bytes:
-    """Write the last line of a stream; a binary x_final's bytes follow its newline."""
+def summary_line(summary: DescentSummaryLine | ProgramDescentSummaryLine) -> bytes:
+    """Write the last line of a stream; binary final tensors' bytes follow its newline."""
     header, segments = split_segments(summary.model_dump(mode="python"))
     line = pydantic_core.to_json(header) + b"\n"
     return b"".join([line, *(segment.tobytes() for segment in segments)])
@@ -150,13 +209,6 @@ def summary_line(summary: DescentSummaryLine) -> bytes:
 def point_encoding(encoding: Encoding) -> Encoding:
     """Return the encoding of the points of a stream: a binary run's x are base64 lines."""
     return "base64" if encoding == "binary" else encoding
-
-
-def _line(event: DescentRecord | DescentSummary, encoding: Encoding) -> bytes:
-    # The NDJSON line of an event of /v1/gradient-descent.
-    if isinstance(event, DescentSummary):
-        return summary_line(_summary_fields(event, encoding))
-    return _point(event, point_encoding(encoding)).model_dump_json().encode() + b"\n"
 
 
 def _pump(events: Events, line: Line, instance: str, request_id: str | None) -> tuple[bytes, bool]:
@@ -212,19 +264,18 @@ class _SlotStreamingResponse(StreamingResponse):
 
 @router.post(
     "/gradient-descent",
-    response_model=GradientDescentResponse,
+    response_model=GradientDescentResponse | ProgramDescentResponse,
     openapi_extra=body_openapi(GradientDescentRequest),
     summary="Gradient descent on a scalar function, as JSON or an NDJSON stream",
 )
 async def gradient_descent(
     request: Request, body: GradientDescentBody, settings: SettingsDep, compute: ComputeDep
-) -> GradientDescentResponse | StreamingResponse:
+) -> GradientDescentResponse | ProgramDescentResponse | StreamingResponse:
     """Minimize f from x0 by x_(t+1) = x_t - γ ten(df/dx(x_t)) until a stopping rule fires."""
     if negotiate(request, "gradient_descent", body.encoding, body) is not STREAM:
         return await answer(request, compute, _gradient_descent, body, settings)
-    return await stream(
-        request, compute, partial(_start, body, settings), partial(_line, encoding=body.encoding)
-    )
+    run = _Run(body, settings)
+    return await stream(request, compute, run.start, run.line)
 
 
 async def stream(

@@ -9,7 +9,11 @@ from ...codec.sparse import CooJacobian, DenseJacobian, encode_jacobian
 from ...config import Settings
 from ...engine import functions
 from ...engine.chain import Chain
+from ...engine.errors import ParameterError
 from ...engine.functions import Direction
+from ...engine.graph import requests as programs
+from ...engine.graph.nary import nary_classes
+from ...engine.graph.program import Program
 from ...engine.jacobian import Jacobian
 from ...engine.op import op_classes
 from ...engine.types import FloatArray, Order
@@ -17,6 +21,7 @@ from ..chain_inputs import chain_inputs
 from ..deps import ComputeDep, SettingsDep, body_openapi, json_body
 from ..negotiation import answer, check_accept, offer
 from ..problems import PROBLEM_RESPONSES
+from ..programs import build_program
 from ..representations import BINARY, dense_jacobian, npy, npz
 from ..schemas.functions import (
     ChainRuleRequest,
@@ -30,6 +35,9 @@ from ..schemas.functions import (
     JvpResponse,
     OperationInfo,
     OperationsResponse,
+    ProgramJacobianResponse,
+    ProgramOperationInfo,
+    ProgramVjpResponse,
     VjpRequest,
     VjpResponse,
 )
@@ -89,13 +97,47 @@ def _limits(settings: Settings) -> functions.FunctionLimits:
     )
 
 
+def _program(
+    body: EvaluateRequest | JacobianRequest | JvpRequest | VjpRequest,
+) -> tuple[Program, dict[str, FloatArray]]:
+    assert body.inputs is not None
+    inputs = {name: decode_tensor(tensor) for name, tensor in body.inputs.items()}
+    shapes = {name: value.shape for name, value in inputs.items()}
+    return build_program(body.function, shapes, body.order), inputs
+
+
+def _no_check(body: JacobianRequest | JvpRequest | VjpRequest) -> None:
+    if body.check:
+        raise ParameterError("check (central differences) is available for the x form only")
+
+
 def _evaluate(body: EvaluateRequest, settings: Settings) -> EvaluateResponse:
+    if body.program:
+        program, inputs = _program(body)
+        value = programs.evaluate(program, inputs, _limits(settings))
+        return EvaluateResponse(value=encode_tensor(value, body.encoding))
+    assert body.x is not None and isinstance(body.function, list)
     x = decode_tensor(body.x)
     value = functions.evaluate(_chain(body.function, x, body.order), x, _limits(settings))
     return EvaluateResponse(value=encode_tensor(value, body.encoding))
 
 
-def _jacobian(body: JacobianRequest, settings: Settings) -> JacobianResponse:
+def _jacobian(
+    body: JacobianRequest, settings: Settings
+) -> JacobianResponse | ProgramJacobianResponse:
+    if body.program:
+        _no_check(body)
+        program, inputs = _program(body)
+        found = programs.jacobian(
+            program, inputs, body.wrt, fmt=body.format, strategy=body.strategy,
+            layout=body.layout, order=body.order, limits=_limits(settings),
+        )  # fmt: skip
+        return ProgramJacobianResponse(
+            value=encode_tensor(found.value, body.encoding),
+            jacobians={n: encode_jacobian(j, body.encoding) for n, j in found.jacobians.items()},
+            strategy=found.strategy,
+        )
+    assert body.x is not None and isinstance(body.function, list)
     x = decode_tensor(body.x)
     result = functions.jacobian(
         _chain(body.function, x, body.order),
@@ -118,6 +160,7 @@ def _jacobian(body: JacobianRequest, settings: Settings) -> JacobianResponse:
 def _product(
     body: JvpRequest | VjpRequest, vector: Tensor, direction: Direction, settings: Settings
 ) -> tuple[TensorOut, TensorOut, CheckReport | None]:
+    assert body.x is not None and isinstance(body.function, list)
     x = decode_tensor(body.x)
     chain = _chain(body.function, x, body.order)
     result = functions.product(
@@ -136,11 +179,38 @@ def _product(
 
 
 def _jvp(body: JvpRequest, settings: Settings) -> JvpResponse:
+    if body.program:
+        _no_check(body)
+        assert body.tangents is not None
+        program, inputs = _program(body)
+        tangents = {name: decode_tensor(t) for name, t in body.tangents.items()}
+        wrt = body.wrt if body.wrt is not None else list(tangents)
+        found = programs.product(
+            program, inputs, tangents, wrt, direction="jvp", limits=_limits(settings)
+        )
+        assert found.tangent is not None
+        return JvpResponse(
+            value=encode_tensor(found.value, body.encoding),
+            jvp=encode_tensor(found.tangent, body.encoding),
+        )
+    assert body.tangent is not None
     value, jvp, check = _product(body, body.tangent, "jvp", settings)
     return JvpResponse(value=value, jvp=jvp, check=check)
 
 
-def _vjp(body: VjpRequest, settings: Settings) -> VjpResponse:
+def _vjp(body: VjpRequest, settings: Settings) -> VjpResponse | ProgramVjpResponse:
+    if body.program:
+        _no_check(body)
+        program, inputs = _program(body)
+        found = programs.product(
+            program, inputs, decode_tensor(body.cotangent), body.wrt, direction="vjp",
+            limits=_limits(settings),
+        )  # fmt: skip
+        assert found.cotangents is not None
+        return ProgramVjpResponse(
+            value=encode_tensor(found.value, body.encoding),
+            cotangents={n: encode_tensor(g, body.encoding) for n, g in found.cotangents.items()},
+        )
     value, vjp, check = _product(body, body.cotangent, "vjp", settings)
     return VjpResponse(value=value, vjp=vjp, check=check)
 
@@ -180,7 +250,18 @@ async def list_ops() -> OperationsResponse:
                 uses_request_order="order" in cls.params,
             )
             for name, cls in op_classes().items()
-        ]
+        ],
+        program_operations=[
+            ProgramOperationInfo(
+                name=name,
+                arity=None if cls.variadic else len(cls.arg_names),
+                args=list(cls.arg_names),
+                linear=cls.linear,
+                note=cls.note,
+                params=dict(cls.params),
+            )
+            for name, cls in nary_classes().items()
+        ],
     )
 
 
@@ -195,7 +276,7 @@ async def evaluate(
 @router.post("/jacobian", openapi_extra=body_openapi(JacobianRequest), summary="Jacobian of h at x")
 async def jacobian(
     request: Request, body: JacobianBody, settings: SettingsDep, compute: ComputeDep
-) -> JacobianResponse:
+) -> JacobianResponse | ProgramJacobianResponse:
     """Return h(x) and its Jacobian, dense or canonical COO, in the requested layout/order."""
     return await answer(request, compute, _jacobian, body, settings)
 
@@ -211,7 +292,7 @@ async def jvp(
 @router.post("/vjp", openapi_extra=body_openapi(VjpRequest), summary="Vector-Jacobian product")
 async def vjp(
     request: Request, body: VjpBody, settings: SettingsDep, compute: ComputeDep
-) -> VjpResponse:
+) -> VjpResponse | ProgramVjpResponse:
     """Return h(x) and ten(J vec(cotangent)) without forming J."""
     return await answer(request, compute, _vjp, body, settings)
 

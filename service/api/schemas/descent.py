@@ -8,12 +8,12 @@ the trajectory.
 
 from typing import Annotated, Any
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from ...codec import Tensor, TensorOut
 from ...engine.descent import DIVERGENCE_FACTOR, DescentParams, LineSearch, Status
 from .common import Order, ResponseEncoding, ResponseModel, StrictModel
-from .ops import Function
+from .programs import AnyFunction, Inputs, Wrt
 
 Tolerance = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
@@ -71,8 +71,18 @@ class GradientDescentRequest(StrictModel):
         }
     }
 
-    function: Function
-    x0: Tensor = Field(description="The starting point x_0; its shape is the function's input.")
+    function: AnyFunction
+    x0: Tensor | None = Field(
+        None, description="The starting point x_0 of an op list; its shape is the input's."
+    )
+    inputs: Inputs | None = Field(
+        None, description="Programs: every input's value; the variables start from theirs."
+    )
+    variables: Wrt | None = Field(
+        None,
+        description="Programs: the inputs that descend (default: all); the others stay fixed. "
+        "||grad f|| and the stopping rules cover all variables jointly.",
+    )
     learning_rate: float = Field(
         gt=0, allow_inf_nan=False, description="γ > 0; with a line search, the first trial step."
     )
@@ -109,6 +119,17 @@ class GradientDescentRequest(StrictModel):
                 "condition is tested along -grad f"
             )
         return line_search
+
+    @model_validator(mode="after")
+    def _one_form(self) -> "GradientDescentRequest":
+        if (self.x0 is None) == (self.inputs is None):
+            raise ValueError("give either x0 (with an op list) or inputs (a program), not both")
+        if self.x0 is not None and not isinstance(self.function, list):
+            raise ValueError("with x0 the function must be an op list; use inputs for "
+                             "expressions and graphs")  # fmt: skip
+        if self.x0 is not None and self.variables is not None:
+            raise ValueError("variables needs inputs; with x0 the variable is x")
+        return self
 
     def params(self) -> DescentParams:
         """Return the engine's parameters for this request."""
@@ -166,9 +187,40 @@ class GradientDescentResponse(DescentSummaryLine):
     trajectory: list[TrajectoryPoint]
 
 
+class ProgramTrajectoryPoint(ResponseModel):
+    """One recorded step of a program's run; also one NDJSON line."""
+
+    step: int = Field(description="t; a multiple of record_every.")
+    f: float = Field(description="f at step t.")
+    grad_norm: float = Field(description="||grad f||_2 over all variables jointly.")
+    learning_rate: float | None = Field(description="The step length that produced step t.")
+    variables: dict[str, TensorOut] | None = Field(
+        None, description="Each variable's value, when record_x is true."
+    )
+
+
+class ProgramDescentSummaryLine(ResponseModel):
+    """How a program's run ended: the last NDJSON line of a streamed run."""
+
+    status: Status
+    reason: str
+    steps: int
+    final_step: int
+    f_final: float
+    grad_norm_final: float = Field(description="||grad f||_2 over all variables jointly.")
+    final: dict[str, TensorOut] = Field(description="Variable name -> its final value.")
+
+
+class ProgramDescentResponse(ProgramDescentSummaryLine):
+    """The summary of a program's run and its recorded trajectory."""
+
+    trajectory: list[ProgramTrajectoryPoint]
+
+
 def ndjson_schema(
     point: type[TrajectoryPoint] = TrajectoryPoint,
     summary_line: type[DescentSummaryLine] = DescentSummaryLine,
+    programs: bool = False,
 ) -> dict[str, Any]:
     """Return the OpenAPI schema of one NDJSON line: a point, the summary, or a problem.
 
@@ -179,18 +231,29 @@ def ndjson_schema(
     ----------
     point, summary_line : type
         The models of a trajectory line and of the summary line (gradient descent's by default).
+    programs : bool
+        Also list a program's lines (``ProgramTrajectoryPoint``, ``ProgramDescentSummaryLine``).
     """
     summary = summary_line.model_json_schema(ref_template="#/components/schemas/{model}")
     summary.pop("$defs", None)
+    lines: list[dict[str, Any]] = [
+        {"$ref": f"#/components/schemas/{point.__name__}"},
+        summary,
+        {"$ref": "#/components/schemas/Problem"},
+    ]
+    if programs:
+        program = ProgramDescentSummaryLine.model_json_schema(
+            ref_template="#/components/schemas/{model}"
+        )
+        program.pop("$defs", None)
+        lines += [{"$ref": "#/components/schemas/ProgramTrajectoryPoint"}, program]
+    also = "; for a program (inputs) ProgramTrajectoryPoint and ProgramDescentSummaryLine"
     return {
         "description": f"One JSON object per line: a {point.__name__} per recorded step as it "
-        f"is computed, then the {summary_line.__name__} (the line with 'status'). A failure "
-        "after the stream started ends it with a Problem line.",
-        "oneOf": [
-            {"$ref": f"#/components/schemas/{point.__name__}"},
-            summary,
-            {"$ref": "#/components/schemas/Problem"},
-        ],
+        f"is computed, then the {summary_line.__name__} (the line with 'status')"
+        f"{also if programs else ''}. A failure after the stream started ends it with a Problem "
+        "line.",
+        "oneOf": lines,
     }
 
 
@@ -199,6 +262,9 @@ __all__ = [
     "DescentTolerances",
     "GradientDescentRequest",
     "GradientDescentResponse",
+    "ProgramDescentResponse",
+    "ProgramDescentSummaryLine",
+    "ProgramTrajectoryPoint",
     "TrajectoryPoint",
     "ndjson_schema",
 ]

@@ -2,13 +2,39 @@
 
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
 from ...codec import Tensor, TensorOut
 from ...codec.sparse import JacobianIn, JacobianOut
 from ...engine.fdcheck import FDCheck
 from .common import Layout, Order, ResponseEncoding, ResponseModel, StrictModel
-from .ops import Function
+from .programs import AnyFunction, Inputs, Name, Wrt
+
+
+class _FunctionRequest(StrictModel):
+    """Either ``x`` and an op list, or named ``inputs``, any form of function and ``wrt``."""
+
+    x: Tensor | None = Field(None, description="The input of an op list (the `x` form).")
+    inputs: Inputs | None = None
+    function: AnyFunction
+    wrt: Wrt | None = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> "_FunctionRequest":
+        if (self.x is None) == (self.inputs is None):
+            raise ValueError("give either x (with an op list) or inputs (a program), not both")
+        if self.x is not None and not isinstance(self.function, list):
+            raise ValueError("with x the function must be an op list; use inputs for "
+                             "expressions and graphs")  # fmt: skip
+        if self.x is not None and self.wrt is not None:
+            raise ValueError("wrt needs inputs; with x the derivative is with respect to x")
+        return self
+
+    @property
+    def program(self) -> bool:
+        """Whether this is the program form (``inputs``)."""
+        return self.inputs is not None
+
 
 _EXAMPLE_FUNCTION = [
     {"op": "xcorr2d", "kernel": {"data": [[[1, 2]]]}},
@@ -40,21 +66,38 @@ class OperationInfo(ResponseModel):
     uses_request_order: bool = Field(
         description="Whether the result depends on the request's index order (reshape, linear)."
     )
+    arity: int = Field(1, description="Number of tensor arguments: 1 (the input x).")
+    args: list[str] = Field(["x"], description="Names of the tensor arguments.")
+
+
+class ProgramOperationInfo(ResponseModel):
+    """An operation of several tensor arguments, for expressions and graphs."""
+
+    name: str
+    arity: int | None = Field(description="Number of tensor arguments; null: any number >= 1.")
+    args: list[str] = Field(description="Names of the tensor arguments (one, repeated, if any).")
+    linear: bool = Field(description="Whether the operation is linear in each argument.")
+    note: str = Field(description="Differentiability: the choice made at non-smooth points.")
+    params: dict[str, str] = Field(description="Parameter name -> what it is.")
 
 
 class OperationsResponse(ResponseModel):
     """Every operation a function may use."""
 
-    operations: list[OperationInfo]
+    operations: list[OperationInfo] = Field(
+        description="Operations of one tensor: op lists, and one-argument calls in programs."
+    )
+    program_operations: list[ProgramOperationInfo] = Field(
+        description="Operations of several tensors, for expressions and graphs (a name here and "
+        "in `operations` is chosen by its number of arguments)."
+    )
 
 
-class EvaluateRequest(StrictModel):
-    """Evaluate h(x) for h = op_n ∘ ... ∘ op_1."""
+class EvaluateRequest(_FunctionRequest):
+    """Evaluate h(x) for h = op_n ∘ ... ∘ op_1, or a program at its inputs."""
 
     model_config = _examples()
 
-    x: Tensor
-    function: Function
     order: Order = "F"
     encoding: ResponseEncoding = "list"
 
@@ -98,13 +141,11 @@ class CheckReport(ResponseModel):
         )
 
 
-class JacobianRequest(StrictModel):
-    """The Jacobian of h at x: lmn x pqr in the notes' layout."""
+class JacobianRequest(_FunctionRequest):
+    """The Jacobian of h at x: lmn x pqr in the notes' layout (per input for a program)."""
 
     model_config = _examples(format="dense")
 
-    x: Tensor
-    function: Function
     format: FormatRequest = "auto"
     layout: Layout = "in_out"
     order: Order = "F"
@@ -127,14 +168,26 @@ class JacobianResponse(ResponseModel):
     check: CheckReport | None = None
 
 
-class JvpRequest(StrictModel):
+class JvpRequest(_FunctionRequest):
     """h(x) and the JVP ten(J^T vec(tangent)), without forming J."""
 
     model_config = _examples(tangent={"data": [[[1, 0, 0], [0, 0, 0]]]})
 
-    x: Tensor
-    function: Function
-    tangent: Tensor = Field(description="Same shape as x.")
+    tangent: Tensor | None = Field(None, description="Same shape as x (the `x` form).")
+    tangents: Annotated[dict[Name, Tensor], Field(min_length=1, max_length=16)] | None = Field(
+        None,
+        description="Programs: one tangent per input in `wrt`, keyed by name; the JVP is the sum "
+        "of their images.",
+    )
+
+    @model_validator(mode="after")
+    def _tangent_form(self) -> "JvpRequest":
+        if self.program == (self.tangent is not None) or self.program != (
+            self.tangents is not None
+        ):
+            raise ValueError("give tangent with x, tangents (name -> tensor) with inputs")
+        return self
+
     order: Order = "F"
     encoding: ResponseEncoding = "list"
     check: bool = False
@@ -148,13 +201,11 @@ class JvpResponse(ResponseModel):
     check: CheckReport | None = None
 
 
-class VjpRequest(StrictModel):
-    """h(x) and the VJP ten(J vec(cotangent)), without forming J."""
+class VjpRequest(_FunctionRequest):
+    """h(x) and the VJP ten(J vec(cotangent)), without forming J (per input for a program)."""
 
     model_config = _examples(cotangent={"data": [[1, 0], [0, 0]]})
 
-    x: Tensor
-    function: Function
     cotangent: Tensor = Field(description="Same shape as h(x).")
     order: Order = "F"
     encoding: ResponseEncoding = "list"
@@ -167,6 +218,23 @@ class VjpResponse(ResponseModel):
     value: TensorOut
     vjp: TensorOut
     check: CheckReport | None = None
+
+
+class ProgramJacobianResponse(ResponseModel):
+    """A program's output and its Jacobian with respect to each input of `wrt`."""
+
+    value: TensorOut
+    jacobians: dict[str, JacobianOut] = Field(
+        description="Input name -> J (that input's shape as in_shape, the output's as out_shape)."
+    )
+    strategy: Literal["chain", "reverse", "forward"]
+
+
+class ProgramVjpResponse(ResponseModel):
+    """A program's output and the VJP for each input of `wrt`."""
+
+    value: TensorOut
+    cotangents: dict[str, TensorOut] = Field(description="Input name -> ten(J_name vec(u)).")
 
 
 class ChainRuleRequest(StrictModel):

@@ -1,0 +1,126 @@
+"""Build an engine :class:`~service.engine.graph.program.Program` from a request's function.
+
+The three forms of CONVENTIONS 5.1 meet here: an expression is compiled to the graph form by the
+engine's parser, the graph form is built node by node, and an op list is the path graph over the
+one input. Expression and graph therefore go through the same builder and give the same bits.
+A one-input operation's parameters are validated by its request model (``schemas.ops``), so a
+tensor parameter is decoded exactly as in an op list; a bare list or number is taken as a tensor's
+``data``.
+"""
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, get_args
+
+from pydantic import ValidationError
+
+from ..codec import Tensor
+from ..engine.errors import ParameterError, ShapeError, UnknownOperation
+from ..engine.graph.expression import compile_expression
+from ..engine.graph.nary import Unary, build_op
+from ..engine.graph.program import GraphError, Node, Program
+from ..engine.op import Op
+from ..engine.types import Order, Shape
+from .schemas.ops import OP_SPECS, OpSpec
+from .schemas.programs import GraphSpec
+
+__all__ = ["build_program"]
+
+_SPECS: dict[str, type[OpSpec]] = {
+    spec.model_fields["op"].annotation.__args__[0]: spec  # type: ignore[union-attr]
+    for spec in OP_SPECS
+}
+
+
+def _is_tensor_field(spec: type[OpSpec], name: str) -> bool:
+    annotation = spec.model_fields[name].annotation
+    return annotation is Tensor or Tensor in get_args(annotation)
+
+
+def _unary_builder(order: Order, pointer: str) -> Any:
+    def build(cls: type[Op], params: Mapping[str, Any]) -> Op:
+        spec = _SPECS[cls.name]
+        bare = {
+            key
+            for key, value in params.items()
+            if key in spec.model_fields and _is_tensor_field(spec, key)
+            and not isinstance(value, dict) and value is not None
+        }  # fmt: skip
+        wire = {key: {"data": value} if key in bare else value for key, value in params.items()}
+        try:
+            model = spec.model_validate_json(json.dumps({"op": cls.name, **wire}))
+        except ValidationError as error:
+            first = error.errors(include_url=False)[0]
+            loc = list(first["loc"])
+            if loc[:1] and loc[0] in bare and loc[1:2] == ["data"]:
+                del loc[1]  # the client wrote the bare data: point at it
+            location = "".join(f"/{part}" for part in loc)
+            raise GraphError(f"{cls.name}: {loc[0]}: {first['msg']}",
+                             f"{pointer}{location}") from None  # fmt: skip
+        return model.to_engine(order)
+
+    return build
+
+
+def _node(raw: Mapping[str, Any], order: Order, pointer: str, where: str = "") -> Node:
+    params = {k: v for k, v in raw.items() if k not in ("id", "op", "args")}
+    args = tuple(raw["args"])
+    try:
+        op = build_op(raw["op"], len(args), params, _unary_builder(order, pointer))
+    except GraphError:
+        raise
+    except (ParameterError, UnknownOperation, ShapeError) as error:
+        located = type(error)(f"{where or 'node ' + repr(raw['id'])}: {error}")
+        located.pointer = pointer
+        raise located from error
+    return Node(raw["id"], op, args, where, pointer)
+
+
+def build_program(
+    function: str | GraphSpec | Sequence[OpSpec], shapes: Mapping[str, Shape], order: Order
+) -> Program:
+    """Return the program a request's ``function`` describes over inputs of ``shapes``.
+
+    Parameters
+    ----------
+    function : str, GraphSpec or list of OpSpec
+        Expression, graph form, or op list (then there must be exactly one input).
+    shapes : mapping of str to shape
+        The inputs, in request order.
+    order : {"F", "C"}
+        The request's index order (for ``reshape`` and ``linear``).
+
+    Raises
+    ------
+    GraphError, ExpressionError
+        With a pointer inside ``function`` (and a character offset for expressions).
+    ShapeError, ParameterError, UnknownOperation
+        From the operations, naming the node.
+    """
+    if isinstance(function, str):
+        graph, offsets = compile_expression(function, frozenset(shapes))
+        nodes = [
+            _node(
+                raw, order, "/function", f"expression character {offsets[raw['id']]} ({raw['op']})"
+            )
+            for raw in graph["nodes"]
+        ]
+        return Program(shapes, nodes, graph["output"])
+    if isinstance(function, GraphSpec):
+        nodes = [
+            _node(node.model_dump(), order, f"/function/nodes/{k}")
+            for k, node in enumerate(function.nodes)
+        ]
+        return Program(shapes, nodes, function.output)
+    if len(shapes) != 1:
+        raise GraphError("an op list applies to one input; with several inputs give an "
+                         "expression or a graph", "/function")  # fmt: skip
+    (name,) = shapes
+    previous = name
+    nodes = []
+    for k, spec in enumerate(function):
+        node_id = f"_{k + 1}" if f"_{k + 1}" != name else f"__{k + 1}"
+        op = Unary(spec.to_engine(order))
+        nodes.append(Node(node_id, op, (previous,), f"operation {k} ({spec.op})", f"/function/{k}"))
+        previous = node_id
+    return Program(shapes, nodes, previous)

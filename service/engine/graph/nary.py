@@ -1,0 +1,316 @@
+"""Operations of several arguments: the ``NaryOp`` contract, the one-argument adapter, the registry.
+
+A program node applies one :class:`NaryOp` to named values. Every rule takes the tuple of argument
+values and, for derivatives, the index ``i`` of the argument being differentiated: the op is seen
+as a function of argument ``i`` with the others held fixed (a partial derivative), and the graph
+sums over arguments and paths (CONVENTIONS section 5.1).
+
+Orientation is the notes' (``in_out``), per argument: ``J_i`` is ``size(arg_i) x size(out)`` with
+``J_i[flat(a), flat(o)] = d out_o / d arg_i[a]``; the JVP of a tangent ``v`` of argument ``i`` is
+``ten(J_i^T vec(v))``, the VJP of a cotangent ``u`` is ``ten(J_i vec(u))``. Both are batched over a
+leading axis, as for :class:`~service.engine.op.Op`.
+
+Today's one-input operations (:mod:`service.engine.ops`) keep their class and registry; a program
+uses them through :class:`Unary`, which calls their rules unchanged, so a path of them computes
+exactly what a :class:`~service.engine.chain.Chain` computes.
+"""
+
+import abc
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import scipy.sparse as sp
+
+from .. import layout
+from ..errors import ParameterError, UnknownOperation
+from ..op import Op, Sparsity, batch_of, check_order, get_op, op_classes
+from ..sparse import Factor, factor_of
+from ..types import FloatArray, Order, Shape
+
+__all__ = [
+    "NaryOp",
+    "Unary",
+    "build_op",
+    "nary_classes",
+    "register_nary",
+]
+
+Values = Sequence[FloatArray]
+
+
+@dataclass(frozen=True, eq=False)
+class NaryOp(abc.ABC):
+    """A differentiable function of one or more tensors, with per-argument derivative rules.
+
+    Attributes
+    ----------
+    name : str
+        The ``op`` of a graph node and the function name of an expression.
+    arg_names : tuple of str
+        The arguments' names (for ``GET /v1/ops``); a variadic op lists one, repeated.
+    variadic : bool
+        True when the op takes any number (>= 1) of arguments (``concatenate``, ``stack``).
+    linear : bool
+        True when the op is linear in each argument separately (its ``J_i`` does not depend on
+        argument ``i``).
+    note, params
+        As for :class:`~service.engine.op.Op`.
+    """
+
+    name: ClassVar[str]
+    arg_names: ClassVar[tuple[str, ...]] = ("x",)
+    variadic: ClassVar[bool] = False
+    linear: ClassVar[bool] = False
+    note: ClassVar[str] = "differentiable everywhere"
+    params: ClassVar[Mapping[str, str]] = MappingProxyType({})
+
+    # -- contract -------------------------------------------------------------------------------
+
+    @property
+    def label(self) -> str:
+        """The name messages use (a wrapped one-input op's own name)."""
+        return self.name
+
+    def check_arity(self, count: int) -> None:
+        """Raise :class:`ParameterError` unless the op takes ``count`` arguments."""
+        if self.variadic:
+            if count < 1:
+                raise ParameterError(f"{self.name} needs at least one argument")
+        elif count != len(self.arg_names):
+            raise ParameterError(
+                f"{self.name} takes {len(self.arg_names)} argument(s) "
+                f"({', '.join(self.arg_names)}), got {count}"
+            )
+
+    @abc.abstractmethod
+    def out_shape(self, shapes: Sequence[Shape]) -> Shape:
+        """Return the output shape for arguments of ``shapes`` (the shape rule).
+
+        Raises
+        ------
+        ShapeError, ParameterError
+            If the arguments do not fit together or the parameters do not fit them.
+        """
+
+    def workspace_elements(self, shapes: Sequence[Shape]) -> int:
+        """Return the elements of the largest temporary beyond arguments and output (default 0)."""
+        return 0
+
+    def sparsity(self, shapes: Sequence[Shape], i: int) -> Sparsity:
+        """Bound the non-zeros of ``J_i`` from shapes alone (default: dense)."""
+        n = layout.size_of(shapes[i])
+        m = layout.size_of(self.out_shape(shapes))
+        return Sparsity(n * m, m, n)
+
+    def check_domain(self, values: Values, *, differentiating: bool) -> None:
+        """Raise :class:`DomainError` if the arguments lie outside the domain (default: none)."""
+        return None
+
+    @abc.abstractmethod
+    def _forward(self, values: Values) -> FloatArray:
+        """Arguments -> (out_shape), on validated arguments."""
+
+    @abc.abstractmethod
+    def _jvp(self, values: Values, i: int, tangents: FloatArray) -> FloatArray:
+        """(B, *shape_i) -> (B, *out_shape): ``ten(J_i^T vec(v))`` for each ``v``."""
+
+    @abc.abstractmethod
+    def _vjp(self, values: Values, i: int, cotangents: FloatArray) -> FloatArray:
+        """(B, *out_shape) -> (B, *shape_i): ``ten(J_i vec(u))`` for each ``u``."""
+
+    @abc.abstractmethod
+    def _local_jacobian(self, values: Values, i: int, order: Order) -> sp.coo_array:
+        """Canonical COO ``J_i``, ``size_i x out_size``, flattened in ``order``."""
+
+    def _local_factor(self, values: Values, i: int, order: Order) -> Factor:
+        return factor_of(self._local_jacobian(values, i, order))
+
+    # -- validated public surface ---------------------------------------------------------------
+
+    def _validated(self, values: Values) -> tuple[tuple[FloatArray, ...], Shape]:
+        arrays = tuple(np.asarray(v, dtype=np.float64) for v in values)
+        self.check_arity(len(arrays))
+        shapes = [layout.check_dims(a.shape, f"{self.name}: argument shape") for a in arrays]
+        return arrays, self.out_shape(shapes)
+
+    def _argument(self, arrays: Sequence[FloatArray], i: int) -> None:
+        if not 0 <= i < len(arrays):
+            raise ParameterError(f"{self.name}: argument index {i} out of range")
+
+    def forward(self, values: Values) -> FloatArray:
+        """Evaluate the op; ``values[i]`` is argument ``i``."""
+        arrays, _ = self._validated(values)
+        self.check_domain(arrays, differentiating=False)
+        return self._forward(arrays)
+
+    def jvp(self, values: Values, i: int, tangents: FloatArray) -> FloatArray:
+        """Push tangents of argument ``i`` forward: (B, *shape_i) -> (B, *out_shape)."""
+        arrays, _ = self._validated(values)
+        self._argument(arrays, i)
+        tangents = batch_of(tangents, arrays[i].shape, "tangents")
+        self.check_domain(arrays, differentiating=True)
+        return self._jvp(arrays, i, tangents)
+
+    def vjp(self, values: Values, i: int, cotangents: FloatArray) -> FloatArray:
+        """Pull cotangents back to argument ``i``: (B, *out_shape) -> (B, *shape_i)."""
+        arrays, out_shape = self._validated(values)
+        self._argument(arrays, i)
+        cotangents = batch_of(cotangents, out_shape, "cotangents")
+        self.check_domain(arrays, differentiating=True)
+        return self._vjp(arrays, i, cotangents)
+
+    def local_jacobian(self, values: Values, i: int, order: Order = "F") -> sp.coo_array:
+        """Return ``J_i`` at ``values`` as a canonical COO array (``in_out``, ``order``)."""
+        check_order(order)
+        arrays, _ = self._validated(values)
+        self._argument(arrays, i)
+        self.check_domain(arrays, differentiating=True)
+        return self._local_jacobian(arrays, i, order)
+
+    def local_factor(self, values: Values, i: int, order: Order = "F") -> Factor:
+        """Return ``J_i`` as a factor of the chain-rule product (RowMap or canonical CSR)."""
+        check_order(order)
+        arrays, _ = self._validated(values)
+        self._argument(arrays, i)
+        self.check_domain(arrays, differentiating=True)
+        return self._local_factor(arrays, i, order)
+
+
+# -- the one-argument adapter ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Unary(NaryOp):
+    """A registered one-input :class:`~service.engine.op.Op` as a one-argument node operation.
+
+    Every rule is the wrapped op's own rule: the public methods of :class:`NaryOp` have already
+    run the same shape rule and domain check that the op's public methods would, so the answers
+    are the same bits as the op's.
+    """
+
+    op: Op
+
+    name: ClassVar[str] = "unary"
+
+    @property
+    def label(self) -> str:
+        """The wrapped op's name."""
+        return self.op.name
+
+    def out_shape(self, shapes: Sequence[Shape]) -> Shape:
+        """Return the wrapped op's shape rule applied to the one argument."""
+        return self.op.out_shape(shapes[0])
+
+    def workspace_elements(self, shapes: Sequence[Shape]) -> int:
+        """Return the wrapped op's workspace."""
+        return self.op.workspace_elements(shapes[0])
+
+    def sparsity(self, shapes: Sequence[Shape], i: int) -> Sparsity:
+        """Return the wrapped op's bound."""
+        return self.op.sparsity(shapes[0])
+
+    def check_domain(self, values: Values, *, differentiating: bool) -> None:
+        """Run the wrapped op's domain check."""
+        self.op.check_domain(values[0], differentiating=differentiating)
+
+    def _forward(self, values: Values) -> FloatArray:
+        return self.op._forward(values[0])
+
+    def _jvp(self, values: Values, i: int, tangents: FloatArray) -> FloatArray:
+        return self.op._jvp(values[0], tangents)
+
+    def _vjp(self, values: Values, i: int, cotangents: FloatArray) -> FloatArray:
+        return self.op._vjp(values[0], cotangents)
+
+    def _local_jacobian(self, values: Values, i: int, order: Order) -> sp.coo_array:
+        return self.op._local_jacobian(values[0], order)
+
+    def _local_factor(self, values: Values, i: int, order: Order) -> Factor:
+        return self.op._local_factor(values[0], order)
+
+
+# -- registry ------------------------------------------------------------------------------------
+
+_NARY: dict[str, type[NaryOp]] = {}
+NaryClass = TypeVar("NaryClass", bound=type[NaryOp])
+
+
+def register_nary(cls: NaryClass) -> NaryClass:
+    """Register an n-ary operation class under its ``name`` (class decorator).
+
+    Raises
+    ------
+    ValueError
+        If the name is registered twice.
+    """
+    name = cls.__dict__["name"]
+    if name in _NARY:
+        raise ValueError(f"n-ary operation {name!r} is registered twice")
+    _NARY[name] = cls
+    return cls
+
+
+def _load() -> None:
+    from . import ops  # noqa: F401  (registers the n-ary operations)
+
+
+def nary_classes() -> Mapping[str, type[NaryOp]]:
+    """Return a read-only view ``name -> class`` of the n-ary registry, sorted by name."""
+    _load()
+    return MappingProxyType(dict(sorted(_NARY.items())))
+
+
+def _takes(cls: type[NaryOp], count: int) -> bool:
+    return count >= 1 if cls.variadic else count == len(cls.arg_names)
+
+
+def build_op(
+    name: str,
+    count: int,
+    params: Mapping[str, Any],
+    unary: Callable[[type[Op], Mapping[str, Any]], Op],
+) -> NaryOp:
+    """Return the node operation ``name`` applied to ``count`` arguments with ``params``.
+
+    An n-ary operation that takes ``count`` arguments wins; otherwise, with one argument, the
+    registered one-input operation of that name (``add`` with a ``constant``, ``xcorr2d`` with a
+    ``kernel``) wrapped in :class:`Unary`.
+
+    Parameters
+    ----------
+    name : str
+    count : int
+        Number of arguments of the node.
+    params : mapping
+        The node's parameters, as JSON values.
+    unary : callable
+        Builds a one-input op from its class and the JSON parameters (the API decodes tensors).
+
+    Raises
+    ------
+    UnknownOperation
+        If no operation of that name exists.
+    ParameterError
+        If none of that name takes ``count`` arguments, or a parameter is invalid.
+    """
+    _load()
+    cls = _NARY.get(name)
+    if cls is not None and _takes(cls, count):
+        try:
+            return cls(**params)
+        except TypeError as error:
+            raise ParameterError(f"{name}: {error}") from None
+    if count == 1 and name in op_classes():
+        return Unary(unary(get_op(name), params))
+    if cls is None and name not in op_classes():
+        known = sorted({*_NARY, *op_classes()})
+        raise UnknownOperation(f"unknown operation {name!r}; known operations: {', '.join(known)}")
+    arities = []
+    if cls is not None:
+        arities.append("any number of" if cls.variadic else str(len(cls.arg_names)))
+    if name in op_classes():
+        arities.append("1")
+    raise ParameterError(f"{name} takes {' or '.join(arities)} argument(s), got {count}")
