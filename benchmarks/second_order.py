@@ -15,6 +15,14 @@ the numbers mean.
 * **Hessian COO / gradient**: the structural COO Hessian of ``sum(square(xcorr2d(x, [1, -1])))``,
   x (1, 1000, 1000) (n = 10⁶, neighbour differences along rows: 2,998,000 entries), against one
   gradient.
+* **Programs, HVP / gradient**: ``program_hvp`` against the gradient of gradient descent over
+  programs (``ProgramObjective``), on Rosenbrock n = 10⁴ (the expression of the README) and on
+  the kernel-recovery loss ``mse(xcorr2d(x, k), y)`` over ``k`` (3, 3, 3), ``x`` (3, 32, 32)
+  fixed.
+* **Rosenbrock L-BFGS**: n = 1000 from ``x0 = (-1.2, 1, -1.2, 1, ...)``, ``POST /v1/minimize``
+  with the expression (``grad_tol`` 1e-5, 2-norm) against
+  ``scipy.optimize.minimize(rosen, jac=rosen_der, method="L-BFGS-B")`` (defaults), one repetition
+  each (thousands of iterations).
 * **L-BFGS**: ``mean((tanh(x) - y)²)``, n = 1000, ``grad_tol`` 1e-9 (2-norm) against
   ``scipy.optimize.minimize(method="L-BFGS-B", jac=True)`` with the same function written in
   NumPy (``ftol`` 0, ``gtol`` 1e-12 so that the iteration counts match); ``POST /v1/minimize`` in
@@ -45,11 +53,13 @@ import scipy.optimize  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from service.api.programs import build_program  # noqa: E402
 from service.config import Settings  # noqa: E402
 from service.engine import hessian  # noqa: E402
 from service.engine.chain import Chain  # noqa: E402
 from service.engine.descent import Objective  # noqa: E402
 from service.engine.functions import FunctionLimits  # noqa: E402
+from service.engine.graph.descent import ProgramObjective  # noqa: E402
 from service.engine.op import get_op  # noqa: E402
 from service.main import create_app  # noqa: E402
 
@@ -107,6 +117,71 @@ def hvp_rows(repeat: int) -> list[dict[str, Any]]:
         )
         rows.append({"case": label, **times, "ratio": times["hvp"] / times["gradient"]})
     return rows
+
+
+ROSEN = "sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)"
+
+
+def program_rows(repeat: int) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(4)
+    shapes = {"x": (3, 32, 32), "k": (3, 3, 3), "y": (30, 30)}
+    cases = {
+        "Rosenbrock, n = 10^4": (ROSEN, {"x": rng.uniform(-2, 2, 10**4)}, ["x"]),
+        "mse(xcorr2d(x, k), y) over k, x (3, 32, 32)": (
+            "mse(xcorr2d(x, k), y)",
+            {name: rng.normal(size=shape) for name, shape in shapes.items()},
+            ["k"],
+        ),
+    }
+    rows = []
+    for label, (expression, inputs, wrt) in cases.items():
+        program = build_program(expression, {n: v.shape for n, v in inputs.items()}, "F")
+        objective = ProgramObjective(program, inputs, wrt, max_prepared_nnz=LIMITS.max_nnz)
+        x = objective.packing.pack(inputs)
+        vectors = {name: rng.normal(size=(1, *inputs[name].shape)) for name in wrt}
+        times = interleaved(
+            {
+                "gradient": lambda o=objective, x=x: o.gradient(o.evaluate(x)),
+                "hvp": lambda p=program, i=inputs, v=vectors: hessian.program_hvp(p, i, v),
+            },
+            repeat,
+        )
+        rows.append({"case": label, **times, "ratio": times["hvp"] / times["gradient"]})
+    return rows
+
+
+def rosenbrock_lbfgs_row(n: int = 1000) -> dict[str, Any]:
+    x0 = np.tile([-1.2, 1.0], n // 2)
+    start = time.perf_counter()
+    direct = scipy.optimize.minimize(
+        scipy.optimize.rosen, x0, jac=scipy.optimize.rosen_der, method="L-BFGS-B"
+    )
+    scipy_seconds = time.perf_counter() - start
+    body = {
+        "inputs": {"x": {"data": x0.tolist()}}, "function": ROSEN, "method": "lbfgs",
+        "max_steps": 100_000, "tolerances": {"grad_tol": 1e-5}, "record_every": 100_000,
+    }  # fmt: skip
+    app = create_app(Settings(max_descent_steps=100_000))
+
+    async def post() -> dict[str, Any]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+            response = await client.post("/v1/minimize", json=body, timeout=3600)
+            document: dict[str, Any] = response.raise_for_status().json()
+            return document
+
+    start = time.perf_counter()
+    document = asyncio.run(post())
+    service_seconds = time.perf_counter() - start
+    error = float(np.abs(np.array(document["final"]["x"]["data"]) - 1).max())
+    return {
+        "scipy": scipy_seconds, "scipy_iterations": int(direct.nit), "scipy_f": float(direct.fun),
+        "service": service_seconds, "service_iterations": document["steps"],
+        "service_f": document["f_final"], "status": document["status"], "max_error": error,
+        "evaluations": document["evaluations"],
+        "ratio": service_seconds / scipy_seconds,
+        "overhead": (service_seconds - scipy_seconds) / max(1, document["steps"]),
+    }  # fmt: skip
 
 
 def hessian_row(repeat: int) -> dict[str, Any]:
@@ -181,6 +256,21 @@ def main() -> None:
     for row in hvp_rows(args.repeat):
         print(f"| {row['case']} | {row['gradient'] * 1e3:.3f} | {row['hvp'] * 1e3:.3f} | "
               f"{row['ratio']:.2f} |")  # fmt: skip
+    print("\n| program | gradient (ms) | HVP (ms) | HVP / gradient |")
+    print("|---|---:|---:|---:|")
+    for row in program_rows(args.repeat):
+        print(f"| {row['case']} | {row['gradient'] * 1e3:.3f} | {row['hvp'] * 1e3:.3f} | "
+              f"{row['ratio']:.2f} |")  # fmt: skip
+    rosen = rosenbrock_lbfgs_row()
+    print("\n| Rosenbrock n = 1000, L-BFGS-B | time (s) | iterations | f |")
+    print("|---|---:|---:|---:|")
+    print(f"| scipy.optimize.minimize(rosen, jac=rosen_der) | {rosen['scipy']:.2f} | "
+          f"{rosen['scipy_iterations']} | {rosen['scipy_f']:.3g} |")  # fmt: skip
+    print(f"| POST /v1/minimize, expression, in process | {rosen['service']:.2f} | "
+          f"{rosen['service_iterations']} | {rosen['service_f']:.3g} |")  # fmt: skip
+    print(f"\nservice / scipy {rosen['ratio']:.2f}; overhead {rosen['overhead'] * 1e3:.3f} ms per "
+          f"iteration; {rosen['status']}, max |x - 1| = {rosen['max_error']:.2g}, evaluations "
+          f"{rosen['evaluations']}")  # fmt: skip
     row = hessian_row(args.repeat)
     print(f"\n| Hessian COO, n = 10^6 (nnz {row['nnz']}) | gradient (ms) | Hessian (ms) | ratio |")
     print("|---|---:|---:|---:|")

@@ -27,7 +27,7 @@ from .api.problems import (
     handle_exception,
 )
 from .api.router import api_router
-from .api.security import ApiKeyMiddleware, DocsContentSecurityPolicy, public_paths
+from .api.security import ApiKeyMiddleware, PageContentSecurityPolicy, public_paths
 from .codec.errors import CodecError
 from .config import Settings, get_settings
 from .engine.errors import EngineError
@@ -43,6 +43,10 @@ Tensor calculus over HTTP, computed in float64 by a vectorized NumPy/SciPy engin
   `application/octet-stream` bodies (a JSON header, then raw bytes; `"encoding": "binary"`), and
   Jacobians download as `.npz` (`Accept: application/x-npz`).
 * **Errors**: RFC 9457 `application/problem+json`. Problem types: {types}.
+* **Pictures**: `Accept: image/png` (or `image/svg+xml`) on `/v1/cross-correlation`, `/v1/jacobian`
+  and `/v1/gradient-descent` draws the result (spy plot, heatmaps, descent curves).
+* **Playground**: [/playground](/playground) runs cross-correlations, Jacobians and live descent
+  in the browser through this API.
 """
 
 
@@ -164,7 +168,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.api_keys:
         keys = [key.get_secret_value().encode() for key in settings.api_keys]
         app.add_middleware(ApiKeyMiddleware, keys=keys, public=public_paths(settings))
-    app.add_middleware(DocsContentSecurityPolicy)
+    app.add_middleware(PageContentSecurityPolicy)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     _install_openapi(app)
     return app

@@ -139,6 +139,7 @@ def python_files(package: str) -> list[Path]:
 
 ENGINE_FILES = python_files("engine")
 CODEC_FILES = python_files("codec")
+PICTURES_FILES = python_files("pictures")
 
 
 def _id(path: Path) -> str:
@@ -157,6 +158,15 @@ def test_engine_imports_no_outer_layer(path: Path) -> None:
 def test_codec_imports_no_http_layer(path: Path) -> None:
     found = import_violations(
         path.read_text(), module_name(path), CODEC_FORBIDDEN, path.name == "__init__.py"
+    )
+    assert found == []
+
+
+@pytest.mark.parametrize("path", PICTURES_FILES, ids=_id)
+def test_pictures_import_no_http_layer(path: Path) -> None:
+    # Pictures draw engine results; like the engine they know nothing of HTTP, codec or settings.
+    found = import_violations(
+        path.read_text(), module_name(path), ENGINE_FORBIDDEN, path.name == "__init__.py"
     )
     assert found == []
 

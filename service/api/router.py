@@ -7,6 +7,7 @@ from .routes import (
     functions,
     health,
     minimize,
+    playground,
     problem_pages,
     second_order,
     tensors,
@@ -22,3 +23,4 @@ api_router.include_router(descent.router)
 api_router.include_router(second_order.router)
 api_router.include_router(minimize.router)
 api_router.include_router(problem_pages.router)
+api_router.include_router(playground.router)

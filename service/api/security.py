@@ -15,7 +15,9 @@ from .problems import Problem, problem_response
 
 HEALTH_PATHS = ("/healthz", "/readyz")
 METRICS_PATHS = ("/metrics",)
-DOCS_PREFIXES = ("/docs", "/redoc", "/openapi.json", "/static-offline-docs", "/problems")
+DOCS_PREFIXES = (
+    "/docs", "/redoc", "/openapi.json", "/static-offline-docs", "/problems", "/playground"
+)
 
 
 def public_paths(settings: Settings) -> tuple[str, ...]:
@@ -83,24 +85,30 @@ DOCS_CSP = (
     "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
     "script-src 'self' 'unsafe-inline'; worker-src 'self' blob:; connect-src 'self'"
 )
-DOCS_PAGES = ("/docs", "/redoc")
+# The playground needs no inline code at all, and talks to this origin only.
+PLAYGROUND_CSP = (
+    "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+PAGE_POLICIES = {"/docs": DOCS_CSP, "/redoc": DOCS_CSP, "/playground": PLAYGROUND_CSP}
 
 
-class DocsContentSecurityPolicy:
-    """Send :data:`DOCS_CSP` with the docs pages (pure ASGI: streams pass through untouched)."""
+class PageContentSecurityPolicy:
+    """Send each page of :data:`PAGE_POLICIES` with its policy (pure ASGI: streams untouched)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Add the header to the docs pages' responses."""
-        if scope["type"] != "http" or scope.get("path") not in DOCS_PAGES:
+        policy = PAGE_POLICIES.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if policy is None:
             await self.app(scope, receive, send)
             return
 
         async def send_with_policy(message: Message) -> None:
             if message["type"] == "http.response.start":
-                header = (b"content-security-policy", DOCS_CSP.encode())
+                header = (b"content-security-policy", policy.encode())
                 message = {**message, "headers": [*message.get("headers", []), header]}
             await send(message)
 

@@ -97,6 +97,7 @@ __all__ = [
     "Stop",
     "arrive",
     "check_scalar",
+    "check_scalar_shape",
     "check_steps",
     "collect",
     "descend",
@@ -252,7 +253,11 @@ def check_scalar(chain: Chain, purpose: str = "gradient descent") -> None:
     purpose : str
         What needs the scalar, to begin the message (``"a Hessian"``).
     """
-    out_shape = chain.out_shape
+    check_scalar_shape(chain.out_shape, purpose)
+
+
+def check_scalar_shape(out_shape: Shape, purpose: str) -> None:
+    """Raise :class:`ShapeError` unless ``out_shape`` has exactly one element (see above)."""
     size = layout.size_of(out_shape)
     if size != 1:
         raise ShapeError(

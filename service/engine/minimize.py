@@ -36,7 +36,7 @@ function, gradient and Hessian-vector evaluations.
 import math
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -46,6 +46,7 @@ import scipy.optimize
 from . import layout
 from .chain import Chain
 from .descent import (
+    Descendable,
     DescentEvent,
     DescentLimits,
     DescentParams,
@@ -59,14 +60,19 @@ from .descent import (
     Stop,
     arrive,
     check_scalar,
+    check_scalar_shape,
+    check_steps,
     init,
     run,
     stopping_rule,
 )
-from .errors import DomainError, LimitExceeded, NonFiniteError, ParameterError
+from .errors import DomainError, NonFiniteError, ParameterError
 from .functions import check_intermediates
-from .hessian import hvp
-from .types import FloatArray
+from .graph.descent import Packing, ProgramObjective
+from .graph.program import Program
+from .graph.requests import as_chain, check_tensors
+from .hessian import hvp, program_hvp
+from .types import FloatArray, Shape
 
 __all__ = [
     "METHODS",
@@ -80,6 +86,7 @@ __all__ = [
     "MinimizeRecord",
     "MinimizeSummary",
     "minimize",
+    "minimize_program",
 ]
 
 Method = Literal["gd", "adam", "lbfgs", "newton-cg", "trust-ncg"]
@@ -218,32 +225,43 @@ class MinimizeSummary(DescentSummary):
 MinimizeEvent = MinimizeRecord | MinimizeSummary | None
 
 
-class CountingObjective(Objective):
-    """An :class:`~service.engine.descent.Objective` that counts its evaluations and adds HVPs."""
+class CountingObjective:
+    """``f`` as the loop sees it (a ``Descendable``), counted, with exact Hessian-vector products.
 
-    __slots__ = ("function_calls", "gradient_calls", "hvp_calls")
+    Parameters
+    ----------
+    inner : Descendable
+        An op list's :class:`~service.engine.descent.Objective` or a program's objective.
+    hvp : callable
+        ``(x, v) -> H(x) v``, both of shape ``inner.in_shape``.
+    """
 
-    def __init__(self, chain: Chain, *, max_prepared_nnz: int) -> None:
-        super().__init__(chain, max_prepared_nnz=max_prepared_nnz)
+    def __init__(self, inner: Descendable, hvp: Callable[[FloatArray, FloatArray], FloatArray]):
+        self._inner = inner
+        self._hvp = hvp
         self.function_calls = 0
         self.gradient_calls = 0
         self.hvp_calls = 0
 
+    @property
+    def in_shape(self) -> Shape:
+        """Shape of ``x``."""
+        return self._inner.in_shape
+
     def evaluate(self, x: FloatArray) -> Evaluation:
-        """Evaluate ``f(x)`` (counted); see :meth:`Objective.evaluate`."""
+        """Evaluate ``f(x)`` (counted)."""
         self.function_calls += 1
-        return super().evaluate(x)
+        return self._inner.evaluate(x)
 
     def gradient(self, evaluation: Evaluation) -> FloatArray:
-        """Return the gradient (counted); see :meth:`Objective.gradient`."""
+        """Return the gradient at an evaluated point (counted)."""
         self.gradient_calls += 1
-        return super().gradient(evaluation)
+        return self._inner.gradient(evaluation)
 
     def hvp(self, x: FloatArray, v: FloatArray) -> FloatArray:
-        """Return ``H(x) v`` (counted), exactly: :func:`service.engine.hessian.hvp`."""
+        """Return ``H(x) v`` (counted), exactly."""
         self.hvp_calls += 1
-        product: FloatArray = hvp(self.chain, x, v[np.newaxis]).products[0]
-        return product
+        return self._hvp(x, v)
 
     def counts(self) -> Counts:
         """Return the counts so far."""
@@ -276,7 +294,7 @@ def _record(state: DescentState, params: DescentParams, counts: Counts) -> Minim
 class _AdamStep:
     """Adam's update as a :data:`~service.engine.descent.Step`; holds the moments ``m``, ``v``."""
 
-    def __init__(self, objective: Objective, params: MinimizeParams) -> None:
+    def __init__(self, objective: Descendable, params: MinimizeParams) -> None:
         self._objective = objective
         self._params = params
         self._m: FloatArray = np.zeros(objective.in_shape)
@@ -513,21 +531,6 @@ class _ScipyRun:
             worker.join()
 
 
-def _check_limits(chain: Chain, params: MinimizeParams, limits: DescentLimits) -> None:
-    check_intermediates(chain, limits.max_tensor_elements)
-    if params.max_steps > limits.max_steps:
-        raise LimitExceeded("minimization steps", params.max_steps, limits.max_steps)
-    per_point = layout.size_of(chain.in_shape) if params.record_x else 1
-    elements = params.descent_params().recorded_points() * per_point
-    if elements > limits.max_trajectory_elements:
-        raise LimitExceeded(
-            "recorded trajectory elements",
-            elements,
-            limits.max_trajectory_elements,
-            hint="record less often (record_every)",
-        )
-
-
 def minimize(
     chain: Chain, x0: FloatArray, params: MinimizeParams, limits: DescentLimits
 ) -> Generator[MinimizeEvent, None, None]:
@@ -557,9 +560,66 @@ def minimize(
         fit ``x0`` or cross (``lower > upper``).
     """
     check_scalar(chain, "minimization")
-    _check_limits(chain, params, limits)
-    objective = CountingObjective(chain, max_prepared_nnz=limits.max_nnz)
+    check_intermediates(chain, limits.max_tensor_elements)
+
+    def chain_hvp(x: FloatArray, v: FloatArray) -> FloatArray:
+        product: FloatArray = hvp(chain, x, v[np.newaxis]).products[0]
+        return product
+
+    inner = Objective(chain, max_prepared_nnz=limits.max_nnz)
+    return _start(CountingObjective(inner, chain_hvp), x0, params, limits)
+
+
+def minimize_program(
+    program: Program,
+    inputs: Mapping[str, FloatArray],
+    variables: Sequence[str] | None,
+    params: MinimizeParams,
+    limits: DescentLimits,
+) -> tuple[Generator[MinimizeEvent, None, None], Callable[[FloatArray], dict[str, FloatArray]]]:
+    """Check, prepare and start a run over some inputs of a program (the others stay fixed).
+
+    ``x`` is the variables laid end to end (:class:`~service.engine.graph.descent.Packing`), so
+    every method, tolerance and norm covers them jointly; ``bounds`` are given packed the same
+    way. A path graph over its only input runs as the op list it is (:func:`minimize`).
+
+    Returns
+    -------
+    events : generator of MinimizeEvent
+    unpack : callable
+        Turns a packed ``x`` into ``name -> tensor``.
+
+    Raises
+    ------
+    GraphError, ShapeError, LimitExceeded, ParameterError, NonFiniteError, DomainError
+        As :func:`minimize` and :func:`service.engine.graph.descent.descend_program`.
+    """
+    names = program.check_wrt(variables, "variables")
+    check_scalar_shape(program.out_shape, "minimization")
+    check_tensors(program, limits.max_tensor_elements)
+    packing = Packing(names, tuple(program.inputs[n] for n in names))
+    chain = as_chain(program)
+    if chain is not None and names == tuple(program.inputs):
+        (name,) = names
+        return minimize(chain, inputs[name], params, limits), lambda x: {name: x}
+    fixed = {n: v for n, v in inputs.items() if n not in names}
+
+    def packed_hvp(x: FloatArray, v: FloatArray) -> FloatArray:
+        vectors = {n: t[np.newaxis] for n, t in packing.unpack(v).items()}
+        found = program_hvp(program, {**fixed, **packing.unpack(x)}, vectors)
+        return packing.pack({n: p[0] for n, p in found.products.items()})
+
+    inner = ProgramObjective(program, inputs, names, max_prepared_nnz=limits.max_nnz)
+    counted = CountingObjective(inner, packed_hvp)
+    return _start(counted, packing.pack(inputs), params, limits), packing.unpack
+
+
+def _start(
+    objective: CountingObjective, x0: FloatArray, params: MinimizeParams, limits: DescentLimits
+) -> Generator[MinimizeEvent, None, None]:
+    """Check the steps, trajectory and bounds, evaluate at ``x0``, and start the method."""
     x0 = np.asarray(x0, dtype=np.float64)
+    check_steps(layout.size_of(x0.shape), params.descent_params(), limits)
     if params.bounds is not None:
         lower, upper = params.bounds.lower, params.bounds.upper
         if lower.shape != x0.shape or upper.shape != x0.shape:

@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import scipy.optimize
 
 from service.api.schemas.minimize import MinimizeRequest
 from service.config import Settings
@@ -112,7 +113,7 @@ async def test_hvp_of_an_elementwise_loss(client: httpx.AsyncClient) -> None:
     # d²/dx² sin²(x) = 2 cos(2x)
     np.testing.assert_allclose(document["hvp"]["x"]["data"], 2 * np.cos(2 * x) * v, rtol=1e-14)
     wrong = await client.post("/v1/hvp", json={**body, "vectors": {"k": body["vectors"]["x"]}})
-    assert "exactly the input 'x'" in _problem(wrong, 422)["detail"]
+    assert "exactly the differentiated inputs ['x']" in str(_problem(wrong, 422)["errors"])
     short = await client.post("/v1/hvp", json={**body, "vectors": {"x": {"data": [1.0]}}})
     assert "vectors.x has shape [1]" in _problem(short, 422)["detail"]
 
@@ -141,3 +142,64 @@ async def test_second_order_refusals(client: httpx.AsyncClient) -> None:
     assert "a Hessian needs a scalar function" in _problem(vector, 422)["detail"]
     hvp = await client.post("/v1/hvp", json={**body, "vectors": {"x": {"data": [1.0, 0.0]}}})
     assert "a Hessian-vector product needs a scalar function" in _problem(hvp, 422)["detail"]
+
+
+ROSEN = "sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)"
+
+
+async def test_program_hvp_and_hessian_of_rosenbrock(client: httpx.AsyncClient) -> None:
+    x = np.array([-1.2, 1.0, 0.5, 2.0])
+    v = np.array([1.0, -1.0, 0.5, 0.25])
+    body = {"inputs": {"x": {"data": x.tolist()}}, "function": ROSEN,
+            "vectors": {"x": {"data": v.tolist()}}}  # fmt: skip
+    response = await client.post("/v1/hvp", json=body)
+    assert response.status_code == 200, response.text
+    np.testing.assert_allclose(
+        response.json()["hvp"]["x"]["data"], scipy.optimize.rosen_hess_prod(x, v), rtol=1e-13
+    )
+    body = {"inputs": {"x": {"data": x.tolist()}}, "function": ROSEN, "format": "dense"}
+    hessian = (await client.post("/v1/hessian", json=body)).json()["hessian"]
+    assert hessian["shape"] == [4, 4] and hessian["in_shape"] == [4]
+    np.testing.assert_allclose(hessian["data"]["data"], scipy.optimize.rosen_hess(x), rtol=1e-13)
+    coo = await client.post("/v1/hessian", json={**body, "format": "coo"})
+    assert "format 'coo' needs an op list" in _problem(coo, 422)["detail"]
+
+
+async def test_program_hessian_is_joint_over_wrt(client: httpx.AsyncClient) -> None:
+    # f = sum(a * b * b): H over (a, b) = [[0, 2b], [2b, 2a]] per element.
+    a, b = [1.0, 2.0], [3.0, -1.0]
+    body = {"inputs": {"a": {"data": a}, "b": {"data": b}}, "function": "sum(a * b * b)",
+            "wrt": ["a", "b"], "format": "dense"}  # fmt: skip
+    hessian = (await client.post("/v1/hessian", json=body)).json()["hessian"]
+    expected = np.zeros((4, 4))
+    expected[0, 2] = expected[2, 0] = 2 * b[0]
+    expected[1, 3] = expected[3, 1] = 2 * b[1]
+    expected[2, 2], expected[3, 3] = 2 * a[0], 2 * a[1]
+    np.testing.assert_allclose(hessian["data"]["data"], expected, rtol=1e-15)
+
+
+@pytest.mark.parametrize("method", ["lbfgs", "newton-cg", "trust-ncg"])
+async def test_program_minimize_reaches_rosenbrocks_minimum(
+    client: httpx.AsyncClient, method: str
+) -> None:
+    body = {"inputs": {"x": {"data": [-1.2, 1.0, -1.2, 1.0]}}, "function": ROSEN,
+            "method": method, "max_steps": 500, "tolerances": {"grad_tol": 1e-8}}  # fmt: skip
+    whole = await client.post("/v1/minimize", json=body)
+    assert whole.status_code == 200, whole.text
+    document = whole.json()
+    assert document["status"] == "converged_grad", document["reason"]
+    np.testing.assert_allclose(document["final"]["x"]["data"], np.ones(4), atol=1e-6)
+    streamed = await client.post("/v1/minimize", json=body, headers={"accept": NDJSON})
+    lines = [json.loads(line) for line in streamed.text.splitlines()]
+    assert lines[:-1] == document["trajectory"]
+    assert lines[-1] == {k: v for k, v in document.items() if k != "trajectory"}
+
+
+async def test_program_minimize_over_some_variables_with_bounds(client: httpx.AsyncClient) -> None:
+    # min over k >= 0.5 of sum((k - y)^2): k = max(y, 0.5); x is not a variable.
+    body = {"inputs": {"k": {"data": [0.0, 0.0, 0.0]}, "y": {"data": [1.0, -2.0, 0.7]}},
+            "function": "sum((k - y) ** 2)", "variables": ["k"], "method": "lbfgs",
+            "max_steps": 100, "bounds": {"k": {"lower": 0.5}}}  # fmt: skip
+    document = (await client.post("/v1/minimize", json=body)).json()
+    np.testing.assert_allclose(document["final"]["k"]["data"], [1.0, 0.5, 0.7], atol=1e-8)
+    assert list(document["final"]) == ["k"]

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import pydantic_core
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
@@ -31,8 +31,10 @@ from ...engine.descent import (
 )
 from ...engine.graph.descent import descend_program
 from ...engine.types import FloatArray
+from ...pictures import PictureType, descent_picture
 from ..deps import Compute, ComputeDep, SettingsDep, body_openapi, json_body
 from ..negotiation import NDJSON, Representation, answer, check_accept, negotiate, offer
+from ..pictures import accepted_picture, picture_response, pictures
 from ..problems import PROBLEM_RESPONSES, Problem, problem_kind
 from ..programs import build_program
 from ..representations import BINARY, npy
@@ -67,6 +69,7 @@ offer(
     BINARY,
     STREAM,
     npy("x_final", "the final iterate x_final (x0 form)", lambda body: body.x0 is not None),
+    *pictures("f and ||grad f|| per recorded step (log scale when positive), status in the title"),
 )
 # A streaming worker returns to the event loop at least this often, with the lines it has: the
 # latency of a line and of noticing a disconnected client, traded against one thread hop per slice.
@@ -180,6 +183,14 @@ class _Run:
         return point.model_dump_json().encode() + b"\n"
 
 
+def _descent_picture(
+    body: GradientDescentRequest, settings: Settings, media_type: PictureType
+) -> bytes:
+    events, _ = _start(body, settings)  # a program's run is drawn the same way
+    result = collect(events)
+    return descent_picture(result.trajectory, result.summary, media_type)
+
+
 def _problem_line(error: Exception, instance: str, request_id: str | None) -> bytes:
     # The status line is long gone: a failure after the first byte is reported in-band.
     kind = problem_kind(error)
@@ -266,12 +277,16 @@ class _SlotStreamingResponse(StreamingResponse):
     "/gradient-descent",
     response_model=GradientDescentResponse | ProgramDescentResponse,
     openapi_extra=body_openapi(GradientDescentRequest),
-    summary="Gradient descent on a scalar function, as JSON or an NDJSON stream",
+    summary="Gradient descent on a scalar function, as JSON, an NDJSON stream or a picture",
 )
 async def gradient_descent(
     request: Request, body: GradientDescentBody, settings: SettingsDep, compute: ComputeDep
-) -> GradientDescentResponse | ProgramDescentResponse | StreamingResponse:
+) -> GradientDescentResponse | ProgramDescentResponse | Response:
     """Minimize f from x0 by x_(t+1) = x_t - γ ten(df/dx(x_t)) until a stopping rule fires."""
+    picture = accepted_picture(request, "gradient_descent", body)
+    if picture is not None:
+        content = await compute(_descent_picture, body, settings, picture)
+        return picture_response(content, picture)
     if negotiate(request, "gradient_descent", body.encoding, body) is not STREAM:
         return await answer(request, compute, _gradient_descent, body, settings)
     run = _Run(body, settings)

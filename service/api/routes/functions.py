@@ -17,9 +17,11 @@ from ...engine.graph.program import Program
 from ...engine.jacobian import Jacobian
 from ...engine.op import op_classes
 from ...engine.types import FloatArray, Order
+from ...pictures import PictureType, spy_picture
 from ..chain_inputs import chain_inputs
 from ..deps import ComputeDep, SettingsDep, body_openapi, json_body
 from ..negotiation import answer, check_accept, offer
+from ..pictures import accepted_picture, picture_response, pictures
 from ..problems import PROBLEM_RESPONSES
 from ..programs import build_program
 from ..representations import BINARY, dense_jacobian, npy, npz
@@ -42,6 +44,7 @@ from ..schemas.functions import (
     VjpResponse,
 )
 from ..schemas.ops import REQUEST_WIDE, OpSpec
+from ..schemas.second_order import HessianRequest, HvpRequest
 
 router = APIRouter(
     prefix="/v1",
@@ -73,7 +76,13 @@ def _dense(body: JacobianRequest | ChainRuleRequest) -> bool:
 _DENSE_NPY = npy("jacobian", "the dense Jacobian (with format 'dense')", _dense, dense_jacobian)
 _ONE = " Offered when the answer holds one Jacobian."
 offer("evaluate", BINARY, npy("value", "h(x)"))
-offer("jacobian", BINARY, npz(_the_jacobian, _one_jacobian, _ONE), _DENSE_NPY)
+offer(
+    "jacobian",
+    BINARY,
+    npz(_the_jacobian, _one_jacobian, _ONE),
+    _DENSE_NPY,
+    *pictures("the spy plot of the Jacobian (a density raster for large matrices)", _x_form),
+)
 offer("jvp", BINARY, npy("jvp", "the JVP"))
 offer("vjp", BINARY, npy("vjp", "the VJP", _x_form))
 offer("chain_rule", BINARY, npz("jacobian"), _DENSE_NPY)
@@ -98,7 +107,7 @@ def _limits(settings: Settings) -> functions.FunctionLimits:
 
 
 def _program(
-    body: EvaluateRequest | JacobianRequest | JvpRequest | VjpRequest,
+    body: EvaluateRequest | JacobianRequest | JvpRequest | VjpRequest | HvpRequest | HessianRequest,
 ) -> tuple[Program, dict[str, FloatArray]]:
     assert body.inputs is not None
     inputs = {name: decode_tensor(tensor) for name, tensor in body.inputs.items()}
@@ -122,6 +131,22 @@ def _evaluate(body: EvaluateRequest, settings: Settings) -> EvaluateResponse:
     return EvaluateResponse(value=encode_tensor(value, body.encoding))
 
 
+def _jacobian_result(body: JacobianRequest, settings: Settings) -> functions.JacobianResult:
+    # The x form (an op list applied to x).
+    assert body.x is not None and isinstance(body.function, list)
+    x = decode_tensor(body.x)
+    return functions.jacobian(
+        _chain(body.function, x, body.order),
+        x,
+        fmt=body.format,
+        strategy=body.strategy,
+        layout=body.layout,
+        order=body.order,
+        check=body.check,
+        limits=_limits(settings),
+    )
+
+
 def _jacobian(
     body: JacobianRequest, settings: Settings
 ) -> JacobianResponse | ProgramJacobianResponse:
@@ -137,24 +162,19 @@ def _jacobian(
             jacobians={n: encode_jacobian(j, body.encoding) for n, j in found.jacobians.items()},
             strategy=found.strategy,
         )
-    assert body.x is not None and isinstance(body.function, list)
-    x = decode_tensor(body.x)
-    result = functions.jacobian(
-        _chain(body.function, x, body.order),
-        x,
-        fmt=body.format,
-        strategy=body.strategy,
-        layout=body.layout,
-        order=body.order,
-        check=body.check,
-        limits=_limits(settings),
-    )
+    result = _jacobian_result(body, settings)
     return JacobianResponse(
         value=encode_tensor(result.value, body.encoding),
         jacobian=encode_jacobian(result.jacobian, body.encoding),
         strategy=result.strategy,
         check=CheckReport.from_engine(result.check),
     )
+
+
+def _jacobian_picture(body: JacobianRequest, settings: Settings, media_type: PictureType) -> bytes:
+    # A spy plot is drawn from the COO entries, whatever format the JSON answer would use.
+    result = _jacobian_result(body.model_copy(update={"format": "coo"}), settings)
+    return spy_picture("∂h/∂x", result.jacobian, media_type)
 
 
 def _product(
@@ -278,7 +298,12 @@ async def jacobian(
     request: Request, body: JacobianBody, settings: SettingsDep, compute: ComputeDep
 ) -> JacobianResponse | ProgramJacobianResponse:
     """Return h(x) and its Jacobian, dense or canonical COO, in the requested layout/order."""
-    return await answer(request, compute, _jacobian, body, settings)
+    picture = accepted_picture(request, "jacobian", body)
+    if picture is None:
+        return await answer(request, compute, _jacobian, body, settings)
+    content = await compute(_jacobian_picture, body, settings, picture)
+    # FastAPI sends a Response as it is, whatever the route's declared model.
+    return cast(JacobianResponse, picture_response(content, picture))
 
 
 @router.post("/jvp", openapi_extra=body_openapi(JvpRequest), summary="Jacobian-vector product")

@@ -1,26 +1,34 @@
-"""POST /v1/minimize: gd, Adam, L-BFGS-B, Newton-CG and trust-ncg, as JSON or NDJSON.
+"""POST /v1/minimize: gd, Adam, L-BFGS-B, Newton-CG and trust-ncg, as JSON, NDJSON or a picture.
 
 The run model is gradient descent's (:mod:`.descent`): one engine generator
 (:func:`service.engine.minimize.minimize`) collected into one JSON document or streamed line by
 line, every refusal made before the first byte.
 """
 
-from collections.abc import Generator
-from functools import partial
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response
 
-from ...codec import Encoding, decode_tensor, encode_tensor
+from ...codec import Encoding, TensorOut, decode_tensor, encode_tensor
 from ...config import Settings
 from ...engine.chain import Chain
 from ...engine.descent import DescentRecord, DescentSummary, collect
-from ...engine.minimize import Method, MinimizeEvent, MinimizeRecord, MinimizeSummary
+from ...engine.minimize import (
+    Method,
+    MinimizeRecord,
+    MinimizeSummary,
+    minimize_program,
+)
 from ...engine.minimize import minimize as run_minimize
+from ...engine.types import FloatArray
+from ...pictures import PictureType, descent_picture
 from ..deps import ComputeDep, SettingsDep, body_openapi, json_body
 from ..negotiation import NDJSON, Representation, answer, check_accept, negotiate, offer
+from ..pictures import accepted_picture, picture_response, pictures
 from ..problems import PROBLEM_RESPONSES
+from ..programs import build_program
 from ..representations import BINARY, npy
 from ..schemas.descent import ndjson_schema
 from ..schemas.minimize import (
@@ -29,8 +37,11 @@ from ..schemas.minimize import (
     MinimizeRequest,
     MinimizeResponse,
     MinimizeSummaryLine,
+    ProgramMinimizePoint,
+    ProgramMinimizeResponse,
+    ProgramMinimizeSummaryLine,
 )
-from .descent import descent_limits, point_encoding, stream, summary_line
+from .descent import Events, descent_limits, point_encoding, stream, summary_line
 
 router = APIRouter(
     prefix="/v1",
@@ -38,79 +49,157 @@ router = APIRouter(
     responses=PROBLEM_RESPONSES,
     dependencies=[Depends(check_accept)],
 )
+
+
+def _ndjson_schema() -> dict[str, Any]:
+    # Gradient descent's line schema with this route's models, and the program lines appended.
+    schema = ndjson_schema(MinimizePoint, MinimizeSummaryLine)
+    program = ProgramMinimizeSummaryLine.model_json_schema(
+        ref_template="#/components/schemas/{model}"
+    )
+    program.pop("$defs", None)
+    schema["oneOf"] += [{"$ref": "#/components/schemas/ProgramMinimizePoint"}, program]
+    schema["description"] += (
+        " For a program (inputs): ProgramMinimizePoint and ProgramMinimizeSummaryLine."
+    )
+    return schema
+
+
 STREAM = Representation(
     NDJSON,
     "one JSON line per recorded iteration as it is computed, then the summary line (as for "
     "/v1/gradient-descent, binary x_final included).",
     None,
-    schema=ndjson_schema(MinimizePoint, MinimizeSummaryLine),
+    schema=_ndjson_schema(),
 )
-offer("minimize", BINARY, STREAM, npy("x_final", "the final iterate x_final"))
+offer(
+    "minimize",
+    BINARY,
+    STREAM,
+    npy("x_final", "the final iterate x_final (x0 form only)", lambda body: body.inputs is None),
+    *pictures("f and ||grad f|| per recorded step (log scale when positive), status in the title"),
+)
+# For a program, how to turn the packed x into its variables; None in the x0 form.
+Unpack = Callable[[FloatArray], dict[str, FloatArray]] | None
 
 MinimizeBody = Annotated[MinimizeRequest, Depends(json_body(MinimizeRequest))]
 
 
-def _start(body: MinimizeRequest, settings: Settings) -> Generator[MinimizeEvent, None, None]:
+def _start(body: MinimizeRequest, settings: Settings) -> tuple[Events, Unpack]:
+    limits = descent_limits(settings)
+    if body.inputs is not None:
+        inputs = {name: decode_tensor(tensor) for name, tensor in body.inputs.items()}
+        program = build_program(body.function, {n: v.shape for n, v in inputs.items()}, body.order)
+        names = program.check_wrt(body.variables, "variables")
+        params = body.params({name: program.inputs[name] for name in names})
+        return minimize_program(program, inputs, names, params, limits)
+    assert body.x0 is not None and isinstance(body.function, list)
     x0 = decode_tensor(body.x0)
     chain = Chain([spec.to_engine(body.order) for spec in body.function], x0.shape)
-    return run_minimize(chain, x0, body.params(x0.shape), descent_limits(settings))
+    return run_minimize(chain, x0, body.params({"x": x0.shape}), limits), None
 
 
-def _point(record: DescentRecord, encoding: Encoding) -> MinimizePoint:
-    assert isinstance(record, MinimizeRecord)  # minimize() yields only these
-    return MinimizePoint(
-        step=record.step,
-        f=record.f,
-        grad_norm=record.grad_norm,
-        learning_rate=record.learning_rate,
-        x=None if record.x is None else encode_tensor(record.x, encoding),
-        evaluations=Evaluations(**vars(record.evaluations)),
-    )
+def _tensors(values: dict[str, FloatArray], encoding: Encoding) -> dict[str, TensorOut]:
+    return {name: encode_tensor(value, encoding) for name, value in values.items()}
 
 
-def _summary(summary: DescentSummary, method: Method, encoding: Encoding) -> MinimizeSummaryLine:
+def _point(
+    record: DescentRecord, encoding: Encoding, unpack: Unpack
+) -> MinimizePoint | ProgramMinimizePoint:
+    assert isinstance(record, MinimizeRecord)  # the minimize generators yield only these
+    common = {
+        "step": record.step,
+        "f": record.f,
+        "grad_norm": record.grad_norm,
+        "learning_rate": record.learning_rate,
+        "evaluations": Evaluations(**vars(record.evaluations)),
+    }
+    if unpack is not None:
+        variables = None if record.x is None else _tensors(unpack(record.x), encoding)
+        return ProgramMinimizePoint(**common, variables=variables)
+    x = None if record.x is None else encode_tensor(record.x, encoding)
+    return MinimizePoint(**common, x=x)
+
+
+def _summary(
+    summary: DescentSummary, method: Method, encoding: Encoding, unpack: Unpack
+) -> MinimizeSummaryLine | ProgramMinimizeSummaryLine:
     assert isinstance(summary, MinimizeSummary)
-    return MinimizeSummaryLine(
-        status=summary.status,
-        reason=summary.reason,
-        steps=summary.steps,
-        final_step=summary.final_step,
-        f_final=summary.f_final,
-        grad_norm_final=summary.grad_norm_final,
-        x_final=encode_tensor(summary.x_final, encoding),
-        method=method,
-        evaluations=Evaluations(**vars(summary.evaluations)),
-    )
+    common = {
+        "status": summary.status,
+        "reason": summary.reason,
+        "steps": summary.steps,
+        "final_step": summary.final_step,
+        "f_final": summary.f_final,
+        "grad_norm_final": summary.grad_norm_final,
+        "method": method,
+        "evaluations": Evaluations(**vars(summary.evaluations)),
+    }
+    if unpack is not None:
+        return ProgramMinimizeSummaryLine(
+            **common, final=_tensors(unpack(summary.x_final), encoding)
+        )
+    return MinimizeSummaryLine(**common, x_final=encode_tensor(summary.x_final, encoding))
 
 
-def _line(event: DescentRecord | DescentSummary, body: MinimizeRequest) -> bytes:
+def _line(event: DescentRecord | DescentSummary, body: MinimizeRequest, unpack: Unpack) -> bytes:
     if isinstance(event, DescentSummary):
-        return summary_line(_summary(event, body.method, body.encoding))
-    point = _point(event, point_encoding(body.encoding))
+        return summary_line(_summary(event, body.method, body.encoding, unpack))
+    point = _point(event, point_encoding(body.encoding), unpack)
     return point.model_dump_json().encode() + b"\n"
 
 
-def _minimize(body: MinimizeRequest, settings: Settings) -> MinimizeResponse:
-    result = collect(_start(body, settings))
-    summary = _summary(result.summary, body.method, body.encoding)
-    return MinimizeResponse(
-        **dict(summary),
-        trajectory=[_point(record, body.encoding) for record in result.trajectory],
+def _minimize(
+    body: MinimizeRequest, settings: Settings
+) -> MinimizeResponse | ProgramMinimizeResponse:
+    events, unpack = _start(body, settings)
+    result = collect(events)
+    summary = _summary(result.summary, body.method, body.encoding, unpack)
+    trajectory = [_point(record, body.encoding, unpack) for record in result.trajectory]
+    if unpack is not None:
+        return ProgramMinimizeResponse(**dict(summary), trajectory=trajectory)
+    return MinimizeResponse(**dict(summary), trajectory=trajectory)
+
+
+def _minimize_picture(body: MinimizeRequest, settings: Settings, media_type: PictureType) -> bytes:
+    events, _ = _start(body, settings)  # a program's run is drawn the same way
+    result = collect(events)
+    return descent_picture(
+        result.trajectory, result.summary, media_type, title=f"minimize ({body.method})"
     )
 
 
 @router.post(
     "/minimize",
-    response_model=MinimizeResponse,
+    response_model=MinimizeResponse | ProgramMinimizeResponse,
     openapi_extra=body_openapi(MinimizeRequest),
     summary="Minimize a scalar function by gd, adam, lbfgs, newton-cg or trust-ncg",
 )
 async def minimize(
     request: Request, body: MinimizeBody, settings: SettingsDep, compute: ComputeDep
-) -> MinimizeResponse | StreamingResponse:
+) -> MinimizeResponse | ProgramMinimizeResponse | Response:
     """Minimize f from x0 by the chosen method until a stopping rule fires."""
+    picture = accepted_picture(request, "minimize", body)
+    if picture is not None:
+        content = await compute(_minimize_picture, body, settings, picture)
+        return picture_response(content, picture)
     if negotiate(request, "minimize", body.encoding, body) is not STREAM:
         return await answer(request, compute, _minimize, body, settings)
-    return await stream(
-        request, compute, partial(_start, body, settings), partial(_line, body=body)
-    )
+    run = _Run(body, settings)
+    return await stream(request, compute, run.start, run.line)
+
+
+class _Run:
+    """A streamed run; :meth:`start` also learns how :meth:`line` unpacks a program's ``x``."""
+
+    def __init__(self, body: MinimizeRequest, settings: Settings) -> None:
+        self._body = body
+        self._settings = settings
+        self._unpack: Unpack = None
+
+    def start(self) -> Events:
+        events, self._unpack = _start(self._body, self._settings)
+        return events
+
+    def line(self, event: DescentRecord | DescentSummary) -> bytes:
+        return _line(event, self._body, self._unpack)

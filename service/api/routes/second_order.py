@@ -8,18 +8,20 @@ from fastapi import APIRouter, Depends, Request
 from ...codec import decode_tensor, encode_tensor
 from ...codec.sparse import encode_jacobian
 from ...config import Settings
-from ...engine.chain import Chain
-from ...engine.errors import ShapeError
+from ...engine.errors import ParameterError, ShapeError
 from ...engine.functions import check_intermediates
+from ...engine.graph.requests import as_chain, check_tensors
 from ...engine.hessian import hessian as compute_hessian
 from ...engine.hessian import hvp as compute_hvp
+from ...engine.hessian import program_hessian, program_hvp
 from ...engine.jacobian import Jacobian
+from ...engine.layout import size_of
 from ..deps import ComputeDep, SettingsDep, body_openapi, json_body
 from ..negotiation import answer, check_accept, offer
 from ..problems import PROBLEM_RESPONSES
 from ..representations import BINARY, npz
 from ..schemas.second_order import HessianRequest, HessianResponse, HvpRequest, HvpResponse
-from .functions import _chain, _limits
+from .functions import _chain, _limits, _program
 
 router = APIRouter(
     prefix="/v1",
@@ -35,13 +37,18 @@ HessianBody = Annotated[HessianRequest, Depends(json_body(HessianRequest))]
 
 
 def _hvp(body: HvpRequest, settings: Settings) -> HvpResponse:
-    x = decode_tensor(body.x)
-    chain: Chain = _chain(body.function, x, body.order)
-    if set(body.vectors) != {"x"}:
-        raise ShapeError(
-            "vectors must hold exactly the input 'x' in the op-list form, got "
-            f"{sorted(body.vectors)}"
+    if body.program:
+        program, inputs = _program(body)
+        check_tensors(program, settings.max_tensor_elements)
+        vectors = {name: decode_tensor(t)[np.newaxis] for name, t in body.vectors.items()}
+        found = program_hvp(program, inputs, vectors)
+        return HvpResponse(
+            value=encode_tensor(found.value, body.encoding),
+            hvp={n: encode_tensor(p[0], body.encoding) for n, p in found.products.items()},
         )
+    assert body.x is not None and isinstance(body.function, list)
+    x = decode_tensor(body.x)
+    chain = _chain(body.function, x, body.order)
     vector = decode_tensor(body.vectors["x"])
     if vector.shape != x.shape:
         raise ShapeError(f"vectors.x has shape {list(vector.shape)}, x has {list(x.shape)}")
@@ -54,8 +61,32 @@ def _hvp(body: HvpRequest, settings: Settings) -> HvpResponse:
 
 
 def _hessian(body: HessianRequest, settings: Settings) -> HessianResponse:
-    x = decode_tensor(body.x)
-    chain = _chain(body.function, x, body.order)
+    if body.program:
+        program, inputs = _program(body)
+        check_tensors(program, settings.max_tensor_elements)
+        names = program.check_wrt(body.wrt)
+        chain = as_chain(program)
+        if chain is None or names != tuple(program.inputs):
+            # The structural (COO) construction covers op lists; a graph is answered dense.
+            if body.format == "coo":
+                raise ParameterError(
+                    "format 'coo' needs an op list over the only input; a program's Hessian is "
+                    "dense (format 'dense' or 'auto'), or use /v1/hvp"
+                )
+            found = program_hessian(program, inputs, names, order=body.order,
+                                    limits=_limits(settings))  # fmt: skip
+            size = sum(size_of(program.inputs[n]) for n in names)
+            matrix = Jacobian(found.matrix, (size,), (size,), "in_out", body.order)
+            return HessianResponse(
+                value=encode_tensor(found.value, body.encoding),
+                hessian=encode_jacobian(matrix, body.encoding),
+            )
+        (name,) = names
+        x = inputs[name]
+    else:
+        assert body.x is not None and isinstance(body.function, list)
+        x = decode_tensor(body.x)
+        chain = _chain(body.function, x, body.order)
     result = compute_hessian(chain, x, order=body.order, fmt=body.format, limits=_limits(settings))
     matrix = Jacobian(result.matrix, x.shape, x.shape, "in_out", body.order)
     return HessianResponse(
@@ -73,7 +104,7 @@ def _hessian(body: HessianRequest, settings: Settings) -> HessianResponse:
 async def hvp(
     request: Request, body: HvpBody, settings: SettingsDep, compute: ComputeDep
 ) -> HvpResponse:
-    """Return f(x) and H v, without forming H; f must have exactly one element."""
+    """Return f and H v, without forming H; f must have exactly one element."""
     return await answer(request, compute, _hvp, body, settings)
 
 
@@ -86,6 +117,5 @@ async def hvp(
 async def hessian(
     request: Request, body: HessianBody, settings: SettingsDep, compute: ComputeDep
 ) -> HessianResponse:
-    """Return f(x) and its Hessian; f must have exactly one element."""
-    # Through the negotiation's answer, as hvp: encoding "binary" and npz need its representations.
+    """Return f and its Hessian; f must have exactly one element."""
     return await answer(request, compute, _hessian, body, settings)

@@ -1,16 +1,19 @@
-"""POST /v1/cross-correlation: the notes' worked example as an endpoint."""
+"""POST /v1/cross-correlation: the notes' worked example as an endpoint, as JSON or a picture."""
 
-from typing import Annotated
+from typing import Annotated, cast
 
 from fastapi import APIRouter, Depends, Request
 
 from ...codec import decode_tensor, encode_tensor
 from ...codec.sparse import CooJacobian, DenseJacobian, encode_jacobian
 from ...config import Settings
-from ...engine.correlation import CorrelationLimits, correlate
+from ...engine.correlation import CorrelationLimits, CorrelationResult, correlate
+from ...engine.types import FloatArray
+from ...pictures import PictureType, correlation_picture, spy_picture
 from ..deps import ComputeDep, SettingsDep, body_openapi, json_body
 from ..negotiation import answer, check_accept, offer
-from ..problems import PROBLEM_RESPONSES
+from ..pictures import accepted_picture, picture_response, pictures
+from ..problems import PROBLEM_RESPONSES, NotAcceptable
 from ..representations import BINARY, npy, npz
 from ..schemas.xcorr import CrossCorrelationRequest, CrossCorrelationResponse
 
@@ -37,6 +40,10 @@ offer(
     BINARY,
     npz(_the_jacobian, _one_jacobian, " Offered when exactly one Jacobian is requested."),
     npy("output", "the correlation output"),
+    *pictures(
+        "the spy plot of the one Jacobian asked for, or, with jacobian 'none', heatmaps of the "
+        "input channels, the kernel and the output"
+    ),
 )
 
 CrossCorrelationBody = Annotated[
@@ -44,12 +51,12 @@ CrossCorrelationBody = Annotated[
 ]
 
 
-def _cross_correlation(
-    body: CrossCorrelationRequest, settings: Settings
-) -> CrossCorrelationResponse:
-    result = correlate(
-        decode_tensor(body.x),
-        decode_tensor(body.kernel),
+def _correlate(
+    body: CrossCorrelationRequest, x: FloatArray, kernel: FloatArray, settings: Settings
+) -> CorrelationResult:
+    return correlate(
+        x,
+        kernel,
         body.geometry(),
         jacobian=body.jacobian,
         wrt=body.wrt,
@@ -62,6 +69,12 @@ def _cross_correlation(
             max_dense_elements=settings.max_dense_jacobian_elements,
         ),
     )
+
+
+def _cross_correlation(
+    body: CrossCorrelationRequest, settings: Settings
+) -> CrossCorrelationResponse:
+    result = _correlate(body, decode_tensor(body.x), decode_tensor(body.kernel), settings)
     return CrossCorrelationResponse(
         output=encode_tensor(result.output, body.encoding),
         jacobian_x=encode_jacobian(result.jacobian_x, body.encoding) if result.jacobian_x else None,
@@ -73,6 +86,21 @@ def _cross_correlation(
     )
 
 
+def _cross_correlation_picture(
+    body: CrossCorrelationRequest, settings: Settings, media_type: PictureType
+) -> bytes:
+    x, kernel = decode_tensor(body.x), decode_tensor(body.kernel)
+    if body.jacobian == "none":
+        output = _correlate(body, x, kernel, settings).output
+        return correlation_picture(x, kernel, output, media_type)
+    # A spy plot is drawn from the COO entries, whatever format the JSON answer would use.
+    result = _correlate(body.model_copy(update={"jacobian": "coo"}), x, kernel, settings)
+    (wrt,) = body.wrt
+    jacobian = result.jacobian_x if wrt == "x" else result.jacobian_kernel
+    assert jacobian is not None  # correlate returns every Jacobian in wrt
+    return spy_picture(f"∂output/∂{wrt}", jacobian, media_type)
+
+
 @router.post(
     "/cross-correlation",
     openapi_extra=body_openapi(CrossCorrelationRequest),
@@ -82,4 +110,14 @@ async def cross_correlation(
     request: Request, body: CrossCorrelationBody, settings: SettingsDep, compute: ComputeDep
 ) -> CrossCorrelationResponse:
     """Cross-correlate x with the kernel; optionally return d out/d x and d out/d kernel."""
-    return await answer(request, compute, _cross_correlation, body, settings)
+    picture = accepted_picture(request, "cross_correlation", body)
+    if picture is None:
+        return await answer(request, compute, _cross_correlation, body, settings)
+    if body.jacobian != "none" and len(body.wrt) != 1:
+        raise NotAcceptable(
+            f"a picture shows one Jacobian, and wrt asks for {len(body.wrt)}: send wrt ['x'] "
+            "or ['kernel'], or jacobian 'none' for the heatmaps of input, kernel and output"
+        )
+    content = await compute(_cross_correlation_picture, body, settings, picture)
+    # FastAPI sends a Response as it is, whatever the route's declared model.
+    return cast(CrossCorrelationResponse, picture_response(content, picture))

@@ -8,21 +8,35 @@ running counts of function, gradient and Hessian-vector evaluations.
 from typing import Annotated
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ...codec import Tensor, decode_tensor
+from ...engine import layout
 from ...engine.descent import LineSearch
 from ...engine.errors import ShapeError
 from ...engine.minimize import Bounds, Method, MinimizeParams
-from ...engine.types import Shape
+from ...engine.types import FloatArray, Shape
 from .common import Order, ResponseEncoding, ResponseModel, StrictModel
-from .descent import DescentSummaryLine, DescentTolerances, TrajectoryPoint
-from .ops import Function
+from .descent import (
+    DescentSummaryLine,
+    DescentTolerances,
+    ProgramDescentSummaryLine,
+    ProgramTrajectoryPoint,
+    TrajectoryPoint,
+)
+from .programs import AnyFunction, Inputs, Wrt
 
 Bound = Annotated[
     float | Tensor | None,
     Field(description="A number for every element, a tensor of x's shape, or null (unbounded)."),
 ]
+
+
+def _packed(parts: list[FloatArray]) -> FloatArray:
+    # One variable keeps its shape; several are laid end to end, each flattened in C order.
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate([layout.vec(part, "C") for part in parts])
 
 
 class VariableBounds(StrictModel):
@@ -70,8 +84,18 @@ class MinimizeRequest(StrictModel):
         }
     }
 
-    function: Function
-    x0: Tensor = Field(description="The starting point x_0; its shape is the function's input.")
+    function: AnyFunction
+    x0: Tensor | None = Field(
+        None, description="The starting point x_0 of an op list; its shape is the input's."
+    )
+    inputs: Inputs | None = Field(
+        None, description="Programs: every input's value; the variables start from theirs."
+    )
+    variables: Wrt | None = Field(
+        None,
+        description="Programs: the inputs that are minimized over (default: all); the others "
+        "stay fixed. Every method, tolerance and norm covers the variables jointly.",
+    )
     method: Method = Field(
         description="gd (the notes' rule), adam (PyTorch/optax), lbfgs (SciPy L-BFGS-B), "
         "newton-cg (SciPy Newton-CG) or trust-ncg (SciPy trust-ncg); the last two with exact "
@@ -105,18 +129,35 @@ class MinimizeRequest(StrictModel):
     order: Order = "F"
     encoding: ResponseEncoding = "list"
 
-    def params(self, shape: Shape) -> MinimizeParams:
-        """Return the engine's parameters for this request, ``x`` of ``shape``."""
+    @model_validator(mode="after")
+    def _one_form(self) -> "MinimizeRequest":
+        if (self.x0 is None) == (self.inputs is None):
+            raise ValueError("give either x0 (with an op list) or inputs (a program), not both")
+        if self.x0 is not None and not isinstance(self.function, list):
+            raise ValueError("with x0 the function must be an op list; use inputs for "
+                             "expressions and graphs")  # fmt: skip
+        if self.x0 is not None and self.variables is not None:
+            raise ValueError("variables needs inputs; with x0 the variable is x")
+        return self
+
+    def params(self, shapes: dict[str, Shape]) -> MinimizeParams:
+        """Return the engine's parameters, for variables of ``shapes`` (in their order).
+
+        Bounds of one variable ``x`` (the op-list form) have its shape; those of a program are
+        laid end to end as its variables are (each flattened in C order).
+        """
         bounds = None
         if self.bounds is not None:
-            unknown = sorted(set(self.bounds) - {"x"})
+            unknown = sorted(set(self.bounds) - set(shapes))
             if unknown:
-                raise ShapeError(f"bounds name unknown variables {unknown}; the variable is 'x'")
-            box = self.bounds.get("x", VariableBounds())
-            bounds = Bounds(
-                _bound(box.lower, shape, -np.inf, "bounds.x.lower"),
-                _bound(box.upper, shape, np.inf, "bounds.x.upper"),
-            )
+                raise ShapeError(f"bounds name unknown variables {unknown}; the variables are "
+                                 f"{list(shapes)}")  # fmt: skip
+            lower, upper = [], []
+            for name, shape in shapes.items():
+                box = self.bounds.get(name, VariableBounds())
+                lower.append(_bound(box.lower, shape, -np.inf, f"bounds.{name}.lower"))
+                upper.append(_bound(box.upper, shape, np.inf, f"bounds.{name}.upper"))
+            bounds = Bounds(*(_packed(parts) for parts in (lower, upper)))
         tolerances = self.tolerances
         return MinimizeParams(
             method=self.method,
@@ -171,11 +212,33 @@ class MinimizeResponse(MinimizeSummaryLine):
     trajectory: list[MinimizePoint]
 
 
+class ProgramMinimizePoint(ProgramTrajectoryPoint):
+    """One recorded iteration of a program's run, with the evaluation counts."""
+
+    evaluations: Evaluations = Field(description="Counts when this iterate was reached.")
+
+
+class ProgramMinimizeSummaryLine(ProgramDescentSummaryLine):
+    """How a program's run ended: the last NDJSON line of a streamed run."""
+
+    method: Method
+    evaluations: Evaluations = Field(description="Counts of the whole run.")
+
+
+class ProgramMinimizeResponse(ProgramMinimizeSummaryLine):
+    """The summary of a program's run and its recorded trajectory."""
+
+    trajectory: list[ProgramMinimizePoint]
+
+
 __all__ = [
     "Evaluations",
     "MinimizePoint",
     "MinimizeRequest",
     "MinimizeResponse",
     "MinimizeSummaryLine",
+    "ProgramMinimizePoint",
+    "ProgramMinimizeResponse",
+    "ProgramMinimizeSummaryLine",
     "VariableBounds",
 ]

@@ -25,7 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .. import layout
-from ..errors import ParameterError, UnknownOperation
+from ..errors import ParameterError, ShapeError, UnknownOperation
 from ..op import Op, Sparsity, batch_of, check_order, get_op, op_classes
 from ..sparse import Factor, factor_of
 from ..types import FloatArray, Order, Shape
@@ -34,6 +34,7 @@ __all__ = [
     "NaryOp",
     "Unary",
     "build_op",
+    "multilinear_second_order",
     "nary_classes",
     "register_nary",
 ]
@@ -162,6 +163,61 @@ class NaryOp(abc.ABC):
         self.check_domain(arrays, differentiating=True)
         return self._vjp(arrays, i, cotangents)
 
+    def second_order(
+        self,
+        values: Values,
+        i: int,
+        cotangent: FloatArray,
+        tangents: Sequence[FloatArray | None],
+    ) -> FloatArray | None:
+        """Differentiate the VJP of argument ``i`` along tangents of the arguments.
+
+        Returns ``d/dε ten(J_i(values + ε t) vec(u))`` at ``ε = 0`` for each tangent of the batch:
+        the second-order rule a forward-over-reverse Hessian-vector product adds at every node
+        (:mod:`service.engine.hessian`). Linear operations give None (zero); multilinear ones the
+        cross terms, the VJP with one other argument replaced by its tangent.
+
+        Parameters
+        ----------
+        values : sequence of ndarray
+        i : int
+        cotangent : ndarray, shape ``out_shape``
+            One cotangent, shared by the batch.
+        tangents : sequence of (ndarray of shape (B, *shape_j)) or None
+            One per argument; None for an argument held fixed.
+
+        Returns
+        -------
+        ndarray of shape (B, *shape_i), or None when the term is zero.
+
+        Raises
+        ------
+        ParameterError
+            If the operation has no second-order rule.
+        """
+        arrays, out_shape = self._validated(values)
+        self._argument(arrays, i)
+        cotangent = np.asarray(cotangent, dtype=np.float64)
+        if cotangent.shape != out_shape:
+            raise ShapeError(f"{self.label}: the cotangent must have the output shape "
+                             f"{list(out_shape)}, got {list(cotangent.shape)}")  # fmt: skip
+        batches = [
+            None if t is None else batch_of(t, arrays[j].shape, "tangents")
+            for j, t in enumerate(tangents)
+        ]
+        self.check_domain(arrays, differentiating=True)
+        return self._second_order(arrays, i, cotangent, batches)
+
+    def _second_order(
+        self,
+        values: Values,
+        i: int,
+        cotangent: FloatArray,
+        tangents: Sequence[FloatArray | None],
+    ) -> FloatArray | None:
+        # Not abstract: an operation without the rule still evaluates and differentiates once.
+        raise ParameterError(f"{self.label} has no second-order rule (Hessians are unavailable)")
+
     def local_jacobian(self, values: Values, i: int, order: Order = "F") -> sp.coo_array:
         """Return ``J_i`` at ``values`` as a canonical COO array (``in_out``, ``order``)."""
         check_order(order)
@@ -230,6 +286,43 @@ class Unary(NaryOp):
 
     def _local_factor(self, values: Values, i: int, order: Order) -> Factor:
         return self.op._local_factor(values[0], order)
+
+    def _second_order(
+        self,
+        values: Values,
+        i: int,
+        cotangent: FloatArray,
+        tangents: Sequence[FloatArray | None],
+    ) -> FloatArray | None:
+        if tangents[0] is None or self.op.linear:
+            return None
+        return self.op._second_order(values[0], cotangent, tangents[0])
+
+
+def multilinear_second_order(
+    op: NaryOp,
+    values: Values,
+    i: int,
+    cotangent: FloatArray,
+    tangents: Sequence[FloatArray | None],
+) -> FloatArray | None:
+    """Return the second-order rule of an operation linear in each argument separately.
+
+    ``J_i`` does not depend on argument ``i`` and is linear in every other one, so its derivative
+    along the tangents is ``sum_{j != i} J_i(values with argument j replaced by t_j)``: the cross
+    terms of a bilinear map (JAX's ``defbilinear``), computed with the op's own VJP.
+    """
+    total: FloatArray | None = None
+    u = cotangent[np.newaxis]
+    for j, batch in enumerate(tangents):
+        if j == i or batch is None:
+            continue
+        # One VJP per tangent of the batch: the tangent takes argument j's place.
+        term = np.stack([
+            op._vjp([t if k == j else v for k, v in enumerate(values)], i, u)[0] for t in batch
+        ])  # fmt: skip
+        total = term if total is None else total + term
+    return total
 
 
 # -- registry ------------------------------------------------------------------------------------

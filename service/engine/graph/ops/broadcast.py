@@ -97,6 +97,34 @@ class _Broadcasting(NaryOp):
         # (B, *out_shape) * partial -> (B, *out_shape), summed over broadcast axes -> (B, *shape_i)
         return unbroadcast(np.multiply(cotangents, self.partial(values, i)), values[i].shape)
 
+    def second_partial(self, values: Values, i: int, j: int) -> FloatArray | float | None:
+        """Return ``d² out / d arg_i d arg_j`` elementwise (broadcastable), None where it is 0."""
+        return None
+
+    def _second_order(
+        self,
+        values: Values,
+        i: int,
+        cotangent: FloatArray,
+        tangents: Sequence[FloatArray | None],
+    ) -> FloatArray | None:
+        # VJP_i(u) = unbroadcast(u * partial_i); along t, partial_i moves by
+        # sum_j (d partial_i / d arg_j) t_j, and u is fixed.
+        out_shape = cotangent.shape
+        moved: FloatArray | None = None
+        for j, batch in enumerate(tangents):
+            second = None if batch is None else self.second_partial(values, i, j)
+            if second is None:
+                continue
+            assert batch is not None
+            term = np.multiply(lift(batch, values[j].shape, out_shape), second)
+            moved = term if moved is None else moved + term
+        if moved is None:
+            return None
+        # (B, *S) * (S) -> (B, *S), summed over the axes broadcasting added to argument i
+        return unbroadcast(np.broadcast_to(moved * cotangent, (len(moved), *out_shape)),
+                           values[i].shape)  # fmt: skip
+
     def _local_jacobian(self, values: Values, i: int, order: Order) -> sp.coo_array:
         out_shape = self.out_shape([v.shape for v in values])
         data = np.broadcast_to(np.asarray(self.partial(values, i), dtype=np.float64), out_shape)
@@ -158,6 +186,10 @@ class Multiply(_Broadcasting):
         """Return ``b`` for ``a`` and ``a`` for ``b``."""
         return values[1 - i]
 
+    def second_partial(self, values: Values, i: int, j: int) -> float | None:
+        """Return 1 across the arguments, 0 (None) for one argument twice: bilinear."""
+        return 1.0 if i != j else None
+
 
 @register_nary
 @dataclass(frozen=True, eq=False)
@@ -179,6 +211,15 @@ class Divide(_Broadcasting):
         """Return ``1 / b`` for ``a`` and ``-a / b**2`` for ``b``."""
         a, b = values
         return 1.0 / b if i == 0 else -a / (b * b)
+
+    def second_partial(self, values: Values, i: int, j: int) -> FloatArray | None:
+        """Return 0 (None) for ``a, a``, ``-1 / b²`` across, ``2 a / b³`` for ``b, b``."""
+        a, b = values
+        if i == j == 0:
+            return None
+        if i != j:
+            return -1.0 / (b * b)
+        return 2.0 * a / (b * b * b)
 
 
 @dataclass(frozen=True, eq=False)
@@ -239,6 +280,16 @@ class Power(_Broadcasting):
         if i == 0:
             return b * np.power(a, b - 1.0)
         return np.power(a, b) * np.log(a)
+
+    def second_partial(self, values: Values, i: int, j: int) -> FloatArray:
+        """``b (b-1) a^(b-2)``; ``a^(b-1) (1 + b log a)`` across; ``a^b log(a)²`` for ``b, b``."""
+        a, b = values
+        if i == j == 0:
+            return b * (b - 1.0) * np.power(a, b - 2.0)
+        if i != j:
+            return np.power(a, b - 1.0) * (1.0 + b * np.log(a))
+        result: FloatArray = np.power(a, b) * np.square(np.log(a))
+        return result
 
 
 def _mask(value: object) -> np.ndarray:
@@ -332,6 +383,26 @@ class MeanSquaredError(NaryOp):
         # (B,) -> (B, 1, ..., 1) * (S) -> (B, *S) -> (B, *shape_i)
         scaled = np.reshape(cotangents, (-1,) + (1,) * partial.ndim) * partial
         return unbroadcast(scaled, values[i].shape)
+
+    def _second_order(
+        self,
+        values: Values,
+        i: int,
+        cotangent: FloatArray,
+        tangents: Sequence[FloatArray | None],
+    ) -> FloatArray | None:
+        # VJP_i(u) = u (±2 / N)(a - b): along t it moves by u (±2 / N)(t_a - t_b).
+        shape = self._shape([v.shape for v in values])
+        moved: FloatArray | None = None
+        for j, batch in enumerate(tangents):
+            if batch is None:
+                continue
+            term = lift(batch, values[j].shape, shape) * (1.0 if j == 0 else -1.0)
+            moved = term if moved is None else moved + term
+        if moved is None:
+            return None
+        scale = (2.0 if i == 0 else -2.0) / layout.size_of(shape) * cotangent
+        return unbroadcast(np.broadcast_to(moved * scale, (len(moved), *shape)), values[i].shape)
 
     def _local_jacobian(self, values: Values, i: int, order: Order) -> sp.coo_array:
         partial = self._partial(values, i)

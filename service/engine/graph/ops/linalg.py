@@ -22,7 +22,7 @@ from ...op import Sparsity, coo_from_grids
 from ...ops.xcorr import CrossCorrelate2D
 from ...sparse import Factor
 from ...types import FloatArray, Order, Shape
-from ..nary import NaryOp, Values, register_nary
+from ..nary import NaryOp, Values, multilinear_second_order, register_nary
 
 _LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -126,6 +126,15 @@ class _Contraction(NaryOp):
         spec = f"{','.join(labels)}->{batch}{operands[i]}"
         grad: FloatArray = np.einsum(spec, *arrays, optimize=True)
         return grad
+
+    def _second_order(
+        self,
+        values: Values,
+        i: int,
+        cotangent: FloatArray,
+        tangents: Sequence[FloatArray | None],
+    ) -> FloatArray | None:
+        return multilinear_second_order(self, values, i, cotangent, tangents)
 
     def _local_jacobian(self, values: Values, i: int, order: Order) -> sp.coo_array:
         shapes = [v.shape for v in values]
@@ -275,6 +284,15 @@ class XCorr2D(NaryOp):
         if i == 0:
             return self._in_image(k).apply(tangents)
         return np.stack([correlation.cross_correlate(x, t, self.geometry) for t in tangents])
+
+    def _second_order(
+        self,
+        values: Values,
+        i: int,
+        cotangent: FloatArray,
+        tangents: Sequence[FloatArray | None],
+    ) -> FloatArray | None:
+        return multilinear_second_order(self, values, i, cotangent, tangents)
 
     def _vjp(self, values: Values, i: int, cotangents: FloatArray) -> FloatArray:
         x, k = values

@@ -63,6 +63,15 @@ class _Joining(NaryOp):
         image[(slice(None), *block)] = np.reshape(tangents, image[(slice(None), *block)].shape)
         return image
 
+    def _second_order(
+        self,
+        values: Values,
+        i: int,
+        cotangent: FloatArray,
+        tangents: Sequence[FloatArray | None],
+    ) -> FloatArray | None:
+        return None  # linear: the Jacobian does not depend on the arguments
+
     def _vjp(self, values: Values, i: int, cotangents: FloatArray) -> FloatArray:
         _, block = self._block([v.shape for v in values], i)
         piece = cotangents[(slice(None), *block)]
@@ -212,6 +221,15 @@ class Slice(NaryOp):
 
     def _jvp(self, values: Values, i: int, tangents: FloatArray) -> FloatArray:
         return np.ascontiguousarray(tangents[(slice(None), *self.index)])
+
+    def _second_order(
+        self,
+        values: Values,
+        i: int,
+        cotangent: FloatArray,
+        tangents: Sequence[FloatArray | None],
+    ) -> FloatArray | None:
+        return None  # linear: the Jacobian does not depend on the arguments
 
     def _vjp(self, values: Values, i: int, cotangents: FloatArray) -> FloatArray:
         # Basic slicing selects each element at most once: the transpose scatters without sums.
