@@ -22,6 +22,12 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535, description="TCP port.")
     workers: int = Field(1, ge=1, description="uvicorn worker processes.")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    access_log_every: int = Field(
+        1,
+        ge=1,
+        description="Write the access-log line of one successful request in N; refused or "
+        "failed requests (status >= 400) are always logged.",
+    )
 
     max_body_bytes: int = Field(64 * MIB, ge=1, description="Request body bytes.")
     max_inflight_body_bytes: int = Field(

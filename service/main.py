@@ -130,7 +130,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Relative: Try-it-out and generated clients address the server that serves the document.
         servers=[{"url": "/", "description": "The server that serves this document"}],
     )
-    app.dependency_overrides[get_settings] = lambda: settings
+    # Routes read these through an async dependency (deps.app_settings): no override, no hop.
+    app.state.settings = settings
     app.include_router(api_router)
     # Starlette sends exceptions whose only handler is Exception's to its outermost layer, which
     # always answers 500 and re-raises; every expected class is therefore registered by name.
@@ -148,9 +149,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_exception_handler(exc_class, handle_exception)
     metrics = Metrics()
     app.state.metrics = metrics
-    app.state.computations = Computations(
-        settings.max_concurrent_computations, settings.computation_wait_seconds, metrics
-    )
+    app.state.computations = Computations(settings, metrics)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics_endpoint() -> Response:
@@ -169,6 +168,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         keys = [key.get_secret_value().encode() for key in settings.api_keys]
         app.add_middleware(ApiKeyMiddleware, keys=keys, public=public_paths(settings))
     app.add_middleware(PageContentSecurityPolicy)
-    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    app.add_middleware(
+        RequestContextMiddleware, metrics=metrics, log_every=settings.access_log_every
+    )
     _install_openapi(app)
     return app

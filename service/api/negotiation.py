@@ -24,6 +24,7 @@ from starlette.responses import Response
 
 from ..codec.binary import HEADER_LENGTH
 from .problems import NotAcceptable, UnsupportedMediaType
+from .rendering import json_response
 
 JSON = "application/json"
 OCTET_STREAM = "application/octet-stream"
@@ -196,7 +197,9 @@ async def answer(
 ) -> Answer:
     """Compute ``function(body, *args)`` and answer it in the representation ``Accept`` picks.
 
-    JSON answers are returned as models (FastAPI writes them, as for any route); any other is
+    JSON answers are returned as models (FastAPI writes them, as for any route), except those
+    asking for ``encoding: "base64"``: their body is written in the worker-thread call that
+    computes them (:func:`~service.api.rendering.json_response`). Any other representation is
     computed with ``encoding: "binary"`` and rendered in the same worker-thread call.
 
     Raises
@@ -205,8 +208,12 @@ async def answer(
         Before computing, if no representation satisfies ``Accept`` (406).
     """
     operation = getattr(request.scope.get("route"), "name", "")
-    representation = negotiate(request, operation, getattr(body, "encoding", None), body)
+    encoding = getattr(body, "encoding", None)
+    representation = negotiate(request, operation, encoding, body)
     if representation is None or representation.render is None:
+        if encoding == "base64":
+            # dumped in the worker thread, base64 spliced in as bytes (rendering.py)
+            return cast(Answer, await compute(_rendered, json_response, function, body, *args))
         return cast(Answer, await compute(function, body, *args))
     binary = body.model_copy(update={"encoding": "binary"})
     rendered = await compute(_rendered, representation.render, function, binary, *args)
@@ -214,8 +221,11 @@ async def answer(
     return cast(Answer, rendered)
 
 
-def check_accept(request: Request) -> None:
+async def check_accept(request: Request) -> None:
     """Dependency: refuse (406) an ``Accept`` that no representation of the route satisfies.
+
+    A coroutine function, so FastAPI calls it on the event loop: a plain ``def`` dependency
+    costs a thread-pool hop per request.
 
     Runs before the body is read; representations that only some requests have are counted, so
     :func:`negotiate` may still refuse once the body is known.

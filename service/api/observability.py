@@ -64,11 +64,31 @@ def route_template(scope: Scope) -> str:
 
 
 class RequestContextMiddleware:
-    """Assign the request id, time the request, count it, and write the access log line."""
+    """Assign the request id, time the request, count it, and write the access log line.
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    With ``log_every = N`` only one successful (status < 400) request in N writes its line;
+    every refused or failed one does. Metrics count every request either way.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, log_every: int = 1) -> None:
         self.app = app
         self.metrics = metrics
+        self.log_every = log_every
+        self._unlogged = 0  # successful requests since the last logged one (one loop: no lock)
+        # Labelled metric children by (route, method, status): `labels()` takes a lock and
+        # validates its arguments on every call. Bounded: route templates times statuses.
+        self._labelled: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def _children(self, route: str, method: str, status: int) -> tuple[Counter, Histogram]:
+        key = (route, method, status)
+        children = self._labelled.get(key)
+        if children is None:
+            children = (
+                self.metrics.requests.labels(route, method, str(status)),
+                self.metrics.latency.labels(route, method),
+            )
+            self._labelled[key] = children
+        return children
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Run the request with its id bound; record status and latency however it ends."""
@@ -100,18 +120,22 @@ class RequestContextMiddleware:
         finally:
             elapsed = time.perf_counter() - start
             route, method = route_template(scope), scope.get("method", "")
-            self.metrics.requests.labels(route, method, str(status)).inc()
-            self.metrics.latency.labels(route, method).observe(elapsed)
-            access_logger.info(
-                "request",
-                extra={
-                    "method": method,
-                    "path": scope.get("path", ""),
-                    "route": route,
-                    "status": status,
-                    "duration_ms": round(elapsed * 1000, 3),
-                },
-            )
+            counter, histogram = self._children(route, method, status)
+            counter.inc()
+            histogram.observe(elapsed)
+            self._unlogged += 1
+            if status >= 400 or self._unlogged >= self.log_every:
+                self._unlogged = 0
+                access_logger.info(
+                    "request",
+                    extra={
+                        "method": method,
+                        "path": scope.get("path", ""),
+                        "route": route,
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 3),
+                    },
+                )
             request_id_var.reset(token)
 
 
@@ -120,10 +144,23 @@ class JsonFormatter(logging.Formatter):
 
     _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "color_message"}
 
+    def __init__(self) -> None:
+        super().__init__()
+        # The time field has whole seconds: it is rendered once per second, not once per line.
+        self._second = -1
+        self._stamp = ""
+
+    def _time(self, record: logging.LogRecord) -> str:
+        second = int(record.created)
+        if second != self._second:
+            self._stamp = self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z")
+            self._second = second
+        return self._stamp
+
     def format(self, record: logging.LogRecord) -> str:
         """Render ``record`` as JSON."""
         entry: dict[str, Any] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "time": self._time(record),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),

@@ -339,6 +339,28 @@ class TensorOut(BaseModel):
     data: Annotated[Any, WithJsonSchema(_OUT_DATA_SCHEMA)]
 
 
+class Base64Text(str):
+    """Base64 text that keeps the ASCII bytes it was made from (:attr:`ascii`).
+
+    A response writer sends those bytes as they are (``service/api/rendering.py``) instead of
+    encoding the text again: one copy of a 43 MB Jacobian less.
+    """
+
+    ascii: bytes
+
+
+def base64_text(values: np.ndarray[Any, Any], dtype: str) -> Base64Text:
+    """Return standard base64 of the little-endian C-order bytes of ``values`` as ``dtype``.
+
+    pybase64 reads the array's buffer directly: the only copy before encoding is a conversion
+    the wire format requires (int32 indices to ``<i8``); a float64 array is encoded in place.
+    """
+    raw = pybase64.b64encode(np.ascontiguousarray(values, dtype=dtype).data)
+    text = Base64Text(raw, "ascii")  # decoded straight into the subclass: one copy
+    text.ascii = raw
+    return text
+
+
 def encode_tensor(array: FloatArray, encoding: Encoding = "list") -> TensorOut:
     """Write a float64 array in the wire format.
 
@@ -358,8 +380,7 @@ def encode_tensor(array: FloatArray, encoding: Encoding = "list") -> TensorOut:
     if encoding == "binary":
         data: Any = Segment(np.ascontiguousarray(array, dtype="<f8"))
     elif encoding == "base64":
-        raw = np.ascontiguousarray(array, dtype="<f8").tobytes()
-        data = pybase64.b64encode(raw).decode("ascii")
+        data = base64_text(array, "<f8")
     else:
         data = array.tolist()
     return TensorOut.model_construct(
@@ -372,8 +393,7 @@ def encode_index_array(values: np.ndarray[Any, Any], encoding: Encoding) -> Any:
     if encoding == "binary":
         return binary_array(values, "int64")
     if encoding == "base64":
-        raw = np.ascontiguousarray(values, dtype="<i8").tobytes()
-        return pybase64.b64encode(raw).decode("ascii")
+        return base64_text(values, "<i8")
     return np.asarray(values, dtype=np.int64).tolist()
 
 
@@ -382,8 +402,7 @@ def encode_values(values: FloatArray, encoding: Encoding) -> Any:
     if encoding == "binary":
         return binary_array(values, "float64")
     if encoding == "base64":
-        raw = np.ascontiguousarray(values, dtype="<f8").tobytes()
-        return pybase64.b64encode(raw).decode("ascii")
+        return base64_text(values, "<f8")
     return np.asarray(values, dtype=np.float64).tolist()
 
 

@@ -31,6 +31,7 @@ The op is bilinear, so its JVP is the forward itself:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -62,10 +63,23 @@ FORWARD_METHODS: tuple[Method, ...] = ("auto", "gemm_shift", "tap_gemm", "im2col
 # through `_product`, in column blocks of at most GEMM_BLOCK multiply-adds, which keeps it on the
 # calling thread, in cache, and predictable under load.
 GEMM_BLOCK = 2**19
+# A matrix-vector product below this many multiply-adds stays on the calling thread (see
+# GEMM_BLOCK) and skips _product's two-row GEMM, whose copies cost 10 of 13 us at (1,27)@(27,900).
+MATVEC_ONE_THREAD = 25_000
+# im2col columns up to this many elements are gathered at once (see _gathered).
+GATHER_COLUMNS = 2**15
 # Elements of the reused im2col buffer (2 MiB: stays in the L2/L3 caches).
 COLUMN_BUFFER = 2**18
 # Target length of the contiguous inner loops that write Jacobian entries (see _build).
 INNER_LOOP = 2048
+# An in_out Jacobian with fewer entries than this is built as out_in and transposed. Its direct
+# build writes one block per pair of row runs (25 for a 3x3 kernel without padding) at about
+# 35 us of NumPy calls each, a fixed ~1 ms, while out_in is one block and SciPy's transpose
+# costs a few ns per entry, until its scattered writes leave the caches. Measured, CPU ms,
+# direct / out_in + transpose: (3,16,16) k3, 5,292 entries: 1.14 / 0.17; (3,32,32): 1.23 /
+# 0.32; N=2 (3,40,40): 77,976: 1.28 / 0.33; (3,64,64): 103,788: 1.87 / 3.20; (3,224,224):
+# 1,330,668: 2.10 / 8.92.
+TRANSPOSE_BELOW = 65_536
 
 
 # --------------------------------------------------------------------------------------------
@@ -203,8 +217,13 @@ def _axis_padding(name: PaddingName, size: int, taps: int, s: int, d: int) -> tu
 
 def _plan(x_shape: Sequence[int], k_shape: Sequence[int], geometry: XCorrGeometry) -> _Plan:
     """Check ranks, channels and sizes and derive the output size: the shape rule."""
-    xs = tuple(int(v) for v in x_shape)
-    ks = tuple(int(v) for v in k_shape)
+    return _cached_plan(tuple(int(v) for v in x_shape), tuple(int(v) for v in k_shape), geometry)
+
+
+# The plan is a pure function of the shapes and the geometry; a small convolution spent a fifth
+# of its time deriving it (0.01 of 0.05 ms for (3,32,32) k3).
+@functools.lru_cache(maxsize=512)
+def _cached_plan(xs: Shape, ks: Shape, geometry: XCorrGeometry) -> _Plan:
     if len(xs) not in (3, 4) or len(ks) not in (3, 4):
         raise ShapeError(
             f"xcorr: x must be (C, H, W) or (N, C, H, W) and the kernel (C, H', W') or "
@@ -377,6 +396,10 @@ def _product(a: FloatArray, b: FloatArray, out: FloatArray) -> None:
     of 0.15 ms for ``(1, 288) @ (288, 3844)``.
     """
     single = a.shape[0] == 1
+    if single and a.shape[1] * b.shape[-1] < MATVEC_ONE_THREAD:
+        # small enough for BLAS to keep the matrix-vector product on this thread
+        np.matmul(a, b, out=out)
+        return
     rows = np.concatenate([a, a]) if single else a
     block = max(1, GEMM_BLOCK // (rows.shape[0] * rows.shape[1]))
     for p0 in range(0, b.shape[-1], block):
@@ -441,8 +464,12 @@ def choose_method(
     ShapeError
         As in :func:`output_shape`.
     """
-    plan = _plan(x_shape, k_shape, geometry)
-    if plan.s_h > 1 or plan.s_w > 1 or plan.C == 1:
+    return _choose(_plan(x_shape, k_shape, geometry))
+
+
+def _choose(plan: _Plan) -> Method:
+    """:func:`choose_method` for a plan already made."""
+    if plan.s_h > 1 or plan.s_w > 1 or plan.C == 1 or _gathered(plan):
         return "im2col"
     if plan.K == 1 or 4 * plan.K <= plan.C:
         return "gemm_shift"
@@ -551,15 +578,59 @@ def _windows(x_p: FloatArray, plan: _Plan) -> FloatArray:
     ]
 
 
+def _gathered(plan: _Plan) -> bool:
+    """Tell whether the columns are few enough to be gathered at once by a cached index.
+
+    For a small image both shift methods pay a fixed ~0.04 ms of per-tap NumPy calls, and the
+    6-D strided copy of :func:`_column_blocks` runs far below the bandwidth on short rows; one
+    ``take`` fills the same columns (the same numbers in the same places: the GEMM and its
+    result are those of the block copy). Measured, CPU ms, gathered im2col / gemm_shift / block
+    im2col: (3,32,32) k3 (24,300 column entries) 0.032 / 0.050 / 0.041; (3,64,64) k3 (103,788)
+    0.19 / 0.06 / 0.13: the gather loses from a few 10^4 entries on.
+    """
+    per_image = plan.C * plan.kh * plan.kw * plan.h_out * plan.w_out
+    return plan.N * per_image <= GATHER_COLUMNS
+
+
+@functools.lru_cache(maxsize=64)
+def _gather_index(plan: _Plan) -> IndexArray:
+    """Flat positions in one padded image of every column entry: (C*kh*kw, h_out*w_out).
+
+    Row ``(c, h, w)``, column ``(i, j)`` holds ``x_p[c, s_h i + d_h h, s_w j + d_w w]``, the
+    layout :func:`_column_blocks` copies with axes ``(0, 1, 4, 5, 2, 3)``. Read-only (cached).
+    """
+    _, C, hp, wp = plan.padded_shape
+    c = np.arange(C)[:, None, None, None, None]
+    h = np.arange(plan.kh)[None, :, None, None, None]
+    w = np.arange(plan.kw)[None, None, :, None, None]
+    i = np.arange(plan.h_out)[None, None, None, :, None]
+    j = np.arange(plan.w_out)[None, None, None, None, :]
+    # (C, kh, kw, h_out, w_out) -> (C*T, h_out*w_out)
+    flat = c * (hp * wp) + (plan.s_h * i + plan.d_h * h) * wp + (plan.s_w * j + plan.d_w * w)
+    index: IndexArray = np.reshape(flat, (C * plan.kh * plan.kw, plan.h_out * plan.w_out))
+    index.flags.writeable = False
+    return index
+
+
 def _im2col(x_p: FloatArray, k4: FloatArray, plan: _Plan) -> FloatArray:
     """Copy the windows of a block of output rows into columns, then one GEMM per block."""
     N, C = plan.N, plan.C
     K, T = plan.K, plan.kh * plan.kw
-    windows = _windows(x_p, plan)
     # (K, C, kh, kw) -> (K, C*T)
     k_rows = np.reshape(k4, (K, C * T))
     w_out = plan.w_out
     out = np.empty((N, K, plan.h_out * w_out))
+    if _gathered(plan):
+        # (N, C*hp*wp)[:, index] -> (N, C*T, h_out*w_out): every column at once (one image: a
+        # flat take, twice as fast as one along an axis)
+        index = _gather_index(plan)
+        if N == 1:
+            columns = np.take(vec(x_p, "C"), index)[np.newaxis]
+        else:
+            columns = np.take(np.reshape(x_p, (N, -1)), index, axis=1)
+        _product(k_rows, columns, out)
+        return ten_batch(out, (plan.h_out, w_out), "C")
+    windows = _windows(x_p, plan)
     for i0, i1, cols in _column_blocks(windows, plan, (0, 1, 4, 5, 2, 3)):
         # (K, C*T) @ (N, C*T, rows*w_out) -> (N, K, rows*w_out)
         columns = np.reshape(cols, (N, C * T, (i1 - i0) * w_out))
@@ -643,7 +714,7 @@ def cross_correlate(
     if method == "jacobian":
         return forward_via_jacobian(x, k, geometry)
     plan = _plan(x.shape, k.shape, geometry)
-    chosen = choose_method(x.shape, k.shape, geometry) if method == "auto" else method
+    chosen = _choose(plan) if method == "auto" else method
     y4 = _KERNELS[chosen](_pad(_as4(x), plan), _as4(k), plan)
     return np.reshape(y4, plan.out_shape)
 
@@ -739,6 +810,7 @@ class _AxisPattern:
     runs: tuple[_Run, ...]
 
 
+@functools.lru_cache(maxsize=256)
 def _axis_pattern(
     roles: tuple[str, str], size: int, taps: int, out: int, s: int, d: int, pad: int, step: int
 ) -> _AxisPattern:
@@ -748,6 +820,10 @@ def _axis_pattern(
     ``"i"`` (``0 <= i < out``) and ``"h"`` (``0 <= h < taps``); the third is the auxiliary one.
     Rows ``a`` and ``a + step`` share a run when their partners and auxiliaries are shifted by
     the run's constants and the pairs below them grow by a constant.
+
+    A pure function of integers, cached: its Python loop over the ``size`` rows cost 0.45 ms for
+    a 224-row axis, a fifth of building that image's whole Jacobian, and a service sees the same
+    geometries again and again. Callers must not modify the result (``counts`` is read-only).
     """
     i = np.arange(out)[:, np.newaxis]
     h = np.arange(taps)[np.newaxis, :]
@@ -788,6 +864,7 @@ def _axis_pattern(
         waiting[a + step] = run
         start = stop
     runs.extend(waiting.values())
+    counts.flags.writeable = False
     return _AxisPattern(counts, start, tuple(runs))
 
 
@@ -1066,6 +1143,8 @@ def _paired_jacobian(
     axis of the output, its axis 1 is ``c``, and axes 2 and 3 are the auxiliary coordinates
     of the runs.
     """
+    if layout == "in_out" and _structural_nnz(plan) < TRANSPOSE_BELOW:
+        return _transposed(_paired_jacobian(plan, wrt, other4, order, "out_in"))
     # in_out: axis 0 belongs to the columns only and c to the rows only; out_in swaps them
     first_axis, c_axis = ("V", "U") if layout == "in_out" else ("U", "V")
 
@@ -1075,6 +1154,20 @@ def _paired_jacobian(
         return _align(picked, [first_axis, c_axis, "Qh", "Ih", "Qw", "Jw"], block)
 
     return _build(_pairing(plan, wrt, layout), order, values, zeros=not np.all(other4))
+
+
+def _transposed(matrix: sp.csr_array) -> sp.csr_array:
+    """Return the canonical CSR of ``matrix.T`` (SciPy's compiled CSR -> CSC pass).
+
+    The pass visits rows in order, so every column's entries come out sorted; the values are the
+    same numbers, moved. Indices keep the type the direct build would give them.
+    """
+    result = matrix.T.tocsr()
+    dtype = sparse_index_dtype(result.shape, result.nnz)
+    result.indices = result.indices.astype(dtype, copy=False)
+    result.indptr = result.indptr.astype(dtype, copy=False)
+    result.has_canonical_format = True
+    return result
 
 
 def jacobian_x(
@@ -1207,6 +1300,17 @@ def _pair_count(size: int, taps: int, out: int, s: int, d: int, pad: int) -> int
     return total
 
 
+def _structural_nnz(plan: _Plan) -> int:
+    """Entries of either Jacobian before exact zeros are dropped (see :func:`nnz_x`)."""
+    return (
+        plan.N
+        * plan.K
+        * plan.C
+        * _pair_count(plan.H, plan.kh, plan.h_out, plan.s_h, plan.d_h, plan.pad_top)
+        * _pair_count(plan.W, plan.kw, plan.w_out, plan.s_w, plan.d_w, plan.pad_left)
+    )
+
+
 def nnz_x(
     x_shape: Sequence[int], k_shape: Sequence[int], geometry: XCorrGeometry = DEFAULT_GEOMETRY
 ) -> int:
@@ -1236,14 +1340,7 @@ def nnz_x(
     >>> nnz_x((3, 224, 224), (3, 3, 3))
     1330668
     """
-    plan = _plan(x_shape, k_shape, geometry)
-    return (
-        plan.N
-        * plan.K
-        * plan.C
-        * _pair_count(plan.H, plan.kh, plan.h_out, plan.s_h, plan.d_h, plan.pad_top)
-        * _pair_count(plan.W, plan.kw, plan.w_out, plan.s_w, plan.d_w, plan.pad_left)
-    )
+    return _structural_nnz(_plan(x_shape, k_shape, geometry))
 
 
 def nnz_kernel(

@@ -193,6 +193,48 @@ def test_jacobian_kernel_equals_the_loops(
     assert coo_dict(jacobian) == (expected if layout == "in_out" else transposed(expected))
 
 
+@given(case=cases(), data=st.data(), order=orders, direct=st.booleans())
+def test_both_in_out_builds_equal_the_notes_loops(
+    case: Case, data: st.DataObject, order: str, direct: bool
+) -> None:
+    """in_out is written directly, or as out_in and transposed below TRANSPOSE_BELOW entries."""
+    k = data.draw(tensors(case.k_shape), label="k")
+    x = data.draw(tensors(case.x_shape), label="x")
+    expected_x = nonzero(
+        oracles.xcorr_jacobian_loops(case.x_shape, k, case.stride, case.pairs, case.dilation, order)
+    )
+    expected_k = nonzero(
+        oracles.xcorr_kernel_jacobian_loops(
+            x, case.k_shape, case.stride, case.pairs, case.dilation, order
+        )
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(xcorr, "TRANSPOSE_BELOW", 0 if direct else 2**62)
+        jacobian_x = xcorr.jacobian_x(k, case.x_shape, case.geometry, order=order)
+        jacobian_k = xcorr.jacobian_kernel(x, case.k_shape, case.geometry, order=order)
+    for jacobian, expected in ((jacobian_x, expected_x), (jacobian_k, expected_k)):
+        assert_canonical(jacobian)
+        # int32 indices wherever the shape allows (SciPy would convert int64 on every product)
+        assert jacobian.row.dtype == jacobian.col.dtype == np.int32
+        assert coo_dict(jacobian) == expected
+
+
+@given(case=cases(), data=st.data(), gathered=st.booleans())
+def test_im2col_gathered_or_copied_by_blocks_equals_the_loops(
+    case: Case, data: st.DataObject, gathered: bool
+) -> None:
+    """Small images gather their columns by a cached index, larger ones copy them by blocks."""
+    x = data.draw(tensors(case.x_shape), label="x")
+    k = data.draw(tensors(case.k_shape), label="k")
+    expected = oracles.xcorr_forward_loops(x, k, case.stride, case.pairs, case.dilation)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(xcorr, "GATHER_COLUMNS", 2**62 if gathered else 0)
+        actual = xcorr.cross_correlate(x, k, case.geometry, method="im2col")
+    np.testing.assert_allclose(
+        actual, expected, rtol=EXACT["rtol"], atol=EXACT["atol"] * max(1, magnitude(x, k, case))
+    )
+
+
 @given(case=cases(), data=st.data())
 def test_out_in_is_the_transpose_and_c_a_permutation_of_f(case: Case, data: st.DataObject) -> None:
     """CONVENTIONS sections 1-2, checked on the engine's own four variants."""

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from ...codec import decode_tensor, encode_tensor
 from ...engine import layout
 from ...engine.errors import LimitExceeded, ShapeError
-from ..deps import ComputeDep, SettingsDep, body_openapi, json_body
+from ..deps import ComputeDep, body_openapi, json_body
 from ..negotiation import answer, check_accept, offer
 from ..problems import PROBLEM_RESPONSES
 from ..representations import BINARY, npy
@@ -81,24 +81,24 @@ def _unflat(body: UnflatRequest, max_index_count: int) -> UnflatResponse:
 @router.post("/vec", openapi_extra=body_openapi(VecRequest), summary="vec: tensor to vector")
 async def vec(request: Request, body: VecBody, compute: ComputeDep) -> VecResponse:
     """Flatten a tensor into a vector: v[flat(i)] = x[i] in the chosen order."""
-    return await answer(request, compute, _vec, body)
+    return await answer(request, compute.light, _vec, body)
 
 
 @router.post("/ten", openapi_extra=body_openapi(TenRequest), summary="ten: vector to tensor")
 async def ten(request: Request, body: TenBody, compute: ComputeDep) -> TenResponse:
     """Reshape a vector into a tensor of the given shape, the inverse of vec."""
-    return await answer(request, compute, _ten, body)
+    return await answer(request, compute.light, _ten, body)
 
 
 @router.post("/flat", openapi_extra=body_openapi(FlatRequest), summary="flat: multi-index to flat")
-async def flat(body: FlatBody, settings: SettingsDep, compute: ComputeDep) -> FlatResponse:
+async def flat(body: FlatBody, compute: ComputeDep) -> FlatResponse:
     """Map multi-indices of a dims tensor to flat indices (F: sum_j i_j prod_{k<j} d_k)."""
-    return await compute(_flat, body, settings.max_index_count)
+    return await compute.light(_flat, body, compute.settings.max_index_count)
 
 
 @router.post(
     "/unflat", openapi_extra=body_openapi(UnflatRequest), summary="unflat: flat to multi-index"
 )
-async def unflat(body: UnflatBody, settings: SettingsDep, compute: ComputeDep) -> UnflatResponse:
+async def unflat(body: UnflatBody, compute: ComputeDep) -> UnflatResponse:
     """Map flat indices of a dims tensor back to multi-indices, the inverse of flat."""
-    return await compute(_unflat, body, settings.max_index_count)
+    return await compute.light(_unflat, body, compute.settings.max_index_count)
