@@ -1,5 +1,6 @@
 """The application factory: settings, routers, problem handlers, body limit, offline docs."""
 
+import copy
 from typing import Any
 
 from fastapi import FastAPI
@@ -17,6 +18,7 @@ from .api.deps import REQUEST_MODELS, Computations
 from .api.middleware import BodyLimitMiddleware
 from .api.negotiation import document as document_representations
 from .api.observability import Metrics, RequestContextMiddleware, configure_logging
+from .api.openapi_document import add_examples, declare_statuses, share_enums
 from .api.problems import (
     PROBLEM_TYPES,
     NotAcceptable,
@@ -48,6 +50,24 @@ Tensor calculus over HTTP, computed in float64 by a vectorized NumPy/SciPy engin
 """
 
 
+TAGS = [
+    {"name": "health", "description": "Liveness (`/healthz`) and readiness (`/readyz`) probes."},
+    {"name": "operators", "description": "The notes' `vec`, `ten`, `flat` and its inverse, in "
+     "index order F or C."},
+    {"name": "cross-correlation", "description": "2-D multi-channel cross-correlation (the notes' "
+     "worked example) and its Jacobians with respect to the image and the kernel."},
+    {"name": "functions", "description": "Functions as lists of registered operations "
+     "(`GET /v1/ops`): evaluate, Jacobian (strategies, formats, finite-difference check), JVP, "
+     "VJP, and the chain rule on given Jacobians."},
+    {"name": "gradient-descent", "description": "The notes' update x - γ ten(∂f/∂x) with momentum, "
+     "line search and stopping rules; JSON or a streamed NDJSON trajectory."},
+    {"name": "second-order", "description": "Exact Hessian-vector products (forward over reverse) "
+     "and Hessians of scalar functions, sparse from their structure or dense."},
+    {"name": "minimize", "description": "Minimize a scalar function with gd, adam, lbfgs, "
+     "newton-cg or trust-ncg, with stopping rules; JSON or a streamed trajectory."},
+]  # fmt: skip
+
+
 def _operation_id(route: APIRoute) -> str:
     # Stable operation ids are the route function names (unique across the app).
     return route.name
@@ -68,6 +88,12 @@ def _install_openapi(app: FastAPI) -> None:
             components[model.__name__] = model_schema
         schema["components"]["schemas"] = dict(sorted(components.items()))
         document_representations(schema)
+        # The representations' schemas are module-level dicts shared by every app: copy before
+        # rewriting enums in place.
+        schema = copy.deepcopy(schema)
+        share_enums(schema)
+        declare_statuses(schema, app)
+        add_examples(schema)
         # Keys are optional (SERVICE_API_KEYS); the empty requirement says so to generators.
         schema["components"]["securitySchemes"] = {
             "bearerAuth": {"type": "http", "scheme": "bearer"},
@@ -100,6 +126,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION.replace("{types}", ", ".join(f"`{t}`" for t in PROBLEM_TYPES)),
         generate_unique_id_function=_operation_id,
+        openapi_tags=TAGS,
+        # Relative: Try-it-out and generated clients address the server that serves the document.
+        servers=[{"url": "/", "description": "The server that serves this document"}],
     )
     # Routes read these through an async dependency (deps.app_settings): no override, no hop.
     app.state.settings = settings

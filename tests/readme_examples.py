@@ -240,3 +240,22 @@ def mismatches(actual: Any, expected: Any, path: str = "") -> list[str]:
     if actual != expected:
         return [f"{where}: {json.dumps(actual)[:80]} != shown {json.dumps(expected)[:80]}"]
     return []
+
+
+CURL_BODY = re.compile(
+    r"curl\b[^|]*?(?:localhost|127\.0\.0\.1):8000(/v\d+/[\w/-]+)[^|]*?\s-d\s+'([^']*)'", re.S
+)
+
+
+def request_bodies(markdown: str) -> dict[str, Any]:
+    """Return the first JSON body the README's curl examples send to each path.
+
+    Only ``curl ... -d '<json>'`` with the body written out counts (not ``-d @-``).
+    """
+    bodies: dict[str, Any] = {}
+    for example in examples(markdown):
+        if example.kind != "bash":
+            continue
+        for path, body in CURL_BODY.findall(example.code):
+            bodies.setdefault(path, json.loads(body))
+    return dict(sorted(bodies.items()))

@@ -61,6 +61,9 @@ NGINX_APT_PACKAGES = "nginx"
 # --------------------------------------------------------------------------------------------
 
 
+SYSTEM_TOOLS = frozenset({"docker", "nginx", "chromium", "chromedriver"})
+
+
 def _tool(name: str) -> str:
     """Path of a dev-dependency executable: next to the interpreter first, then on PATH.
 
@@ -73,9 +76,15 @@ def _tool(name: str) -> str:
             return str(candidate)
     found = shutil.which(name)
     if found is None:
+        # The Docker CLI is a Debian package (docker.io / docker-cli), the others are Python ones.
+        fix = (
+            "it is a Debian package: run `bash scripts/system-deps.sh` (needs root or sudo)"
+            if name in SYSTEM_TOOLS
+            else "it is a dev dependency: run `pip install -e '.[dev]'`"
+        )
         pytest.fail(
-            f"`{name}` executable not found next to {sys.executable} or on PATH. It is a dev "
-            f"dependency: run `pip install -e '.[dev]'` (or `bash scripts/test.sh`).",
+            f"`{name}` executable not found next to {sys.executable} or on PATH; {fix} "
+            "(`bash scripts/test.sh` does both).",
             pytrace=False,
         )
     return found

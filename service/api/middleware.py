@@ -98,6 +98,7 @@ class BodyLimitMiddleware:
                     )
                 received += size
                 self.inflight += size
+                self.metrics.body_bytes.set(self.inflight)
             return message
 
         try:
@@ -105,3 +106,4 @@ class BodyLimitMiddleware:
         finally:
             # The body is held until its request is answered; then its bytes are free again.
             self.inflight -= received
+            self.metrics.body_bytes.set(self.inflight)

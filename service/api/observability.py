@@ -49,6 +49,11 @@ class Metrics:
         self.in_flight = Gauge(
             "computations_in_flight", "Engine computations running now.", registry=self.registry
         )
+        self.body_bytes = Gauge(
+            "request_body_bytes_in_flight",
+            "Request body bytes received and held by requests not yet answered.",
+            registry=self.registry,
+        )
 
 
 def route_template(scope: Scope) -> str:

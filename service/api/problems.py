@@ -6,6 +6,7 @@ Errors are raised in the engine and codec and rendered here, at the edge. The ta
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -264,6 +265,14 @@ def _select_branches(errors: list[Located]) -> list[Located]:
     return plain + chosen
 
 
+# pydantic prefixes the message of a ValueError raised in a validator; clients need only ours.
+_PYDANTIC_PREFIX = re.compile(r"^(Value error|Assertion failed), ")
+# Errors whose input is not worth echoing: absent, unparsable, or already named in the message.
+_NOT_ECHOED = frozenset(
+    {"missing", "json_invalid", "unknown_tag", "missing_tag", "ragged", "extra_forbidden"}
+)
+
+
 def validation_errors(errors: list[dict[str, Any]], body: Any) -> list[ProblemError]:
     """Map pydantic errors to ``{detail, pointer}``: one per place, from the meant union member."""
     document: Any = None
@@ -277,12 +286,15 @@ def validation_errors(errors: list[dict[str, Any]], body: Any) -> list[ProblemEr
     located: list[Located] = []
     for error in errors:
         missing = error.get("type") == "missing"
-        segments = _segments(tuple(error.get("loc", ())), document, missing)
-        detail = str(error.get("msg", "invalid"))
+        context = error.get("ctx") or {}
+        # A validator may name a place inside its field (the first ragged row): ctx["at"].
+        loc = (*error.get("loc", ()), *context.get("at", ()))
+        segments = _segments(loc, document, missing)
+        detail = _PYDANTIC_PREFIX.sub("", str(error.get("msg", "invalid")))
         value = error.get("input")
         if (
             "input" in error
-            and error.get("type") not in ("missing", "json_invalid")
+            and error.get("type") not in _NOT_ECHOED
             and (value is None or isinstance(value, bool | int | float | str))
         ):
             shown = json.dumps(value)
@@ -414,20 +426,24 @@ def _problem_content(description: str) -> dict[str, Any]:
     }
 
 
+STATUS_DESCRIPTIONS: dict[int, str] = {
+    400: "The client left before its whole body arrived (`/problems/incomplete-body`).",
+    401: "Missing or wrong API key, when keys are configured (`/problems/unauthorized`).",
+    404: "No such resource.",
+    406: "No representation satisfies `Accept` (`/problems/not-acceptable`); errors are always "
+    "`application/problem+json`.",
+    408: "The body stopped arriving for longer than the read timeout.",
+    413: "Payload or estimated work over a configured limit (`/problems/limit-exceeded`).",
+    415: "A body that is neither `application/json` nor `application/octet-stream` "
+    "(`/problems/unsupported-media-type`).",
+    422: "Invalid input, shape or parameter; `errors` points into the body.",
+    500: "Unexpected error; generic detail, traceback only in the server log.",
+    503: "Every computation slot is busy, or too many body bytes are in flight; retry after "
+    "`Retry-After` seconds (`/problems/saturated`).",
+}
+# The responses a router declares; the document is then narrowed to each operation's statuses
+# (service/api/openapi_document.py).
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: _problem_content("Missing or wrong API key, when keys are configured."),
-    406: _problem_content(
-        "No representation satisfies `Accept` (`/problems/not-acceptable`); errors are always "
-        "`application/problem+json`."
-    ),
-    413: _problem_content(
-        "Payload or estimated work over a configured limit (`/problems/limit-exceeded`)."
-    ),
-    415: _problem_content(
-        "A body that is neither `application/json` nor `application/octet-stream` "
-        "(`/problems/unsupported-media-type`)."
-    ),
-    422: _problem_content("Invalid input, shape or parameter."),
-    500: _problem_content("Unexpected error; generic detail, traceback only in the server log."),
-    503: _problem_content("Every computation slot is busy; retry after `Retry-After` seconds."),
+    status: _problem_content(STATUS_DESCRIPTIONS[status])
+    for status in (401, 406, 413, 415, 422, 500, 503)
 }

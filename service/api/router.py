@@ -8,6 +8,7 @@ from .routes import (
     health,
     minimize,
     playground,
+    problem_pages,
     second_order,
     tensors,
     xcorr,
@@ -21,4 +22,5 @@ api_router.include_router(functions.router)
 api_router.include_router(descent.router)
 api_router.include_router(second_order.router)
 api_router.include_router(minimize.router)
+api_router.include_router(problem_pages.router)
 api_router.include_router(playground.router)

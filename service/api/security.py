@@ -15,7 +15,9 @@ from .problems import Problem, problem_response
 
 HEALTH_PATHS = ("/healthz", "/readyz")
 METRICS_PATHS = ("/metrics",)
-DOCS_PREFIXES = ("/docs", "/redoc", "/openapi.json", "/static-offline-docs", "/playground")
+DOCS_PREFIXES = (
+    "/docs", "/redoc", "/openapi.json", "/static-offline-docs", "/problems", "/playground"
+)
 
 
 def public_paths(settings: Settings) -> tuple[str, ...]:

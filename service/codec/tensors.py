@@ -117,6 +117,25 @@ def _nominal_shape(data: Any) -> list[int]:
     return shape
 
 
+def _first_ragged(data: Any, nominal: list[int]) -> tuple[list[int], int | None, int | None]:
+    """Return the index path of the first list whose length breaks ``nominal``, with lengths.
+
+    Lists are compared, breadth first, with the lengths the first elements gave at each depth;
+    ``None`` stands for a number (where a list is due, or the reverse).
+    """
+    pending: list[tuple[list[int], Any]] = [([], data)]
+    while pending:
+        path, node = pending.pop(0)
+        depth = len(path)
+        expected = nominal[depth] if depth < len(nominal) else None
+        length = len(node) if isinstance(node, list) else None
+        if length != expected:
+            return path, length, expected
+        if isinstance(node, list):
+            pending.extend(([*path, index], item) for index, item in enumerate(node))
+    return [], None, None  # not reached for data NumPy refused as ragged
+
+
 def check_size(shape: list[int] | tuple[int, ...], limits: DecodeLimits) -> None:
     """Raise before allocation when a tensor of ``shape`` has too many elements or dimensions."""
     if len(shape) > limits.max_rank:
@@ -135,9 +154,18 @@ def _decode_list(data: Any, shape: list[int] | None, dtype: str) -> FloatArray:
             array = np.asarray(data, dtype=WIRE_DTYPES[dtype])
     except FloatingPointError:
         raise ValueError(f"data holds a value outside the {dtype} range") from None
-    except ValueError as error:
-        raise ValueError(
-            f"data is ragged: nested lists must have equal lengths at each depth ({error})"
+    except ValueError:
+        at, length, expected = _first_ragged(data, nominal)
+        if isinstance(length, int) and isinstance(expected, int):
+            found = f"this list has {length} entries but the first one at its depth has {expected}"
+        elif isinstance(length, int):
+            found = "this is a list where the first entry at its depth is a number"
+        else:
+            found = f"this is a number where the first entry at its depth is a list of {expected}"
+        raise PydanticCustomError(
+            "ragged",
+            found + ": nested lists need equal lengths at each depth (the data is ragged)",
+            {"at": at},
         ) from None
     if shape is not None and list(array.shape) != shape:
         if array.ndim != 1 or array.size != math.prod(shape):

@@ -268,7 +268,7 @@ async def test_flat_list_with_shape_is_read_in_c_order(client) -> None:
     assert wrong.status_code == 422
     assert wrong.json()["errors"] == [{
         "pointer": "/x/data",
-        "detail": "Value error, data has shape [5] but shape says [2, 3] (a flat list needs 6 "
+        "detail": "data has shape [5] but shape says [2, 3] (a flat list needs 6 "
         "numbers)",
     }]  # fmt: skip
 

@@ -174,10 +174,10 @@ async def test_divergence_is_a_result(client: httpx.AsyncClient) -> None:
 @pytest.mark.parametrize(
     ("change", "detail", "pointer"),
     [
-        ({"nesterov": True}, "Value error, nesterov needs momentum > 0 (got true)", "/nesterov"),
+        ({"nesterov": True}, "nesterov needs momentum > 0 (got true)", "/nesterov"),
         (
             {"momentum": 0.5, "line_search": "backtracking"},
-            "Value error, line_search 'backtracking' needs momentum 0, not 0.5: Armijo's "
+            "line_search 'backtracking' needs momentum 0, not 0.5: Armijo's "
             'condition is tested along -grad f (got "backtracking")',
             "/line_search",
         ),

@@ -323,11 +323,9 @@ INVALID = {
         '{"x": {"data": [[1, 2], [3]]}}',
         [
             (
-                "/x/data",
-                Matches(
-                    r"Value error, data is ragged: nested lists must have equal lengths at each "
-                    r"depth \(.+\)"
-                ),
+                "/x/data/1",
+                "this list has 1 entries but the first one at its depth has 2: nested lists "
+                "need equal lengths at each depth (the data is ragged)",
             )
         ],
     ),
@@ -341,8 +339,7 @@ INVALID = {
         [
             (
                 "/x/data",
-                "Value error, encoding 'list' needs data to be numbers or nested lists "
-                '(got "abc")',
+                "encoding 'list' needs data to be numbers or nested lists (got \"abc\")",
             )
         ],
     ),
@@ -367,26 +364,25 @@ INVALID = {
         [
             (
                 "/x/data",
-                "Value error, base64 data holds 8 bytes but shape [2] of float64 needs 16 "
-                '(got "AAAAAAAA8D8=")',
+                'base64 data holds 8 bytes but shape [2] of float64 needs 16 (got "AAAAAAAA8D8=")',
             )
         ],
     ),
     "shape-contradicts-list": (
         '{"x": {"data": [[1, 2], [3, 4]], "shape": [4]}}',
-        [("/x/data", "Value error, data has shape [2, 2] but shape says [4]")],
+        [("/x/data", "data has shape [2, 2] but shape says [4]")],
     ),
     "extra-field-top": (
         '{"x": {"data": [1]}, "extra": 1}',
-        [("/extra", "Extra inputs are not permitted (got 1)")],
+        [("/extra", "unknown field 'extra' (the fields here: encoding, order, x)")],
     ),
     "extra-field-in-tensor": (
         '{"x": {"data": [1], "units": "m"}}',
-        [("/x/units", 'Extra inputs are not permitted (got "m")')],
+        [("/x/units", Matches(r"unknown field 'units' \(the fields here: .*data, dtype, .*\)"))],
     ),
     "extra-field-escaped": (
         '{"x": {"data": [1]}, "a/b~c": 1}',
-        [("/a~1b~0c", "Extra inputs are not permitted (got 1)")],
+        [("/a~1b~0c", "unknown field 'a/b~c' (the fields here: encoding, order, x)")],
     ),
     "missing-field": ("{}", [("/x", "Field required")]),
     "missing-data": ('{"x": {}}', [("/x/data", "Field required")]),

@@ -182,7 +182,7 @@ def drive_vec(sdk: Sdk) -> None:
 
     out = sdk.call(
         "vec",
-        body=m.VecRequest(x=x, order=m.VecRequestOrder.C, encoding=m.VecRequestEncoding.BASE64),
+        body=m.VecRequest(x=x, order=m.Order.C, encoding=m.Encoding.BASE64),
     )
     assert out.vector.encoding.value == "base64"
     np.testing.assert_array_equal(from_b64(out.vector.data, [6]), [1, 2, 3, 4, 5, 6])
@@ -192,11 +192,11 @@ def drive_ten(sdk: Sdk) -> None:
     m = sdk.models
     vector = m.Tensor(
         data=b64(np.array([1.0, 4.0, 2.0, 5.0, 3.0, 6.0])),
-        encoding=m.TensorEncoding.BASE64,
+        encoding=m.Encoding.BASE64,
         shape=[6],
     )
     out = sdk.call(
-        "ten", body=m.TenRequest(vector=vector, shape=[2, 3], encoding=m.TenRequestEncoding.BASE64)
+        "ten", body=m.TenRequest(vector=vector, shape=[2, 3], encoding=m.Encoding.BASE64)
     )
     assert isinstance(out, m.TenResponse)
     assert out.tensor.shape == [2, 3] and out.tensor.encoding.value == "base64"
@@ -206,9 +206,7 @@ def drive_ten(sdk: Sdk) -> None:
 def drive_flat(sdk: Sdk) -> None:
     m = sdk.models
     assert sdk.call("flat", body=m.FlatRequest(index=[1, 0, 2], dims=[2, 3, 4])).flat == 13
-    c_order = m.FlatRequest(
-        index=[[1, 0, 2], [0, 0, 0]], dims=[2, 3, 4], order=m.FlatRequestOrder.C
-    )
+    c_order = m.FlatRequest(index=[[1, 0, 2], [0, 0, 0]], dims=[2, 3, 4], order=m.Order.C)
     out = sdk.call("flat", body=c_order)
     assert out.flat == [14, 0] and out.dims == [2, 3, 4] and out.order.value == "C"
 
@@ -216,7 +214,7 @@ def drive_flat(sdk: Sdk) -> None:
 def drive_unflat(sdk: Sdk) -> None:
     m = sdk.models
     assert sdk.call("unflat", body=m.UnflatRequest(flat=13, dims=[2, 3, 4])).index == [1, 0, 2]
-    c_order = m.UnflatRequest(flat=[13, 14], dims=[2, 3, 4], order=m.UnflatRequestOrder.C)
+    c_order = m.UnflatRequest(flat=[13, 14], dims=[2, 3, 4], order=m.Order.C)
     assert sdk.call("unflat", body=c_order).index == [[1, 0, 1], [1, 0, 2]]
 
 
@@ -282,7 +280,7 @@ def drive_jacobian(sdk: Sdk) -> None:
             m.Xcorr2DSpec(op="xcorr2d", kernel=m.Tensor(data=XCORR_KERNEL)),
             m.TanhSpec(op="tanh"),
         ],
-        format_=m.JacobianRequestFormat.COO,
+        format_=m.JacobianFormat.COO,
         check=True,
     )
     out = sdk.call("jacobian", body=request)
@@ -473,3 +471,67 @@ def test_an_engine_error_parses_as_the_problem_model(sdk: Sdk) -> None:
     problem = response.parsed
     assert isinstance(problem, m.Problem), type(problem)
     assert problem.type_ == "/problems/index-out-of-range" and problem.status == 422
+
+
+def test_the_sdk_has_no_duplicate_enums(generated_client: Path) -> None:
+    # Each shared enum (Order, Layout, Encoding, ...) is one module; two enum modules with the
+    # same values would be the duplication the document's $ref components exist to prevent.
+    values: dict[tuple[str, ...], list[str]] = {}
+    for module in sorted((generated_client / PACKAGE / "models").glob("*.py")):
+        text = module.read_text()
+        if not re.search(r"^class \w+\((?:str, )?(?:Str)?Enum\):", text, flags=re.MULTILINE):
+            continue
+        members = tuple(sorted(re.findall(r'^\s+\w+ = "([^"]*)"$', text, flags=re.MULTILINE)))
+        values.setdefault(members, []).append(module.stem)
+    assert values, "no enum modules were generated"
+    duplicated = {key: names for key, names in values.items() if len(names) > 1}
+    assert not duplicated, duplicated
+    assert {"order", "layout", "encoding"} <= {n for names in values.values() for n in names}
+
+
+def _documented_errors() -> list[tuple[str, int]]:
+    return [
+        (operation["operationId"], int(status))
+        for item in SPEC["paths"].values()
+        for operation in item.values()
+        for status in operation["responses"]
+        if status[0] in "45"
+    ]
+
+
+def test_every_documented_error_status_parses_as_a_problem(
+    generated_client: Path, sdk: Sdk
+) -> None:
+    # A transport that answers each documented status with a problem body: the SDK must return
+    # its Problem model for all of them (an undeclared status would raise UnexpectedStatus).
+    answered: list[int] = []
+
+    def problem_for(request: httpx.Request) -> httpx.Response:
+        status = answered[-1]
+        body = {"type": "about:blank", "title": "t", "status": status, "detail": "d"}
+        return httpx.Response(
+            status, json=body, headers={"content-type": "application/problem+json"}
+        )
+
+    transport = httpx.MockTransport(problem_for)
+    client = sdk.package.Client(
+        base_url="http://sdk.test",
+        raise_on_unexpected_status=True,
+        httpx_args={"transport": transport},
+    )
+    examples = json.loads((ROOT / "service" / "api" / "request_examples.json").read_text())
+    errors = _documented_errors()
+    assert {status for _, status in errors} >= {400, 401, 406, 408, 413, 415, 422, 500, 503}
+    with client:
+        for operation_id, status in errors:
+            method, path, _ = OPERATIONS[operation_id]
+            kwargs: dict[str, Any] = {}
+            if method == "POST":
+                model = SPEC["paths"][path]["post"]["requestBody"]["content"]["application/json"]
+                name = model["schema"]["$ref"].rsplit("/", 1)[-1]
+                kwargs["body"] = getattr(sdk.models, name).from_dict(examples[path])
+            answered.append(status)
+            response = sdk.endpoint(operation_id).sync_detailed(client=client, **kwargs)
+            assert response.status_code == status
+            assert isinstance(response.parsed, sdk.models.Problem), (operation_id, status)
+            assert response.parsed.status == status

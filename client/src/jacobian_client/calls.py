@@ -181,6 +181,7 @@ def cross_correlation(
         ``[[top, bottom], [left, right]]``).
     jacobian : {"none", "coo", "dense"}
     wrt : str or sequence of {"x", "kernel"}
+        Which Jacobians; sent only with a ``jacobian``.
     layout : {"in_out", "out_in"}
     order : {"F", "C"}
     method : {"direct", "jacobian"}
@@ -197,11 +198,13 @@ def cross_correlation(
         "padding": padding if isinstance(padding, str) else [list(p) for p in padding],
         "dilation": [int(d) for d in dilation],
         "jacobian": jacobian,
-        "wrt": [wrt] if isinstance(wrt, str) else list(wrt),
         "layout": layout,
         "order": order,
         "method": method,
     }
+
+    if jacobian != "none":  # the service refuses wrt without a Jacobian to choose (422)
+        body["wrt"] = [wrt] if isinstance(wrt, str) else list(wrt)
 
     def decode(answer: Any) -> CrossCorrelation:
         jacobians = {

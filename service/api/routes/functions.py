@@ -262,6 +262,7 @@ async def list_ops() -> OperationsResponse:
     return OperationsResponse(
         operations=[
             OperationInfo(
+                op=name,
                 name=name,
                 linear=cls.linear,
                 note=cls.note,

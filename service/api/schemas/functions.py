@@ -58,7 +58,8 @@ def _examples(**extra: object) -> ConfigDict:
 class OperationInfo(ResponseModel):
     """One registered operation."""
 
-    name: str
+    op: str = Field(description='Its name as written in a function: {"op": "<name>", ...}.')
+    name: str = Field(description="The same name (kept for clients written before `op`).")
     linear: bool = Field(description="Whether the operation is linear (or affine) in x.")
     note: str = Field(description="Differentiability: the choice made at non-smooth points.")
     params: dict[str, str] = Field(description="Parameter name -> what it is.")

@@ -15,7 +15,7 @@ from ...codec import Tensor, decode_tensor
 from ...engine.op import Op, get_op, op_classes
 from ...engine.types import Order
 from .common import StrictModel
-from .xcorr import ExplicitPadding, Pair, Positive
+from .xcorr import ExplicitPadding, PairOrOne
 
 Axes = Annotated[list[Annotated[int, Field(ge=-32, le=31)]], Field(max_length=32)]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
@@ -60,9 +60,9 @@ class Xcorr2dSpec(OpSpec):
 
     op: Literal["xcorr2d"]
     kernel: Tensor = Field(description="(C, H', W') or (K, C, H', W').")
-    stride: Pair = [1, 1]
+    stride: PairOrOne = Field([1, 1], description="(s_H, s_W), or one int for both.")
     padding: Literal["valid", "same", "full"] | ExplicitPadding = "valid"
-    dilation: Pair = [1, 1]
+    dilation: PairOrOne = Field([1, 1], description="(d_H, d_W), or one int for both.")
 
 
 class LinearSpec(OpSpec):
@@ -136,10 +136,10 @@ class LogsumexpSpec(_AxesSpec):
 
 
 class _PoolSpec(OpSpec):
-    size: Pair | Positive = Field(
+    size: PairOrOne = Field(
         description="Window (height, width) over the last two axes, or one int for both."
     )
-    stride: Pair | Positive | None = Field(
+    stride: PairOrOne | None = Field(
         None, description="(s_H, s_W), or one int for both; default: the window size."
     )
 

@@ -1,8 +1,8 @@
 """Models of ``POST /v1/cross-correlation``."""
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import BeforeValidator, Field, ValidationInfo, WithJsonSchema, field_validator
 
 from ...codec import Tensor, TensorOut
 from ...codec.sparse import JacobianOut
@@ -12,6 +12,29 @@ from .common import Layout, Order, ResponseEncoding, ResponseModel, StrictModel
 Positive = Annotated[int, Field(ge=1, le=1_000_000)]
 NonNegative = Annotated[int, Field(ge=0, le=1_000_000)]
 Pair = Annotated[list[Positive], Field(min_length=2, max_length=2)]
+
+
+def _both(value: Any) -> Any:
+    # One int stands for both axes; bool is left alone so that strict validation refuses it.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [value, value]
+    return value
+
+
+# Strides, dilations and windows: (height, width), or one int for both, everywhere.
+PairOrOne = Annotated[
+    Pair,
+    BeforeValidator(_both),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
+                 "minItems": 2, "maxItems": 2},
+                {"type": "integer", "minimum": 1, "maximum": 1_000_000},
+            ]
+        }
+    ),
+]  # fmt: skip
 PadPair = Annotated[list[NonNegative], Field(min_length=2, max_length=2)]
 ExplicitPadding = Annotated[
     list[PadPair],
@@ -42,18 +65,20 @@ class CrossCorrelationRequest(StrictModel):
 
     x: Tensor = Field(description="Image (C, H, W) or batch (N, C, H, W).")
     kernel: Tensor = Field(description="Kernel (C, H', W') or bank (K, C, H', W').")
-    stride: Pair = Field([1, 1], description="(s_H, s_W), each >= 1.")
+    stride: PairOrOne = Field([1, 1], description="(s_H, s_W), each >= 1, or one int for both.")
     padding: Literal["valid", "same", "full"] | ExplicitPadding = Field(
         "valid",
         description="'valid' (default, the notes), 'same' (TF/JAX SAME, also with stride > 1), "
         "'full', or explicit [[top, bottom], [left, right]] zeros.",
     )
-    dilation: Pair = Field([1, 1], description="(d_H, d_W), each >= 1.")
+    dilation: PairOrOne = Field([1, 1], description="(d_H, d_W), each >= 1, or one int for both.")
     jacobian: Literal["none", "coo", "dense"] = Field(
         "none", description="Also return Jacobians, as canonical COO or dense."
     )
     wrt: Annotated[list[Literal["x", "kernel"]], Field(min_length=1, max_length=2)] = Field(
-        ["x"], description="Which Jacobians: of the output with respect to x, kernel, or both."
+        ["x"],
+        description="Which Jacobians: of the output with respect to x, kernel, or both. Needs "
+        "`jacobian` 'coo' or 'dense' (with 'none' it is a 422: nothing would be returned).",
     )
     order: Order = "F"
     layout: Layout = "in_out"
@@ -79,7 +104,12 @@ class CrossCorrelationRequest(StrictModel):
 
     @field_validator("wrt")
     @classmethod
-    def _distinct_wrt(cls, wrt: list[str]) -> list[str]:
+    def _distinct_wrt(cls, wrt: list[str], info: ValidationInfo) -> list[str]:
+        if info.data.get("jacobian") == "none":
+            raise ValueError(
+                "wrt chooses which Jacobians to return, but jacobian is 'none': add "
+                '"jacobian": "coo" (or "dense"), or drop wrt'
+            )
         if len(set(wrt)) != len(wrt):
             raise ValueError(f"wrt lists {wrt}: each of 'x' and 'kernel' at most once")
         return wrt

@@ -55,10 +55,10 @@ class CrossCorrelate2D(LinearOp):
     params: ClassVar[Mapping[str, str]] = MappingProxyType(
         {
             "kernel": "tensor k, shape (C, kh, kw) or (K, C, kh, kw)",
-            "stride": "(s_H, s_W), each >= 1 (default [1, 1])",
+            "stride": "(s_H, s_W), each >= 1, or one int for both (default [1, 1])",
             "padding": "'valid' (default, the notes), 'same', 'full', or [[top, bottom], "
             "[left, right]]",
-            "dilation": "(d_H, d_W), each >= 1 (default [1, 1])",
+            "dilation": "(d_H, d_W), each >= 1, or one int for both (default [1, 1])",
         }
     )
 
