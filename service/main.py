@@ -104,7 +104,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics = Metrics()
     app.state.metrics = metrics
     app.state.computations = Computations(
-        settings.max_concurrent_computations, settings.computation_wait_seconds, metrics
+        settings.max_concurrent_computations,
+        settings.computation_wait_seconds,
+        metrics,
+        settings.computation_deadline_seconds,
     )
 
     @app.get("/metrics", include_in_schema=False)

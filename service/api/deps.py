@@ -1,28 +1,39 @@
-"""Dependencies shared by the routes: settings, and the fast JSON body parser.
+"""Dependencies shared by the routes: settings, the JSON body parser, the computation slots.
 
 Request bodies are parsed by ``Model.model_validate_json`` on the raw bytes, in the thread pool:
 pydantic-core's JSON parser is several times faster than FastAPI's ``json.loads`` path
 (``shared/notes/ecosystem.md`` section 1), and a 10^6-element list must not stall the event loop.
+Before that, the raw bytes are counted (:mod:`.budget`) so that a body whose objects would not fit
+is refused without building them; validation errors are rendered in the same thread call.
 Because FastAPI then no longer sees a body parameter, each route's request schema is added to the
 OpenAPI document through :func:`body_openapi` and :data:`REQUEST_MODELS`.
+
+Computations run in the thread pool under a :class:`~service.engine.cancel.CancelToken` with the
+computation deadline; a task watches for the client's disconnect and sets the token, so the
+engine stops at its next checkpoint and the slot is free again. The response is serialized in
+the same thread call: the event loop only moves bytes.
 """
 
 import math
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 import anyio
 from fastapi import Depends, Request
-from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+from starlette.types import Receive
 
 from ..codec import DecodeLimits
 from ..config import Settings, get_settings
+from ..engine.cancel import CancelToken
 from ..engine.errors import LimitExceeded
+from .budget import BodyCounts, check_body, count_separators
 from .observability import Metrics, route_template
-from .problems import Saturated
+from .problems import MAX_MAPPED_ERRORS, RenderedValidationError, Saturated, validation_errors
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RequestModel = TypeVar("RequestModel", bound=BaseModel)
@@ -35,26 +46,83 @@ def decode_limits(settings: Settings) -> DecodeLimits:
     return DecodeLimits(max_elements=settings.max_tensor_elements, max_rank=settings.max_rank)
 
 
-def json_body(model: type[RequestModel]) -> Callable[..., Awaitable[RequestModel]]:
+@dataclass(frozen=True)
+class BodyItems:
+    """A bound on the items of a body, checked on its raw bytes before parsing.
+
+    Attributes
+    ----------
+    count : callable
+        A lower bound on the items, from the separator counts.
+    quantity : str
+        What is counted (the problem's ``quantity``).
+    setting : str
+        The setting that bounds it.
+    """
+
+    count: Callable[[BodyCounts], int]
+    quantity: str
+    setting: str
+
+
+def validate_body(
+    model: type[RequestModel],
+    raw: bytes,
+    settings: Settings,
+    items: BodyItems | None = None,
+) -> RequestModel:
+    """Count, parse and validate a raw JSON body as ``model`` (call it in a worker thread).
+
+    Parameters
+    ----------
+    model : type of BaseModel
+    raw : bytes
+    settings : Settings
+    items : BodyItems, optional
+        A bound on the items the body holds (index lists: ``max_index_count``).
+
+    Raises
+    ------
+    LimitExceeded
+        From the raw counts before parsing; from the codec's limits after an otherwise valid
+        parse (so an invalid request always gets its 422 with every pointer).
+    RenderedValidationError
+        With the problem's errors already rendered.
+    """
+    counts = count_separators(raw)
+    check_body(counts, settings)
+    if items is not None:
+        limit = getattr(settings, items.setting)
+        if items.count(counts) > limit:
+            raise LimitExceeded(
+                items.quantity, items.count(counts), limit, setting=items.setting
+            )
+    deferred: list[LimitExceeded] = []
+    context = {"limits": decode_limits(settings), "deferred_limits": deferred}
+    try:
+        parsed = model.model_validate_json(raw, context=context)
+    except ValidationError as error:
+        found = error.errors(include_url=False)
+        rendered = validation_errors([dict(e) for e in found[:MAX_MAPPED_ERRORS]], raw)
+        count = len(rendered) if len(found) <= MAX_MAPPED_ERRORS else len(found)
+        raise RenderedValidationError(rendered, count) from None
+    if deferred:
+        raise deferred[0]
+    return parsed
+
+
+def json_body(
+    model: type[RequestModel], items: BodyItems | None = None
+) -> Callable[..., Awaitable[RequestModel]]:
     """Return a dependency that reads the body and validates it as ``model``.
 
-    Validation errors become :class:`RequestValidationError` (422 problem). Limit violations found
-    while validating are raised only for an otherwise valid body (413 problem), so an invalid
-    request always gets its 422 with every pointer.
+    Everything but receiving the bytes runs in the thread pool (:func:`validate_body`).
     """
     REQUEST_MODELS.append(model)
 
     async def parse(request: Request, settings: SettingsDep) -> RequestModel:
         raw = await request.body()
-        deferred: list[LimitExceeded] = []
-        context = {"limits": decode_limits(settings), "deferred_limits": deferred}
-        try:
-            parsed = await run_in_threadpool(model.model_validate_json, raw, context=context)
-        except ValidationError as error:
-            raise RequestValidationError(error.errors(include_url=False), body=raw) from None
-        if deferred:
-            raise deferred[0]
-        return parsed
+        return await run_in_threadpool(validate_body, model, raw, settings, items)
 
     parse.__name__ = f"parse_{model.__name__}"
     return parse
@@ -83,11 +151,23 @@ class Computations:
     ``wait_seconds`` for a slot, then gets a 503 with ``Retry-After``.
     """
 
-    def __init__(self, slots: int, wait_seconds: float, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        slots: int,
+        wait_seconds: float,
+        metrics: Metrics,
+        deadline_seconds: float | None = None,
+    ) -> None:
         self.slots = slots
         self.wait_seconds = wait_seconds
+        self.deadline_seconds = deadline_seconds
         self._semaphore = anyio.Semaphore(slots)
         self._metrics = metrics
+
+    @property
+    def busy(self) -> int:
+        """Slots held right now."""
+        return self.slots - int(self._semaphore.value)
 
     async def acquire(self) -> Callable[[], None]:
         """Take a slot, waiting at most ``wait_seconds``; return the function that frees it.
@@ -121,27 +201,103 @@ class Computations:
 
         return release
 
-    async def run(self, route: str, function: Callable[..., Result], *args: Any) -> Result:
-        """Run ``function(*args)`` in the thread pool once a slot is free."""
+    async def run(
+        self,
+        route: str,
+        function: Callable[..., Result],
+        *args: Any,
+        receive: Receive | None = None,
+        deadline_seconds: float | None = None,
+    ) -> Result:
+        """Run ``function(*args)`` in the thread pool once a slot is free, under a token.
+
+        Parameters
+        ----------
+        route : str
+            The metrics label.
+        function, *args
+            The computation.
+        receive : ASGI receive, optional
+            Watched for ``http.disconnect`` (once the body has been read): the token is set and
+            the computation stops at its next checkpoint.
+        deadline_seconds : float, optional
+            The token's deadline; ``self.deadline_seconds`` when omitted.
+        """
         release = await self.acquire()
+        deadline = self.deadline_seconds if deadline_seconds is None else deadline_seconds
+        token = CancelToken(deadline)
         start = time.perf_counter()
         try:
-            return await run_in_threadpool(function, *args)
+            failure: Exception | None = None
+            async with anyio.create_task_group() as group:
+                if receive is not None:
+                    group.start_soon(_cancel_on_disconnect, receive, token)
+                try:
+                    result = await run_in_threadpool(token.run, function, *args)
+                except Exception as error:
+                    # Raised outside the group: a task group would wrap it in an ExceptionGroup.
+                    failure = error
+                finally:
+                    group.cancel_scope.cancel()
+            if failure is not None:
+                raise failure
+            return result
         finally:
             self._metrics.engine.labels(route).observe(time.perf_counter() - start)
             release()
 
 
+async def _cancel_on_disconnect(receive: Receive, token: CancelToken) -> None:
+    # After the body, receive() returns only when the client has gone away.
+    while True:
+        try:
+            message = await receive()
+        except Exception:
+            # A server (or test driver) with nothing more to say: there is no disconnect to see,
+            # and the computation must not fail for it.
+            return
+        if message["type"] == "http.disconnect":
+            token.cancel()
+            return
+
+
+def json_response(model: BaseModel) -> Response:
+    """Serialize a response model to JSON bytes (in the calling worker thread)."""
+    return Response(model.model_dump_json(), media_type="application/json")
+
+
+def _serialized(function: Callable[..., BaseModel], *args: Any) -> Response:
+    return json_response(function(*args))
+
+
 class Compute:
     """A route's handle on the process's computation slots (labelled with its template)."""
 
-    def __init__(self, computations: Computations, route: str) -> None:
+    def __init__(self, computations: Computations, route: str, receive: Receive) -> None:
         self._computations = computations
         self._route = route
+        self._receive = receive
 
-    async def __call__(self, function: Callable[..., Result], *args: Any) -> Result:
-        """Run one engine call for this route; see :meth:`Computations.run`."""
-        return await self._computations.run(self._route, function, *args)
+    async def __call__(
+        self,
+        function: Callable[..., BaseModel],
+        *args: Any,
+        deadline_seconds: float | None = None,
+    ) -> Response:
+        """Run one engine call for this route and serialize its result, both in a thread.
+
+        The computation stops if the client disconnects or its deadline passes (the
+        computation deadline unless ``deadline_seconds`` is given; ``math.inf``: none); see
+        :meth:`Computations.run`.
+        """
+        return await self._computations.run(
+            self._route,
+            _serialized,
+            function,
+            *args,
+            receive=self._receive,
+            deadline_seconds=deadline_seconds,
+        )
 
     async def acquire(self) -> Callable[[], None]:
         """Hold a slot beyond one call (a stream); see :meth:`Computations.acquire`."""
@@ -151,7 +307,7 @@ class Compute:
 def get_compute(request: Request) -> Compute:
     """Return the computation handle of the app serving ``request``."""
     computations: Computations = request.app.state.computations
-    return Compute(computations, route_template(request.scope))
+    return Compute(computations, route_template(request.scope), request.receive)
 
 
 ComputeDep = Annotated[Compute, Depends(get_compute)]

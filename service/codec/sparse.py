@@ -166,8 +166,8 @@ class CooJacobianIn(BaseModel):
     row: Annotated[_INDEX_LIST | str, WithJsonSchema(_INDEX_SCHEMA)]
     col: Annotated[_INDEX_LIST | str, WithJsonSchema(_INDEX_SCHEMA)]
     data: Annotated[_VALUE_LIST | str, WithJsonSchema(_VALUE_SCHEMA)]
-    in_shape: list[Annotated[int, Field(ge=1)]] | None = None
-    out_shape: list[Annotated[int, Field(ge=1)]] | None = None
+    in_shape: Annotated[list[Annotated[int, Field(ge=1)]], Field(max_length=32)] | None = None
+    out_shape: Annotated[list[Annotated[int, Field(ge=1)]], Field(max_length=32)] | None = None
 
     @field_validator("shape")
     @classmethod
@@ -175,8 +175,8 @@ class CooJacobianIn(BaseModel):
         # A Jacobian's sides are the sizes of a function's input and output: tensor-sized.
         limit = limits_from(info).max_elements
         if max(shape) > limit:
-            defer_or_raise(LimitExceeded("rows or columns of an input Jacobian",
-                                         max(shape), limit), info)  # fmt: skip
+            defer_or_raise(LimitExceeded("rows or columns of an input Jacobian", max(shape), limit,
+                                         setting="max_tensor_elements"), info)  # fmt: skip
         return shape
 
     @field_validator("row", "col", "data")
@@ -187,7 +187,15 @@ class CooJacobianIn(BaseModel):
         entries = _wire_length(values, _WIRE_TYPES[name].itemsize)
         limit = limits_from(info).max_elements
         if entries > limit:
-            defer_or_raise(LimitExceeded("COO entries of an input Jacobian", entries, limit), info)
+            defer_or_raise(
+                LimitExceeded(
+                    "COO entries of an input Jacobian",
+                    entries,
+                    limit,
+                    setting="max_tensor_elements",
+                ),
+                info,
+            )
             return None
         return _decode_array(values, name)
 
@@ -209,8 +217,8 @@ class DenseJacobianIn(BaseModel):
 
     format: Literal["dense"]
     data: Tensor
-    in_shape: list[Annotated[int, Field(ge=1)]] | None = None
-    out_shape: list[Annotated[int, Field(ge=1)]] | None = None
+    in_shape: Annotated[list[Annotated[int, Field(ge=1)]], Field(max_length=32)] | None = None
+    out_shape: Annotated[list[Annotated[int, Field(ge=1)]], Field(max_length=32)] | None = None
 
 
 JacobianIn = Annotated[CooJacobianIn | DenseJacobianIn, Field(discriminator="format")]

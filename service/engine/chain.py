@@ -30,6 +30,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import layout as index_layout
+from .cancel import checkpoint
 from .errors import (
     DomainError,
     LimitExceeded,
@@ -214,6 +215,7 @@ class Chain:
         """
         values = [self._input(x)]
         for index, op in enumerate(self._ops):
+            checkpoint()  # between operations: a cancelled or late computation stops here
             # An overflow is reported below as NonFiniteError, naming the operation.
             with _blame(index, op), np.errstate(over="ignore"):
                 y = op.forward(values[-1])
@@ -288,6 +290,7 @@ class Chain:
 
     def _push(self, values: tuple[FloatArray, ...], tangents: FloatArray) -> FloatArray:
         for index, op in enumerate(self._ops):
+            checkpoint()
             with _blame(index, op):
                 tangents = op.jvp(values[index], tangents)
         return tangents
@@ -295,6 +298,7 @@ class Chain:
     def _pull(self, values: tuple[FloatArray, ...], cotangents: FloatArray) -> FloatArray:
         for index in range(len(self._ops) - 1, -1, -1):
             op = self._ops[index]
+            checkpoint()
             with _blame(index, op):
                 cotangents = op.vjp(values[index], cotangents)
         _require_finite(cotangents, "the VJP")
@@ -417,12 +421,14 @@ class Chain:
         nnz_bound = self.nnz_bound()
         if fmt == "dense" and dense_elements > max_dense_elements:
             raise LimitExceeded(
-                "dense Jacobian elements", dense_elements, max_dense_elements, hint=_DENSE_HINT
-            )
+                "dense Jacobian elements", dense_elements, max_dense_elements, hint=_DENSE_HINT,
+                setting="max_dense_jacobian_elements",
+            )  # fmt: skip
         if fmt == "coo" and nnz_bound > max_nnz:
             raise LimitExceeded(
-                "Jacobian non-zeros (upper bound)", nnz_bound, max_nnz, hint=_NNZ_HINT
-            )
+                "Jacobian non-zeros (upper bound)", nnz_bound, max_nnz, hint=_NNZ_HINT,
+                setting="max_coo_nnz",
+            )  # fmt: skip
         _, flops, peak = self._association()
         local_nnz = sum(self._bound(i, i).nnz for i in range(len(self._ops)))
         per_pass = sum(
@@ -445,8 +451,9 @@ class Chain:
             candidates = [s for s in _PREFERENCE if admissible[s]]
             if not candidates:
                 raise LimitExceeded(
-                    "non-zeros of a chain-rule product (upper bound)", peak, max_nnz, _NNZ_HINT
-                )
+                    "non-zeros of a chain-rule product (upper bound)", peak, max_nnz, _NNZ_HINT,
+                    setting="max_coo_nnz",
+                )  # fmt: skip
             chosen = min(candidates, key=costs.__getitem__)
         else:
             chosen = strategy
@@ -457,12 +464,14 @@ class Chain:
                         peak,
                         max_nnz,
                         hint="use strategy 'auto', or /v1/jvp or /v1/vjp",
+                        setting="max_coo_nnz",
                     )
                 raise LimitExceeded(
                     f"Jacobian entries visited by strategy '{chosen}'",
                     dense_elements,
                     max_dense_elements,
                     hint=_WORK_HINT,
+                    setting="max_dense_jacobian_elements",
                 )
         return JacobianPlan(chosen, costs, nnz_bound, peak, dense_elements)
 
@@ -548,6 +557,7 @@ class Chain:
         split, _, _ = self._association()
         local: list[Factor] = []
         for index, op in enumerate(self._ops):
+            checkpoint()
             with _blame(index, op):
                 local.append(op.local_factor(values[index], order))
 
@@ -556,7 +566,9 @@ class Chain:
             if i == j:
                 return local[i]
             k = split[(i, j)]
-            return matmul(product(i, k), product(k + 1, j))
+            left, right = product(i, k), product(k + 1, j)
+            checkpoint()
+            return matmul(left, right)
 
         return to_coo(product(0, len(self._ops) - 1))
 

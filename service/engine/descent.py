@@ -67,6 +67,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import layout
+from .cancel import checkpoint
 from .chain import Chain
 from .errors import DomainError, LimitExceeded, NonFiniteError, ParameterError, ShapeError
 from .functions import check_intermediates
@@ -259,7 +260,10 @@ def check_scalar(chain: Chain) -> None:
 def _check_limits(chain: Chain, params: DescentParams, limits: DescentLimits) -> None:
     check_intermediates(chain, limits.max_tensor_elements)
     if params.max_steps > limits.max_steps:
-        raise LimitExceeded("gradient-descent steps", params.max_steps, limits.max_steps)
+        raise LimitExceeded(
+            "gradient-descent steps", params.max_steps, limits.max_steps,
+            setting="max_descent_steps",
+        )  # fmt: skip
     per_point = layout.size_of(chain.in_shape) if params.record_x else 1
     elements = params.recorded_points() * per_point
     if elements > limits.max_trajectory_elements:
@@ -270,6 +274,7 @@ def _check_limits(chain: Chain, params: DescentParams, limits: DescentLimits) ->
             limits.max_trajectory_elements,
             hint="record less often (record_every)"
             + (" or without x (record_x false)" if params.record_x else ""),
+            setting="max_trajectory_elements",
         )
 
 
@@ -798,6 +803,9 @@ def run(
     previous: DescentState | None = None
     state = start
     while True:
+        # Only a client that left stops a run here: the token of a descent carries no deadline,
+        # the run's own deadline ends it with status "deadline" (a result).
+        checkpoint()
         stop = stopping_rule(previous, state, params, f_limit)
         if stop is None and deadline is not None and time.monotonic() > deadline:
             stop = Stop(

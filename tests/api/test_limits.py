@@ -93,6 +93,7 @@ def body_problem(received: int, path: str = "/v1/vec") -> dict:
         "quantity": "request body bytes",
         "estimate": received,
         "limit": LIMIT,
+        "setting": "max_body_bytes",
         "request_id": REQUEST_ID,
     }
 
@@ -176,6 +177,7 @@ def tensor_problem(path: str, estimate: int) -> dict:
         "quantity": "elements of one tensor",
         "estimate": estimate,
         "limit": 50,
+        "setting": "max_tensor_elements",
     }
 
 
@@ -218,6 +220,7 @@ def index_problem(path: str, estimate: int) -> dict:
         "quantity": "indices in one request",
         "estimate": estimate,
         "limit": 4,
+        "setting": "max_index_count",
     }
 
 

@@ -106,7 +106,7 @@ CASES: dict[type[BaseException], tuple[Callable[[], BaseException], dict]] = {
     ),
     engine_errors.LimitExceeded: (
         lambda: engine_errors.LimitExceeded(
-            "dense Jacobian elements", 1200, 1000, hint="ask for coo"
+            "dense Jacobian elements", 1200, 1000, hint="ask for coo", setting="max_dense"
         ),
         {
             "type": "/problems/limit-exceeded",
@@ -117,6 +117,26 @@ CASES: dict[type[BaseException], tuple[Callable[[], BaseException], dict]] = {
             "estimate": 1200,
             "limit": 1000,
             "hint": "ask for coo",
+            "setting": "max_dense",
+        },
+    ),
+    engine_errors.DeadlineExceeded: (
+        lambda: engine_errors.DeadlineExceeded(0.25),
+        {
+            "type": "/problems/deadline-exceeded",
+            "title": "Computation deadline exceeded",
+            "status": 504,
+            "detail": "the computation did not finish within its deadline of 0.25 s and was "
+            "stopped",
+        },
+    ),
+    engine_errors.Cancelled: (
+        engine_errors.Cancelled,
+        {
+            "type": "/problems/cancelled",
+            "title": "Computation cancelled",
+            "status": 400,
+            "detail": "the client disconnected; its computation was stopped",
         },
     ),
     engine_errors.EngineError: (
@@ -164,7 +184,7 @@ class ShapeErrorWithoutEntry(engine_errors.ShapeError):
 
 EXTRA_CASES: dict[str, tuple[Callable[[], BaseException], dict]] = {
     "limit-without-hint": (
-        lambda: engine_errors.LimitExceeded("COO non-zeros", 11, 10),
+        lambda: engine_errors.LimitExceeded("COO non-zeros", 11, 10, setting="max_coo_nnz"),
         {
             "type": "/problems/limit-exceeded",
             "title": "Limit exceeded",
@@ -173,6 +193,7 @@ EXTRA_CASES: dict[str, tuple[Callable[[], BaseException], dict]] = {
             "quantity": "COO non-zeros",
             "estimate": 11,
             "limit": 10,
+            "setting": "max_coo_nnz",
         },
     ),
     "subclass-uses-parent": (

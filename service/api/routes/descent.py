@@ -7,6 +7,7 @@ done before the first byte is sent, so refusals are ordinary problem responses e
 """
 
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Generator
 from typing import Annotated
@@ -14,10 +15,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from ...codec import Encoding, decode_tensor, encode_tensor
 from ...config import Settings
+from ...engine import estimates
 from ...engine.chain import Chain
 from ...engine.descent import (
     DescentEvent,
@@ -27,8 +30,10 @@ from ...engine.descent import (
     collect,
     descend,
 )
+from ...engine.functions import check_intermediates
+from ..budget import RequestCost, check_request, float_payload
 from ..deps import ComputeDep, SettingsDep, body_openapi, json_body
-from ..problems import PROBLEM_RESPONSES, Problem, problem_kind
+from ..problems import INTERNAL_ERROR, PROBLEM_RESPONSES, Problem, problem_kind
 from ..schemas.descent import (
     DescentSummaryLine,
     GradientDescentRequest,
@@ -49,15 +54,42 @@ GradientDescentBody = Annotated[GradientDescentRequest, Depends(json_body(Gradie
 Events = Generator[DescentEvent, None, None]
 
 
-def _start(body: GradientDescentRequest, settings: Settings) -> Events:
+def _chain(body: GradientDescentRequest) -> Chain:
     x0 = decode_tensor(body.x0)
-    chain = Chain([spec.to_engine(body.order) for spec in body.function], x0.shape)
+    return Chain([spec.to_engine(body.order) for spec in body.function], x0.shape)
+
+
+def descent_cost(body: GradientDescentRequest, settings: Settings) -> RequestCost:
+    """Estimate one step of ``/v1/gradient-descent`` and its whole JSON response.
+
+    The number of steps is bounded by ``max_steps`` and by the run's deadline, not by the work
+    limit: a run that converges early must not be refused for the steps it might have taken.
+    """
+    chain = _chain(body)
+    check_intermediates(chain, settings.max_tensor_elements)
+    size = math.prod(chain.in_shape)
+    per_point = size + 4 if body.record_x else 4
+    points = body.params().recorded_points()
+    payload = float_payload(points * per_point + size, body.encoding)
+    return RequestCost(estimates.descent_step_cost(chain), payload)
+
+
+def _deadline(settings: Settings) -> float:
+    # The run's own deadline, a result with status "deadline": never later than every
+    # computation's.
+    return min(settings.descent_deadline_seconds, settings.computation_deadline_seconds)
+
+
+def _start(body: GradientDescentRequest, settings: Settings) -> Events:
+    check_request(descent_cost(body, settings), settings)
+    x0 = decode_tensor(body.x0)
+    chain = _chain(body)
     limits = DescentLimits(
         max_steps=settings.max_descent_steps,
         max_trajectory_elements=settings.max_trajectory_elements,
         max_tensor_elements=settings.max_tensor_elements,
         max_nnz=settings.max_coo_nnz,
-        deadline_seconds=settings.descent_deadline_seconds,
+        deadline_seconds=_deadline(settings),
     )
     return descend(chain, x0, body.params(), limits)
 
@@ -96,7 +128,7 @@ def _gradient_descent(body: GradientDescentRequest, settings: Settings) -> Gradi
 def _problem_line(error: Exception, instance: str, request_id: str | None) -> bytes:
     # The status line is long gone: a failure after the first byte is reported in-band.
     kind = problem_kind(error)
-    if kind.status >= 500:
+    if kind is INTERNAL_ERROR:
         logger.error("unhandled error while streaming %s", instance, exc_info=error)
         detail = "the server failed while streaming; the error has been logged"
     else:
@@ -185,10 +217,12 @@ class _SlotStreamingResponse(StreamingResponse):
 )
 async def gradient_descent(
     request: Request, body: GradientDescentBody, settings: SettingsDep, compute: ComputeDep
-) -> GradientDescentResponse | StreamingResponse:
+) -> Response:
     """Minimize f from x0 by x_(t+1) = x_t - γ ten(df/dx(x_t)) until a stopping rule fires."""
     if not _wants_ndjson(request):
-        return await compute(_gradient_descent, body, settings)
+        # The run ends itself at its deadline (status "deadline"); the token only carries the
+        # client's disconnect.
+        return await compute(_gradient_descent, body, settings, deadline_seconds=math.inf)
     # A streamed run holds one computation slot from its checks to its last line.
     release = await compute.acquire()
     try:

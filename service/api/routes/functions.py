@@ -3,16 +3,19 @@
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
+from starlette.responses import Response
 
-from ...codec import Tensor, TensorOut, decode_tensor, encode_tensor
-from ...codec.sparse import decode_jacobian, encode_jacobian
+from ...codec import Encoding, Tensor, TensorOut, decode_tensor, encode_tensor
+from ...codec.sparse import CooJacobianIn, DenseJacobianIn, decode_jacobian, encode_jacobian
 from ...config import Settings
-from ...engine import functions
+from ...engine import estimates, functions
 from ...engine.chain import Chain
 from ...engine.functions import Direction
 from ...engine.jacobian import Jacobian
+from ...engine.layout import size_of
 from ...engine.op import op_classes
-from ...engine.types import FloatArray, Order
+from ...engine.types import FloatArray, Layout, Order
+from ..budget import Payload, RequestCost, check_request, coo_payload, float_payload
 from ..deps import ComputeDep, SettingsDep, body_openapi, json_body
 from ..problems import PROBLEM_RESPONSES
 from ..schemas.functions import (
@@ -53,13 +56,48 @@ def _limits(settings: Settings) -> functions.FunctionLimits:
     )
 
 
+def evaluate_cost(body: EvaluateRequest, settings: Settings) -> RequestCost:
+    """Estimate ``/v1/evaluate`` from shapes alone."""
+    x = decode_tensor(body.x)
+    chain = _chain(body.function, x, body.order)
+    functions.check_intermediates(chain, settings.max_tensor_elements)
+    payload = float_payload(size_of(chain.out_shape), body.encoding)
+    return RequestCost(estimates.evaluate_cost(chain), payload)
+
+
 def _evaluate(body: EvaluateRequest, settings: Settings) -> EvaluateResponse:
+    check_request(evaluate_cost(body, settings), settings)
     x = decode_tensor(body.x)
     value = functions.evaluate(_chain(body.function, x, body.order), x, _limits(settings))
     return EvaluateResponse(value=encode_tensor(value, body.encoding))
 
 
+def jacobian_payload(
+    fmt: str, nnz_bound: int, in_size: int, out_size: int, encoding: Encoding
+) -> Payload:
+    """Return the payload of a Jacobian in ``fmt`` (``"coo"`` or ``"dense"``)."""
+    if fmt == "coo":
+        return coo_payload(nnz_bound, in_size, out_size, encoding)
+    return float_payload(in_size * out_size, encoding)
+
+
+def jacobian_cost(body: JacobianRequest, settings: Settings) -> tuple[RequestCost, str, str]:
+    """Estimate ``/v1/jacobian``; also return the format and strategy ``auto`` resolves to."""
+    x = decode_tensor(body.x)
+    chain = _chain(body.function, x, body.order)
+    fmt, plan = functions.plan_jacobian(
+        chain, fmt=body.format, strategy=body.strategy, limits=_limits(settings)
+    )
+    n, m = size_of(chain.in_shape), size_of(chain.out_shape)
+    payload = float_payload(m, body.encoding) + jacobian_payload(
+        fmt, plan.nnz_bound, n, m, body.encoding
+    )
+    cost = estimates.jacobian_cost(chain, plan, fmt, body.check)
+    return RequestCost(cost, payload), fmt, plan.strategy
+
+
 def _jacobian(body: JacobianRequest, settings: Settings) -> JacobianResponse:
+    check_request(jacobian_cost(body, settings)[0], settings)
     x = decode_tensor(body.x)
     result = functions.jacobian(
         _chain(body.function, x, body.order),
@@ -79,9 +117,21 @@ def _jacobian(body: JacobianRequest, settings: Settings) -> JacobianResponse:
     )
 
 
+def product_cost(body: JvpRequest | VjpRequest, settings: Settings) -> RequestCost:
+    """Estimate ``/v1/jvp`` or ``/v1/vjp`` from shapes alone."""
+    x = decode_tensor(body.x)
+    chain = _chain(body.function, x, body.order)
+    functions.check_intermediates(chain, settings.max_tensor_elements)
+    n, m = size_of(chain.in_shape), size_of(chain.out_shape)
+    product_size = m if isinstance(body, JvpRequest) else n
+    payload = float_payload(m, body.encoding) + float_payload(product_size, body.encoding)
+    return RequestCost(estimates.product_cost(chain, body.check), payload)
+
+
 def _product(
     body: JvpRequest | VjpRequest, vector: Tensor, direction: Direction, settings: Settings
 ) -> tuple[TensorOut, TensorOut, CheckReport | None]:
+    check_request(product_cost(body, settings), settings)
     x = decode_tensor(body.x)
     chain = _chain(body.function, x, body.order)
     result = functions.product(
@@ -109,7 +159,37 @@ def _vjp(body: VjpRequest, settings: Settings) -> VjpResponse:
     return VjpResponse(value=value, vjp=vjp, check=check)
 
 
+def _given(jacobian: CooJacobianIn | DenseJacobianIn, layout: Layout) -> estimates.GivenJacobian:
+    # What the chain rule knows of a factor before decoding it, in in_out orientation.
+    if isinstance(jacobian, CooJacobianIn):
+        rows, cols = jacobian.shape
+        nnz, dense = len(jacobian.row), False
+    else:
+        data = decode_tensor(jacobian.data)
+        rows, cols = (data.shape + (1, 1))[:2] if data.ndim < 2 else data.shape[:2]
+        nnz, dense = data.size, True
+    if layout == "out_in":
+        rows, cols = cols, rows
+    return estimates.GivenJacobian(rows, cols, nnz, dense)
+
+
+def chain_rule_cost(body: ChainRuleRequest, settings: Settings) -> tuple[RequestCost, str]:
+    """Estimate ``/v1/chain-rule`` before decoding a factor; also return the result's format."""
+    factors = [_given(jacobian, body.layout) for jacobian in body.jacobians]
+    if body.layout == "out_in":
+        factors.reverse()
+    fmt = body.format
+    if fmt == "auto":
+        coo = any(isinstance(j, CooJacobianIn) for j in body.jacobians)
+        fmt = "coo" if coo else "dense"
+    cost, nnz = estimates.multiply_cost(factors, fmt == "dense")
+    rows, cols = factors[0].rows, factors[-1].cols
+    payload = jacobian_payload(fmt, nnz, rows, cols, body.encoding)
+    return RequestCost(cost, payload), fmt
+
+
 def _chain_rule(body: ChainRuleRequest, settings: Settings) -> ChainRuleResponse:
+    check_request(chain_rule_cost(body, settings)[0], settings)
     matrices = [decode_jacobian(jacobian) for jacobian in body.jacobians]
     product = functions.multiply(
         matrices,
@@ -146,39 +226,56 @@ async def list_ops() -> OperationsResponse:
     )
 
 
-@router.post("/evaluate", openapi_extra=body_openapi(EvaluateRequest), summary="Evaluate h(x)")
-async def evaluate(
-    body: EvaluateBody, settings: SettingsDep, compute: ComputeDep
-) -> EvaluateResponse:
+@router.post(
+    "/evaluate",
+    response_model=EvaluateResponse,
+    openapi_extra=body_openapi(EvaluateRequest),
+    summary="Evaluate h(x)",
+)
+async def evaluate(body: EvaluateBody, settings: SettingsDep, compute: ComputeDep) -> Response:
     """Evaluate a function given as a list of operations."""
     return await compute(_evaluate, body, settings)
 
 
-@router.post("/jacobian", openapi_extra=body_openapi(JacobianRequest), summary="Jacobian of h at x")
-async def jacobian(
-    body: JacobianBody, settings: SettingsDep, compute: ComputeDep
-) -> JacobianResponse:
+@router.post(
+    "/jacobian",
+    response_model=JacobianResponse,
+    openapi_extra=body_openapi(JacobianRequest),
+    summary="Jacobian of h at x",
+)
+async def jacobian(body: JacobianBody, settings: SettingsDep, compute: ComputeDep) -> Response:
     """Return h(x) and its Jacobian, dense or canonical COO, in the requested layout/order."""
     return await compute(_jacobian, body, settings)
 
 
-@router.post("/jvp", openapi_extra=body_openapi(JvpRequest), summary="Jacobian-vector product")
-async def jvp(body: JvpBody, settings: SettingsDep, compute: ComputeDep) -> JvpResponse:
+@router.post(
+    "/jvp",
+    response_model=JvpResponse,
+    openapi_extra=body_openapi(JvpRequest),
+    summary="Jacobian-vector product",
+)
+async def jvp(body: JvpBody, settings: SettingsDep, compute: ComputeDep) -> Response:
     """Return h(x) and ten(J^T vec(tangent)) without forming J."""
     return await compute(_jvp, body, settings)
 
 
-@router.post("/vjp", openapi_extra=body_openapi(VjpRequest), summary="Vector-Jacobian product")
-async def vjp(body: VjpBody, settings: SettingsDep, compute: ComputeDep) -> VjpResponse:
+@router.post(
+    "/vjp",
+    response_model=VjpResponse,
+    openapi_extra=body_openapi(VjpRequest),
+    summary="Vector-Jacobian product",
+)
+async def vjp(body: VjpBody, settings: SettingsDep, compute: ComputeDep) -> Response:
     """Return h(x) and ten(J vec(cotangent)) without forming J."""
     return await compute(_vjp, body, settings)
 
 
 @router.post(
-    "/chain-rule", openapi_extra=body_openapi(ChainRuleRequest), summary="Compose Jacobians"
+    "/chain-rule",
+    response_model=ChainRuleResponse,
+    openapi_extra=body_openapi(ChainRuleRequest),
+    summary="Compose Jacobians",
 )
-async def chain_rule(
-    body: ChainRuleBody, settings: SettingsDep, compute: ComputeDep
-) -> ChainRuleResponse:
+async def chain_rule(body: ChainRuleBody, settings: SettingsDep, compute: ComputeDep) -> Response:
     """Multiply Jacobians in the notes' sense: J_h = J_g J_f for h = f ∘ g (in_out)."""
     return await compute(_chain_rule, body, settings)

@@ -3,11 +3,15 @@
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
+from starlette.responses import Response
 
 from ...codec import decode_tensor, encode_tensor
 from ...codec.sparse import encode_jacobian
 from ...config import Settings
-from ...engine.correlation import CorrelationLimits, correlate
+from ...engine import estimates, xcorr
+from ...engine.correlation import CorrelationLimits, check_sizes, correlate
+from ...engine.layout import size_of
+from ..budget import Payload, RequestCost, check_request, coo_payload, float_payload
 from ..deps import ComputeDep, SettingsDep, body_openapi, json_body
 from ..problems import PROBLEM_RESPONSES
 from ..schemas.xcorr import CrossCorrelationRequest, CrossCorrelationResponse
@@ -19,9 +23,43 @@ CrossCorrelationBody = Annotated[
 ]
 
 
+def _limits(settings: Settings) -> CorrelationLimits:
+    return CorrelationLimits(
+        max_output_elements=settings.max_tensor_elements,
+        max_nnz=settings.max_coo_nnz,
+        max_dense_elements=settings.max_dense_jacobian_elements,
+    )
+
+
+def cross_correlation_cost(body: CrossCorrelationRequest, settings: Settings) -> RequestCost:
+    """Estimate ``/v1/cross-correlation`` from shapes alone."""
+    x_shape, k_shape = decode_tensor(body.x).shape, decode_tensor(body.kernel).shape
+    geometry = body.geometry()
+    out_shape = check_sizes(
+        x_shape, k_shape, geometry, jacobian=body.jacobian, wrt=body.wrt, method=body.method,
+        limits=_limits(settings),
+    )  # fmt: skip
+    out_size = size_of(out_shape)
+    cost = estimates.correlation_cost(
+        x_shape, k_shape, geometry, jacobian=body.jacobian, wrt=body.wrt, method=body.method
+    )
+    payload = float_payload(out_size, body.encoding)
+    if body.jacobian != "none":
+        nnz = xcorr.nnz_x(x_shape, k_shape, geometry)
+        for what in body.wrt:
+            in_size = size_of(x_shape if what == "x" else k_shape)
+            payload = payload + (
+                coo_payload(nnz, in_size, out_size, body.encoding)
+                if body.jacobian == "coo"
+                else float_payload(in_size * out_size, body.encoding)
+            )
+    return RequestCost(cost, payload or Payload())
+
+
 def _cross_correlation(
     body: CrossCorrelationRequest, settings: Settings
 ) -> CrossCorrelationResponse:
+    check_request(cross_correlation_cost(body, settings), settings)
     result = correlate(
         decode_tensor(body.x),
         decode_tensor(body.kernel),
@@ -31,11 +69,7 @@ def _cross_correlation(
         order=body.order,
         layout=body.layout,
         method=body.method,
-        limits=CorrelationLimits(
-            max_output_elements=settings.max_tensor_elements,
-            max_nnz=settings.max_coo_nnz,
-            max_dense_elements=settings.max_dense_jacobian_elements,
-        ),
+        limits=_limits(settings),
     )
     return CrossCorrelationResponse(
         output=encode_tensor(result.output, body.encoding),
@@ -50,11 +84,12 @@ def _cross_correlation(
 
 @router.post(
     "/cross-correlation",
+    response_model=CrossCorrelationResponse,
     openapi_extra=body_openapi(CrossCorrelationRequest),
     summary="2-D multi-channel cross-correlation and its Jacobians",
 )
 async def cross_correlation(
     body: CrossCorrelationBody, settings: SettingsDep, compute: ComputeDep
-) -> CrossCorrelationResponse:
+) -> Response:
     """Cross-correlate x with the kernel; optionally return d out/d x and d out/d kernel."""
     return await compute(_cross_correlation, body, settings)
