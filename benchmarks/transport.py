@@ -1,4 +1,4 @@
-"""Wire throughput of ``POST /v1/vec``: 10^6 float64 round trips in-process, list vs base64.
+"""Wire throughput of ``POST /v1/vec``: 10^6 float64 round trips in-process, list, base64, binary.
 
 What is timed (all in one process and one event loop; no sockets, no uvicorn):
 
@@ -10,6 +10,10 @@ What is timed (all in one process and one event loop; no sockets, no uvicorn):
   read as bytes but not decoded. This is the service's own cost plus httpx's in-process transport.
 * **server round trip (ASGI direct)**: ``await app(scope, receive, send)`` with the pre-encoded
   body and no httpx; the difference from the row above is httpx's share.
+* **binary** rows (CONVENTIONS 3.1): the request is a JSON header plus ``x.tobytes()`` as an
+  ``application/octet-stream`` body, the answer the same; the client decodes with
+  ``np.frombuffer``. Only round trips are timed (there is no JSON data to parse or write), and the
+  summary lines give base64 / binary in the same run.
 * **baseline**, measured in the same run on the same payload: list: stdlib
   ``json.dumps(json.loads(request_body))``; base64: stdlib
   ``base64.b64encode(base64.b64decode(request_data))`` of the same bytes.
@@ -78,6 +82,8 @@ PATH = "/v1/vec"
 ORDER = "F"
 SEED = 20261126
 HEADERS = {"content-type": "application/json"}
+OCTET = "application/octet-stream"
+HEADER_LENGTH = "Inference-Header-Content-Length"
 
 
 @dataclass
@@ -159,8 +165,11 @@ def verify(
         raise RuntimeError(f"{encoding}: element {bad} is {got[bad]!r}, expected {expected[bad]!r}")
 
 
-async def call_asgi(app: Any, body: bytes) -> tuple[int, bytes]:
+async def call_asgi(
+    app: Any, body: bytes, headers: dict[str, str] | None = None
+) -> tuple[int, bytes]:
     """POST ``body`` to ``app`` as a bare ASGI call; returns (status, response body)."""
+    extra = [(k.lower().encode(), v.encode()) for k, v in (headers or HEADERS).items()]
     scope = {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.3"},
@@ -173,7 +182,7 @@ async def call_asgi(app: Any, body: bytes) -> tuple[int, bytes]:
         "query_string": b"",
         "headers": [
             (b"host", b"bench"),
-            (b"content-type", b"application/json"),
+            *extra,
             (b"content-length", str(len(body)).encode()),
         ],
         "client": ("127.0.0.1", 1),
@@ -344,6 +353,70 @@ async def bench_encoding(
     return rows, len(body), len(first.content)
 
 
+def binary_request(x: np.ndarray) -> tuple[bytes, dict[str, str]]:
+    """Client side: the binary /v1/vec request (CONVENTIONS 3.1): JSON header, then x's bytes."""
+    raw = np.ascontiguousarray(x, dtype="<f8").tobytes()
+    tensor = {"encoding": "binary", "shape": list(x.shape), "binary_data_size": len(raw)}
+    header = json.dumps({"x": tensor, "order": ORDER, "encoding": "binary"}).encode()
+    return header + raw, {"content-type": OCTET, HEADER_LENGTH: str(len(header))}
+
+
+def decode_binary(content: bytes, header_length: int) -> tuple[dict[str, Any], np.ndarray]:
+    """Client side: the header of a binary /v1/vec answer and its vector (one segment)."""
+    doc = json.loads(content[:header_length])
+    vector = np.frombuffer(content, dtype="<f8", offset=header_length)
+    if vector.nbytes != doc["vector"]["binary_data_size"]:
+        raise RuntimeError("binary: the segment does not fill the rest of the body")
+    doc["vector"]["encoding"] = "binary"
+    return doc, vector.reshape(doc["vector"]["shape"])
+
+
+async def bench_binary(
+    x: np.ndarray, app: Any, client: httpx.AsyncClient, repeat: int
+) -> tuple[list[Row], int, int]:
+    """The binary rows: round trips only (no JSON parse/serialize steps to break down)."""
+    body, headers = binary_request(x)
+
+    async def client_round_trip() -> tuple[int, bytes, tuple[dict[str, Any], np.ndarray]]:
+        request, request_headers = binary_request(x)
+        response = await client.post(PATH, content=request, headers=request_headers)
+        length = int(response.headers.get(HEADER_LENGTH, 0))
+        return response.status_code, response.content, decode_binary(response.content, length)
+
+    async def server_httpx() -> bytes:
+        return (await client.post(PATH, content=body, headers=headers)).content
+
+    async def server_direct() -> bytes:
+        status, content = await call_asgi(app, body, headers)
+        if status != 200:
+            raise RuntimeError(f"binary: direct ASGI call answered {status}: {content[:300]!r}")
+        return content
+
+    def baseline() -> object:
+        return np.frombuffer(body, dtype="<f8", offset=len(body) - x.nbytes).tobytes()
+
+    steps: list[tuple[Row, Callable[[], Any]]] = [
+        (Row("binary", "**client round trip**: encode + POST (httpx) + decode", "round trip"),
+         client_round_trip),
+        (Row("binary", "server round trip: httpx ASGITransport, body pre-encoded", "round trip"),
+         server_httpx),
+        (Row("binary", "server round trip: ASGI app called directly", "round trip"),
+         server_direct),
+        (Row("binary", "baseline: `np.frombuffer(body)` + `tobytes()` of the segment", "baseline"),
+         baseline),
+    ]  # fmt: skip
+    for rep in range(repeat + 1):  # rep 0: warm-up, checked but not recorded
+        for row, fn in steps:
+            seconds, out = await timed(fn)
+            if fn is client_round_trip:
+                status, content, decoded = out
+                verify(status, content, "binary", x, decoded)  # outside the timer
+            if rep:
+                row.times.append(seconds)
+    first = await client.post(PATH, content=body, headers=headers)
+    return [row for row, _ in steps], len(body), len(first.content)
+
+
 def format_table(rows: list[Row], mb: dict[str, float]) -> str:
     """Markdown table of the rows."""
     lines = [
@@ -391,6 +464,9 @@ async def run(n: int, repeat: int) -> None:
             encoded, req_bytes, resp_bytes = await bench_encoding(encoding, x, app, client, repeat)
             rows.extend(encoded)
             sizes[encoding] = (req_bytes, resp_bytes)
+        encoded, req_bytes, resp_bytes = await bench_binary(x, app, client, repeat)
+        rows.extend(encoded)
+        sizes["binary"] = (req_bytes, resp_bytes)
     elapsed = time.perf_counter() - started
     load_after = os.getloadavg()
     mb = {enc: (req + resp) / 1e6 for enc, (req, resp) in sizes.items()}
@@ -400,6 +476,13 @@ async def run(n: int, repeat: int) -> None:
     print()
     for enc, (req, resp) in sizes.items():
         print(f"- {enc}: request {req:,} B + response {resp:,} B = {mb[enc]:.3f} MB per round trip")
+    for label in ("server round trip: httpx", "server round trip: ASGI", "**client round trip"):
+        medians = {r.encoding: r.median_ms for r in rows if r.label.startswith(label)}
+        print(
+            f"- binary vs base64, {label.strip('*')}...: {medians['base64']:.1f} ms / "
+            f"{medians['binary']:.1f} ms = **{medians['base64'] / medians['binary']:.1f}x** "
+            "(same run)"
+        )
     print(
         "- MB = (request body bytes + response body bytes) / 1e6 of one /v1/vec round trip of that"
         " encoding; MB/s = MB / median seconds; × baseline = baseline median / row median."

@@ -15,8 +15,15 @@ from starlette.responses import Response
 from . import __version__
 from .api.deps import REQUEST_MODELS, Computations
 from .api.middleware import BodyLimitMiddleware
+from .api.negotiation import document as document_representations
 from .api.observability import Metrics, RequestContextMiddleware, configure_logging
-from .api.problems import PROBLEM_TYPES, Problem, handle_exception
+from .api.problems import (
+    PROBLEM_TYPES,
+    NotAcceptable,
+    Problem,
+    UnsupportedMediaType,
+    handle_exception,
+)
 from .api.router import api_router
 from .api.security import ApiKeyMiddleware, DocsContentSecurityPolicy, public_paths
 from .codec.errors import CodecError
@@ -30,7 +37,9 @@ Tensor calculus over HTTP, computed in float64 by a vectorized NumPy/SciPy engin
 * **Jacobian layout** (`layout`): `"in_out"` (default, the notes' lmn x pqr matrix whose columns are
   the gradients of the output components) or `"out_in"` (JAX/PyTorch).
 * **Tensors**: `{"data": nested lists}` or `{"encoding": "base64", "shape": [...], "data": "..."}`
-  (little-endian C-order bytes); responses use the request's `encoding`.
+  (little-endian C-order bytes); responses use the request's `encoding`. Large tensors travel as
+  `application/octet-stream` bodies (a JSON header, then raw bytes; `"encoding": "binary"`), and
+  Jacobians download as `.npz` (`Accept: application/x-npz`).
 * **Errors**: RFC 9457 `application/problem+json`. Problem types: {types}.
 """
 
@@ -54,6 +63,7 @@ def _install_openapi(app: FastAPI) -> None:
             components.update(model_schema.pop("$defs", {}))
             components[model.__name__] = model_schema
         schema["components"]["schemas"] = dict(sorted(components.items()))
+        document_representations(schema)
         # Keys are optional (SERVICE_API_KEYS); the empty requirement says so to generators.
         schema["components"]["securitySchemes"] = {
             "bearerAuth": {"type": "http", "scheme": "bearer"},
@@ -96,6 +106,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         StarletteHTTPException,
         EngineError,
         CodecError,
+        UnsupportedMediaType,
+        NotAcceptable,
         ClientDisconnect,
         Exception,
     )

@@ -24,3 +24,11 @@ def test_every_operation_is_in_the_op_table() -> None:
 def test_the_two_commands_exist() -> None:
     assert "bash scripts/serve.sh" in README and "bash scripts/test.sh" in README
     assert "bash scripts/test.sh" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_the_readme_points_only_inside_the_repository() -> None:
+    # Every relative path the README names in backquotes exists in the repository.
+    outside = re.findall(r"`(\.\./[^`]+)`", README)
+    assert not outside, outside
+    for path in set(re.findall(r"`((?:docs|deploy|scripts|tests|openapi)/[\w./-]+)`", README)):
+        assert (ROOT / path).exists(), path

@@ -124,11 +124,13 @@ def _base64_bytes(raw: int) -> int:
 
 
 def float_payload(count: int, encoding: Encoding) -> Payload:
-    """Return the payload of ``count`` float64 values written as a list or base64.
+    """Return the payload of ``count`` float64 values written as a list, base64 or binary.
 
     Memory: the list's Python objects, the serialized text and its copy into ``bytes``; for
-    base64 the raw bytes, the text and its copies.
+    base64 the raw bytes, the text and its copies; for a binary segment its bytes, twice.
     """
+    if encoding == "binary":
+        return Payload(8 * count, 2 * 8 * count)
     if encoding == "base64":
         text = _base64_bytes(8 * count)
         return Payload(text, 8 * count + 3 * text)
@@ -137,7 +139,9 @@ def float_payload(count: int, encoding: Encoding) -> Payload:
 
 
 def index_payload(count: int, largest: int, encoding: Encoding) -> Payload:
-    """Return the payload of ``count`` int64 indices below ``largest`` (list or base64)."""
+    """Return the payload of ``count`` int64 indices below ``largest`` (list, base64, binary)."""
+    if encoding == "binary":
+        return Payload(8 * count, 2 * 8 * count)
     if encoding == "base64":
         text = _base64_bytes(8 * count)
         return Payload(text, 8 * count + 3 * text)

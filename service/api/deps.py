@@ -22,16 +22,19 @@ from typing import Annotated, Any, TypeVar
 
 import anyio
 from fastapi import Depends, Request
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 from starlette.types import Receive
 
 from ..codec import DecodeLimits
+from ..codec.binary import HEADER_LENGTH, BinaryBodyError, read_binary_body
 from ..config import Settings, get_settings
 from ..engine.cancel import CancelToken
 from ..engine.errors import LimitExceeded
 from .budget import BodyCounts, check_body, count_separators
+from .negotiation import body_kind
 from .observability import Metrics, route_template
 from .problems import MAX_MAPPED_ERRORS, RenderedValidationError, Saturated, validation_errors
 
@@ -70,8 +73,10 @@ def validate_body(
     raw: bytes,
     settings: Settings,
     items: BodyItems | None = None,
+    kind: str = "json",
+    header_length: str | None = None,
 ) -> RequestModel:
-    """Count, parse and validate a raw JSON body as ``model`` (call it in a worker thread).
+    """Count, parse and validate a JSON or binary body as ``model`` (in a worker thread).
 
     Parameters
     ----------
@@ -80,6 +85,10 @@ def validate_body(
     settings : Settings
     items : BodyItems, optional
         A bound on the items the body holds (index lists: ``max_index_count``).
+    kind : {"json", "binary"}
+        How the body is sent (:func:`~service.api.negotiation.body_kind`).
+    header_length : str, optional
+        The ``Inference-Header-Content-Length`` header of a binary body.
 
     Raises
     ------
@@ -89,7 +98,21 @@ def validate_body(
     RenderedValidationError
         With the problem's errors already rendered.
     """
-    counts = count_separators(raw)
+    limits = decode_limits(settings)
+    deferred: list[LimitExceeded] = []
+    context: dict[str, Any] = {"limits": limits, "deferred_limits": deferred}
+    document = raw
+    if kind == "binary":
+        try:
+            document, segments = read_binary_body(
+                raw, header_length, limits.max_elements, limits.max_rank
+            )
+        except BinaryBodyError as error:
+            detail = {"loc": error.loc, "msg": error.message, "type": "binary_body"}
+            raise RequestValidationError([detail], body=error.header) from None
+        context["binary_segments"] = segments
+    # Only the JSON text is counted: the segments of a binary body are raw numbers.
+    counts = count_separators(document)
     check_body(counts, settings)
     if items is not None:
         limit = getattr(settings, items.setting)
@@ -97,13 +120,11 @@ def validate_body(
             raise LimitExceeded(
                 items.quantity, items.count(counts), limit, setting=items.setting
             )
-    deferred: list[LimitExceeded] = []
-    context = {"limits": decode_limits(settings), "deferred_limits": deferred}
     try:
-        parsed = model.model_validate_json(raw, context=context)
+        parsed = model.model_validate_json(document, context=context)
     except ValidationError as error:
         found = error.errors(include_url=False)
-        rendered = validation_errors([dict(e) for e in found[:MAX_MAPPED_ERRORS]], raw)
+        rendered = validation_errors([dict(e) for e in found[:MAX_MAPPED_ERRORS]], document)
         count = len(rendered) if len(found) <= MAX_MAPPED_ERRORS else len(found)
         raise RenderedValidationError(rendered, count) from None
     if deferred:
@@ -121,8 +142,12 @@ def json_body(
     REQUEST_MODELS.append(model)
 
     async def parse(request: Request, settings: SettingsDep) -> RequestModel:
+        kind = body_kind(request)  # 415 before the body is read
         raw = await request.body()
-        return await run_in_threadpool(validate_body, model, raw, settings, items)
+        header_length = request.headers.get(HEADER_LENGTH) if kind == "binary" else None
+        return await run_in_threadpool(
+            validate_body, model, raw, settings, items, kind, header_length
+        )
 
     parse.__name__ = f"parse_{model.__name__}"
     return parse
@@ -266,8 +291,10 @@ def json_response(model: BaseModel) -> Response:
     return Response(model.model_dump_json(), media_type="application/json")
 
 
-def _serialized(function: Callable[..., BaseModel], *args: Any) -> Response:
-    return json_response(function(*args))
+def _serialized(function: Callable[..., BaseModel | Response], *args: Any) -> Response:
+    # A representation other than JSON comes back rendered (negotiation.answer).
+    result = function(*args)
+    return result if isinstance(result, Response) else json_response(result)
 
 
 class Compute:
@@ -280,7 +307,7 @@ class Compute:
 
     async def __call__(
         self,
-        function: Callable[..., BaseModel],
+        function: Callable[..., BaseModel | Response],
         *args: Any,
         deadline_seconds: float | None = None,
     ) -> Response:

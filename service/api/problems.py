@@ -87,6 +87,14 @@ class ProblemKind:
     default_detail: str = ""  # for exceptions that carry no message of their own
 
 
+class UnsupportedMediaType(Exception):
+    """A request body of a type the service does not read: 415."""
+
+
+class NotAcceptable(Exception):
+    """An ``Accept`` header that no representation of the answer satisfies: 406."""
+
+
 # Looked up along the exception's MRO, so a subclass without an entry uses its parent's.
 PROBLEM_TABLE: dict[type[BaseException], ProblemKind] = {
     RequestValidationError: ProblemKind(
@@ -119,6 +127,10 @@ PROBLEM_TABLE: dict[type[BaseException], ProblemKind] = {
     ),
     engine_errors.EngineError: ProblemKind(422, "/problems/engine-error", "Computation refused"),
     CodecError: ProblemKind(422, "/problems/invalid-tensor", "Invalid tensor"),
+    UnsupportedMediaType: ProblemKind(
+        415, "/problems/unsupported-media-type", "Unsupported media type"
+    ),
+    NotAcceptable: ProblemKind(406, "/problems/not-acceptable", "Not acceptable"),
     # The client left before its body arrived: nobody reads the answer, but it is no server error.
     ClientDisconnect: ProblemKind(
         400,
@@ -321,8 +333,10 @@ def validation_errors(errors: list[dict[str, Any]], body: Any) -> list[ProblemEr
         segments = _segments(tuple(error.get("loc", ())), document, missing)
         detail = str(error.get("msg", "invalid"))
         value = error.get("input")
-        if error.get("type") not in ("missing", "json_invalid") and (
-            value is None or isinstance(value, bool | int | float | str)
+        if (
+            "input" in error
+            and error.get("type") not in ("missing", "json_invalid")
+            and (value is None or isinstance(value, bool | int | float | str))
         ):
             shown = json.dumps(value)
             detail += f" (got {shown if len(shown) <= 80 else shown[:77] + '...'})"
@@ -440,8 +454,16 @@ def _problem_content(description: str) -> dict[str, Any]:
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: _problem_content("Missing or wrong API key, when keys are configured."),
+    406: _problem_content(
+        "No representation satisfies `Accept` (`/problems/not-acceptable`); errors are always "
+        "`application/problem+json`."
+    ),
     413: _problem_content(
         "Payload or estimated work over a configured limit (`/problems/limit-exceeded`)."
+    ),
+    415: _problem_content(
+        "A body that is neither `application/json` nor `application/octet-stream` "
+        "(`/problems/unsupported-media-type`)."
     ),
     422: _problem_content("Invalid input, shape or parameter."),
     500: _problem_content("Unexpected error; generic detail, traceback only in the server log."),

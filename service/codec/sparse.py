@@ -26,6 +26,7 @@ from ..engine.errors import LimitExceeded, ShapeError
 from ..engine.jacobian import Jacobian
 from ..engine.sparse import coo_from_triplets
 from ..engine.types import FloatArray
+from .binary import segment_for
 from .errors import CodecError
 from .tensors import (
     Encoding,
@@ -46,6 +47,18 @@ def _array_schema(item: str) -> dict[str, Any]:
         "anyOf": [
             {"type": "array", "items": {"type": item}},
             {"type": "string", "contentEncoding": "base64"},
+            {
+                "type": "object",
+                "description": "A segment of an application/octet-stream body (CONVENTIONS 3.1).",
+                "properties": {
+                    "encoding": {"const": "binary"},
+                    "dtype": {"const": "float64" if item == "number" else "int64"},
+                    "shape": {"type": "array", "items": {"type": "integer", "minimum": 1}},
+                    "binary_data_size": {"type": "integer", "minimum": 0},
+                },
+                "required": ["encoding", "dtype", "shape", "binary_data_size"],
+                "additionalProperties": False,
+            },
         ]
     }
 
@@ -91,7 +104,7 @@ def encode_jacobian(jacobian: Jacobian, encoding: Encoding) -> CooJacobian | Den
     Parameters
     ----------
     jacobian : Jacobian
-    encoding : {"list", "base64"}
+    encoding : {"list", "base64", "binary"}
 
     Returns
     -------
@@ -120,6 +133,22 @@ def encode_jacobian(jacobian: Jacobian, encoding: Encoding) -> CooJacobian | Den
     )
 
 
+class BinaryArrayIn(BaseModel):
+    """``row``, ``col`` or ``data`` of a COO Jacobian as a segment of a binary body (section 3.1).
+
+    ``row``/``col`` are int64 and ``data`` float64, each of shape ``[entries]``.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    encoding: Literal["binary"]
+    dtype: Literal["int64", "float64"]
+    shape: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1, max_length=1)]
+    binary_data_size: Annotated[int, Field(ge=0)]
+    # The binary reader's segment index; no client writes it (see service.codec.binary).
+    data: Annotated[int | None, WithJsonSchema({"type": "null"})] = None
+
+
 _INDEX_LIST = list[Annotated[int, Field(ge=0, le=2**63 - 1)]]
 _VALUE_LIST = list[Annotated[float, Field(strict=True, allow_inf_nan=False)]]
 
@@ -127,9 +156,14 @@ _VALUE_LIST = list[Annotated[float, Field(strict=True, allow_inf_nan=False)]]
 _WIRE_TYPES = {"row": np.dtype("<i8"), "col": np.dtype("<i8"), "data": np.dtype("<f8")}
 
 
-def _decode_array(values: Any, name: str) -> np.ndarray[Any, Any]:
-    """Turn a validated list, or base64 text, into the array it carries (ValueError if bad)."""
+def _decode_array(values: Any, name: str, info: ValidationInfo) -> np.ndarray[Any, Any]:
+    """Turn a validated list, base64 text or segment into the array it carries (ValueError)."""
     wire = _WIRE_TYPES[name]
+    if isinstance(values, BinaryArrayIn):
+        array = segment_for(values.data, info)
+        if array.dtype != wire:
+            raise ValueError(f"{name} must be {wire.name}, got {values.dtype}")
+        return array
     if not isinstance(values, str):
         return np.asarray(values, dtype=wire)
     try:
@@ -144,7 +178,9 @@ def _decode_array(values: Any, name: str) -> np.ndarray[Any, Any]:
 
 
 def _wire_length(values: Any, itemsize: int) -> int:
-    # Entries a list or a base64 string holds, known without decoding it.
+    # Entries a list, a base64 string or a segment holds, known without decoding it.
+    if isinstance(values, BinaryArrayIn):
+        return values.shape[0]
     if isinstance(values, str):
         return base64_length(values) // itemsize
     return len(values)
@@ -153,19 +189,19 @@ def _wire_length(values: Any, itemsize: int) -> int:
 class CooJacobianIn(BaseModel):
     """A Jacobian given as COO triplets (any order; duplicates are summed).
 
-    ``row``/``col`` are lists of ints or base64 of little-endian int64; ``data`` a list of
-    numbers or base64 of little-endian float64. ``in_shape``/``out_shape`` are optional labels.
-    Each dimension and the number of entries are bounded by the tensor element limit, checked
-    before anything is decoded.
+    ``row``/``col`` are lists of ints, base64 of little-endian int64 or binary int64 segments;
+    ``data`` a list of numbers, base64 of little-endian float64 or a binary float64 segment.
+    ``in_shape``/``out_shape`` are optional labels. Each dimension and the number of entries are
+    bounded by the tensor element limit, checked before anything is decoded.
     """
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     format: Literal["coo"]
     shape: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=2, max_length=2)]
-    row: Annotated[_INDEX_LIST | str, WithJsonSchema(_INDEX_SCHEMA)]
-    col: Annotated[_INDEX_LIST | str, WithJsonSchema(_INDEX_SCHEMA)]
-    data: Annotated[_VALUE_LIST | str, WithJsonSchema(_VALUE_SCHEMA)]
+    row: Annotated[_INDEX_LIST | str | BinaryArrayIn, WithJsonSchema(_INDEX_SCHEMA)]
+    col: Annotated[_INDEX_LIST | str | BinaryArrayIn, WithJsonSchema(_INDEX_SCHEMA)]
+    data: Annotated[_VALUE_LIST | str | BinaryArrayIn, WithJsonSchema(_VALUE_SCHEMA)]
     in_shape: Annotated[list[Annotated[int, Field(ge=1)]], Field(max_length=32)] | None = None
     out_shape: Annotated[list[Annotated[int, Field(ge=1)]], Field(max_length=32)] | None = None
 
@@ -197,11 +233,11 @@ class CooJacobianIn(BaseModel):
                 info,
             )
             return None
-        return _decode_array(values, name)
+        return _decode_array(values, name, info)
 
     @model_validator(mode="after")
     def _equal_lengths(self) -> "CooJacobianIn":
-        arrays = {"row": self.row, "col": self.col, "data": self.data}
+        arrays: dict[str, Any] = {"row": self.row, "col": self.col, "data": self.data}
         if any(array is None for array in arrays.values()):
             return self  # over a limit: reported after validation
         lengths = {name: len(array) for name, array in arrays.items()}

@@ -2,10 +2,14 @@
 
 Grammar of a tensor on the wire::
 
-    {"encoding": "list" | "base64"   (default "list"),
+    {"encoding": "list" | "base64" | "binary"   (default "list"),
      "data":     number | [data, ...]  (list)   or   "<base64 of raw bytes>"  (base64),
-     "shape":    [int >= 1, ...]      (optional for list, checked if given; required for base64),
-     "dtype":    "float64" | "float32" (default "float64")}
+     "shape":    [int >= 1, ...]      (optional for list, checked if given; required otherwise),
+     "dtype":    "float64" | "float32" (default "float64"),
+     "binary_data_size": int          (binary only: the bytes of its segment; no data)}
+
+A flat list with a shape is read in C order (the Open Inference Protocol's convention). Binary
+tensors live only in ``application/octet-stream`` bodies (:mod:`service.codec.binary`).
 
 base64 carries ``ndarray.tobytes()`` of a C-contiguous little-endian array over ``shape``; the wire
 order is fixed and independent of the math ``order`` option. The engine computes in float64.
@@ -33,12 +37,14 @@ from pydantic import (
     WithJsonSchema,
     field_validator,
 )
+from pydantic_core import PydanticCustomError
 from typing_extensions import TypeAliasType
 
 from ..engine.errors import LimitExceeded
 from ..engine.types import FloatArray
+from .binary import Segment, binary_array, segment_for
 
-Encoding: TypeAlias = Literal["list", "base64"]
+Encoding: TypeAlias = Literal["list", "base64", "binary"]
 DType: TypeAlias = Literal["float64", "float32"]
 
 # Strict: booleans and numeric strings are not numbers; NaN and infinities are refused.
@@ -136,7 +142,10 @@ def _decode_list(data: Any, shape: list[int] | None, dtype: str) -> FloatArray:
             f"data is ragged: nested lists must have equal lengths at each depth ({error})"
         ) from None
     if shape is not None and list(array.shape) != shape:
-        raise ValueError(f"data has shape {list(array.shape)} but shape says {shape}")
+        if array.ndim != 1 or array.size != math.prod(shape):
+            flat = f" (a flat list needs {math.prod(shape)} numbers)" if array.ndim == 1 else ""
+            raise ValueError(f"data has shape {list(array.shape)} but shape says {shape}{flat}")
+        array = array.reshape(shape)  # a flat list with a shape: C order, as the wire's bytes
     return array.astype(np.float64, copy=False)
 
 
@@ -170,6 +179,15 @@ def _check_finite(array: FloatArray) -> None:
         raise ValueError(f"data holds a non-finite value ({array[tuple(where)]}) at index {where}")
 
 
+# The default of ``data``: only a binary tensor may leave it out (its bytes follow the header).
+# Compared by identity, so no client string can stand for it.
+_ABSENT = "\x00data absent"
+
+
+def _no_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
 class Tensor(BaseModel):
     """A tensor received from a client (CONVENTIONS section 3); see the module docstring."""
 
@@ -190,27 +208,47 @@ class Tensor(BaseModel):
         },
     )
 
-    encoding: Encoding = Field("list", description="How `data` is written.")
+    encoding: Encoding = Field(
+        "list",
+        description="How `data` is written; 'binary' only in an application/octet-stream body.",
+    )
     dtype: DType = Field("float64", description="Element type on the wire; computed in float64.")
     shape: list[Annotated[int, Field(ge=1)]] | None = Field(
         None,
         max_length=32,
-        description="Dimensions (each >= 1). Optional for lists (checked if given); "
-        "required for base64. [] is a scalar.",
+        description="Dimensions (each >= 1). Optional for lists (checked if given; a flat list "
+        "with a shape is read in C order); required for base64 and binary. [] is a scalar.",
+    )
+    binary_data_size: Annotated[int, Field(ge=0)] | None = Field(
+        None,
+        description="Binary only: the bytes of this tensor's segment in the body "
+        "(prod(shape) x the dtype's size), which replaces `data`.",
     )
     data: Annotated[NestedNumbers | str, WithJsonSchema(TENSOR_DATA_SCHEMA)] = Field(
-        description="Nested lists of finite numbers (a bare number for rank 0), or base64 of the "
-        "little-endian C-order bytes over `shape`."
+        _ABSENT,
+        validate_default=True,
+        json_schema_extra=_no_default,
+        description="Nested lists of finite numbers (a bare number for rank 0; a flat list with "
+        "`shape`), or base64 of the little-endian C-order bytes over `shape`. Required unless "
+        "binary.",
     )
 
     @field_validator("data", mode="after")
     @classmethod
     def _decode(cls, data: Any, info: ValidationInfo) -> Any:
         # Returns the decoded ndarray in place of the wire value; decode_tensor hands it out.
-        if any(name not in info.data for name in ("encoding", "dtype", "shape")):
+        names = ("encoding", "dtype", "shape", "binary_data_size")
+        if any(name not in info.data for name in names):
             # An earlier field already failed; its error is reported, nothing to decode.
             return data
         encoding, dtype, shape = info.data["encoding"], info.data["dtype"], info.data["shape"]
+        if (encoding == "binary") != (info.data["binary_data_size"] is not None):
+            raise ValueError("binary_data_size goes with encoding 'binary', and only with it")
+        if encoding == "binary":
+            # The binary reader checked shape, dtype and size against the body already.
+            return _finished(segment_for(data, info).astype(np.float64, copy=False))
+        if data is _ABSENT:
+            raise PydanticCustomError("missing", "Field required")
         limits = limits_from(info)
         try:
             check_size(shape if encoding == "base64" and shape else _nominal_shape(data), limits)
@@ -227,9 +265,13 @@ class Tensor(BaseModel):
             if isinstance(data, str):
                 raise ValueError("encoding 'list' needs data to be numbers or nested lists")
             array = _decode_list(data, shape, dtype)
-        _check_finite(array)
-        array.setflags(write=False)
-        return array
+        return _finished(array)
+
+
+def _finished(array: FloatArray) -> FloatArray:
+    _check_finite(array)
+    array.setflags(write=False)
+    return array
 
 
 def decode_tensor(tensor: Tensor) -> FloatArray:
@@ -278,17 +320,20 @@ def encode_tensor(array: FloatArray, encoding: Encoding = "list") -> TensorOut:
     ----------
     array : ndarray, shape (d_1, ..., d_n)
         Converted to float64 if needed.
-    encoding : {"list", "base64"}
+    encoding : {"list", "base64", "binary"}
 
     Returns
     -------
     TensorOut
-        ``data`` is ``array.tolist()`` (list) or base64 of its little-endian C-order bytes.
+        ``data`` is ``array.tolist()`` (list), base64 of its little-endian C-order bytes, or
+        (binary) a :class:`~service.codec.binary.Segment` of those bytes for a binary body.
     """
     array = np.asarray(array, dtype=np.float64)
-    if encoding == "base64":
+    if encoding == "binary":
+        data: Any = Segment(np.ascontiguousarray(array, dtype="<f8"))
+    elif encoding == "base64":
         raw = np.ascontiguousarray(array, dtype="<f8").tobytes()
-        data: Any = pybase64.b64encode(raw).decode("ascii")
+        data = pybase64.b64encode(raw).decode("ascii")
     else:
         data = array.tolist()
     return TensorOut.model_construct(
@@ -297,7 +342,9 @@ def encode_tensor(array: FloatArray, encoding: Encoding = "list") -> TensorOut:
 
 
 def encode_index_array(values: np.ndarray[Any, Any], encoding: Encoding) -> Any:
-    """Write an integer array as a flat JSON list, or base64 of little-endian int64 bytes."""
+    """Write an integer array as a flat JSON list, base64 or binary of little-endian int64."""
+    if encoding == "binary":
+        return binary_array(values, "int64")
     if encoding == "base64":
         raw = np.ascontiguousarray(values, dtype="<i8").tobytes()
         return pybase64.b64encode(raw).decode("ascii")
@@ -305,7 +352,9 @@ def encode_index_array(values: np.ndarray[Any, Any], encoding: Encoding) -> Any:
 
 
 def encode_values(values: FloatArray, encoding: Encoding) -> Any:
-    """Write a 1-D float array as a JSON list, or base64 of little-endian float64 bytes."""
+    """Write a 1-D float array as a JSON list, base64 or binary of little-endian float64."""
+    if encoding == "binary":
+        return binary_array(values, "float64")
     if encoding == "base64":
         raw = np.ascontiguousarray(values, dtype="<f8").tobytes()
         return pybase64.b64encode(raw).decode("ascii")

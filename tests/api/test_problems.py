@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.requests import ClientDisconnect
 
-from service.api.problems import PROBLEM_TABLE
+from service.api.problems import PROBLEM_TABLE, NotAcceptable, UnsupportedMediaType
 from service.codec.errors import CodecError
 from service.config import Settings
 from service.engine import errors as engine_errors
@@ -155,6 +155,24 @@ CASES: dict[type[BaseException], tuple[Callable[[], BaseException], dict]] = {
             "title": "Invalid tensor",
             "status": 422,
             "detail": "tensor 'x' cannot be written as base64",
+        },
+    ),
+    UnsupportedMediaType: (
+        lambda: UnsupportedMediaType("Content-Type 'text/plain' is not read here"),
+        {
+            "type": "/problems/unsupported-media-type",
+            "title": "Unsupported media type",
+            "status": 415,
+            "detail": "Content-Type 'text/plain' is not read here",
+        },
+    ),
+    NotAcceptable: (
+        lambda: NotAcceptable("Accept 'image/gif' matches none of the representations"),
+        {
+            "type": "/problems/not-acceptable",
+            "title": "Not acceptable",
+            "status": 406,
+            "detail": "Accept 'image/gif' matches none of the representations",
         },
     ),
     ClientDisconnect: (

@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Generator
 from typing import Annotated
 
+import pydantic_core
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
@@ -19,6 +20,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from ...codec import Encoding, decode_tensor, encode_tensor
+from ...codec.binary import split_segments
 from ...config import Settings
 from ...engine import estimates
 from ...engine.chain import Chain
@@ -33,7 +35,9 @@ from ...engine.descent import (
 from ...engine.functions import check_intermediates
 from ..budget import RequestCost, check_request, float_payload
 from ..deps import ComputeDep, SettingsDep, body_openapi, json_body
+from ..negotiation import NDJSON, Representation, answer, check_accept, negotiate, offer
 from ..problems import INTERNAL_ERROR, PROBLEM_RESPONSES, Problem, problem_kind
+from ..representations import BINARY, npy
 from ..schemas.descent import (
     DescentSummaryLine,
     GradientDescentRequest,
@@ -43,9 +47,21 @@ from ..schemas.descent import (
 )
 
 logger = logging.getLogger("service.descent")
-router = APIRouter(prefix="/v1", tags=["gradient-descent"], responses=PROBLEM_RESPONSES)
-
-NDJSON = "application/x-ndjson"
+router = APIRouter(
+    prefix="/v1",
+    tags=["gradient-descent"],
+    responses=PROBLEM_RESPONSES,
+    dependencies=[Depends(check_accept)],
+)
+STREAM = Representation(
+    NDJSON,
+    "one JSON line per recorded step as it is computed, then the summary line. With "
+    "`encoding: \"binary\"` the steps' x are base64 and the summary line's x_final is a binary "
+    "tensor whose bytes follow that line's newline.",
+    None,
+    schema=ndjson_schema(),
+)
+offer("gradient_descent", BINARY, STREAM, npy("x_final", "the final iterate x_final"))
 # A streaming worker returns to the event loop at least this often, with the lines it has: the
 # latency of a line and of noticing a disconnected client, traded against one thread hop per slice.
 STREAM_SLICE_SECONDS = 0.02
@@ -144,6 +160,13 @@ def _problem_line(error: Exception, instance: str, request_id: str | None) -> by
     return problem.model_dump_json(exclude_none=True).encode() + b"\n"
 
 
+def _summary_line(summary: DescentSummaryLine) -> bytes:
+    """Write the last line of a stream; a binary x_final's bytes follow its newline."""
+    header, segments = split_segments(summary.model_dump(mode="python"))
+    line = pydantic_core.to_json(header) + b"\n"
+    return b"".join([line, *(segment.tobytes() for segment in segments)])
+
+
 def _pump(
     events: Events, encoding: Encoding, instance: str, request_id: str | None
 ) -> tuple[bytes, bool]:
@@ -153,10 +176,11 @@ def _pump(
     try:
         for event in events:
             if isinstance(event, DescentSummary):
-                lines.append(_summary_fields(event, encoding).model_dump_json().encode() + b"\n")
+                lines.append(_summary_line(_summary_fields(event, encoding)))
                 return b"".join(lines), True
             if event is not None:
-                lines.append(_point(event, encoding).model_dump_json().encode() + b"\n")
+                point = _point(event, "base64" if encoding == "binary" else encoding)
+                lines.append(point.model_dump_json().encode() + b"\n")
             if time.perf_counter() >= deadline:
                 return b"".join(lines), False
     except Exception as error:
@@ -178,10 +202,6 @@ async def _ndjson(request: Request, events: Events, encoding: Encoding) -> Async
         # The worker thread has returned (thread-pool calls are not abandoned on cancellation),
         # so the generator is idle and closing it ends the computation.
         events.close()
-
-
-def _wants_ndjson(request: Request) -> bool:
-    return NDJSON in request.headers.get("accept", "")
 
 
 class _SlotStreamingResponse(StreamingResponse):
@@ -207,22 +227,17 @@ class _SlotStreamingResponse(StreamingResponse):
     response_model=GradientDescentResponse,
     openapi_extra=body_openapi(GradientDescentRequest),
     summary="Gradient descent on a scalar function, as JSON or an NDJSON stream",
-    responses={
-        200: {
-            "description": "The run: one JSON document, or with `Accept: application/x-ndjson` "
-            "one line per recorded step as it is computed, then the summary line.",
-            "content": {NDJSON: {"schema": ndjson_schema()}},
-        }
-    },
 )
 async def gradient_descent(
     request: Request, body: GradientDescentBody, settings: SettingsDep, compute: ComputeDep
-) -> Response:
+) -> GradientDescentResponse | Response:
     """Minimize f from x0 by x_(t+1) = x_t - γ ten(df/dx(x_t)) until a stopping rule fires."""
-    if not _wants_ndjson(request):
+    if negotiate(request, "gradient_descent", body.encoding, body) is not STREAM:
         # The run ends itself at its deadline (status "deadline"); the token only carries the
         # client's disconnect.
-        return await compute(_gradient_descent, body, settings, deadline_seconds=math.inf)
+        return await answer(
+            request, compute, _gradient_descent, body, settings, deadline_seconds=math.inf
+        )
     # A streamed run holds one computation slot from its checks to its last line.
     release = await compute.acquire()
     try:

@@ -1,9 +1,9 @@
 """Functions as operation lists: list the operations, evaluate, differentiate, compose."""
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
-from starlette.responses import Response
+import numpy as np
+from fastapi import APIRouter, Depends, Request
 
 from ...codec import Encoding, Tensor, TensorOut, decode_tensor, encode_tensor
 from ...codec.sparse import CooJacobianIn, DenseJacobianIn, decode_jacobian, encode_jacobian
@@ -17,7 +17,9 @@ from ...engine.op import op_classes
 from ...engine.types import FloatArray, Layout, Order
 from ..budget import Payload, RequestCost, check_request, coo_payload, float_payload
 from ..deps import ComputeDep, SettingsDep, body_openapi, json_body
+from ..negotiation import answer, check_accept, offer
 from ..problems import PROBLEM_RESPONSES
+from ..representations import BINARY, dense_jacobian, npy, npz
 from ..schemas.functions import (
     ChainRuleRequest,
     ChainRuleResponse,
@@ -35,7 +37,24 @@ from ..schemas.functions import (
 )
 from ..schemas.ops import REQUEST_WIDE, OpSpec
 
-router = APIRouter(prefix="/v1", tags=["functions"], responses=PROBLEM_RESPONSES)
+router = APIRouter(
+    prefix="/v1",
+    tags=["functions"],
+    responses=PROBLEM_RESPONSES,
+    dependencies=[Depends(check_accept)],
+)
+
+
+def _dense(body: JacobianRequest | ChainRuleRequest) -> bool:
+    return body.format == "dense"
+
+
+_DENSE_NPY = npy("jacobian", "the dense Jacobian (with format 'dense')", _dense, dense_jacobian)
+offer("evaluate", BINARY, npy("value", "h(x)"))
+offer("jacobian", BINARY, npz("jacobian"), _DENSE_NPY)
+offer("jvp", BINARY, npy("jvp", "the JVP"))
+offer("vjp", BINARY, npy("vjp", "the VJP"))
+offer("chain_rule", BINARY, npz("jacobian"), _DENSE_NPY)
 
 EvaluateBody = Annotated[EvaluateRequest, Depends(json_body(EvaluateRequest))]
 JacobianBody = Annotated[JacobianRequest, Depends(json_body(JacobianRequest))]
@@ -163,7 +182,8 @@ def _given(jacobian: CooJacobianIn | DenseJacobianIn, layout: Layout) -> estimat
     # What the chain rule knows of a factor before decoding it, in in_out orientation.
     if isinstance(jacobian, CooJacobianIn):
         rows, cols = jacobian.shape
-        nnz, dense = len(jacobian.row), False
+        row: Any = jacobian.row  # validated: the decoded array
+        nnz, dense = int(np.size(row)), False
     else:
         data = decode_tensor(jacobian.data)
         rows, cols = (data.shape + (1, 1))[:2] if data.ndim < 2 else data.shape[:2]
@@ -226,48 +246,36 @@ async def list_ops() -> OperationsResponse:
     )
 
 
-@router.post(
-    "/evaluate",
-    response_model=EvaluateResponse,
-    openapi_extra=body_openapi(EvaluateRequest),
-    summary="Evaluate h(x)",
-)
-async def evaluate(body: EvaluateBody, settings: SettingsDep, compute: ComputeDep) -> Response:
+@router.post("/evaluate", openapi_extra=body_openapi(EvaluateRequest), summary="Evaluate h(x)")
+async def evaluate(
+    request: Request, body: EvaluateBody, settings: SettingsDep, compute: ComputeDep
+) -> EvaluateResponse:
     """Evaluate a function given as a list of operations."""
-    return await compute(_evaluate, body, settings)
+    return await answer(request, compute, _evaluate, body, settings)
 
 
-@router.post(
-    "/jacobian",
-    response_model=JacobianResponse,
-    openapi_extra=body_openapi(JacobianRequest),
-    summary="Jacobian of h at x",
-)
-async def jacobian(body: JacobianBody, settings: SettingsDep, compute: ComputeDep) -> Response:
+@router.post("/jacobian", openapi_extra=body_openapi(JacobianRequest), summary="Jacobian of h at x")
+async def jacobian(
+    request: Request, body: JacobianBody, settings: SettingsDep, compute: ComputeDep
+) -> JacobianResponse:
     """Return h(x) and its Jacobian, dense or canonical COO, in the requested layout/order."""
-    return await compute(_jacobian, body, settings)
+    return await answer(request, compute, _jacobian, body, settings)
 
 
-@router.post(
-    "/jvp",
-    response_model=JvpResponse,
-    openapi_extra=body_openapi(JvpRequest),
-    summary="Jacobian-vector product",
-)
-async def jvp(body: JvpBody, settings: SettingsDep, compute: ComputeDep) -> Response:
+@router.post("/jvp", openapi_extra=body_openapi(JvpRequest), summary="Jacobian-vector product")
+async def jvp(
+    request: Request, body: JvpBody, settings: SettingsDep, compute: ComputeDep
+) -> JvpResponse:
     """Return h(x) and ten(J^T vec(tangent)) without forming J."""
-    return await compute(_jvp, body, settings)
+    return await answer(request, compute, _jvp, body, settings)
 
 
-@router.post(
-    "/vjp",
-    response_model=VjpResponse,
-    openapi_extra=body_openapi(VjpRequest),
-    summary="Vector-Jacobian product",
-)
-async def vjp(body: VjpBody, settings: SettingsDep, compute: ComputeDep) -> Response:
+@router.post("/vjp", openapi_extra=body_openapi(VjpRequest), summary="Vector-Jacobian product")
+async def vjp(
+    request: Request, body: VjpBody, settings: SettingsDep, compute: ComputeDep
+) -> VjpResponse:
     """Return h(x) and ten(J vec(cotangent)) without forming J."""
-    return await compute(_vjp, body, settings)
+    return await answer(request, compute, _vjp, body, settings)
 
 
 @router.post(
@@ -276,6 +284,8 @@ async def vjp(body: VjpBody, settings: SettingsDep, compute: ComputeDep) -> Resp
     openapi_extra=body_openapi(ChainRuleRequest),
     summary="Compose Jacobians",
 )
-async def chain_rule(body: ChainRuleBody, settings: SettingsDep, compute: ComputeDep) -> Response:
+async def chain_rule(
+    request: Request, body: ChainRuleBody, settings: SettingsDep, compute: ComputeDep
+) -> ChainRuleResponse:
     """Multiply Jacobians in the notes' sense: J_h = J_g J_f for h = f ∘ g (in_out)."""
-    return await compute(_chain_rule, body, settings)
+    return await answer(request, compute, _chain_rule, body, settings)

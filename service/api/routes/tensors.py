@@ -3,7 +3,7 @@
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from ...codec import decode_tensor, encode_tensor
@@ -14,7 +14,9 @@ from ...engine.errors import LimitExceeded, ShapeError
 from ...engine.layout import size_of
 from ..budget import BodyCounts, RequestCost, check_request, float_payload, index_payload
 from ..deps import BodyItems, ComputeDep, SettingsDep, body_openapi, json_body
+from ..negotiation import answer, check_accept, offer
 from ..problems import PROBLEM_RESPONSES
+from ..representations import BINARY, npy
 from ..schemas.tensors import (
     FlatRequest,
     FlatResponse,
@@ -26,7 +28,15 @@ from ..schemas.tensors import (
     VecResponse,
 )
 
-router = APIRouter(prefix="/v1", tags=["operators"], responses=PROBLEM_RESPONSES)
+router = APIRouter(
+    prefix="/v1",
+    tags=["operators"],
+    responses=PROBLEM_RESPONSES,
+    dependencies=[Depends(check_accept)],
+)
+offer("vec", BINARY, npy("vector", "vec(x)"))
+offer("ten", BINARY, npy("tensor", "ten(vector)"))
+
 
 
 def _flat_indices(counts: BodyCounts) -> int:
@@ -40,9 +50,9 @@ def _unflat_indices(counts: BodyCounts) -> int:
     return counts.commas - 33
 
 
+_INDICES = "indices in one request"
 VecBody = Annotated[VecRequest, Depends(json_body(VecRequest))]
 TenBody = Annotated[TenRequest, Depends(json_body(TenRequest))]
-_INDICES = "indices in one request"
 FlatBody = Annotated[
     FlatRequest,
     Depends(json_body(FlatRequest, BodyItems(_flat_indices, _INDICES, "max_index_count"))),
@@ -53,14 +63,14 @@ UnflatBody = Annotated[
 ]
 
 
-def _copy_cost(size: int, payload_size: int, body: VecRequest | TenRequest) -> RequestCost:
+def _copy_cost(size: int, body: VecRequest | TenRequest) -> RequestCost:
     # vec and ten copy at most once; the response is what costs
-    return RequestCost(Cost(0, 16 * size, 16 * size), float_payload(payload_size, body.encoding))
+    return RequestCost(Cost(0, 16 * size, 16 * size), float_payload(size, body.encoding))
 
 
 def _vec(body: VecRequest, settings: Settings) -> VecResponse:
     x = decode_tensor(body.x)
-    check_request(_copy_cost(x.size, x.size, body), settings)
+    check_request(_copy_cost(x.size, body), settings)
     vector = layout.vec(x, body.order)
     return VecResponse(
         vector=encode_tensor(vector, body.encoding), in_shape=list(x.shape), order=body.order
@@ -69,7 +79,7 @@ def _vec(body: VecRequest, settings: Settings) -> VecResponse:
 
 def _ten(body: TenRequest, settings: Settings) -> TenResponse:
     vector = decode_tensor(body.vector)
-    check_request(_copy_cost(vector.size, vector.size, body), settings)
+    check_request(_copy_cost(vector.size, body), settings)
     if vector.ndim != 1:
         raise ShapeError(f"ten expects a rank-1 vector, got a tensor of shape {list(vector.shape)}")
     tensor = layout.ten(vector, body.shape, body.order)
@@ -108,26 +118,20 @@ def _unflat(body: UnflatRequest, settings: Settings) -> UnflatResponse:
     return UnflatResponse(index=result.tolist(), dims=body.dims, order=body.order)
 
 
-@router.post(
-    "/vec",
-    response_model=VecResponse,
-    openapi_extra=body_openapi(VecRequest),
-    summary="vec: tensor to vector",
-)
-async def vec(body: VecBody, settings: SettingsDep, compute: ComputeDep) -> Response:
+@router.post("/vec", openapi_extra=body_openapi(VecRequest), summary="vec: tensor to vector")
+async def vec(
+    request: Request, body: VecBody, settings: SettingsDep, compute: ComputeDep
+) -> VecResponse:
     """Flatten a tensor into a vector: v[flat(i)] = x[i] in the chosen order."""
-    return await compute(_vec, body, settings)
+    return await answer(request, compute, _vec, body, settings)
 
 
-@router.post(
-    "/ten",
-    response_model=TenResponse,
-    openapi_extra=body_openapi(TenRequest),
-    summary="ten: vector to tensor",
-)
-async def ten(body: TenBody, settings: SettingsDep, compute: ComputeDep) -> Response:
+@router.post("/ten", openapi_extra=body_openapi(TenRequest), summary="ten: vector to tensor")
+async def ten(
+    request: Request, body: TenBody, settings: SettingsDep, compute: ComputeDep
+) -> TenResponse:
     """Reshape a vector into a tensor of the given shape, the inverse of vec."""
-    return await compute(_ten, body, settings)
+    return await answer(request, compute, _ten, body, settings)
 
 
 @router.post(

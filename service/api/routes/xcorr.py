@@ -2,21 +2,45 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
-from starlette.responses import Response
+from fastapi import APIRouter, Depends, Request
 
 from ...codec import decode_tensor, encode_tensor
-from ...codec.sparse import encode_jacobian
+from ...codec.sparse import CooJacobian, DenseJacobian, encode_jacobian
 from ...config import Settings
 from ...engine import estimates, xcorr
 from ...engine.correlation import CorrelationLimits, check_sizes, correlate
 from ...engine.layout import size_of
 from ..budget import Payload, RequestCost, check_request, coo_payload, float_payload
 from ..deps import ComputeDep, SettingsDep, body_openapi, json_body
+from ..negotiation import answer, check_accept, offer
 from ..problems import PROBLEM_RESPONSES
+from ..representations import BINARY, npy, npz
 from ..schemas.xcorr import CrossCorrelationRequest, CrossCorrelationResponse
 
-router = APIRouter(prefix="/v1", tags=["cross-correlation"], responses=PROBLEM_RESPONSES)
+router = APIRouter(
+    prefix="/v1",
+    tags=["cross-correlation"],
+    responses=PROBLEM_RESPONSES,
+    dependencies=[Depends(check_accept)],
+)
+
+
+def _one_jacobian(body: CrossCorrelationRequest) -> bool:
+    return body.jacobian != "none" and len(body.wrt) == 1
+
+
+def _the_jacobian(answer: CrossCorrelationResponse) -> CooJacobian | DenseJacobian:
+    jacobian = answer.jacobian_x or answer.jacobian_kernel
+    assert jacobian is not None  # _one_jacobian admitted the request
+    return jacobian
+
+
+offer(
+    "cross_correlation",
+    BINARY,
+    npz(_the_jacobian, _one_jacobian, " Offered when exactly one Jacobian is requested."),
+    npy("output", "the correlation output"),
+)
 
 CrossCorrelationBody = Annotated[
     CrossCorrelationRequest, Depends(json_body(CrossCorrelationRequest))
@@ -89,7 +113,7 @@ def _cross_correlation(
     summary="2-D multi-channel cross-correlation and its Jacobians",
 )
 async def cross_correlation(
-    body: CrossCorrelationBody, settings: SettingsDep, compute: ComputeDep
-) -> Response:
+    request: Request, body: CrossCorrelationBody, settings: SettingsDep, compute: ComputeDep
+) -> CrossCorrelationResponse:
     """Cross-correlate x with the kernel; optionally return d out/d x and d out/d kernel."""
-    return await compute(_cross_correlation, body, settings)
+    return await answer(request, compute, _cross_correlation, body, settings)

@@ -1,0 +1,322 @@
+"""Binary bodies (CONVENTIONS section 3.1): a JSON header, then raw tensor segments.
+
+Request: the first ``N`` bytes (``N`` = the ``Inference-Header-Content-Length`` header) are the JSON
+document. Every object in it that has a ``binary_data_size`` key is a binary tensor::
+
+    {"encoding": "binary", "shape": [d_1, ..., d_n], "dtype": "float64" | "float32" | "int64",
+     "binary_data_size": n}
+
+whose bytes (little-endian, C order over ``shape``) are the next ``n`` bytes of the body, the
+segments following one another in the order the tensors appear in the JSON text. The header is
+read without knowing the request model, so the tensors of any field, present or future, are found
+the same way. Every descriptor, and the body's length, is checked before any segment becomes an
+array; a segment then becomes a zero-copy view of the body when its offset is aligned for its
+dtype (a copy otherwise).
+
+The checked header is handed to the model's own JSON validation with each descriptor's ``data``
+set to the index of its segment, and the segments in the validation context: a tensor model reads
+its array from there (:func:`segment_for`). A descriptor in a JSON-only body finds no segments and
+is refused with a pointer to it.
+
+Response: tensors encoded as ``"binary"`` carry a :class:`Segment` in ``data``;
+:func:`split_segments` replaces each by ``binary_data_size`` and returns the arrays in the order of
+the header, which is the order of the segments after it.
+"""
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pydantic import ValidationInfo
+
+from ..engine.errors import LimitExceeded
+from .errors import CodecError
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+# The dtypes a segment may carry: tensors take the float types, COO indices int64.
+SEGMENT_DTYPES: dict[str, np.dtype[Any]] = {
+    "float64": np.dtype("<f8"),
+    "float32": np.dtype("<f4"),
+    "int64": np.dtype("<i8"),
+}
+_DESCRIPTOR_KEYS = ("encoding", "shape", "dtype", "binary_data_size")
+Loc = tuple[str | int, ...]
+
+
+class BinaryBodyError(CodecError):
+    """A binary body whose framing is wrong; ``loc`` is the path of the tensor in the header.
+
+    Parameters
+    ----------
+    loc : tuple of str and int
+        Keys and list indices from the header's root to the offending value (``()``: the body).
+    message : str
+    header : bytes
+        The JSON header, so that the API can turn ``loc`` into a JSON Pointer.
+    """
+
+    def __init__(self, loc: Loc, message: str, header: bytes = b"") -> None:
+        super().__init__(message)
+        self.loc = loc
+        self.message = message
+        self.header = header
+
+
+class Segment:
+    """The array of one binary tensor of a response (little-endian, C-contiguous).
+
+    Deliberately not a dataclass: pydantic passes unknown objects through ``model_dump``
+    unchanged, where it would turn a dataclass into a dict.
+    """
+
+    __slots__ = ("array",)
+
+    def __init__(self, array: np.ndarray[Any, Any]) -> None:
+        self.array = array
+
+
+@dataclass(frozen=True)
+class _Descriptor:
+    loc: Loc
+    node: dict[str, Any]
+    dtype: np.dtype[Any]
+    shape: tuple[int, ...]
+    offset: int
+    size: int
+
+
+def _pairs_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # A repeated key would move a tensor's place in the text away from its place in the document.
+    document: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in document:
+            raise BinaryBodyError((), f"the JSON header repeats the key {key!r}")
+        document[key] = value
+    return document
+
+
+def _header_length(value: str | None, body_length: int) -> int:
+    if value is None:
+        raise BinaryBodyError(
+            (), f"an application/octet-stream body needs the {HEADER_LENGTH} header: the length "
+            "of its JSON header in bytes"
+        )  # fmt: skip
+    text = value.strip()
+    if not text.isdigit() or len(text) > 20:
+        raise BinaryBodyError((), f"{HEADER_LENGTH} must be a byte count, got {value!r}")
+    length = int(text)
+    if length > body_length:
+        raise BinaryBodyError(
+            (), f"{HEADER_LENGTH} is {length} but the body has only {body_length} bytes"
+        )
+    return length
+
+
+def _descriptors(document: Any) -> list[tuple[Loc, dict[str, Any]]]:
+    """Return every object with ``binary_data_size`` and its path, in JSON text order.
+
+    Objects keep their keys in text order, so a depth-first walk visits values in text order.
+    The walk is iterative: the header's nesting depth is bounded only by the JSON parser.
+    """
+    found: list[tuple[Loc, dict[str, Any]]] = []
+    stack: list[tuple[Loc, Any]] = [((), document)]
+    while stack:
+        loc, node = stack.pop()
+        if isinstance(node, dict):
+            if "binary_data_size" in node:
+                found.append((loc, node))
+                continue
+            children: list[tuple[Loc, Any]] = [((*loc, key), value) for key, value in node.items()]
+        elif isinstance(node, list):
+            children = [
+                ((*loc, i), item) for i, item in enumerate(node) if isinstance(item, dict | list)
+            ]
+        else:
+            continue
+        stack.extend(reversed(children))
+    return found
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_descriptor(
+    loc: Loc, node: dict[str, Any], offset: int, end: int, max_elements: int, max_rank: int
+) -> _Descriptor:
+    """Check one descriptor against its shape and the bytes left; nothing is read yet."""
+    extra = [key for key in node if key not in _DESCRIPTOR_KEYS]
+    if extra:
+        raise BinaryBodyError(
+            (*loc, extra[0]), f"a binary tensor has only {', '.join(_DESCRIPTOR_KEYS)}; its bytes "
+            f"follow the JSON header, so {extra[0]!r} is not allowed"
+        )  # fmt: skip
+    if node.get("encoding") != "binary":
+        raise BinaryBodyError(
+            (*loc, "encoding"), "an object with binary_data_size needs encoding 'binary'"
+        )
+    shape = node.get("shape")
+    if not isinstance(shape, list) or not all(_is_count(d) and d >= 1 for d in shape):
+        raise BinaryBodyError((*loc, "shape"), "a binary tensor needs shape: a list of ints >= 1")
+    if len(shape) > max_rank:
+        raise BinaryBodyError(
+            (*loc, "shape"), f"rank {len(shape)} exceeds the maximum rank {max_rank}"
+        )
+    dtype_name = node.get("dtype", "float64")
+    if dtype_name not in SEGMENT_DTYPES:
+        raise BinaryBodyError(
+            (*loc, "dtype"), f"dtype must be one of {', '.join(SEGMENT_DTYPES)}, got {dtype_name!r}"
+        )
+    size = node["binary_data_size"]
+    if not _is_count(size) or size < 0:
+        raise BinaryBodyError((*loc, "binary_data_size"), "binary_data_size must be an int >= 0")
+    elements = math.prod(shape)
+    if elements > max_elements:
+        raise LimitExceeded(
+            "elements of one tensor", elements, max_elements, setting="max_tensor_elements"
+        )
+    dtype = SEGMENT_DTYPES[dtype_name]
+    expected = elements * dtype.itemsize
+    if size != expected:
+        raise BinaryBodyError(
+            (*loc, "binary_data_size"), f"binary_data_size is {size} but shape {shape} of "
+            f"{dtype_name} needs {expected} bytes"
+        )  # fmt: skip
+    if offset + size > end:
+        raise BinaryBodyError(
+            (*loc, "binary_data_size"), f"the segment of {size} bytes at body offset {offset} "
+            f"runs past the end of the body ({end} bytes)"
+        )  # fmt: skip
+    return _Descriptor(loc, node, dtype, tuple(shape), offset, size)
+
+
+def _view(body: bytes, descriptor: _Descriptor) -> np.ndarray[Any, Any]:
+    count = descriptor.size // descriptor.dtype.itemsize
+    array = np.frombuffer(body, descriptor.dtype, count, descriptor.offset)
+    if array.ctypes.data % descriptor.dtype.itemsize:
+        array = array.copy()  # unaligned: one copy beats slow unaligned arithmetic everywhere
+    return array.reshape(descriptor.shape)
+
+
+def read_binary_body(
+    body: bytes, header_length: str | None, max_elements: int, max_rank: int
+) -> tuple[bytes, list[np.ndarray[Any, Any]]]:
+    """Split a binary body into a JSON header for the request model and the segments' arrays.
+
+    Parameters
+    ----------
+    body : bytes
+        The whole request body.
+    header_length : str or None
+        The ``Inference-Header-Content-Length`` header as received.
+    max_elements, max_rank : int
+        Bounds of one tensor, checked before anything is read.
+
+    Returns
+    -------
+    header : bytes
+        The JSON document with each descriptor's ``data`` set to its segment's index (the header
+        as received when it is not valid JSON, so that validation reports that).
+    segments : list of ndarray
+        Read-only arrays of the segments' dtypes and shapes, views of ``body`` where aligned.
+
+    Raises
+    ------
+    BinaryBodyError
+        On a missing or wrong header length, a malformed descriptor, a size that contradicts its
+        shape, a segment past the end of the body, or bytes after the last segment.
+    LimitExceeded
+        If a tensor has more elements than ``max_elements``.
+    """
+    start = _header_length(header_length, len(body))
+    raw_header = body[:start]
+    checked: list[_Descriptor] = []
+    offset = start
+    try:
+        try:
+            text = raw_header.decode("utf-8")
+            document = json.loads(text, object_pairs_hook=_pairs_without_duplicates)
+        except (ValueError, RecursionError):
+            return raw_header, []  # not JSON: the model's own parser reports where
+        for loc, node in _descriptors(document):
+            descriptor = _check_descriptor(loc, node, offset, len(body), max_elements, max_rank)
+            checked.append(descriptor)
+            offset += descriptor.size
+        if offset != len(body):
+            where = checked[-1].loc if checked else ()
+            raise BinaryBodyError(
+                where, f"the body has {len(body) - offset} bytes after the last segment (header "
+                f"{start} bytes, segments {offset - start} bytes, body {len(body)} bytes)"
+            )  # fmt: skip
+    except BinaryBodyError as error:
+        error.header = raw_header
+        raise
+    for index, descriptor in enumerate(checked):
+        descriptor.node["data"] = index
+    header = json.dumps(document, separators=(",", ":")).encode()
+    return header, [_view(body, descriptor) for descriptor in checked]
+
+
+def segment_for(data: Any, info: ValidationInfo) -> np.ndarray[Any, Any]:
+    """Return the segment a validated binary descriptor refers to (``ValueError`` if none).
+
+    ``data`` is the index :func:`read_binary_body` wrote into the descriptor; a descriptor in a
+    JSON-only body has no segments to refer to.
+    """
+    segments = (info.context or {}).get("binary_segments")
+    if segments is None:
+        raise ValueError(
+            "a binary tensor is only valid in an application/octet-stream body with an "
+            f"{HEADER_LENGTH} header (CONVENTIONS 3.1); send list or base64 data in JSON"
+        )
+    # The index may arrive as a float: the tensor model reads data as numbers.
+    if not isinstance(data, int | float) or data != int(data) or not 0 <= data < len(segments):
+        raise ValueError("a binary tensor needs binary_data_size and no data of its own")
+    return segments[int(data)]  # type: ignore[no-any-return]
+
+
+def binary_array(values: np.ndarray[Any, Any], dtype: str) -> dict[str, Any]:
+    """Write a 1-D array as a binary tensor of a response (COO ``row``/``col``/``data``)."""
+    array = np.ascontiguousarray(values, dtype=SEGMENT_DTYPES[dtype])
+    return {
+        "encoding": "binary",
+        "dtype": dtype,
+        "shape": list(array.shape),
+        "data": Segment(array),
+    }
+
+
+def split_segments(document: Any) -> tuple[Any, list[np.ndarray[Any, Any]]]:
+    """Replace each tensor's :class:`Segment` by its ``binary_data_size``; return the arrays.
+
+    Parameters
+    ----------
+    document : dict
+        A response dumped to Python objects; tensors encoded as ``"binary"`` hold a
+        :class:`Segment` in ``data``.
+
+    Returns
+    -------
+    header : dict
+        The document with ``binary_data_size`` in place of each segment.
+    segments : list of ndarray
+        The arrays in header order (JSON text order of the header).
+    """
+    segments: list[np.ndarray[Any, Any]] = []
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            data = node.get("data")
+            if isinstance(data, Segment):
+                segments.append(data.array)
+                out = {key: value for key, value in node.items() if key != "data"}
+                out["binary_data_size"] = data.array.nbytes
+                return out
+            return {key: walk(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [walk(item) for item in node]
+        return node
+
+    return walk(document), segments

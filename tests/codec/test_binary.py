@@ -1,0 +1,38 @@
+"""The binary reader's arrays are views of the request body where alignment allows."""
+
+import json
+
+import numpy as np
+
+from service.api.schemas.tensors import VecRequest
+from service.codec import decode_tensor
+from service.codec.binary import read_binary_body
+
+
+def body_with_padding(padding: int) -> tuple[bytes, np.ndarray]:
+    # The header is padded with spaces so that the segment starts `padding` bytes after a
+    # multiple of 8 (the bytes object's buffer itself is 8-aligned).
+    x = np.arange(12.0).reshape(3, 4)
+    header = json.dumps({"x": {"encoding": "binary", "shape": [3, 4], "binary_data_size": 96}})
+    header += " " * ((8 - len(header) % 8) % 8 + padding)
+    return header.encode() + x.tobytes(), x
+
+
+def test_an_aligned_segment_is_a_zero_copy_view_through_validation() -> None:
+    body, x = body_with_padding(0)
+    header, segments = read_binary_body(body, str(len(body) - 96), 1000, 8)
+    [segment] = segments
+    assert np.shares_memory(segment, np.frombuffer(body, dtype=np.uint8))
+    request = VecRequest.model_validate_json(header, context={"binary_segments": segments})
+    tensor = decode_tensor(request.x)
+    assert np.shares_memory(tensor, np.frombuffer(body, dtype=np.uint8))
+    assert tensor.dtype == np.float64 and not tensor.flags.writeable
+    np.testing.assert_array_equal(tensor, x)
+
+
+def test_an_unaligned_segment_is_copied_to_an_aligned_array() -> None:
+    body, x = body_with_padding(3)
+    _, [segment] = read_binary_body(body, str(len(body) - 96), 1000, 8)
+    assert not np.shares_memory(segment, np.frombuffer(body, dtype=np.uint8))
+    assert segment.flags.aligned
+    np.testing.assert_array_equal(segment, x)
