@@ -143,8 +143,9 @@ def multiply_cost(factors: Sequence[GivenJacobian], dense_result: bool) -> tuple
     """Return the cost of decoding the factors and :func:`functions.multiply`, and an nnz bound.
 
     ``factors`` are in multiplication order (``J_1 ... J_n`` in_out). Each product's non-zeros
-    are bounded by ``min(rows * cols, nnz(left) * cols, rows * nnz(right))``: loose for scattered
-    patterns, which only the engine sees (it checks the exact bound before each product).
+    are bounded by ``min(rows * cols, nnz(left) * min(cols, nnz(right)), rows * nnz(right))``:
+    loose for scattered patterns, which only the engine sees (it checks the exact bound before
+    each product).
     """
     decode = Cost()
     held = 0
@@ -156,9 +157,13 @@ def multiply_cost(factors: Sequence[GivenJacobian], dense_result: bool) -> tuple
     product_nnz = factors[0].nnz
     products = Cost()
     for factor in factors[1:]:
-        # every entry of the left meets one row of the right, every entry of the right one column
-        # of the left
-        out_nnz = min(rows * factor.cols, product_nnz * factor.cols, rows * factor.nnz)
+        # every entry of the left meets one row of the right (at most all its entries), every
+        # entry of the right one column of the left
+        out_nnz = min(
+            rows * factor.cols,
+            product_nnz * min(factor.cols, factor.nnz),
+            rows * factor.nnz,
+        )
         step = spgemm_cost(rows, factor.rows, factor.cols, product_nnz, factor.nnz, out_nnz)
         products = products.then(step.then(sparse_build_cost(factor.nnz, factor.rows, factor.cols)))
         product_nnz = out_nnz
