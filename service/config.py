@@ -31,6 +31,16 @@ class Settings(BaseSettings):
     body_read_timeout_seconds: float = Field(
         30.0, gt=0, description="Longest pause while a request body is being received."
     )
+    min_body_rate_bytes_per_second: float = Field(
+        1024.0,
+        ge=0,
+        description="Slowest average rate a request body may arrive at, after the grace window "
+        "(408); 0 turns the check off. The pause timeout alone lets a client send 1 byte per "
+        "pause forever.",
+    )
+    body_rate_window_seconds: float = Field(
+        10.0, gt=0, description="Grace time before the minimum body rate applies."
+    )
     max_tensor_elements: int = Field(
         16_000_000, ge=1, description="Elements of any one tensor, received or returned."
     )

@@ -6,7 +6,7 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
@@ -19,6 +19,7 @@ from .api.negotiation import document as document_representations
 from .api.observability import Metrics, RequestContextMiddleware, configure_logging
 from .api.problems import (
     PROBLEM_TYPES,
+    InvalidBody,
     NotAcceptable,
     Problem,
     UnsupportedMediaType,
@@ -108,6 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         CodecError,
         UnsupportedMediaType,
         NotAcceptable,
+        InvalidBody,
         ClientDisconnect,
         Exception,
     )
@@ -124,7 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics_endpoint() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     # Starlette runs the last added middleware first: request id and metrics wrap everything,
     # then the key check, then the body limit.
@@ -134,6 +136,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_inflight_body_bytes=settings.max_inflight_body_bytes,
         read_timeout_seconds=settings.body_read_timeout_seconds,
         metrics=metrics,
+        min_rate=settings.min_body_rate_bytes_per_second,
+        rate_window=settings.body_rate_window_seconds,
     )
     if settings.api_keys:
         keys = [key.get_secret_value().encode() for key in settings.api_keys]

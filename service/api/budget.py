@@ -14,7 +14,8 @@ Two checks happen before the engine's cost model (:mod:`service.engine.cost`) is
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -160,10 +161,15 @@ def coo_payload(nnz: int, rows: int, cols: int, encoding: Encoding) -> Payload:
 
 @dataclass(frozen=True)
 class RequestCost:
-    """A request's estimated engine cost and response payload."""
+    """A request's estimated engine cost and response payload.
+
+    ``facts`` holds what the estimate learned on the way (shapes, non-zero bounds, the format and
+    strategy ``auto`` picks) for ``POST /v1/estimate``.
+    """
 
     cost: Cost
     response: Payload
+    facts: dict[str, Any] = field(default_factory=dict)
 
     @property
     def total(self) -> Cost:

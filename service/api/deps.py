@@ -34,6 +34,8 @@ from ..config import Settings, get_settings
 from ..engine.cancel import CancelToken
 from ..engine.errors import LimitExceeded
 from .budget import BodyCounts, check_body, count_separators
+from .encoding import content_coding, gunzip
+from .memory import RELEASE_AFTER_BYTES, release_memory
 from .negotiation import body_kind
 from .observability import Metrics, route_template
 from .problems import MAX_MAPPED_ERRORS, RenderedValidationError, Saturated, validation_errors
@@ -75,6 +77,7 @@ def validate_body(
     items: BodyItems | None = None,
     kind: str = "json",
     header_length: str | None = None,
+    coding: str = "identity",
 ) -> RequestModel:
     """Count, parse and validate a JSON or binary body as ``model`` (in a worker thread).
 
@@ -89,6 +92,8 @@ def validate_body(
         How the body is sent (:func:`~service.api.negotiation.body_kind`).
     header_length : str, optional
         The ``Inference-Header-Content-Length`` header of a binary body.
+    coding : {"identity", "gzip"}
+        The body's ``Content-Encoding``; gzip is decompressed first, within the body limit.
 
     Raises
     ------
@@ -98,6 +103,8 @@ def validate_body(
     RenderedValidationError
         With the problem's errors already rendered.
     """
+    if coding == "gzip":
+        raw = gunzip(raw, settings.max_body_bytes)
     limits = decode_limits(settings)
     deferred: list[LimitExceeded] = []
     context: dict[str, Any] = {"limits": limits, "deferred_limits": deferred}
@@ -143,11 +150,17 @@ def json_body(
 
     async def parse(request: Request, settings: SettingsDep) -> RequestModel:
         kind = body_kind(request)  # 415 before the body is read
+        coding = content_coding(request)
         raw = await request.body()
         header_length = request.headers.get(HEADER_LENGTH) if kind == "binary" else None
-        return await run_in_threadpool(
-            validate_body, model, raw, settings, items, kind, header_length
-        )
+        try:
+            return await run_in_threadpool(
+                validate_body, model, raw, settings, items, kind, header_length, coding
+            )
+        finally:
+            if len(raw) >= RELEASE_AFTER_BYTES:
+                # Parsing a large body builds and frees many objects: trim once it is done.
+                await run_in_threadpool(release_memory)
 
     parse.__name__ = f"parse_{model.__name__}"
     return parse
@@ -166,6 +179,8 @@ def body_openapi(model: type[BaseModel]) -> dict[str, Any]:
 
 
 Result = TypeVar("Result")
+# A computation that ran this long trims the heap after it (cheaper to test than its memory).
+RELEASE_AFTER_SECONDS = 0.05
 
 
 class Computations:
@@ -268,8 +283,12 @@ class Computations:
                 raise failure
             return result
         finally:
-            self._metrics.engine.labels(route).observe(time.perf_counter() - start)
+            elapsed = time.perf_counter() - start
+            self._metrics.engine.labels(route).observe(elapsed)
             release()
+            if elapsed > RELEASE_AFTER_SECONDS:
+                # A long computation usually held much memory: give it back (see .memory).
+                await run_in_threadpool(release_memory)
 
 
 async def _cancel_on_disconnect(receive: Receive, token: CancelToken) -> None:

@@ -91,6 +91,10 @@ class UnsupportedMediaType(Exception):
     """A request body of a type the service does not read: 415."""
 
 
+class InvalidBody(Exception):
+    """A request body that cannot be read at all, such as broken gzip: 400."""
+
+
 class NotAcceptable(Exception):
     """An ``Accept`` header that no representation of the answer satisfies: 406."""
 
@@ -115,6 +119,7 @@ PROBLEM_TABLE: dict[type[BaseException], ProblemKind] = {
         422, "/problems/domain-error", "Input outside the domain"
     ),
     engine_errors.LimitExceeded: ProblemKind(413, "/problems/limit-exceeded", "Limit exceeded"),
+    InvalidBody: ProblemKind(400, "/problems/invalid-body", "Unreadable request body"),
     # A computation stopped at a checkpoint: its deadline passed, or its client left.
     engine_errors.DeadlineExceeded: ProblemKind(
         504, "/problems/deadline-exceeded", "Computation deadline exceeded"
@@ -180,6 +185,17 @@ class RequestTimeout(StarletteHTTPException):
 
     def __init__(self, seconds: float) -> None:
         super().__init__(408, f"no part of the request body arrived for {seconds:g} s")
+
+
+class BodyTooSlow(StarletteHTTPException):
+    """A body arriving below ``SERVICE_MIN_BODY_RATE_BYTES_PER_SECOND`` after the window: 408."""
+
+    def __init__(self, received: int, seconds: float, minimum: float) -> None:
+        super().__init__(
+            408,
+            f"the request body arrived at {received / max(seconds, 1e-9):.0f} bytes/s "
+            f"({received} bytes in {seconds:.1f} s), below the minimum of {minimum:g} bytes/s",
+        )
 
 
 def problem_kind(exc: BaseException) -> ProblemKind:
@@ -360,6 +376,8 @@ def refused_limit(exc: BaseException) -> str | None:
         return exc.setting
     if isinstance(exc, RequestTimeout):
         return "body_read_timeout_seconds"
+    if isinstance(exc, BodyTooSlow):
+        return "min_body_rate_bytes_per_second"
     if isinstance(exc, engine_errors.LimitExceeded):
         return exc.setting
     return None

@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from .routes import descent, functions, health, tensors, xcorr
+from .routes import descent, estimate, functions, health, tensors, xcorr
 
 api_router = APIRouter()
 api_router.include_router(health.router)
@@ -10,3 +10,4 @@ api_router.include_router(tensors.router)
 api_router.include_router(xcorr.router)
 api_router.include_router(functions.router)
 api_router.include_router(descent.router)
+api_router.include_router(estimate.router)

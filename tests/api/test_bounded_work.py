@@ -6,6 +6,7 @@ time (generous bounds: CI machines are loaded), naming the setting that refused 
 """
 
 import base64
+import gzip
 import json
 import time
 from collections.abc import AsyncIterator
@@ -271,3 +272,113 @@ async def test_a_client_that_leaves_frees_its_slot_within_100_ms(app) -> None:
     assert sent[0]["status"] == 400
     body = json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
     assert body["type"] == "/problems/cancelled"
+
+
+# -- POST /v1/estimate and GET /v1/metadata ------------------------------------------------------
+
+
+async def test_estimate_answers_the_cost_and_what_auto_picks_without_computing(client) -> None:
+    body = {
+        "x": {"data": [[[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]]]},
+        "function": [{"op": "xcorr2d", "kernel": {"data": [[[1, 2]]]}}, {"op": "tanh"}],
+    }
+    response = await client.post("/v1/estimate", json={"path": "/v1/jacobian", "body": body})
+    assert response.status_code == 200, response.text
+    got = response.json()
+    assert got["refused"] is False and got["problem"] is None
+    facts = got["facts"]
+    # J is 6 x 4 (in_out); xcorr2d's local Jacobian has 2 entries per output, tanh 1 per entry.
+    assert facts["jacobian_shape"] == [6, 4] and facts["output_shape"] == [2, 2]
+    assert facts["nnz_bound"] == 8 and facts["dense_bytes"] == 6 * 4 * 8
+    assert (facts["format"], facts["strategy"]) == ("dense", "reverse")
+    assert got["work"] == got["flops"] + got["bytes_touched"] > 0
+    assert got["limits"]["max_work"] == Settings().max_work
+    # the same request, computed: auto picked what the estimate said
+    computed = (await client.post("/v1/jacobian", json=body)).json()
+    assert (computed["jacobian"]["format"], computed["strategy"]) == ("dense", "reverse")
+
+
+async def test_estimate_reports_a_refusal_with_the_problem_the_route_would_answer(client) -> None:
+    body = {
+        "x": {"data": [[[1.0]]]},
+        "function": [
+            {"op": "xcorr2d", "kernel": {"data": np.ones((1, 30, 30)).tolist()},
+             "padding": [[1500, 1500], [1500, 1500]]},
+        ],
+    }  # fmt: skip
+    response, seconds = await timed_post(
+        client, "/v1/estimate", json={"path": "/v1/evaluate", "body": body}
+    )
+    got = response.json()
+    assert response.status_code == 200 and got["refused"] is True
+    direct = (await client.post("/v1/evaluate", json=body)).json()
+    for field in ("type", "setting", "quantity", "estimate", "limit"):
+        assert got["problem"][field] == direct[field]
+    assert seconds < FAST_SECONDS
+
+
+async def test_estimate_points_into_the_inner_body_when_it_is_invalid(client) -> None:
+    body = {"x": {"data": [[1.0]]}, "function": [{"op": "nope"}]}
+    response = await client.post("/v1/estimate", json={"path": "/v1/evaluate", "body": body})
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["pointer"] == "/body/function/0"
+
+
+async def test_metadata_lists_the_limits_in_force_encodings_and_operations() -> None:
+    app = create_app(Settings(max_work=1234))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        got = (await c.get("/v1/metadata")).json()
+        ops = [op["name"] for op in (await c.get("/v1/ops")).json()["operations"]]
+    assert got["limits"]["max_work"] == 1234
+    assert got["limits"]["max_request_memory_bytes"] == 2**30
+    assert got["limits"]["computation_deadline_seconds"] == 30.0
+    assert "gzip" in got["content_encodings"] and "binary" in got["encodings"]
+    assert sorted(got["operations"]) == sorted(ops)
+    assert "/v1/jacobian" in got["estimable_paths"]
+
+
+# -- Content-Encoding -----------------------------------------------------------------------------
+
+
+async def test_a_gzip_body_is_decoded(client) -> None:
+    raw = gzip.compress(json.dumps({"x": {"data": [[1, 2], [3, 4]]}}).encode())
+    response = await client.post(
+        "/v1/vec", content=raw,
+        headers={"content-type": "application/json", "content-encoding": "gzip"},
+    )  # fmt: skip
+    assert response.status_code == 200, response.text
+    assert response.json()["vector"]["data"] == [1.0, 3.0, 2.0, 4.0]
+
+
+async def test_a_gzip_bomb_is_refused_at_the_body_limit() -> None:
+    app = create_app(Settings(max_body_bytes=1 << 20))
+    bomb = gzip.compress(b" " * (256 << 20), compresslevel=9)  # 256 MiB of spaces, ~250 KB
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        response, seconds = await timed_post(
+            c, "/v1/vec", content=bomb,
+            headers={"content-type": "application/json", "content-encoding": "gzip"},
+        )  # fmt: skip
+    got = refusal(response, "max_body_bytes")
+    assert got["estimate"] <= (1 << 20) + (1 << 20)  # stopped one step past the limit
+    assert seconds < FAST_SECONDS
+
+
+@pytest.mark.parametrize(
+    ("coding", "content", "status", "kind"),
+    [
+        ("br", b"{}", 415, "/problems/unsupported-media-type"),
+        ("gzip", b"not gzip at all", 400, "/problems/invalid-body"),
+        ("gzip", gzip.compress(b'{"x": {"data": [1]}}')[:-9], 400, "/problems/invalid-body"),
+    ],
+)
+async def test_other_codings_and_broken_gzip_are_refused(
+    client, coding: str, content: bytes, status: int, kind: str
+) -> None:
+    response = await client.post(
+        "/v1/vec", content=content,
+        headers={"content-type": "application/json", "content-encoding": coding},
+    )  # fmt: skip
+    assert response.status_code == status, response.text
+    assert response.json()["type"] == kind

@@ -9,7 +9,12 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.requests import ClientDisconnect
 
-from service.api.problems import PROBLEM_TABLE, NotAcceptable, UnsupportedMediaType
+from service.api.problems import (
+    PROBLEM_TABLE,
+    InvalidBody,
+    NotAcceptable,
+    UnsupportedMediaType,
+)
 from service.codec.errors import CodecError
 from service.config import Settings
 from service.engine import errors as engine_errors
@@ -155,6 +160,15 @@ CASES: dict[type[BaseException], tuple[Callable[[], BaseException], dict]] = {
             "title": "Invalid tensor",
             "status": 422,
             "detail": "tensor 'x' cannot be written as base64",
+        },
+    ),
+    InvalidBody: (
+        lambda: InvalidBody("the body is not valid gzip: incorrect header check"),
+        {
+            "type": "/problems/invalid-body",
+            "title": "Unreadable request body",
+            "status": 400,
+            "detail": "the body is not valid gzip: incorrect header check",
         },
     ),
     UnsupportedMediaType: (

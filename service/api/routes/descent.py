@@ -87,7 +87,8 @@ def descent_cost(body: GradientDescentRequest, settings: Settings) -> RequestCos
     per_point = size + 4 if body.record_x else 4
     points = body.params().recorded_points()
     payload = float_payload(points * per_point + size, body.encoding)
-    return RequestCost(estimates.descent_step_cost(chain), payload)
+    facts = {"recorded_points": points, "step": "work and peak memory are for one step"}
+    return RequestCost(estimates.descent_step_cost(chain), payload, facts)
 
 
 def _deadline(settings: Settings) -> float:

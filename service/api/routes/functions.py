@@ -81,7 +81,8 @@ def evaluate_cost(body: EvaluateRequest, settings: Settings) -> RequestCost:
     chain = _chain(body.function, x, body.order)
     functions.check_intermediates(chain, settings.max_tensor_elements)
     payload = float_payload(size_of(chain.out_shape), body.encoding)
-    return RequestCost(estimates.evaluate_cost(chain), payload)
+    facts = {"output_shape": list(chain.out_shape), "shapes": [list(s) for s in chain.shapes]}
+    return RequestCost(estimates.evaluate_cost(chain), payload, facts)
 
 
 def _evaluate(body: EvaluateRequest, settings: Settings) -> EvaluateResponse:
@@ -100,8 +101,8 @@ def jacobian_payload(
     return float_payload(in_size * out_size, encoding)
 
 
-def jacobian_cost(body: JacobianRequest, settings: Settings) -> tuple[RequestCost, str, str]:
-    """Estimate ``/v1/jacobian``; also return the format and strategy ``auto`` resolves to."""
+def jacobian_cost(body: JacobianRequest, settings: Settings) -> RequestCost:
+    """Estimate ``/v1/jacobian``; its facts name the format and strategy ``auto`` resolves to."""
     x = decode_tensor(body.x)
     chain = _chain(body.function, x, body.order)
     fmt, plan = functions.plan_jacobian(
@@ -112,11 +113,21 @@ def jacobian_cost(body: JacobianRequest, settings: Settings) -> tuple[RequestCos
         fmt, plan.nnz_bound, n, m, body.encoding
     )
     cost = estimates.jacobian_cost(chain, plan, fmt, body.check)
-    return RequestCost(cost, payload), fmt, plan.strategy
+    rows, cols = (n, m) if body.layout == "in_out" else (m, n)
+    facts = {
+        "output_shape": list(chain.out_shape),
+        "jacobian_shape": [rows, cols],
+        "nnz_bound": plan.nnz_bound,
+        "dense_bytes": 8 * n * m,
+        "format": fmt,
+        "strategy": plan.strategy,
+        "strategy_costs": plan.costs,
+    }
+    return RequestCost(cost, payload, facts)
 
 
 def _jacobian(body: JacobianRequest, settings: Settings) -> JacobianResponse:
-    check_request(jacobian_cost(body, settings)[0], settings)
+    check_request(jacobian_cost(body, settings), settings)
     x = decode_tensor(body.x)
     result = functions.jacobian(
         _chain(body.function, x, body.order),
@@ -144,7 +155,8 @@ def product_cost(body: JvpRequest | VjpRequest, settings: Settings) -> RequestCo
     n, m = size_of(chain.in_shape), size_of(chain.out_shape)
     product_size = m if isinstance(body, JvpRequest) else n
     payload = float_payload(m, body.encoding) + float_payload(product_size, body.encoding)
-    return RequestCost(estimates.product_cost(chain, body.check), payload)
+    facts = {"output_shape": list(chain.out_shape), "input_shape": list(chain.in_shape)}
+    return RequestCost(estimates.product_cost(chain, body.check), payload, facts)
 
 
 def _product(
@@ -193,8 +205,8 @@ def _given(jacobian: CooJacobianIn | DenseJacobianIn, layout: Layout) -> estimat
     return estimates.GivenJacobian(rows, cols, nnz, dense)
 
 
-def chain_rule_cost(body: ChainRuleRequest, settings: Settings) -> tuple[RequestCost, str]:
-    """Estimate ``/v1/chain-rule`` before decoding a factor; also return the result's format."""
+def chain_rule_cost(body: ChainRuleRequest, settings: Settings) -> RequestCost:
+    """Estimate ``/v1/chain-rule`` before decoding a factor; the facts name the format."""
     factors = [_given(jacobian, body.layout) for jacobian in body.jacobians]
     if body.layout == "out_in":
         factors.reverse()
@@ -205,11 +217,13 @@ def chain_rule_cost(body: ChainRuleRequest, settings: Settings) -> tuple[Request
     cost, nnz = estimates.multiply_cost(factors, fmt == "dense")
     rows, cols = factors[0].rows, factors[-1].cols
     payload = jacobian_payload(fmt, nnz, rows, cols, body.encoding)
-    return RequestCost(cost, payload), fmt
+    facts = {"jacobian_shape": [rows, cols], "nnz_bound": nnz, "dense_bytes": 8 * rows * cols,
+             "format": fmt}  # fmt: skip
+    return RequestCost(cost, payload, facts)
 
 
 def _chain_rule(body: ChainRuleRequest, settings: Settings) -> ChainRuleResponse:
-    check_request(chain_rule_cost(body, settings)[0], settings)
+    check_request(chain_rule_cost(body, settings), settings)
     matrices = [decode_jacobian(jacobian) for jacobian in body.jacobians]
     product = functions.multiply(
         matrices,

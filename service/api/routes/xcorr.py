@@ -10,7 +10,7 @@ from ...config import Settings
 from ...engine import estimates, xcorr
 from ...engine.correlation import CorrelationLimits, check_sizes, correlate
 from ...engine.layout import size_of
-from ..budget import Payload, RequestCost, check_request, coo_payload, float_payload
+from ..budget import RequestCost, check_request, coo_payload, float_payload
 from ..deps import ComputeDep, SettingsDep, body_openapi, json_body
 from ..negotiation import answer, check_accept, offer
 from ..problems import PROBLEM_RESPONSES
@@ -68,8 +68,15 @@ def cross_correlation_cost(body: CrossCorrelationRequest, settings: Settings) ->
         x_shape, k_shape, geometry, jacobian=body.jacobian, wrt=body.wrt, method=body.method
     )
     payload = float_payload(out_size, body.encoding)
+    nnz = xcorr.nnz_x(x_shape, k_shape, geometry)
+    facts: dict[str, object] = {
+        "output_shape": list(out_shape),
+        "padding": [list(pair) for pair in xcorr.padding_pairs(x_shape, k_shape, geometry)],
+        "forward_method": "jacobian" if body.method == "jacobian"
+        else xcorr.choose_method(x_shape, k_shape, geometry),
+        "nnz_bound": nnz if body.jacobian != "none" else 0,
+    }  # fmt: skip
     if body.jacobian != "none":
-        nnz = xcorr.nnz_x(x_shape, k_shape, geometry)
         for what in body.wrt:
             in_size = size_of(x_shape if what == "x" else k_shape)
             payload = payload + (
@@ -77,7 +84,7 @@ def cross_correlation_cost(body: CrossCorrelationRequest, settings: Settings) ->
                 if body.jacobian == "coo"
                 else float_payload(in_size * out_size, body.encoding)
             )
-    return RequestCost(cost, payload or Payload())
+    return RequestCost(cost, payload, facts)
 
 
 def _cross_correlation(
