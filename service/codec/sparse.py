@@ -186,24 +186,75 @@ def _wire_length(values: Any, itemsize: int) -> int:
     return len(values)
 
 
-class CooJacobianIn(BaseModel):
-    """A Jacobian given as COO triplets (any order; duplicates are summed).
+_SHAPE_LABEL = Annotated[list[Annotated[int, Field(ge=1)]], Field(max_length=32)] | None
+# How each encoding writes row/col/data on the wire (binary: a segment descriptor object).
+_WRITTEN_AS: dict[str, tuple[type, str]] = {
+    "list": (list, "lists"),
+    "base64": (str, "base64 strings"),
+    "binary": (dict, "binary segment descriptors"),
+}
 
-    ``row``/``col`` are lists of ints, base64 of little-endian int64 or binary int64 segments;
-    ``data`` a list of numbers, base64 of little-endian float64 or a binary float64 segment.
-    ``in_shape``/``out_shape`` are optional labels. Each dimension and the number of entries are
-    bounded by the tensor element limit, checked before anything is decoded.
+
+class _JacobianInHeader(BaseModel):
+    """The header fields a Jacobian answer carries; all optional on input, checked if given.
+
+    A Jacobian returned by the service can be sent back unchanged: ``layout`` and ``order`` say
+    how this matrix is laid out (default: the request's), ``nnz`` must match the entries, and
+    ``in_shape``/``out_shape`` must describe the matrix's sides.
     """
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
+    in_shape: _SHAPE_LABEL = None
+    out_shape: _SHAPE_LABEL = None
+    layout: Literal["in_out", "out_in"] | None = Field(
+        None, description="This matrix's layout; default: the request's `layout`."
+    )
+    order: Literal["F", "C"] | None = Field(
+        None, description="Index order of its rows and columns; must agree across the inputs."
+    )
+    nnz: Annotated[int, Field(ge=0)] | None = Field(
+        None, description="If given: the entries given (COO) or the non-zero entries (dense)."
+    )
+
+
+class CooJacobianIn(_JacobianInHeader):
+    """A Jacobian given as COO triplets (any order; duplicates are summed).
+
+    ``row``/``col`` are lists of ints, base64 of little-endian int64 or binary int64 segments;
+    ``data`` a list of numbers, base64 of little-endian float64 or a binary float64 segment
+    (``encoding``, if given, says which). Each dimension and the number of entries are
+    bounded by the tensor element limit, checked before anything is decoded.
+    """
+
     format: Literal["coo"]
     shape: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=2, max_length=2)]
+    encoding: Encoding | None = Field(
+        None, description="'list', 'base64' or 'binary': how row, col and data are written."
+    )
     row: Annotated[_INDEX_LIST | str | BinaryArrayIn, WithJsonSchema(_INDEX_SCHEMA)]
     col: Annotated[_INDEX_LIST | str | BinaryArrayIn, WithJsonSchema(_INDEX_SCHEMA)]
     data: Annotated[_VALUE_LIST | str | BinaryArrayIn, WithJsonSchema(_VALUE_SCHEMA)]
-    in_shape: Annotated[list[Annotated[int, Field(ge=1)]], Field(max_length=32)] | None = None
-    out_shape: Annotated[list[Annotated[int, Field(ge=1)]], Field(max_length=32)] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stated_encoding(cls, values: Any) -> Any:
+        # Checked on the wire values: the field validators below replace them by arrays.
+        stated = values.get("encoding") if isinstance(values, dict) else None
+        if stated in _WRITTEN_AS:
+            wrong = [
+                name
+                for name in ("row", "col", "data")
+                if name in values and not isinstance(values[name], _WRITTEN_AS[stated][0])
+            ]
+            if wrong:
+                written = _WRITTEN_AS[stated][1]
+                raise ValueError(
+                    f"encoding is {values['encoding']!r} but {', '.join(wrong)} "
+                    f"{'is' if len(wrong) == 1 else 'are'} not {written}: make them agree, or "
+                    "omit encoding"
+                )
+        return values
 
     @field_validator("shape")
     @classmethod
@@ -246,15 +297,14 @@ class CooJacobianIn(BaseModel):
         return self
 
 
-class DenseJacobianIn(BaseModel):
-    """A Jacobian given as a dense 2-D tensor."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+class DenseJacobianIn(_JacobianInHeader):
+    """A Jacobian given as a dense 2-D tensor (``shape``, if given, must be its shape)."""
 
     format: Literal["dense"]
     data: Tensor
-    in_shape: Annotated[list[Annotated[int, Field(ge=1)]], Field(max_length=32)] | None = None
-    out_shape: Annotated[list[Annotated[int, Field(ge=1)]], Field(max_length=32)] | None = None
+    shape: (
+        Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=2, max_length=2)] | None
+    ) = None
 
 
 JacobianIn = Annotated[CooJacobianIn | DenseJacobianIn, Field(discriminator="format")]

@@ -90,3 +90,25 @@ def present(
         check_dense(rows, cols, max_dense_elements)
         matrix = to_dense(coo)
     return Jacobian(matrix, tuple(in_shape), tuple(out_shape), layout, order)
+
+
+def relaid(
+    matrix: sp.coo_array | FloatArray, given: Layout, wanted: Layout
+) -> sp.coo_array | FloatArray:
+    """Return a Jacobian matrix written in layout ``given`` as it reads in layout ``wanted``.
+
+    The two layouts are transposes of each other (CONVENTIONS section 2), so this is the matrix
+    itself or its transpose (a view; COO entries are no longer sorted, which products accept).
+
+    Parameters
+    ----------
+    matrix : scipy.sparse.coo_array or ndarray, shape (M, N)
+    given, wanted : {"in_out", "out_in"}
+
+    Returns
+    -------
+    scipy.sparse.coo_array or ndarray, shape (M, N) or (N, M)
+    """
+    if given == wanted:
+        return matrix
+    return matrix.T

@@ -6,7 +6,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request
 
 from ...codec import Encoding, Tensor, TensorOut, decode_tensor, encode_tensor
-from ...codec.sparse import CooJacobianIn, DenseJacobianIn, decode_jacobian, encode_jacobian
+from ...codec.sparse import CooJacobianIn, DenseJacobianIn, encode_jacobian
 from ...config import Settings
 from ...engine import estimates, functions
 from ...engine.chain import Chain
@@ -16,6 +16,7 @@ from ...engine.layout import size_of
 from ...engine.op import op_classes
 from ...engine.types import FloatArray, Layout, Order
 from ..budget import Payload, RequestCost, check_request, coo_payload, float_payload
+from ..chain_inputs import chain_inputs
 from ..deps import ComputeDep, SettingsDep, body_openapi, json_body
 from ..negotiation import answer, check_accept, offer
 from ..problems import PROBLEM_RESPONSES
@@ -191,7 +192,8 @@ def _vjp(body: VjpRequest, settings: Settings) -> VjpResponse:
 
 
 def _given(jacobian: CooJacobianIn | DenseJacobianIn, layout: Layout) -> estimates.GivenJacobian:
-    # What the chain rule knows of a factor before decoding it, in in_out orientation.
+    # What the chain rule knows of a factor before decoding it, in in_out orientation; a matrix
+    # may state its own layout (the request's by default).
     if isinstance(jacobian, CooJacobianIn):
         rows, cols = jacobian.shape
         row: Any = jacobian.row  # validated: the decoded array
@@ -200,16 +202,15 @@ def _given(jacobian: CooJacobianIn | DenseJacobianIn, layout: Layout) -> estimat
         data = decode_tensor(jacobian.data)
         rows, cols = (data.shape + (1, 1))[:2] if data.ndim < 2 else data.shape[:2]
         nnz, dense = data.size, True
-    if layout == "out_in":
+    if (jacobian.layout or layout) == "out_in":
         rows, cols = cols, rows
     return estimates.GivenJacobian(rows, cols, nnz, dense)
 
 
 def chain_rule_cost(body: ChainRuleRequest, settings: Settings) -> RequestCost:
     """Estimate ``/v1/chain-rule`` before decoding a factor; the facts name the format."""
+    # In in_out orientation the product is J_1 ... J_n whatever the layouts.
     factors = [_given(jacobian, body.layout) for jacobian in body.jacobians]
-    if body.layout == "out_in":
-        factors.reverse()
     fmt = body.format
     if fmt == "auto":
         coo = any(isinstance(j, CooJacobianIn) for j in body.jacobians)
@@ -217,6 +218,8 @@ def chain_rule_cost(body: ChainRuleRequest, settings: Settings) -> RequestCost:
     cost, nnz = estimates.multiply_cost(factors, fmt == "dense")
     rows, cols = factors[0].rows, factors[-1].cols
     payload = jacobian_payload(fmt, nnz, rows, cols, body.encoding)
+    if body.layout == "out_in":
+        rows, cols = cols, rows
     facts = {"jacobian_shape": [rows, cols], "nnz_bound": nnz, "dense_bytes": 8 * rows * cols,
              "format": fmt}  # fmt: skip
     return RequestCost(cost, payload, facts)
@@ -224,9 +227,10 @@ def chain_rule_cost(body: ChainRuleRequest, settings: Settings) -> RequestCost:
 
 def _chain_rule(body: ChainRuleRequest, settings: Settings) -> ChainRuleResponse:
     check_request(chain_rule_cost(body, settings), settings)
-    matrices = [decode_jacobian(jacobian) for jacobian in body.jacobians]
+    stated_order = body.order if "order" in body.model_fields_set else None
+    inputs = chain_inputs(body.jacobians, body.layout, stated_order)
     product = functions.multiply(
-        matrices,
+        inputs.matrices,
         layout=body.layout,
         fmt=body.format,
         max_nnz=settings.max_coo_nnz,
@@ -239,7 +243,7 @@ def _chain_rule(body: ChainRuleRequest, settings: Settings) -> ChainRuleResponse
     out_shape = tuple(last.out_shape or [out_size])
     # The labels are the client's; they must still describe the product's size.
     functions.check_labels(in_shape, out_shape, in_size, out_size)
-    jacobian = Jacobian(product, in_shape, out_shape, body.layout, body.order)
+    jacobian = Jacobian(product, in_shape, out_shape, body.layout, inputs.order)
     return ChainRuleResponse(jacobian=encode_jacobian(jacobian, body.encoding))
 
 

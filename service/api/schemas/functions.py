@@ -191,13 +191,19 @@ class ChainRuleRequest(StrictModel):
     }
 
     jacobians: Annotated[list[JacobianIn], Field(min_length=1, max_length=64)] = Field(
-        description="J_1, ..., J_n of the functions applied first to last, all in `layout`."
+        description="J_1, ..., J_n of the functions applied first to last. A Jacobian answer "
+        "of this service can be sent unchanged: its header fields are checked against its "
+        "matrix and its neighbours, and one in the other layout is transposed."
     )
-    layout: Layout = "in_out"
+    layout: Layout = Field(
+        "in_out",
+        description="Layout of the product, and of every input that does not state its own.",
+    )
     order: Order = Field(
         "F",
         description="Index order the given Jacobians use; the product does not depend on it, "
-        "the result is labelled with it.",
+        "the result is labelled with it. Default: the inputs' stated order, else 'F'; inputs "
+        "that state another order are refused.",
     )
     format: Literal["coo", "dense", "auto"] = Field(
         "auto", description="'auto': COO if any factor is COO, dense otherwise."
