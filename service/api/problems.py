@@ -428,6 +428,12 @@ def _problem_for(request: Request, exc: Exception) -> tuple[Problem, dict[str, s
             type=kind.type, title=kind.title, status=kind.status, detail=detail, instance=instance
         )
         return problem, None
+    return expected_problem(exc, instance), None
+
+
+def expected_problem(exc: BaseException, instance: str | None) -> Problem:
+    """Render an expected (not internal) error as its problem; limits carry their fields."""
+    kind = problem_kind(exc)
     detail = str(exc) or kind.default_detail
     problem = Problem(
         type=kind.type, title=kind.title, status=kind.status, detail=detail, instance=instance
@@ -442,7 +448,7 @@ def _problem_for(request: Request, exc: Exception) -> tuple[Problem, dict[str, s
                 "setting": exc.setting,
             }
         )
-    return problem, None
+    return problem
 
 
 async def handle_exception(request: Request, exc: Exception) -> JSONResponse:

@@ -17,11 +17,11 @@ from starlette.concurrency import run_in_threadpool
 
 from ... import __version__
 from ...config import Settings
-from ...engine.errors import EngineError, LimitExceeded
+from ...engine.errors import EngineError
 from ...engine.op import op_names
 from ..budget import RequestCost, check_request
 from ..deps import SettingsDep, body_openapi, json_body, validate_body
-from ..problems import PROBLEM_RESPONSES, Problem, RenderedValidationError, problem_kind
+from ..problems import PROBLEM_RESPONSES, Problem, RenderedValidationError, expected_problem
 from ..schemas.common import ResponseModel, StrictModel
 from ..schemas.descent import GradientDescentRequest
 from ..schemas.functions import (
@@ -107,24 +107,6 @@ class EstimateResponse(ResponseModel):
     limits: dict[str, int] = Field(description="The limits the estimate was compared with.")
 
 
-def _problem(error: EngineError, path: str) -> Problem:
-    kind = problem_kind(error)
-    problem = Problem(
-        type=kind.type, title=kind.title, status=kind.status, detail=str(error), instance=path
-    )
-    if isinstance(error, LimitExceeded):
-        problem = problem.model_copy(
-            update={
-                "quantity": error.quantity,
-                "estimate": error.estimate,
-                "limit": error.limit,
-                "hint": error.hint or None,
-                "setting": error.setting,
-            }
-        )
-    return problem
-
-
 def _limits(settings: Settings) -> dict[str, int]:
     return {
         "max_work": settings.max_work,
@@ -147,7 +129,7 @@ def _estimate(request: EstimateRequest, settings: Settings) -> EstimateResponse:
         estimate = estimator.estimate(body, settings)
         check_request(estimate, settings)
     except EngineError as error:
-        refused = _problem(error, request.path)
+        refused = expected_problem(error, request.path)
         return EstimateResponse(path=request.path, refused=True, problem=refused, limits=limits)
     total = estimate.total
     return EstimateResponse(
