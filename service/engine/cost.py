@@ -41,7 +41,7 @@ ELEMENT_FLOPS = 16
 # Arrays of the output's size alive at once inside one rule (result, masks, products).
 TEMPORARIES = 4
 # Fixed buffers of the kernels (im2col's 2 MiB column buffer, GEMM blocks, SciPy scratch).
-BUFFERS = 4 << 20
+BUFFERS = 8 << 20
 # Copies of a sparse matrix alive at once while it is built or canonicalized (COO, CSR, sorted).
 SPARSE_COPIES = 4
 # Bytes per (output, tap) pair of the per-axis index grids of the sorted COO builder

