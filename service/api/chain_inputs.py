@@ -14,6 +14,7 @@ import numpy as np
 import scipy.sparse as sp
 from fastapi.exceptions import RequestValidationError
 
+from ..codec.errors import CodecError
 from ..codec.sparse import CooJacobianIn, DenseJacobianIn, decode_jacobian
 from ..engine.jacobian import relaid
 from ..engine.layout import size_of
@@ -96,7 +97,16 @@ def chain_inputs(
     matrices: list[sp.coo_array | FloatArray] = []
     for index, jacobian in enumerate(jacobians):
         own = jacobian.layout or layout
-        matrix = decode_jacobian(jacobian)
+        try:
+            matrix = decode_jacobian(jacobian)
+        except CodecError as error:
+            # A matrix that cannot be read has no header to check: point at what is wrong with it.
+            # A dense matrix is wrong in its data; a COO one in how row, col and data agree.
+            where: tuple[Any, ...] = ("jacobians", index)
+            if isinstance(jacobian, DenseJacobianIn):
+                where += ("data",)
+            errors.append({"type": "chain_input", "loc": where, "msg": str(error)})
+            continue
         errors += _header_errors(index, jacobian, matrix, own)
         matrices.append(relaid(matrix, own, layout))
     stated = [(index, j.order) for index, j in enumerate(jacobians) if j.order is not None]

@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from .routes import descent, estimate, functions, health, tensors, xcorr
+from .routes import descent, estimate, functions, health, minimize, second_order, tensors, xcorr
 
 api_router = APIRouter()
 api_router.include_router(health.router)
@@ -10,4 +10,6 @@ api_router.include_router(tensors.router)
 api_router.include_router(xcorr.router)
 api_router.include_router(functions.router)
 api_router.include_router(descent.router)
+api_router.include_router(second_order.router)
+api_router.include_router(minimize.router)
 api_router.include_router(estimate.router)

@@ -59,7 +59,7 @@ after every step and can stop the run by closing the generator.
 
 import math
 import time
-from collections.abc import Generator, Iterable
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
 from typing import Literal, Protocol, get_args
 
@@ -93,7 +93,9 @@ __all__ = [
     "LineSearch",
     "Objective",
     "Status",
+    "Step",
     "Stop",
+    "arrive",
     "check_scalar",
     "collect",
     "descend",
@@ -240,18 +242,20 @@ class DescentLimits:
     deadline_seconds: float | None = None
 
 
-def check_scalar(chain: Chain) -> None:
+def check_scalar(chain: Chain, purpose: str = "gradient descent") -> None:
     """Raise :class:`ShapeError` unless ``f`` has exactly one element.
 
     Parameters
     ----------
     chain : Chain
+    purpose : str
+        What needs the scalar, to begin the message (``"a Hessian"``).
     """
     out_shape = chain.out_shape
     size = layout.size_of(out_shape)
     if size != 1:
         raise ShapeError(
-            f"gradient descent needs a scalar function, but f(x) has shape {list(out_shape)} "
+            f"{purpose} needs a scalar function, but f(x) has shape {list(out_shape)} "
             f"({size} elements); end the function with a reduction such as 'sum' or "
             "'squared_norm'"
         )
@@ -629,7 +633,7 @@ def init(objective: Objective, x0: FloatArray) -> DescentState:
     return _state(objective, 0, x, objective.evaluate(x), None, None)
 
 
-def _arrive(
+def arrive(
     objective: Objective,
     step: int,
     x: FloatArray,
@@ -637,6 +641,20 @@ def _arrive(
     learning_rate: float,
     evaluation: Evaluation | None = None,
 ) -> DescentState | Stop:
+    """Return state ``step`` at ``x``, or ``Stop("diverged")`` if it is not finite or not defined.
+
+    Parameters
+    ----------
+    objective : Objective
+    step : int
+    x : ndarray, shape ``in_shape``
+        The new iterate; owned by the state from now on.
+    velocity : ndarray or None
+    learning_rate : float
+        The step length that produced ``x``.
+    evaluation : Evaluation, optional
+        ``f`` at ``x`` when the caller already has it (a line search's accepted trial).
+    """
     if not np.isfinite(x).all():
         return Stop("diverged", f"step {step}: x has non-finite entries (overflow)")
     try:
@@ -663,7 +681,7 @@ def _backtrack(
                 except (NonFiniteError, DomainError):
                     trial = None  # outside f's finite domain: too long a step
                 if trial is not None and trial.f <= state.f - ARMIJO_C * alpha * slope:
-                    return _arrive(objective, step, x, None, alpha, trial)
+                    return arrive(objective, step, x, None, alpha, trial)
             alpha *= BACKTRACK_FACTOR
     return Stop(
         "line_search_failed",
@@ -702,7 +720,7 @@ def update(objective: Objective, state: DescentState, params: DescentParams) -> 
             velocity = g if state.velocity is None else beta * state.velocity + g
             direction = g + beta * velocity if params.nesterov else velocity
             x = state.x - gamma * direction
-    return _arrive(objective, state.step + 1, x, velocity, gamma)
+    return arrive(objective, state.step + 1, x, velocity, gamma)
 
 
 def stopping_rule(
@@ -771,11 +789,15 @@ def _summary(stop: Stop, steps: int, state: DescentState) -> DescentSummary:
     )
 
 
+Step = Callable[[DescentState], "DescentState | Stop"]
+
+
 def run(
     objective: Objective,
     start: DescentState,
     params: DescentParams,
     deadline_seconds: float | None = None,
+    step: Step | None = None,
 ) -> Generator[DescentEvent, None, None]:
     """Descend from ``start`` until a stopping rule fires: the fold as a stream of events.
 
@@ -787,6 +809,9 @@ def run(
     params : DescentParams
     deadline_seconds : float, optional
         Wall-clock budget counted from the first step; checked after every step.
+    step : callable, optional
+        Maps state ``t`` to state ``t + 1`` or a :class:`Stop`, in place of :func:`update`: another
+        update rule (Adam, in :mod:`service.engine.minimize`) under the same stopping rules.
 
     Yields
     ------
@@ -816,7 +841,7 @@ def run(
         if stop is not None:
             yield _summary(stop, state.step, state)
             return
-        following = update(objective, state, params)
+        following = update(objective, state, params) if step is None else step(state)
         if isinstance(following, Stop):
             yield _summary(following, state.step + 1, state)
             return

@@ -283,6 +283,72 @@ class Op(abc.ABC):
         """
         return self._local_factor(self._differentiable(x, order), order)
 
+    def second_order(
+        self, x: FloatArray, cotangent: FloatArray, tangents: FloatArray
+    ) -> FloatArray:
+        """Differentiate the VJP along tangents: the operation's second-order rule.
+
+        For each tangent ``t`` return ``d/dε ten(J(x + ε t) vec(u))`` at ``ε = 0``, which is
+        ``ten(sum_o u_o ∇²f_o(x) vec(t))``: the Hessians of the output components, weighted by
+        the cotangent ``u``, applied to ``t``. A forward-over-reverse Hessian-vector product adds
+        this term at every operation (:mod:`service.engine.hessian`). It is zero for linear
+        operations, ``g''(x) u t`` for elementwise ones.
+
+        Parameters
+        ----------
+        x : ndarray, shape ``in_shape``
+        cotangent : ndarray, shape ``out_shape``
+            One cotangent, shared by every tangent of the batch.
+        tangents : ndarray, shape (B, *in_shape)
+
+        Returns
+        -------
+        ndarray, shape (B, *in_shape)
+
+        Raises
+        ------
+        ShapeError, ParameterError, DomainError
+            ``ParameterError`` also when the operation has no second-order rule.
+        """
+        x, out_shape = self._validated(x)
+        cotangent = np.asarray(cotangent, dtype=np.float64)
+        if cotangent.shape != out_shape:
+            raise ShapeError(
+                f"{self.name}: the cotangent must have the output shape {list(out_shape)}, "
+                f"got {list(cotangent.shape)}"
+            )
+        tangents = batch_of(tangents, x.shape, "tangents", prefix="(B, *input_shape) = ")
+        self.check_domain(x, differentiating=True)
+        return self._second_order(x, cotangent, tangents)
+
+    def _second_order(
+        self, x: FloatArray, cotangent: FloatArray, tangents: FloatArray
+    ) -> FloatArray:
+        # Not abstract: an operation without the rule still evaluates and differentiates once;
+        # only second-order requests refuse it.
+        raise ParameterError(f"{self.name} has no second-order rule (Hessians are unavailable)")
+
+    def curvature_blocks(self, in_shape: Shape, order: Order) -> IndexArray | None:
+        """Return the groups of input elements that the second-order rule couples.
+
+        The weighted Hessian ``sum_o u_o ∇²f_o(x)`` (``in_size x in_size``) is block diagonal over
+        these groups, whatever ``x`` and ``u``: an entry ``(i, j)`` can be non-zero only when ``i``
+        and ``j`` lie in one group. Known from shapes alone (structural sparsity).
+
+        Parameters
+        ----------
+        in_shape : tuple of int
+        order : {"F", "C"}
+            Order of the flat indices.
+
+        Returns
+        -------
+        ndarray of int, shape (G, K), or None
+            Row ``g`` lists the flat indices of group ``g``'s ``K`` elements; every element is in
+            exactly one group. None when the rule is identically zero. Default: one group of all.
+        """
+        return np.arange(layout.size_of(in_shape), dtype=np.int64)[np.newaxis]
+
     def _local_factor(self, x: FloatArray, order: Order) -> Factor:
         # Read off the canonical COO of the rule, _local_jacobian. Override only to skip that
         # conversion, with the rule's own matrix (one routine building both): the "chain"
@@ -401,6 +467,16 @@ class LinearOp(Op):
     def _jvp(self, x: FloatArray, tangents: FloatArray) -> FloatArray:
         return self.apply(tangents)
 
+    def _second_order(
+        self, x: FloatArray, cotangent: FloatArray, tangents: FloatArray
+    ) -> FloatArray:
+        # The Jacobian does not depend on x: its derivative along any tangent is zero.
+        return np.zeros_like(tangents)
+
+    def curvature_blocks(self, in_shape: Shape, order: Order) -> IndexArray | None:
+        """Return None: a linear operation has no curvature."""
+        return None
+
 
 @dataclass(frozen=True, eq=False)
 class ElementwiseOp(Op):
@@ -426,6 +502,26 @@ class ElementwiseOp(Op):
     def out_shape(self, in_shape: Shape) -> Shape:
         """Return ``in_shape``: an elementwise function keeps the shape."""
         return in_shape
+
+    def second_derivative(self, x: FloatArray) -> FloatArray:
+        """Return ``g''(x)`` elementwise (shape ``in_shape``); every built-in operation has one.
+
+        Raises
+        ------
+        ParameterError
+            For an operation written without it (the default).
+        """
+        raise ParameterError(f"{self.name} has no second-order rule (Hessians are unavailable)")
+
+    def _second_order(
+        self, x: FloatArray, cotangent: FloatArray, tangents: FloatArray
+    ) -> FloatArray:
+        # d/dε g'(x + ε t) u = g''(x) t u: (in) * (in) * (B, *in) -> (B, *in)
+        return self.second_derivative(x) * cotangent * tangents
+
+    def curvature_blocks(self, in_shape: Shape, order: Order) -> IndexArray | None:
+        """Return one group per element: the weighted Hessian is diagonal."""
+        return np.arange(layout.size_of(in_shape), dtype=np.int64)[:, np.newaxis]
 
     def sparsity(self, in_shape: Shape) -> Sparsity:
         """Return the bounds of a diagonal: one entry per row and per column."""

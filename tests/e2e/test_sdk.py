@@ -365,6 +365,47 @@ def drive_gradient_descent(sdk: Sdk) -> None:
     assert [point.f for point in out.trajectory] == pytest.approx([4.0, 4.0**-1, 4.0**-3])
 
 
+def drive_hvp(sdk: Sdk) -> None:
+    # f = sum(sin(x)²): H = diag(2 cos 2x)
+    m = sdk.models
+    x = [0.5, 1.0]
+    request = m.HvpRequest.from_dict(
+        {"x": {"data": x}, "function": [{"op": "sin"}, {"op": "square"}, {"op": "sum"}],
+         "vectors": {"x": {"data": [1.0, 2.0]}}}
+    )  # fmt: skip
+    out = sdk.call("hvp", body=request)
+    assert isinstance(out, m.HvpResponse)
+    expected = 2 * np.cos(2 * np.array(x)) * [1.0, 2.0]
+    np.testing.assert_allclose(out.hvp.to_dict()["x"]["data"], expected, rtol=1e-14)
+
+
+def drive_hessian(sdk: Sdk) -> None:
+    m = sdk.models
+    request = m.HessianRequest.from_dict(
+        {"x": {"data": [0.5, 1.0]}, "function": [{"op": "sin"}, {"op": "square"}, {"op": "sum"}],
+         "format": "coo"}
+    )  # fmt: skip
+    out = sdk.call("hessian", body=request).to_dict()["hessian"]
+    assert out["row"] == out["col"] == [0, 1]
+    np.testing.assert_allclose(out["data"], 2 * np.cos([1.0, 2.0]), rtol=1e-14)
+
+
+def drive_minimize(sdk: Sdk) -> None:
+    # ½||x - c||² by Newton-CG: one exact Newton step lands on c.
+    m = sdk.models
+    request = m.MinimizeRequest.from_dict(
+        {"function": [{"op": "add", "constant": {"data": [-1.0, 2.0]}}, {"op": "squared_norm"},
+                      {"op": "scale", "factor": 0.5}],
+         "x0": {"data": [3.0, 0.0]}, "method": "newton-cg", "max_steps": 10,
+         "tolerances": {"grad_tol": 1e-12}}
+    )  # fmt: skip
+    out = sdk.call("minimize", body=request)
+    assert isinstance(out, m.MinimizeResponse)
+    assert out.status.value == "converged_grad" and out.steps == 1
+    np.testing.assert_allclose(out.x_final.data, [1.0, -2.0], rtol=1e-12)
+    assert out.evaluations.hvp >= 1
+
+
 DRIVERS: dict[str, Callable[[Sdk], None]] = {
     "healthz": drive_healthz,
     "readyz": drive_readyz,
@@ -380,6 +421,9 @@ DRIVERS: dict[str, Callable[[Sdk], None]] = {
     "vjp": drive_vjp,
     "chain_rule": drive_chain_rule,
     "gradient_descent": drive_gradient_descent,
+    "hvp": drive_hvp,
+    "hessian": drive_hessian,
+    "minimize": drive_minimize,
 }
 
 

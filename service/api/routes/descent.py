@@ -10,6 +10,7 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Generator
+from functools import partial
 from typing import Annotated
 
 import pydantic_core
@@ -34,7 +35,7 @@ from ...engine.descent import (
 )
 from ...engine.functions import check_intermediates
 from ..budget import RequestCost, check_request, float_payload
-from ..deps import ComputeDep, SettingsDep, body_openapi, json_body
+from ..deps import Compute, ComputeDep, SettingsDep, body_openapi, json_body
 from ..negotiation import NDJSON, Representation, answer, check_accept, negotiate, offer
 from ..problems import INTERNAL_ERROR, PROBLEM_RESPONSES, Problem, problem_kind
 from ..representations import BINARY, npy
@@ -68,6 +69,8 @@ STREAM_SLICE_SECONDS = 0.02
 
 GradientDescentBody = Annotated[GradientDescentRequest, Depends(json_body(GradientDescentRequest))]
 Events = Generator[DescentEvent, None, None]
+# The bytes of the NDJSON line of a record or of the summary.
+Line = Callable[[DescentRecord | DescentSummary], bytes]
 
 
 def _chain(body: GradientDescentRequest) -> Chain:
@@ -91,24 +94,29 @@ def descent_cost(body: GradientDescentRequest, settings: Settings) -> RequestCos
     return RequestCost(estimates.descent_step_cost(chain), payload, facts)
 
 
-def _deadline(settings: Settings) -> float:
-    # The run's own deadline, a result with status "deadline": never later than every
-    # computation's.
-    return min(settings.descent_deadline_seconds, settings.computation_deadline_seconds)
+def descent_limits(settings: Settings) -> DescentLimits:
+    """Return the engine's bounds on a run (descent and minimization) from the settings.
 
-
-def _start(body: GradientDescentRequest, settings: Settings) -> Events:
-    check_request(descent_cost(body, settings), settings)
-    x0 = decode_tensor(body.x0)
-    chain = _chain(body)
-    limits = DescentLimits(
+    The run's own deadline (a result with status ``"deadline"``) is never later than every
+    computation's.
+    """
+    return DescentLimits(
         max_steps=settings.max_descent_steps,
         max_trajectory_elements=settings.max_trajectory_elements,
         max_tensor_elements=settings.max_tensor_elements,
         max_nnz=settings.max_coo_nnz,
         deadline_seconds=_deadline(settings),
     )
-    return descend(chain, x0, body.params(), limits)
+
+
+def _deadline(settings: Settings) -> float:
+    return min(settings.descent_deadline_seconds, settings.computation_deadline_seconds)
+
+
+def _start(body: GradientDescentRequest, settings: Settings) -> Events:
+    check_request(descent_cost(body, settings), settings)
+    x0 = decode_tensor(body.x0)
+    return descend(_chain(body), x0, body.params(), descent_limits(settings))
 
 
 def _point(record: DescentRecord, encoding: Encoding) -> TrajectoryPoint:
@@ -161,27 +169,35 @@ def _problem_line(error: Exception, instance: str, request_id: str | None) -> by
     return problem.model_dump_json(exclude_none=True).encode() + b"\n"
 
 
-def _summary_line(summary: DescentSummaryLine) -> bytes:
+def summary_line(summary: DescentSummaryLine) -> bytes:
     """Write the last line of a stream; a binary x_final's bytes follow its newline."""
     header, segments = split_segments(summary.model_dump(mode="python"))
     line = pydantic_core.to_json(header) + b"\n"
     return b"".join([line, *(segment.tobytes() for segment in segments)])
 
 
-def _pump(
-    events: Events, encoding: Encoding, instance: str, request_id: str | None
-) -> tuple[bytes, bool]:
+def point_encoding(encoding: Encoding) -> Encoding:
+    """Return the encoding of the points of a stream: a binary run's x are base64 lines."""
+    return "base64" if encoding == "binary" else encoding
+
+
+def _line(event: DescentRecord | DescentSummary, encoding: Encoding) -> bytes:
+    # The NDJSON line of an event of /v1/gradient-descent.
+    if isinstance(event, DescentSummary):
+        return summary_line(_summary_fields(event, encoding))
+    return _point(event, point_encoding(encoding)).model_dump_json().encode() + b"\n"
+
+
+def _pump(events: Events, line: Line, instance: str, request_id: str | None) -> tuple[bytes, bool]:
     """Run the engine for one slice; return the NDJSON lines made and whether the stream ends."""
     deadline = time.perf_counter() + STREAM_SLICE_SECONDS
     lines: list[bytes] = []
     try:
         for event in events:
-            if isinstance(event, DescentSummary):
-                lines.append(_summary_line(_summary_fields(event, encoding)))
-                return b"".join(lines), True
             if event is not None:
-                point = _point(event, "base64" if encoding == "binary" else encoding)
-                lines.append(point.model_dump_json().encode() + b"\n")
+                lines.append(line(event))
+            if isinstance(event, DescentSummary):
+                return b"".join(lines), True
             if time.perf_counter() >= deadline:
                 return b"".join(lines), False
     except Exception as error:
@@ -189,12 +205,12 @@ def _pump(
     return b"".join(lines), True
 
 
-async def _ndjson(request: Request, events: Events, encoding: Encoding) -> AsyncIterator[bytes]:
+async def _ndjson(request: Request, events: Events, line: Line) -> AsyncIterator[bytes]:
     """Stream the run; a client that disconnects stops it at the end of the current slice."""
     where = (request.url.path, getattr(request.state, "request_id", None))
     try:
         while not await request.is_disconnected():
-            chunk, done = await run_in_threadpool(_pump, events, encoding, *where)
+            chunk, done = await run_in_threadpool(_pump, events, line, *where)
             if chunk:
                 yield chunk
             if done:
@@ -239,12 +255,24 @@ async def gradient_descent(
         return await answer(
             request, compute, _gradient_descent, body, settings, deadline_seconds=math.inf
         )
-    # A streamed run holds one computation slot from its checks to its last line.
+    return await stream(
+        request, compute, partial(_start, body, settings), partial(_line, encoding=body.encoding)
+    )
+
+
+async def stream(
+    request: Request, compute: Compute, start: Callable[[], Events], line: Line
+) -> StreamingResponse:
+    """Start a run and stream its events as NDJSON, one ``line(event)`` each (shared by routes).
+
+    A streamed run holds one computation slot from its checks to its last line. ``start`` does
+    the checks, the preparation and the evaluation at ``x0`` in a worker thread before the first
+    byte, so a refusal is still a problem response.
+    """
     release = await compute.acquire()
     try:
-        # Checks, preparation and f(x0) run here, so a refusal is still a problem response.
-        events = await run_in_threadpool(_start, body, settings)
+        events = await run_in_threadpool(start)
     except BaseException:
         release()
         raise
-    return _SlotStreamingResponse(_ndjson(request, events, body.encoding), release)
+    return _SlotStreamingResponse(_ndjson(request, events, line), release)

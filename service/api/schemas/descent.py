@@ -166,20 +166,28 @@ class GradientDescentResponse(DescentSummaryLine):
     trajectory: list[TrajectoryPoint]
 
 
-def ndjson_schema() -> dict[str, Any]:
+def ndjson_schema(
+    point: type[TrajectoryPoint] = TrajectoryPoint,
+    summary_line: type[DescentSummaryLine] = DescentSummaryLine,
+) -> dict[str, Any]:
     """Return the OpenAPI schema of one NDJSON line: a point, the summary, or a problem.
 
     The summary's schema is written inline; what it refers to (``TensorOut``) and the other two
     line kinds are components of the document already.
+
+    Parameters
+    ----------
+    point, summary_line : type
+        The models of a trajectory line and of the summary line (gradient descent's by default).
     """
-    summary = DescentSummaryLine.model_json_schema(ref_template="#/components/schemas/{model}")
+    summary = summary_line.model_json_schema(ref_template="#/components/schemas/{model}")
     summary.pop("$defs", None)
     return {
-        "description": "One JSON object per line: a TrajectoryPoint per recorded step as it is "
-        "computed, then the DescentSummaryLine (the line with 'status'). A failure after the "
-        "stream started ends it with a Problem line.",
+        "description": f"One JSON object per line: a {point.__name__} per recorded step as it "
+        f"is computed, then the {summary_line.__name__} (the line with 'status'). A failure "
+        "after the stream started ends it with a Problem line.",
         "oneOf": [
-            {"$ref": "#/components/schemas/TrajectoryPoint"},
+            {"$ref": f"#/components/schemas/{point.__name__}"},
             summary,
             {"$ref": "#/components/schemas/Problem"},
         ],

@@ -1,7 +1,8 @@
 """Elementwise operations ``y_i = g(x_i)``: one derivative rule each, like autograd's VJP table.
 
-Every class here gives ``_forward`` (``g`` on any shape) and ``derivative`` (``g'``); the diagonal
-Jacobian, JVP and VJP come from :class:`~service.engine.op.ElementwiseOp`. Where ``g`` has a kink,
+Every class here gives ``_forward`` (``g`` on any shape), ``derivative`` (``g'``) and
+``second_derivative`` (``g''``, for Hessian-vector products); the diagonal Jacobian, JVP, VJP and
+second-order rule come from :class:`~service.engine.op.ElementwiseOp`. Where ``g`` has a kink,
 the ``note`` states the one value chosen for ``g'`` there (PyTorch's).
 """
 
@@ -44,6 +45,10 @@ class Square(ElementwiseOp):
     def derivative(self, x: FloatArray) -> FloatArray:
         """Return ``2 x``."""
         return 2.0 * x
+
+    def second_derivative(self, x: FloatArray) -> FloatArray:
+        """Return 2."""
+        return np.full_like(x, 2.0)
 
 
 @register
@@ -96,6 +101,12 @@ class Power(ElementwiseOp):
             return np.zeros_like(x)
         return self.p * np.power(x, self.p - 1.0)
 
+    def second_derivative(self, x: FloatArray) -> FloatArray:
+        """Return ``p (p - 1) x ** (p - 2)`` (zeros for ``p`` 0 or 1, the affine cases)."""
+        if self.p in (0.0, 1.0):
+            return np.zeros_like(x)
+        return self.p * (self.p - 1.0) * np.power(x, self.p - 2.0)
+
 
 @register
 @dataclass(frozen=True, eq=False)
@@ -113,6 +124,10 @@ class Exp(ElementwiseOp):
         return np.exp(x)
 
     def derivative(self, x: FloatArray) -> FloatArray:
+        """Return ``exp(x)``."""
+        return np.exp(x)
+
+    def second_derivative(self, x: FloatArray) -> FloatArray:
         """Return ``exp(x)``."""
         return np.exp(x)
 
@@ -135,6 +150,10 @@ class Log(ElementwiseOp):
     def derivative(self, x: FloatArray) -> FloatArray:
         """Return ``1 / x``."""
         return 1.0 / x
+
+    def second_derivative(self, x: FloatArray) -> FloatArray:
+        """Return ``-1 / x**2``."""
+        return -1.0 / np.square(x)
 
 
 @register
@@ -161,6 +180,10 @@ class Sqrt(ElementwiseOp):
         """Return ``0.5 / sqrt(x)``."""
         return 0.5 / np.sqrt(x)
 
+    def second_derivative(self, x: FloatArray) -> FloatArray:
+        """Return ``-0.25 x ** -1.5``."""
+        return -0.25 / (x * np.sqrt(x))
+
 
 @register
 @dataclass(frozen=True, eq=False)
@@ -175,6 +198,10 @@ class Sin(ElementwiseOp):
     def derivative(self, x: FloatArray) -> FloatArray:
         """Return ``cos(x)``."""
         return np.cos(x)
+
+    def second_derivative(self, x: FloatArray) -> FloatArray:
+        """Return ``-sin(x)``."""
+        return -np.sin(x)
 
 
 @register
@@ -191,6 +218,10 @@ class Cos(ElementwiseOp):
         """Return ``-sin(x)``."""
         return -np.sin(x)
 
+    def second_derivative(self, x: FloatArray) -> FloatArray:
+        """Return ``-cos(x)``."""
+        return -np.cos(x)
+
 
 @register
 @dataclass(frozen=True, eq=False)
@@ -205,6 +236,12 @@ class Tanh(ElementwiseOp):
     def derivative(self, x: FloatArray) -> FloatArray:
         """Return ``1 - tanh(x)**2``."""
         return 1.0 - np.square(np.tanh(x))
+
+    def second_derivative(self, x: FloatArray) -> FloatArray:
+        """Return ``-2 tanh(x) (1 - tanh(x)**2)``."""
+        t = np.tanh(x)
+        result: FloatArray = -2.0 * t * (1.0 - np.square(t))
+        return result
 
 
 @register
@@ -224,6 +261,11 @@ class Sigmoid(ElementwiseOp):
         s: FloatArray = expit(x)
         return s * (1.0 - s)
 
+    def second_derivative(self, x: FloatArray) -> FloatArray:
+        """Return ``s (1 - s) (1 - 2 s)`` with ``s = sigmoid(x)``."""
+        s: FloatArray = expit(x)
+        return s * (1.0 - s) * (1.0 - 2.0 * s)
+
 
 @register
 @dataclass(frozen=True, eq=False)
@@ -239,6 +281,10 @@ class Relu(ElementwiseOp):
     def derivative(self, x: FloatArray) -> FloatArray:
         """Return 1 where ``x > 0`` and 0 elsewhere, including at the kink."""
         return (x > 0).astype(np.float64)
+
+    def second_derivative(self, x: FloatArray) -> FloatArray:
+        """Return 0: piecewise linear, so zero off the kink (and, by choice, at it)."""
+        return np.zeros_like(x)
 
 
 @register
@@ -261,6 +307,11 @@ class Softplus(ElementwiseOp):
         result: FloatArray = expit(x)
         return result
 
+    def second_derivative(self, x: FloatArray) -> FloatArray:
+        """Return ``s (1 - s)`` with ``s = sigmoid(x)``."""
+        s: FloatArray = expit(x)
+        return s * (1.0 - s)
+
 
 @register
 @dataclass(frozen=True, eq=False)
@@ -276,3 +327,7 @@ class Abs(ElementwiseOp):
     def derivative(self, x: FloatArray) -> FloatArray:
         """Return ``sign(x)``, 0 at 0."""
         return np.sign(x)
+
+    def second_derivative(self, x: FloatArray) -> FloatArray:
+        """Return 0: piecewise linear, so zero off the kink (and, by choice, at it)."""
+        return np.zeros_like(x)

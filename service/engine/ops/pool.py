@@ -136,7 +136,8 @@ class MaxPool2d(_Pool2d):
     name: ClassVar[str] = "max_pool2d"
     note: ClassVar[str] = (
         "not differentiable where a window's maximum is tied: the derivative goes to the first "
-        "maximum in window order (row-major over the window), as PyTorch"
+        "maximum in window order (row-major over the window), as PyTorch; the second "
+        "derivative is zero (exact almost everywhere)"
     )
 
     def sparsity(self, in_shape: Shape) -> Sparsity:
@@ -189,3 +190,14 @@ class MaxPool2d(_Pool2d):
         cols = layout.flat_grid(out_shape, order)[..., np.newaxis]  # (..., h_out, w_out, 1)
         shape = (layout.size_of(x.shape), layout.size_of(out_shape))
         return coo_from_grids(rows, cols, 1.0, shape)
+
+    def _second_order(
+        self, x: FloatArray, cotangent: FloatArray, tangents: FloatArray
+    ) -> FloatArray:
+        # Piecewise linear: where no window's maximum is tied the argmax is locally constant, so
+        # the Jacobian is too and its derivative is zero; at ties (measure zero) zero by choice.
+        return np.zeros_like(tangents)
+
+    def curvature_blocks(self, in_shape: Shape, order: Order) -> IndexArray | None:
+        """Return None: the second-order rule is zero (almost everywhere; see ``note``)."""
+        return None

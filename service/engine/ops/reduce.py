@@ -18,7 +18,7 @@ import scipy.sparse as sp
 from .. import layout
 from ..errors import ShapeError
 from ..op import LinearOp, Op, Sparsity, coo_from_grids, frozen_array, register
-from ..types import FloatArray, Order, Shape
+from ..types import FloatArray, IndexArray, Order, Shape
 from ._util import int_tuple, normalize_axes
 
 _AXES_DOC = "reduced axes, a list of ints (negative from the end), or null for all axes"
@@ -154,6 +154,24 @@ class LogSumExp(_Reduction):
         # (in) * (B, *in with 1 at the reduced axes) -> (B, *in)
         return w * np.expand_dims(cotangents, _batch_axes(axes))
 
+    def _second_order(
+        self, x: FloatArray, cotangent: FloatArray, tangents: FloatArray
+    ) -> FloatArray:
+        # VJP(u) = w u with w the softmax of each group; along t, w moves by
+        # w (t - sum_group(w t)), and u is fixed.
+        axes, w = self._weights(x)
+        moved = w * (tangents - np.sum(w * tangents, axis=_batch_axes(axes), keepdims=True))
+        result: FloatArray = moved * np.expand_dims(cotangent, axes)
+        return result
+
+    def curvature_blocks(self, in_shape: Shape, order: Order) -> IndexArray | None:
+        """Return the reduced groups: ``(out_size, K)``, each group's flat indices."""
+        axes = self._axes(in_shape)
+        grid = layout.flat_grid(in_shape, order)
+        # Move the reduced axes last: each output element's group becomes one row.
+        moved = np.moveaxis(grid, axes, tuple(range(grid.ndim - len(axes), grid.ndim)))
+        return np.reshape(moved, (-1, layout.size_of([in_shape[a] for a in axes])))
+
     def _local_jacobian(self, x: FloatArray, order: Order) -> sp.coo_array:
         axes, w = self._weights(x)
         return _reduction_jacobian(x.shape, axes, w, order)
@@ -170,6 +188,10 @@ class _ScalarLoss(Op):
     @abc.abstractmethod
     def _gradient(self, x: FloatArray) -> FloatArray:
         """Return ``grad f(x)``, shape ``in_shape``."""
+
+    @abc.abstractmethod
+    def _curvature(self, in_shape: Shape) -> float:
+        """Return ``c`` of the Hessian ``c I`` (both losses are quadratics)."""
 
     def out_shape(self, in_shape: Shape) -> Shape:
         """Return ``()``: the result is a scalar."""
@@ -197,6 +219,16 @@ class _ScalarLoss(Op):
         rows = layout.flat_grid(gradient.shape, order)
         return coo_from_grids(rows, np.zeros((), dtype=np.int64), gradient, (gradient.size, 1))
 
+    def _second_order(
+        self, x: FloatArray, cotangent: FloatArray, tangents: FloatArray
+    ) -> FloatArray:
+        # VJP(u) = u grad f(x); its derivative along t is u ∇²f t = u c t.
+        return self._curvature(x.shape) * cotangent * tangents
+
+    def curvature_blocks(self, in_shape: Shape, order: Order) -> IndexArray | None:
+        """Return one group per element: the Hessian ``c I`` is diagonal."""
+        return np.arange(layout.size_of(in_shape), dtype=np.int64)[:, np.newaxis]
+
 
 @register
 @dataclass(frozen=True, eq=False)
@@ -210,6 +242,9 @@ class SquaredNorm(_ScalarLoss):
 
     def _gradient(self, x: FloatArray) -> FloatArray:
         return 2.0 * x
+
+    def _curvature(self, in_shape: Shape) -> float:
+        return 2.0
 
 
 @register
@@ -244,6 +279,9 @@ class MeanSquaredError(_ScalarLoss):
 
     def _gradient(self, x: FloatArray) -> FloatArray:
         return 2.0 * (x - self.target) / x.size
+
+    def _curvature(self, in_shape: Shape) -> float:
+        return 2.0 / layout.size_of(in_shape)
 
     def _forward(self, x: FloatArray) -> FloatArray:
         return np.asarray(np.mean(np.square(x - self.target)), dtype=np.float64)

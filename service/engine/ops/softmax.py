@@ -3,7 +3,8 @@
 Each slice along the axis (length ``K``) is an independent ``K x K`` block of the Jacobian:
 ``d y_k / d x_a = y_k (delta_ak - y_a)`` for softmax and ``delta_ak - s_a`` for log-softmax (``s``
 the softmax). The blocks are built by moving the axis last and pairing every element of a slice
-with every other.
+with every other. The second-order rules differentiate the VJP along a tangent; the same slices are
+the blocks of the weighted Hessian.
 """
 
 from collections.abc import Mapping
@@ -62,6 +63,12 @@ class _AlongAxis(Op):
         cols = grid[..., np.newaxis, :]  # (..., 1, K_out)
         return rows, cols, axis, x.shape[axis]
 
+    def curvature_blocks(self, in_shape: Shape, order: Order) -> IndexArray | None:
+        """Return the slices along the axis: ``(size / K, K)``, each slice's flat indices."""
+        axis = self._axis(in_shape)
+        grid = np.moveaxis(layout.flat_grid(in_shape, order), axis, -1)  # (..., K)
+        return np.reshape(grid, (-1, in_shape[axis]))
+
 
 @register
 @dataclass(frozen=True, eq=False)
@@ -85,6 +92,20 @@ class Softmax(_AlongAxis):
     def _vjp(self, x: FloatArray, cotangents: FloatArray) -> FloatArray:
         # Each block diag(y) - y y^T is symmetric, so the transpose is the same map as the JVP.
         return self._jvp(x, cotangents)
+
+    def _second_order(
+        self, x: FloatArray, cotangent: FloatArray, tangents: FloatArray
+    ) -> FloatArray:
+        # VJP(u) = y (u - <y, u>); along t, y moves by y' = y (t - <y, t>) (the JVP), so
+        # d/dε VJP(u) = y' (u - <y, u>) - y <y', u>, per slice.
+        y = self._forward(x)  # (in)
+        axis = self._axis(x.shape)
+        moved = self._jvp(x, tangents)  # (B, *in)
+        centred = cotangent - np.sum(y * cotangent, axis=axis, keepdims=True)  # (in)
+        result: FloatArray = moved * centred - y * np.sum(
+            moved * cotangent, axis=axis + 1, keepdims=True
+        )
+        return result
 
     def _local_jacobian(self, x: FloatArray, order: Order) -> sp.coo_array:
         rows, cols, axis, k = self._blocks(x, order)
@@ -119,6 +140,16 @@ class LogSoftmax(_AlongAxis):
         s = np.exp(self._forward(x))
         batch_axis = self._axis(x.shape) + 1
         result: FloatArray = cotangents - s * np.sum(cotangents, axis=batch_axis, keepdims=True)
+        return result
+
+    def _second_order(
+        self, x: FloatArray, cotangent: FloatArray, tangents: FloatArray
+    ) -> FloatArray:
+        # VJP(u) = u - s sum(u); along t the softmax s moves by s (t - <s, t>), and u is fixed.
+        s = np.exp(self._forward(x))  # (in)
+        axis = self._axis(x.shape)
+        moved = s * (tangents - np.sum(s * tangents, axis=axis + 1, keepdims=True))  # (B, *in)
+        result: FloatArray = -moved * np.sum(cotangent, axis=axis, keepdims=True)
         return result
 
     def _local_jacobian(self, x: FloatArray, order: Order) -> sp.coo_array:
