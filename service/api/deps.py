@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 import anyio
+import numpy as np
 from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
@@ -29,7 +30,7 @@ from starlette.responses import Response
 from starlette.types import Receive
 
 from ..codec import DecodeLimits
-from ..codec.binary import HEADER_LENGTH, BinaryBodyError, read_binary_body
+from ..codec.binary import HEADER_LENGTH, REQUEST_SEGMENTS, BinaryBodyError, read_binary_body
 from ..config import Settings, get_settings
 from ..engine.cancel import CancelToken
 from ..engine.errors import LimitExceeded
@@ -78,8 +79,11 @@ def validate_body(
     kind: str = "json",
     header_length: str | None = None,
     coding: str = "identity",
-) -> RequestModel:
+) -> tuple[RequestModel, list[np.ndarray[Any, Any]] | None]:
     """Count, parse and validate a JSON or binary body as ``model`` (in a worker thread).
+
+    Returns the model and the binary body's segments (None for JSON): tensors validated later
+    (program graph nodes) find them through ``REQUEST_SEGMENTS``, set in the request's task.
 
     Parameters
     ----------
@@ -109,6 +113,7 @@ def validate_body(
     deferred: list[LimitExceeded] = []
     context: dict[str, Any] = {"limits": limits, "deferred_limits": deferred}
     document = raw
+    segments = None
     if kind == "binary":
         try:
             document, segments = read_binary_body(
@@ -136,7 +141,7 @@ def validate_body(
         raise RenderedValidationError(rendered, count) from None
     if deferred:
         raise deferred[0]
-    return parsed
+    return parsed, segments
 
 
 def json_body(
@@ -154,13 +159,16 @@ def json_body(
         raw = await request.body()
         header_length = request.headers.get(HEADER_LENGTH) if kind == "binary" else None
         try:
-            return await run_in_threadpool(
+            parsed, segments = await run_in_threadpool(
                 validate_body, model, raw, settings, items, kind, header_length, coding
             )
         finally:
             if len(raw) >= RELEASE_AFTER_BYTES:
                 # Parsing a large body builds and frees many objects: trim once it is done.
                 await run_in_threadpool(release_memory)
+        # Set in the request's task, so that its later worker-thread calls see the segments.
+        REQUEST_SEGMENTS.set(segments)
+        return parsed
 
     parse.__name__ = f"parse_{model.__name__}"
     return parse

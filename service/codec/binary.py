@@ -25,6 +25,7 @@ the header, which is the order of the segments after it.
 
 import json
 import math
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,14 @@ SEGMENT_DTYPES: dict[str, np.dtype[Any]] = {
 }
 _DESCRIPTOR_KEYS = ("encoding", "shape", "dtype", "binary_data_size")
 Loc = tuple[str | int, ...]
+
+
+# The segments of the binary body being answered, for tensors validated after the body (the
+# parameters of a program's graph nodes are validated when the program is built). The API sets a
+# fresh list per request; the worker threads it runs see it through their copied context.
+REQUEST_SEGMENTS: ContextVar[list[np.ndarray[Any, Any]] | None] = ContextVar(
+    "request_segments", default=None
+)
 
 
 class BinaryBodyError(CodecError):
@@ -262,10 +271,11 @@ def read_binary_body(
 def segment_for(data: Any, info: ValidationInfo) -> np.ndarray[Any, Any]:
     """Return the segment a validated binary descriptor refers to (``ValueError`` if none).
 
-    ``data`` is the index :func:`read_binary_body` wrote into the descriptor; a descriptor in a
-    JSON-only body has no segments to refer to.
+    ``data`` is the index :func:`read_binary_body` wrote into the descriptor. The segments come
+    from the validation context, or else from :data:`REQUEST_SEGMENTS`; a descriptor in a
+    JSON-only body has none to refer to.
     """
-    segments = (info.context or {}).get("binary_segments")
+    segments = (info.context or {}).get("binary_segments", REQUEST_SEGMENTS.get())
     if segments is None:
         raise ValueError(
             "a binary tensor is only valid in an application/octet-stream body with an "

@@ -193,6 +193,27 @@ def _curvature_matrix(
     return sp.csr_array(coo_from_grids(rows, cols, data, (size, size)))
 
 
+def _symmetrized(matrix: sp.csr_array) -> sp.coo_array:
+    """Return ``(H + H^T) / 2`` as canonical COO: exactly symmetric, whatever the rounding.
+
+    ``P D P^T`` has a symmetric pattern, so the canonical CSC of ``H`` lists its entries in the
+    order that the canonical CSR of ``H^T`` would: the transpose's values, aligned entry for entry
+    with ``H``'s, without a sparse addition. A pattern that is not symmetric (an entry that
+    cancelled to zero on one side) takes the general sum.
+    """
+    matrix.sum_duplicates()  # canonical CSR: sorted, no duplicates
+    by_column = matrix.tocsc()
+    by_column.sum_duplicates()
+    if np.array_equal(matrix.indptr, by_column.indptr) and np.array_equal(
+        matrix.indices, by_column.indices
+    ):
+        data = (matrix.data + by_column.data) * 0.5
+        matrix = sp.csr_array((data, matrix.indices, matrix.indptr), shape=matrix.shape)
+    else:
+        matrix = sp.csr_array((matrix + matrix.T) * 0.5)
+    return canonicalize(matrix)
+
+
 def hessian(
     chain: Chain,
     x: FloatArray,
@@ -271,7 +292,7 @@ def hessian(
             )
     values = chain.trace(x)
     adjoints = _adjoints(chain, values)
-    total = sp.csr_array((n, n))
+    total: sp.csr_array | None = None
     reach: Factor = RowMap((n, n), np.ones(n))  # P_1 = I
     last = max((i for i, group in enumerate(blocks) if group is not None), default=-1)
     for index in range(last + 1):
@@ -279,12 +300,13 @@ def hessian(
         if group is not None:
             curvature = _curvature_matrix(chain, index, values, adjoints[index], order, group)
             p = reach.to_csr() if isinstance(reach, RowMap) else reach
-            total = total + p @ curvature @ p.T
+            term = sp.csr_array(p @ curvature @ p.T)
+            total = term if total is None else sp.csr_array(total + term)
         if index < last:
             op = chain.ops[index]
             with _blame(index, op):
                 reach = matmul(reach, op.local_factor(values[index], order))
-    symmetric = canonicalize(sp.csr_array((total + total.T) * 0.5))
+    symmetric = _symmetrized(sp.csr_array((n, n)) if total is None else total)
     _finite(symmetric.data, "the Hessian")
     matrix: sp.coo_array | FloatArray = to_dense(symmetric) if fmt == "dense" else symmetric
     return HessianResult(values[-1], matrix)

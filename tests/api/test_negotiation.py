@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from service.api.negotiation import OFFERS
 from service.config import Settings
 from service.main import create_app
 from tests.api.test_binary import ENDPOINTS, decoded, post_binary
@@ -18,6 +19,7 @@ pytestmark = pytest.mark.anyio
 PROBLEM_JSON = "application/problem+json"
 NPZ = "application/x-npz"
 NPY = "application/x-npy"
+OCTET = "application/octet-stream"
 XCORR = {"x": {"data": [[[1, 2, 3], [4, 5, 6]]]}, "kernel": {"data": [[[1, 2]]]}}
 
 
@@ -157,3 +159,34 @@ async def test_npy_answers_the_endpoints_tensor(client, name, field) -> None:
     array = np.load(io.BytesIO(response.content), allow_pickle=False)
     assert array.dtype == np.float64 and array.tobytes() == expected.tobytes()
     assert array.shape == expected.shape
+
+
+def test_the_openapi_document_lists_every_representation() -> None:
+    document = create_app(Settings()).openapi()
+    # The downloads this issue offers; other operations' offers are checked against the registry.
+    downloads = {
+        "vec": {NPY}, "ten": {NPY}, "evaluate": {NPY}, "jacobian": {NPZ, NPY}, "jvp": {NPY},
+        "vjp": {NPY}, "chain_rule": {NPZ, NPY}, "cross_correlation": {NPZ, NPY},
+        "gradient_descent": {NPY, "application/x-ndjson"}, "flat": set(), "unflat": set(),
+    }  # fmt: skip
+    seen = set()
+    for item in document["paths"].values():
+        post = item.get("post")
+        if post is None:
+            continue
+        operation = post["operationId"]
+        seen.add(operation)
+        assert set(post["requestBody"]["content"]) == {"application/json", OCTET}
+        assert "Inference-Header-Content-Length" in post["requestBody"]["description"]
+        [parameter] = [p for p in post["parameters"] if p["in"] == "header"]
+        assert parameter["name"] == "Inference-Header-Content-Length"
+        ok = post["responses"]["200"]
+        offered = {r.media_type for r in OFFERS.get(operation, [])}
+        assert set(ok["content"]) == {"application/json", *offered}, operation
+        if operation in downloads:
+            assert offered == downloads[operation] | ({OCTET} if downloads[operation] else set())
+        if OCTET in offered:
+            assert "Inference-Header-Content-Length" in ok["headers"]
+            assert "binary_data_size" in ok["description"]
+        assert {"406", "415"} <= set(post["responses"])
+    assert set(downloads) <= seen

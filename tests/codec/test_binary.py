@@ -3,6 +3,8 @@
 import json
 
 import numpy as np
+import pytest
+from pydantic import ValidationError
 
 from service.api.schemas.tensors import VecRequest
 from service.codec import decode_tensor
@@ -36,3 +38,24 @@ def test_an_unaligned_segment_is_copied_to_an_aligned_array() -> None:
     assert not np.shares_memory(segment, np.frombuffer(body, dtype=np.uint8))
     assert segment.flags.aligned
     np.testing.assert_array_equal(segment, x)
+
+
+def test_tensors_validated_after_the_body_find_the_request_segments() -> None:
+    # A program's graph-node parameters are validated when the program is built, without the
+    # body's validation context: the request's segments reach them through a context variable.
+    import contextvars
+
+    from service.codec import Tensor
+    from service.codec.binary import REQUEST_SEGMENTS
+
+    body, x = body_with_padding(0)
+    header, segments = read_binary_body(body, str(len(body) - 96), 1000, 8)
+    node_parameter = json.dumps(json.loads(header)["x"])
+
+    def validate_later() -> np.ndarray:
+        REQUEST_SEGMENTS.set(segments)
+        return decode_tensor(Tensor.model_validate_json(node_parameter))
+
+    np.testing.assert_array_equal(contextvars.copy_context().run(validate_later), x)
+    with pytest.raises(ValidationError, match="application/octet-stream"):
+        Tensor.model_validate_json(node_parameter)  # a JSON-only request has no segments

@@ -62,7 +62,12 @@ STREAM = Representation(
     None,
     schema=ndjson_schema(),
 )
-offer("gradient_descent", BINARY, STREAM, npy("x_final", "the final iterate x_final"))
+offer(
+    "gradient_descent",
+    BINARY,
+    STREAM,
+    npy("x_final", "the final iterate x_final (x0 form)", lambda body: body.x0 is not None),
+)
 # A streaming worker returns to the event loop at least this often, with the lines it has: the
 # latency of a line and of noticing a disconnected client, traded against one thread hop per slice.
 STREAM_SLICE_SECONDS = 0.02

@@ -119,7 +119,7 @@ def _estimate(request: EstimateRequest, settings: Settings) -> EstimateResponse:
     estimator = ESTIMATORS[request.path]
     raw = json.dumps(request.body).encode()
     try:
-        body = validate_body(estimator.model, raw, settings)
+        body, _ = validate_body(estimator.model, raw, settings)  # JSON: no segments
     except RenderedValidationError as error:
         # The pointers are into the inner body, which sits under /body here.
         rendered = [e.model_copy(update={"pointer": "/body" + e.pointer}) for e in error.rendered]

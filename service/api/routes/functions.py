@@ -1,12 +1,18 @@
 """Functions as operation lists: list the operations, evaluate, differentiate, compose."""
 
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
 
 from ...codec import Encoding, Tensor, TensorOut, decode_tensor, encode_tensor
-from ...codec.sparse import CooJacobianIn, DenseJacobianIn, encode_jacobian
+from ...codec.sparse import (
+    CooJacobian,
+    CooJacobianIn,
+    DenseJacobian,
+    DenseJacobianIn,
+    encode_jacobian,
+)
 from ...config import Settings
 from ...engine import estimates, functions
 from ...engine.chain import Chain
@@ -46,15 +52,31 @@ router = APIRouter(
 )
 
 
+def _x_form(body: Any) -> bool:
+    # A program (named inputs) answers per input; one-tensor downloads name the x form's fields.
+    return getattr(body, "inputs", None) is None
+
+
+def _one_jacobian(body: Any) -> bool:
+    return _x_form(body) or len(body.wrt or body.inputs) == 1
+
+
+def _the_jacobian(answer: Any) -> CooJacobian | DenseJacobian:
+    jacobians = getattr(answer, "jacobians", None)  # a program's, one per input in wrt
+    found = next(iter(jacobians.values())) if jacobians else answer.jacobian
+    return cast(CooJacobian | DenseJacobian, found)
+
+
 def _dense(body: JacobianRequest | ChainRuleRequest) -> bool:
-    return body.format == "dense"
+    return body.format == "dense" and _x_form(body)
 
 
 _DENSE_NPY = npy("jacobian", "the dense Jacobian (with format 'dense')", _dense, dense_jacobian)
+_ONE = " Offered when the answer holds one Jacobian."
 offer("evaluate", BINARY, npy("value", "h(x)"))
-offer("jacobian", BINARY, npz("jacobian"), _DENSE_NPY)
+offer("jacobian", BINARY, npz(_the_jacobian, _one_jacobian, _ONE), _DENSE_NPY)
 offer("jvp", BINARY, npy("jvp", "the JVP"))
-offer("vjp", BINARY, npy("vjp", "the VJP"))
+offer("vjp", BINARY, npy("vjp", "the VJP", _x_form))
 offer("chain_rule", BINARY, npz("jacobian"), _DENSE_NPY)
 
 EvaluateBody = Annotated[EvaluateRequest, Depends(json_body(EvaluateRequest))]

@@ -1,0 +1,201 @@
+"""Second derivatives and optimizers: HVP and Hessian costs against a gradient, L-BFGS overhead.
+
+Run: ``.venv/bin/python benchmarks/second_order.py [--repeat 5]`` (any cwd).
+
+OpenBLAS is limited to one thread (set before NumPy loads): on the shared 2-core machines its
+threads made SciPy's L-BFGS-B 20x slower under load, for SciPy and the service alike. Every table
+is measured in one run, interleaved (each repetition runs every row once), medians of
+``--repeat`` repetitions after a warm-up; the machine is shared, so the same-run ratios are what
+the numbers mean.
+
+* **HVP / gradient**: one exact Hessian-vector product (forward over reverse, value and gradient
+  included) against one gradient as gradient descent computes it (``Objective.evaluate`` and
+  ``.gradient``, prepared), on ``mse(xcorr2d(x; k), y)`` with respect to the image ``x``
+  (3, 32, 32), ``k`` (3, 3, 3), and on ``sum(softplus(x) * c)`` with n = 10⁴.
+* **Hessian COO / gradient**: the structural COO Hessian of ``sum(square(xcorr2d(x, [1, -1])))``,
+  x (1, 1000, 1000) (n = 10⁶, neighbour differences along rows: 2,998,000 entries), against one
+  gradient.
+* **L-BFGS**: ``mean((tanh(x) - y)²)``, n = 1000, ``grad_tol`` 1e-9 (2-norm) against
+  ``scipy.optimize.minimize(method="L-BFGS-B", jac=True)`` with the same function written in
+  NumPy (``ftol`` 0, ``gtol`` 1e-12 so that the iteration counts match); ``POST /v1/minimize`` in
+  process (``httpx.ASGITransport``), and the per-iteration overhead
+  ``(t_service - t_scipy) / iterations``.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import httpx  # noqa: E402
+import numpy as np  # noqa: E402
+import scipy.optimize  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from service.config import Settings  # noqa: E402
+from service.engine import hessian  # noqa: E402
+from service.engine.chain import Chain  # noqa: E402
+from service.engine.descent import Objective  # noqa: E402
+from service.engine.functions import FunctionLimits  # noqa: E402
+from service.engine.op import get_op  # noqa: E402
+from service.main import create_app  # noqa: E402
+
+LIMITS = FunctionLimits(max_tensor_elements=10**8, max_dense_elements=10**8, max_nnz=10**8)
+
+
+def interleaved(rows: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
+    """Return the median seconds of each row, the rows run in turn ``repeat`` times."""
+    for run in rows.values():
+        run()  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in rows}
+    for _ in range(repeat):
+        for name, run in rows.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def _gradient(chain: Chain) -> Callable[[np.ndarray], np.ndarray]:
+    objective = Objective(chain, max_prepared_nnz=LIMITS.max_nnz)
+    return lambda x: objective.gradient(objective.evaluate(x))
+
+
+def op_list_cases() -> dict[str, tuple[Chain, np.ndarray]]:
+    rng = np.random.default_rng(0)
+    kernel, target = rng.normal(size=(3, 3, 3)), rng.normal(size=(30, 30))
+    return {
+        "mse(xcorr2d(x; k), y), x (3, 32, 32), k3": (
+            Chain([get_op("xcorr2d")(kernel=kernel), get_op("mse")(target=target)], (3, 32, 32)),
+            rng.normal(size=(3, 32, 32)),
+        ),
+        "sum(softplus(x) * c), n = 10^4": (
+            Chain(
+                [get_op("softplus")(), get_op("multiply")(constant=rng.normal(size=10**4)),
+                 get_op("sum")()],
+                (10**4,),
+            ),
+            rng.normal(size=10**4),
+        ),
+    }  # fmt: skip
+
+
+def hvp_rows(repeat: int) -> list[dict[str, Any]]:
+    rows = []
+    for label, (chain, x) in op_list_cases().items():
+        gradient = _gradient(chain)
+        v = np.random.default_rng(1).normal(size=(1, *x.shape))
+        times = interleaved(
+            {
+                "gradient": lambda g=gradient, x=x: g(x),
+                "hvp": lambda c=chain, x=x, v=v: hessian.hvp(c, x, v),
+            },
+            repeat,
+        )
+        rows.append({"case": label, **times, "ratio": times["hvp"] / times["gradient"]})
+    return rows
+
+
+def hessian_row(repeat: int) -> dict[str, Any]:
+    shape = (1, 1000, 1000)
+    chain = Chain(
+        [get_op("xcorr2d")(kernel=np.array([[[1.0, -1.0]]])), get_op("square")(), get_op("sum")()],
+        shape,
+    )
+    x = np.random.default_rng(2).normal(size=shape)
+    gradient = _gradient(chain)
+    found: dict[str, int] = {}
+
+    def coo() -> None:
+        matrix = hessian.hessian(chain, x, order="F", fmt="coo", limits=LIMITS).matrix
+        found["nnz"] = int(matrix.nnz)
+
+    times = interleaved({"gradient": lambda: gradient(x), "hessian": coo}, repeat)
+    return {**times, **found, "ratio": times["hessian"] / times["gradient"]}
+
+
+def lbfgs_row(repeat: int, n: int = 1000) -> dict[str, Any]:
+    rng = np.random.default_rng(3)
+    y = rng.uniform(-0.9, 0.9, n)
+    x0 = rng.normal(size=n)
+
+    def f_and_grad(x: np.ndarray) -> tuple[float, np.ndarray]:
+        t = np.tanh(x)
+        r = t - y
+        return float(np.mean(r * r)), 2.0 * r * (1.0 - t * t) / n
+
+    iterations: dict[str, int] = {}
+
+    def direct() -> None:
+        result = scipy.optimize.minimize(
+            f_and_grad, x0, jac=True, method="L-BFGS-B",
+            options={"ftol": 0.0, "gtol": 1e-12, "maxiter": 10_000},
+        )  # fmt: skip
+        iterations["scipy"] = int(result.nit)
+
+    body = {
+        "function": [{"op": "tanh"}, {"op": "mse", "target": {"data": y.tolist()}}],
+        "x0": {"data": x0.tolist()}, "method": "lbfgs", "max_steps": 10_000,
+        "tolerances": {"grad_tol": 1e-9}, "record_every": 10_000,
+    }  # fmt: skip
+    payload = json.dumps(body).encode()
+    app = create_app(Settings(max_descent_steps=10_000))
+    loop = asyncio.new_event_loop()
+
+    async def post() -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+            response = await client.post(
+                "/v1/minimize", content=payload, headers={"content-type": "application/json"}
+            )
+            iterations["service"] = int(response.raise_for_status().json()["steps"])
+
+    times = interleaved({"scipy": direct, "service": lambda: loop.run_until_complete(post())},
+                        repeat)  # fmt: skip
+    loop.close()
+    overhead = (times["service"] - times["scipy"]) / max(1, iterations["service"])
+    return {**times, **{f"iterations_{k}": v for k, v in iterations.items()},
+            "ratio": times["service"] / times["scipy"], "overhead": overhead}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    logging.disable(logging.CRITICAL)
+    print("| function | gradient (ms) | HVP (ms) | HVP / gradient |")
+    print("|---|---:|---:|---:|")
+    for row in hvp_rows(args.repeat):
+        print(f"| {row['case']} | {row['gradient'] * 1e3:.3f} | {row['hvp'] * 1e3:.3f} | "
+              f"{row['ratio']:.2f} |")  # fmt: skip
+    row = hessian_row(args.repeat)
+    print(f"\n| Hessian COO, n = 10^6 (nnz {row['nnz']}) | gradient (ms) | Hessian (ms) | ratio |")
+    print("|---|---:|---:|---:|")
+    print(f"| sum(square(xcorr2d(x, [1, -1]))), x (1, 1000, 1000) | {row['gradient'] * 1e3:.1f} "
+          f"| {row['hessian'] * 1e3:.1f} | {row['ratio']:.1f} |")  # fmt: skip
+    row = lbfgs_row(args.repeat)
+    print("\n| L-BFGS-B, mean((tanh(x) - y)²), n = 1000 | time (ms) | iterations |")
+    print("|---|---:|---:|")
+    print(f"| scipy.optimize.minimize, direct | {row['scipy'] * 1e3:.1f} | "
+          f"{row['iterations_scipy']} |")  # fmt: skip
+    print(f"| POST /v1/minimize, in process | {row['service'] * 1e3:.1f} | "
+          f"{row['iterations_service']} |")  # fmt: skip
+    print(f"\nservice / scipy {row['ratio']:.2f}; overhead {row['overhead'] * 1e3:.3f} ms per "
+          "iteration")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
