@@ -112,27 +112,35 @@ def hvp(chain: Chain, x: FloatArray, tangents: FloatArray) -> HvpResult:
             f"vectors must have shape (B, {', '.join(map(str, chain.in_shape))}), "
             f"got {list(tangents.shape)}"
         )
-    adjoints = _adjoints(chain, values)
+    # The chain ran every shape rule once; each operation's domain is checked once here, then
+    # its private rules run (as the descent objective's stages do).
+    for index, op in enumerate(chain.ops):
+        with _blame(index, op):
+            op.check_domain(values[index], differentiating=True)
     # Tangents of the intermediates, only as far as the last operation with curvature needs.
     curved = [i for i, op in enumerate(chain.ops) if not op.linear]
     dots = [tangents]
     for index in range(curved[-1] if curved else 0):
         op = chain.ops[index]
         with _blame(index, op):
-            dots.append(op.jvp(values[index], dots[-1]))
-    product: FloatArray | None = None  # u̇, None while it is still exactly zero
+            dots.append(op._jvp(values[index], dots[-1]))
+    # u (one cotangent) and u̇ (one per tangent; None while exactly zero) are pulled back
+    # together, as one batch, through each operation.
+    u: FloatArray = np.ones((1, *chain.out_shape))
+    product: FloatArray | None = None
     for index in range(len(chain.ops) - 1, -1, -1):
         op = chain.ops[index]
         with _blame(index, op):
-            if product is not None:
-                product = op.vjp(values[index], product)
-            if not op.linear:
-                term = op.second_order(values[index], adjoints[index], dots[index])
-                product = term if product is None else product + term
-    with _blame(0, chain.ops[0]):
-        gradient = chain.ops[0].vjp(values[0], adjoints[0][np.newaxis])[0]
+            term = None if op.linear else op._second_order(values[index], u[0], dots[index])
+            if product is None:
+                u = op._vjp(values[index], u)
+            else:
+                pulled = op._vjp(values[index], np.concatenate([u, product]))
+                u, product = pulled[:1], pulled[1:]
+        if term is not None:
+            product = term if product is None else product + term
     products = np.zeros_like(tangents) if product is None else product
-    return HvpResult(values[-1], _finite(gradient, "the gradient"), _finite(products, "the HVP"))
+    return HvpResult(values[-1], _finite(u[0], "the gradient"), _finite(products, "the HVP"))
 
 
 def hessian_nnz_bound(chain: Chain) -> int:

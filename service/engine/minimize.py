@@ -22,7 +22,9 @@ records. Methods:
     exact Hessian-vector product of :func:`service.engine.hessian.hvp`. SciPy's iteration callback
     makes the records and checks the service's stopping rules; when SciPy ends the run itself,
     its result maps onto a status (:func:`_scipy_status`) and its message is quoted in the reason.
-    SciPy runs in a worker thread that hands each event over a queue; closing the generator
+    SciPy runs in a worker thread that hands its events over in batches (at most every
+    :data:`HANDOVER_SECONDS`, so the two threads do not trade the GIL every iteration); closing the
+    generator
     stops SciPy at its next function evaluation or iteration.
 
 A trial point of a SciPy line search where ``f`` is not finite or leaves an operation's domain
@@ -32,7 +34,6 @@ function, gradient and Hessian-vector evaluations.
 """
 
 import math
-import queue
 import threading
 import time
 from collections.abc import Generator
@@ -72,6 +73,7 @@ __all__ = [
     "Bounds",
     "Counts",
     "CountingObjective",
+    "HANDOVER_SECONDS",
     "Method",
     "MinimizeEvent",
     "MinimizeParams",
@@ -83,6 +85,9 @@ __all__ = [
 Method = Literal["gd", "adam", "lbfgs", "newton-cg", "trust-ncg"]
 METHODS: tuple[Method, ...] = get_args(Method)
 _SCIPY_NAMES = {"lbfgs": "L-BFGS-B", "newton-cg": "Newton-CG", "trust-ncg": "trust-ncg"}
+# The SciPy worker wakes its consumer at most this often (and at the end): the latency of a
+# streamed line, traded against a thread switch per iteration.
+HANDOVER_SECONDS = 0.02
 # L-BFGS-B's line search tries at most this many points per iteration (SciPy's default maxls).
 _MAX_LINE_SEARCH = 20
 
@@ -317,7 +322,7 @@ class _Interrupted(Exception):
 
 
 class _ScipyRun:
-    """One SciPy minimization in a worker thread, its events handed over a queue."""
+    """One SciPy minimization in a worker thread, its events handed over in batches."""
 
     def __init__(
         self,
@@ -334,7 +339,9 @@ class _ScipyRun:
         self._f_limit = self._descent.divergence_factor * max(abs(start.f), 1.0)
         self._last = start
         self._cache: dict[bytes, tuple[float, FloatArray]] = {}
-        self._events: queue.SimpleQueue[MinimizeEvent | BaseException] = queue.SimpleQueue()
+        self._ready = threading.Condition()
+        self._batch: list[MinimizeEvent | BaseException] = []
+        self._handed = 0.0  # when the consumer was last woken
         self._closed = threading.Event()
         self._stop: Stop | None = None
 
@@ -394,7 +401,7 @@ class _ScipyRun:
                 "used up",
             )
         self._last = state
-        self._events.put(_record(state, self._descent, self._objective.counts()))
+        self._hand(_record(state, self._descent, self._objective.counts()), last=False)
         if stop is not None:
             self._stop = stop
             raise StopIteration
@@ -465,9 +472,17 @@ class _ScipyRun:
 
     def _work(self) -> None:
         try:
-            self._events.put(self._minimize())
+            self._hand(self._minimize(), last=True)
         except BaseException as error:  # handed to the consumer, who raises it
-            self._events.put(error)
+            self._hand(error, last=True)
+
+    def _hand(self, event: MinimizeEvent | BaseException, *, last: bool) -> None:
+        with self._ready:
+            self._batch.append(event)
+            now = time.monotonic()
+            if last or now - self._handed >= HANDOVER_SECONDS:
+                self._handed = now
+                self._ready.notify()
 
     def events(self) -> Generator[MinimizeEvent, None, None]:
         """Yield the run's events; closing the generator stops SciPy and waits for the thread."""
@@ -483,12 +498,16 @@ class _ScipyRun:
         worker.start()
         try:
             while True:
-                event = self._events.get()
-                if isinstance(event, BaseException):
-                    raise event
-                yield event
-                if isinstance(event, MinimizeSummary):
-                    return
+                with self._ready:
+                    while not self._batch:
+                        self._ready.wait(HANDOVER_SECONDS)
+                    batch, self._batch = self._batch, []
+                for event in batch:
+                    if isinstance(event, BaseException):
+                        raise event
+                    yield event
+                    if isinstance(event, MinimizeSummary):
+                        return
         finally:
             self._closed.set()
             worker.join()
