@@ -44,7 +44,7 @@ def fd_check_cost(chain: Chain) -> Cost:
     derivative = pass_cost(chain.ops, chain.shapes, batch=directions)
     # Both sides' quotients, the perturbations, the compared products and the rules' batched
     # temporaries (max_pool2d: 65 MB for 32 directions of a 6000-element input) together.
-    held = 8 * probe.peak_bytes
+    held = 12 * probe.peak_bytes
     return probe.times(2).then(derivative).holding(held)
 
 

@@ -34,6 +34,8 @@ FACTOR = 40
 # The chain rule is estimated from the factors' sizes and entry counts, before their patterns are
 # decoded: a product's non-zero bound can be far above what scattered patterns produce.
 CHAIN_RULE_FACTOR = 400
+# The finite-difference check's batched temporaries differ most between operations.
+FD_CHECK_FACTOR = 200
 NS_PER_UNIT = 100
 LIMITS = functions.FunctionLimits(10**9, 10**9, 10**9)
 SHAPES: tuple[tuple[int, ...], ...] = ((3, 40, 50), (2, 3, 24, 30), (60, 70), (4000,))
@@ -94,6 +96,7 @@ def test_evaluate_and_products_are_bounded_per_operation(
         estimates.product_cost(chain, check=True),
         lambda: functions.product(chain, x, v, direction="jvp", check=True, limits=LIMITS),
         2 * x.nbytes,
+        FD_CHECK_FACTOR,
     )
 
 
