@@ -1,0 +1,31 @@
+"""client.estimate and client.metadata equal the raw answers of /v1/estimate and /v1/metadata."""
+
+import base64
+
+import numpy as np
+from jacobian_client import Client
+
+from tests.client import raw
+from tests.e2e.live import LiveServer
+
+
+def b64(array: np.ndarray) -> dict:
+    data = base64.b64encode(np.ascontiguousarray(array, dtype="<f8").tobytes()).decode()
+    return {"encoding": "base64", "shape": list(array.shape), "data": data}
+
+
+def test_estimate_is_the_raw_estimate_of_the_same_request(server: LiveServer) -> None:
+    x, k = np.ones((3, 40, 40)), np.ones((3, 3, 3))
+    body = {"x": b64(x), "kernel": b64(k), "jacobian": "coo", "encoding": "base64"}
+    answer = raw.post(
+        server.base_url, "/v1/estimate", {"path": "/v1/cross-correlation", "body": body}
+    )
+    with Client(server.base_url, encoding="base64") as client:
+        got = client.estimate("cross_correlation", x, k, jacobian="coo")
+        assert got == answer and got["refused"] is False and got["work"] > 0
+        refused = client.estimate("jacobian", ["tanh"], x=np.ones((600, 600)), format="dense")
+        assert refused["refused"] is True
+        assert refused["problem"]["type"] == "/problems/limit-exceeded"
+        metadata = client.metadata()
+    assert metadata == raw.get(server.base_url, "/v1/metadata")
+    assert "/v1/cross-correlation" in metadata["estimable_paths"]
