@@ -377,29 +377,87 @@ async function runCorrelation(event) {
 
 // ---- function panel -----------------------------------------------------------------------
 
+function functionBody() {
+  const expression = document.getElementById("fn-form").value === "expression";
+  const check = document.getElementById("fn-check").checked;
+  if (!expression) {
+    const x = readJson(document.getElementById("fn-x"));
+    const ops = readJson(document.getElementById("fn-ops"));
+    if (x === undefined || ops === undefined) return undefined;
+    return { x: { data: x }, function: ops, format: "coo", check };
+  }
+  const inputs = readJson(document.getElementById("fn-inputs"));
+  if (inputs === undefined) return undefined;
+  const tensors = Object.fromEntries(Object.entries(inputs).map(([name, data]) => [name, { data }]));
+  return { inputs: tensors, function: document.getElementById("fn-expression").value, format: "coo", check };
+}
+
+// One spy plot per Jacobian: the op-list answer's `jacobian` (of x), or a program's `jacobians`.
+function drawFunctionSpies(answer) {
+  const jacobians = answer.jacobians || { x: answer.jacobian };
+  const container = document.getElementById("fn-spies");
+  container.replaceChildren();
+  for (const [name, jacobian] of Object.entries(jacobians)) {
+    const figure = document.createElement("figure");
+    const caption = document.createElement("figcaption");
+    caption.id = `fn-spy-${name}-caption`;
+    caption.textContent = spyCaption(`∂h/∂${name}`, jacobian) + ` (strategy ${answer.strategy})`;
+    const box = document.createElement("div");
+    box.className = "spy";
+    const canvas = document.createElement("canvas");
+    canvas.id = `fn-spy-${name}`;
+    canvas.setAttribute("role", "img");
+    canvas.setAttribute("aria-labelledby", caption.id);
+    box.append(canvas);
+    figure.append(caption, box);
+    container.append(figure);
+    drawSpy(canvas, jacobian);
+  }
+}
+
 async function runFunction(event) {
   event.preventDefault();
   const form = document.getElementById("function-form");
   clearErrors(form);
-  const x = readJson(document.getElementById("fn-x"));
-  const ops = readJson(document.getElementById("fn-ops"));
-  if (x === undefined || ops === undefined) return;
-  const body = { x: { data: x }, function: ops, format: "coo", check: document.getElementById("fn-check").checked };
+  const body = functionBody();
+  if (body === undefined) return;
   try {
     const answer = await postJson("/v1/jacobian", body);
     document.getElementById("fn-results").hidden = false;
     document.getElementById("fn-value").textContent = JSON.stringify(answer.value.data);
-    drawSpy(document.getElementById("fn-spy"), answer.jacobian);
-    document.getElementById("fn-spy-caption").textContent =
-      spyCaption("∂h/∂x", answer.jacobian) + ` (strategy ${answer.strategy})`;
+    drawFunctionSpies(answer);
     const check = answer.check;
     document.getElementById("fn-check-result").textContent = check
       ? `Finite-difference check ${check.passed ? "passed" : "FAILED"}: max abs error ` +
         `${format(check.max_abs_error)}, max rel error ${format(check.max_rel_error)} over ` +
         `${check.directions} directions (${check.checked.join(", ")}).`
-      : "No finite-difference check asked for.";
+      : "No finite-difference check in this answer.";
   } catch (error) {
     showError(form, document.getElementById("function-error"), error);
+  }
+}
+
+// Offer expressions when the service's own OpenAPI document says /v1/jacobian takes `inputs`.
+async function detectPrograms() {
+  const select = document.getElementById("fn-form");
+  const show = () => {
+    const expression = select.value === "expression";
+    document.getElementById("fn-ops-fields").hidden = expression;
+    document.getElementById("fn-expression-fields").hidden = !expression;
+  };
+  select.addEventListener("change", show);
+  show();
+  try {
+    const response = await fetch("/openapi.json", { headers: headers("application/json") });
+    if (!response.ok) return;
+    const schemas = (await response.json()).components.schemas;
+    const request = schemas.JacobianRequest || {};
+    if (request.properties && request.properties.inputs) {
+      select.querySelector("option[value='expression']").disabled = false;
+      document.getElementById("fn-form-help").textContent = "Programs are available: pick either form.";
+    }
+  } catch {
+    // Without the document the op-list form still works.
   }
 }
 
@@ -578,6 +636,7 @@ function setUpKey() {
 document.addEventListener("DOMContentLoaded", () => {
   setUpKey();
   setUpEditor();
+  detectPrograms();
   document.getElementById("xcorr-form").addEventListener("submit", runCorrelation);
   document.getElementById("function-form").addEventListener("submit", runFunction);
   document.getElementById("descent-form").addEventListener("submit", runDescent);

@@ -192,9 +192,9 @@ def test_function_panel_value_spy_and_check(page: Any) -> None:
     # tanh of the worked example's correlation of [[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]].
     value = np.array(json.loads(by_id(page, "fn-value").text))
     np.testing.assert_allclose(value, np.tanh([[0.5, 0.8], [1.4, 1.7]]), rtol=1e-12)
-    cell = int(by_id(page, "fn-spy").get_attribute("data-cell"))
+    cell = int(by_id(page, "fn-spy-x").get_attribute("data-cell"))
     expected = np.kron(np.array(WORKED_J) != 0, np.ones((cell, cell), bool))
-    assert np.array_equal(lit_mask(page, "fn-spy"), expected)
+    assert np.array_equal(lit_mask(page, "fn-spy-x"), expected)
 
 
 def run_descent_by_keyboard(browser: Any, loss: str, learning_rate: str, steps: str) -> None:
