@@ -224,6 +224,34 @@ async def test_heatmaps_of_input_kernel_and_output(client: httpx.AsyncClient) ->
         assert f">{value}<" in svg.text or f" {value} " in f" {text} "
 
 
+def svg_text_positions(svg: str) -> dict[str, tuple[float, float]]:
+    """Each <text> element's text and its anchor (x, y) in SVG user units (y down)."""
+    found = re.findall(r'<text[^>]* x="([-\d.]+)" y="([-\d.]+)"[^>]*>([^<]*)</text>', svg)
+    return {text: (float(x), float(y)) for x, y, text in found}
+
+
+async def test_heatmaps_put_channels_kernel_and_output_side_by_side(
+    client: httpx.AsyncClient, rng: np.random.Generator
+) -> None:
+    # Two channels: x[c=0] above x[c=1] in the first column, the kernel's channels in the
+    # second, the one output map in the third.
+    body = {"x": b64(rng.standard_normal((2, 5, 6))), "kernel": b64(rng.standard_normal((2, 1, 3)))}
+    svg = await client.post(XCORR, json=body, headers=SVG)
+    positions = svg_text_positions(svg.text)
+    width = float(re.search(r'<svg[^>]* width="([\d.]+)pt"', svg.text).group(1))
+    columns = {
+        0: ["x[c=0] (5 × 6)", "x[c=1] (5 × 6)"],
+        1: ["kernel[c=0] (1 × 3)", "kernel[c=1] (1 × 3)"],
+        2: ["output (5 × 4)"],
+    }
+    for column, titles in columns.items():
+        for title in titles:
+            x, _ = positions[title]
+            assert column * width / 3 < x < (column + 1) * width / 3, (title, x, width)
+        ys = [positions[title][1] for title in titles]
+        assert ys == sorted(ys)  # channels go down the column
+
+
 async def test_two_jacobians_have_no_single_picture(client: httpx.AsyncClient) -> None:
     body = {**WORKED, "jacobian": "coo", "wrt": ["x", "kernel"]}
     response = await client.post(XCORR, json=body, headers=PNG)
