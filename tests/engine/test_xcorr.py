@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from service.engine import xcorr
+from service.engine.errors import ParameterError, ShapeError
 from service.engine.kernels.xcorr import columns as xcorr_columns
 from service.engine.kernels.xcorr import jacobian as xcorr_jacobian
-from service.engine.errors import ParameterError, ShapeError
 from tests import oracles
 
 FLOAT = np.float64
