@@ -403,6 +403,20 @@ async def test_descent_curves_are_straight_on_log_scale(client: httpx.AsyncClien
         np.testing.assert_allclose(slopes, slopes[0], rtol=1e-3)
 
 
+async def test_a_curve_that_goes_negative_is_on_a_linear_scale(client: httpx.AsyncClient) -> None:
+    # f(x) = x_0 + x_1 has the constant gradient (1, 1): f_t = 1 - 2 γ t goes negative while
+    # ‖∇f_t‖ = √2 stays positive, so only the f panel falls back to a linear scale.
+    body = {
+        "function": [{"op": "sum"}],
+        "x0": {"data": [0.5, 0.5]},
+        "learning_rate": 0.25,
+        "max_steps": 10,
+    }
+    text = svg_texts((await client.post("/v1/gradient-descent", json=body, headers=SVG)).text)
+    assert "f(x_t) (linear scale)" in text
+    assert "‖∇f(x_t)‖₂ (log scale)" in text
+
+
 async def test_a_diverging_run_is_drawn_with_its_status(client: httpx.AsyncClient) -> None:
     body = {
         "function": [{"op": "squared_norm"}],
