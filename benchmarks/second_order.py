@@ -18,8 +18,10 @@ the numbers mean.
 * **Program Hessian COO / gradient**: the structural COO Hessian of the Rosenbrock expression at
   n = 10⁶ (``service.engine.graph.curvature``, tridiagonal, 2,999,998 entries) against one gradient
   of gradient descent over programs (``ProgramObjective``).
-* **Programs, HVP / gradient**: ``program_hvp`` against the gradient of gradient descent over
-  programs (``ProgramObjective``), on Rosenbrock n = 10⁴ (the expression of the README) and on
+* **Programs, HVP / gradient**: ``program_hvp`` (evaluation, gradient and product) and the product
+  at an already evaluated point (``Linearization.products``, what Newton-CG's and trust-ncg's
+  conjugate-gradient iterations ask for) against the gradient of gradient descent over programs
+  (``ProgramObjective``), on Rosenbrock n = 10⁴ (the expression of the README) and on
   the kernel-recovery loss ``mse(xcorr2d(x, k), y)`` over ``k`` (3, 3, 3), ``x`` (3, 32, 32)
   fixed.
 * **Rosenbrock L-BFGS**: n = 1000 from ``x0 = (-1.2, 1, -1.2, 1, ...)``, ``POST /v1/minimize``
@@ -63,6 +65,7 @@ from service.engine.chain import Chain  # noqa: E402
 from service.engine.descent import Objective  # noqa: E402
 from service.engine.functions import FunctionLimits  # noqa: E402
 from service.engine.graph import curvature  # noqa: E402
+from service.engine.graph import hvp as graph_hvp  # noqa: E402
 from service.engine.graph.descent import ProgramObjective  # noqa: E402
 from service.engine.op import get_op  # noqa: E402
 from service.main import create_app  # noqa: E402
@@ -143,14 +146,17 @@ def program_rows(repeat: int) -> list[dict[str, Any]]:
         objective = ProgramObjective(program, inputs, wrt, max_prepared_nnz=LIMITS.max_nnz)
         x = objective.packing.pack(inputs)
         vectors = {name: rng.normal(size=(1, *inputs[name].shape)) for name in wrt}
+        point = graph_hvp.Linearization(program, inputs, wrt)
         times = interleaved(
             {
                 "gradient": lambda o=objective, x=x: o.gradient(o.evaluate(x)),
-                "hvp": lambda p=program, i=inputs, v=vectors: hessian.program_hvp(p, i, v),
+                "hvp": lambda p=program, i=inputs, v=vectors: graph_hvp.program_hvp(p, i, v),
+                "at_point": lambda a=point, v=vectors: a.products(v, 1),
             },
             repeat,
         )
-        rows.append({"case": label, **times, "ratio": times["hvp"] / times["gradient"]})
+        rows.append({"case": label, **times, "ratio": times["hvp"] / times["gradient"],
+                     "point_ratio": times["at_point"] / times["gradient"]})  # fmt: skip
     return rows
 
 
@@ -278,11 +284,13 @@ def main() -> None:
     for row in hvp_rows(args.repeat):
         print(f"| {row['case']} | {row['gradient'] * 1e3:.3f} | {row['hvp'] * 1e3:.3f} | "
               f"{row['ratio']:.2f} |")  # fmt: skip
-    print("\n| program | gradient (ms) | HVP (ms) | HVP / gradient |")
-    print("|---|---:|---:|---:|")
+    print("\n| program | gradient (ms) | HVP (ms) | HVP / gradient | HVP at an evaluated point "
+          "(ms) | / gradient |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|")
     for row in program_rows(args.repeat):
         print(f"| {row['case']} | {row['gradient'] * 1e3:.3f} | {row['hvp'] * 1e3:.3f} | "
-              f"{row['ratio']:.2f} |")  # fmt: skip
+              f"{row['ratio']:.2f} | {row['at_point'] * 1e3:.3f} | "
+              f"{row['point_ratio']:.2f} |")  # fmt: skip
     rosen = rosenbrock_lbfgs_row()
     print("\n| Rosenbrock n = 1000, L-BFGS-B | time (s) | iterations | f |")
     print("|---|---:|---:|---:|")
