@@ -58,34 +58,15 @@ from .graph.program import Program
 from .graph.requests import as_chain, check_tensors
 from .hessian import hvp
 from .minimize_params import (
-    METHODS,
-    Bounds,
     CountingObjective,
-    Counts,
-    Method,
     MinimizeEvent,
     MinimizeParams,
-    MinimizeRecord,
-    MinimizeSummary,
     counted,
 )
-from .scipy_run import HANDOVER_SECONDS, ScipyRun
+from .scipy_run import ScipyRun
 from .types import FloatArray
 
-__all__ = [
-    "HANDOVER_SECONDS",
-    "METHODS",
-    "Bounds",
-    "Counts",
-    "CountingObjective",
-    "Method",
-    "MinimizeEvent",
-    "MinimizeParams",
-    "MinimizeRecord",
-    "MinimizeSummary",
-    "minimize",
-    "minimize_program",
-]
+__all__ = ["minimize", "minimize_program"]
 
 
 class _AdamStep:

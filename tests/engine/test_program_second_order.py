@@ -11,7 +11,8 @@ from service.engine.descent import DescentLimits, collect
 from service.engine.functions import FunctionLimits
 from service.engine.graph.hvp import Linearization, program_hvp
 from service.engine.hessian import program_hessian
-from service.engine.minimize import MinimizeParams, minimize_program
+from service.engine.minimize import minimize_program
+from service.engine.minimize_params import MinimizeParams
 from tests import oracles
 
 ROSEN = "sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)"
