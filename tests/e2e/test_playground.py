@@ -229,20 +229,10 @@ def run_function(browser: Any) -> str:
     return str(wait_for(browser, lambda b: by_id(b, "fn-check-result").text))
 
 
-def program_check_offered(base_url: str) -> bool:
-    """Whether this service's program answers have a central-difference check (OpenAPI)."""
-    schemas = httpx.get(f"{base_url}/openapi.json").json()["components"]["schemas"]
-    return "check" in schemas["ProgramJacobianResponse"]["properties"]
-
-
-def test_function_panel_expression_value_spies_and_check(page: Any, live_server: str) -> None:
+def test_function_panel_expression_value_spies_and_check(page: Any) -> None:
     assert by_id(page, "fn-form").get_attribute("value") == "expression"  # the default form
     check = run_function(page)
-    if program_check_offered(live_server):
-        assert "Finite-difference check passed" in check, check
-    else:
-        assert "checks the operation-list form only" in check, check
-        assert "expressions are not checked" in by_id(page, "fn-check-help").text
+    assert "Finite-difference check passed" in check, check
     value = np.array(json.loads(by_id(page, "fn-value").text))
     np.testing.assert_allclose(value, FUNCTION_VALUE, rtol=1e-12)
     spy_pattern(page, "fn-spy-x", np.array(WORKED_J) != 0)
