@@ -535,9 +535,12 @@ class ElementwiseOp(Op):
         return self.derivative(x) * cotangents
 
     def _local_jacobian(self, x: FloatArray, order: Order) -> sp.coo_array:
+        return to_coo(self._local_factor(x, order))
+
+    def _local_factor(self, x: FloatArray, order: Order) -> Factor:
         # diag(vec(g'(x))) needs no index arithmetic: the row of entry i is i.
         n = layout.size_of(x.shape)
-        return to_coo(RowMap((n, n), layout.vec(self.derivative(x), order)))
+        return RowMap((n, n), layout.vec(self.derivative(x), order))
 
 
 def coo_from_grids(

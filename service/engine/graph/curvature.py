@@ -29,7 +29,7 @@ from ..errors import LimitExceeded
 from ..functions import FunctionLimits
 from ..hessian import _COO_DENSITY, HessianFormat, HessianResult, _symmetrized
 from ..hessian import program_hessian as dense_program_hessian
-from ..sparse import Factor, RowMap, coo_from_triplets, factor_of, matmul, to_coo
+from ..sparse import Factor, RowMap, coo_from_triplets, factor_of, index_dtype, matmul, to_coo
 from ..types import FloatArray, IndexArray, Order
 from .hvp import Linearization, _finite
 from .program import Node, Program, blame
@@ -128,7 +128,7 @@ def _pairs(node: Node, reached: Container[str]) -> Iterator[tuple[int, int]]:
                 yield i, j
 
 
-Blocks = dict[tuple[int, int], sp.csr_array]
+Blocks = dict[tuple[int, int], Factor]
 
 
 def _curved(point: Linearization, order: Order) -> dict[str, Blocks]:
@@ -185,7 +185,12 @@ def _curvature_matrix(
     """``M``: every block ``D_ij`` at (slot of argument i, slot of argument j), and ``D_ij^T``."""
     size = sum(layout.size_of(program.shapes[v]) for v in slots)
     blocks = [
-        (node.args[i], node.args[j], i == j, factor_of(block))
+        (
+            node.args[i],
+            node.args[j],
+            i == j,
+            block if isinstance(block, RowMap) else factor_of(block),
+        )
         for node in program.nodes
         for (i, j), block in curved.get(node.id, {}).items()
     ]
@@ -221,6 +226,18 @@ def _embedding(n: int, offset: int, size: int) -> RowMap:
 
 
 def _transpose(factor: Factor) -> sp.csr_array:
+    if isinstance(factor, RowMap) and factor.keeps_order():
+        # Columns increase along the rows: row c of the transpose holds the one row that maps to
+        # c, and the rows come out in order (a slice, a diagonal).
+        present = np.flatnonzero(factor.value)
+        dtype = index_dtype(factor.shape, present.size)
+        indptr = np.zeros(factor.shape[1] + 1, dtype=dtype)
+        np.cumsum(np.bincount(factor.columns()[present], minlength=factor.shape[1]), out=indptr[1:])
+        transposed = sp.csr_array(
+            (factor.value[present], present.astype(dtype), indptr), shape=factor.shape[::-1]
+        )
+        transposed.has_canonical_format = True
+        return transposed
     csr = factor.to_csr() if isinstance(factor, RowMap) else factor
     transposed = sp.csr_array(csr.T.tocsr())
     transposed.has_canonical_format = True  # CSC -> CSR sorts each row
