@@ -535,12 +535,9 @@ class ElementwiseOp(Op):
         return self.derivative(x) * cotangents
 
     def _local_jacobian(self, x: FloatArray, order: Order) -> sp.coo_array:
-        return to_coo(self._local_factor(x, order))
-
-    def _local_factor(self, x: FloatArray, order: Order) -> Factor:
         # diag(vec(g'(x))) needs no index arithmetic: the row of entry i is i.
         n = layout.size_of(x.shape)
-        return RowMap((n, n), layout.vec(self.derivative(x), order))
+        return to_coo(RowMap((n, n), layout.vec(self.derivative(x), order)))
 
 
 def coo_from_grids(
