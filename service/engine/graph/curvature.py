@@ -50,7 +50,9 @@ class HessianPlan:
     nnz_bound : int
         Bound on the Hessian's entries.
     peak_nnz : int
-        Bound on the largest ``P_v`` held while it is built.
+        Bound on the entries held at once: the largest ``P_v`` while the Jacobians are built, or
+        three copies of those that the curvature terms read (``P_v^T``, stacked into ``Q^T``,
+        and ``Q``).
     block_elements : int
         The largest curvature workspace (a dense ``D_ij`` or ``K`` tangents of a group).
     """
@@ -63,6 +65,8 @@ class HessianPlan:
         # fan_out: elements of v one input element reaches; fan_in: inputs one element reads.
         fans = dict.fromkeys(self.names, (1, 1))
         per_row = peak = block = 0
+        bounds = {name: sizes[name] for name in self.names}  # entries of each P_v
+        read: set[str] = set()
         for node in program.nodes:
             if not program.depends(node.id) & active:
                 continue
@@ -74,16 +78,18 @@ class HessianPlan:
                     fan_out += fans[arg][0] * s.fan_out
                     fan_in += fans[arg][1] * s.fan_in
             fans[node.id] = (min(fan_out, sizes[node.id]), min(fan_in, n))
-            peak = max(peak, min(n * fans[node.id][0], sizes[node.id] * fans[node.id][1]))
+            bounds[node.id] = min(n * fans[node.id][0], sizes[node.id] * fans[node.id][1])
+            peak = max(peak, bounds[node.id])
             for i, j in _pairs(node, fans):
                 fan = node.op.curvature_fan(shapes, i, j)
                 if fan is None:
                     continue
                 a, b = node.args[i], node.args[j]
+                read |= {a, b}
                 per_row += fans[a][0] * fan * fans[b][1]
                 block = max(block, sizes[a] * fan, sizes[b] * fan)
         self.nnz_bound = n * min(n, per_row)
-        self.peak_nnz = peak
+        self.peak_nnz = max(peak, 3 * sum(bounds[v] for v in read))
         self.block_elements = block
 
     def check(self, limits: FunctionLimits) -> None:
