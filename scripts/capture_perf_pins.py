@@ -49,8 +49,14 @@ def _descent_requests(rng: np.random.Generator) -> list[tuple[str, dict[str, Any
     base = {"x0": _data(x0), "record_x": True}
     runs: list[dict[str, Any]] = [
         {**base, "function": stencil, "learning_rate": 1e-3, "max_steps": 60, "record_every": 7},
-        {**base, "function": stencil, "learning_rate": 1e-3, "max_steps": 40, "momentum": 0.9,
-         "record_every": 10},
+        {
+            **base,
+            "function": stencil,
+            "learning_rate": 1e-3,
+            "max_steps": 40,
+            "momentum": 0.9,
+            "record_every": 10,
+        },
         {
             **base,
             "function": stencil,
@@ -60,8 +66,14 @@ def _descent_requests(rng: np.random.Generator) -> list[tuple[str, dict[str, Any
             "nesterov": True,
             "record_every": 8,
         },
-        {**base, "function": stencil, "learning_rate": 1.0, "max_steps": 30,
-         "line_search": "backtracking", "record_every": 6},  # fmt: skip
+        {
+            **base,
+            "function": stencil,
+            "learning_rate": 1.0,
+            "max_steps": 30,
+            "line_search": "backtracking",
+            "record_every": 6,
+        },
         {**base, "function": stencil, "learning_rate": 0.5, "max_steps": 100, "record_every": 2},
         {
             **base,
@@ -71,15 +83,44 @@ def _descent_requests(rng: np.random.Generator) -> list[tuple[str, dict[str, Any
             "tolerances": {"divergence_factor": 1e308},
             "record_every": 50,
         },
-        {**base, "function": stencil, "learning_rate": 5e-3, "max_steps": 5000,
-         "tolerances": {"grad_tol": 1e-3}, "record_every": 100, "record_x": False},  # fmt: skip
-        {**base, "function": stencil, "learning_rate": 5e-3, "max_steps": 5000,
-         "tolerances": {"f_tol": 1e-9}, "record_every": 100, "record_x": False},  # fmt: skip
-        {**base, "function": stencil, "learning_rate": 5e-3, "max_steps": 5000,
-         "tolerances": {"x_tol": 1e-8}, "record_every": 100, "record_x": False},  # fmt: skip
+        {
+            **base,
+            "function": stencil,
+            "learning_rate": 5e-3,
+            "max_steps": 5000,
+            "tolerances": {"grad_tol": 1e-3},
+            "record_every": 100,
+            "record_x": False,
+        },
+        {
+            **base,
+            "function": stencil,
+            "learning_rate": 5e-3,
+            "max_steps": 5000,
+            "tolerances": {"f_tol": 1e-9},
+            "record_every": 100,
+            "record_x": False,
+        },
+        {
+            **base,
+            "function": stencil,
+            "learning_rate": 5e-3,
+            "max_steps": 5000,
+            "tolerances": {"x_tol": 1e-8},
+            "record_every": 100,
+            "record_x": False,
+        },
         {**base, "function": smooth, "learning_rate": 0.3, "max_steps": 25, "record_every": 8},
-        {**base, "function": smooth, "learning_rate": 0.3, "max_steps": 25, "momentum": 0.5,
-         "nesterov": True, "order": "C", "record_every": 12},  # fmt: skip
+        {
+            **base,
+            "function": smooth,
+            "learning_rate": 0.3,
+            "max_steps": 25,
+            "momentum": 0.5,
+            "nesterov": True,
+            "order": "C",
+            "record_every": 12,
+        },
         {
             "x0": _data(rng.uniform(0.5, 1.5, (4, 5))),
             "function": [{"op": "log"}, {"op": "sum"}],
@@ -135,8 +176,14 @@ def _descent_requests(rng: np.random.Generator) -> list[tuple[str, dict[str, Any
         requests.append(
             (
                 "/v1/minimize",
-                {"x0": _data(x0), "function": stencil, "method": method, "max_steps": 30,
-                 "record_every": 5, **extra},  # fmt: skip
+                {
+                    "x0": _data(x0),
+                    "function": stencil,
+                    "method": method,
+                    "max_steps": 30,
+                    "record_every": 5,
+                    **extra,
+                },
             )
         )
     return requests
@@ -181,8 +228,10 @@ def _product_requests(rng: np.random.Generator) -> list[tuple[str, dict[str, Any
         for strategy in ("reverse", "forward"):
             for order in ("F", "C"):
                 requests.append(
-                    ("/v1/jacobian", {**base, "strategy": strategy, "format": "dense",
-                                      "order": order})  # fmt: skip
+                    (
+                        "/v1/jacobian",
+                        {**base, "strategy": strategy, "format": "dense", "order": order},
+                    )
                 )
     return requests
 
