@@ -309,8 +309,11 @@ class _Stage(Protocol):
         """(in_shape) -> (out_shape)."""
         ...
 
-    def pullback(self, x: FloatArray, u: FloatArray) -> FloatArray:
-        """(in_shape), (out_shape) -> (in_shape): ``ten(J vec(u))`` at ``x``."""
+    def pullback(self, x: FloatArray, y: FloatArray, u: FloatArray) -> FloatArray:
+        """(in_shape), (out_shape), (out_shape) -> (in_shape): ``ten(J vec(u))`` at ``x``.
+
+        ``y`` is the stage's output at ``x``, from which some derivatives are cheaper.
+        """
         ...
 
 
@@ -333,10 +336,10 @@ class _OpStage:
         self.op.check_domain(x, differentiating=False)
         return self.op._forward(x)
 
-    def pullback(self, x: FloatArray, u: FloatArray) -> FloatArray:
+    def pullback(self, x: FloatArray, y: FloatArray, u: FloatArray) -> FloatArray:
         self.op.check_domain(x, differentiating=True)
         # A batch of one cotangent: (out) -> (1, *out) -> (1, *in) -> (in)
-        g: FloatArray = self.op._vjp(x, u[np.newaxis])[0]
+        g: FloatArray = self.op._vjp_given(x, y, u[np.newaxis])[0]
         return g
 
 
@@ -357,7 +360,7 @@ class _OffsetStage:
         y: FloatArray = x + self._constant
         return y
 
-    def pullback(self, x: FloatArray, u: FloatArray) -> FloatArray:
+    def pullback(self, x: FloatArray, y: FloatArray, u: FloatArray) -> FloatArray:
         return u
 
 
@@ -384,7 +387,7 @@ class _MatrixStage:
         y = self._push(x)
         return y if self._offset is None else y + self._offset
 
-    def pullback(self, x: FloatArray, u: FloatArray) -> FloatArray:
+    def pullback(self, x: FloatArray, y: FloatArray, u: FloatArray) -> FloatArray:
         return self._pull(u)
 
 
@@ -592,7 +595,7 @@ class Objective:
         values = evaluation.values
         for index in range(len(self._stages) - 1, -1, -1):
             try:
-                u = self._stages[index].pullback(values[index], u)
+                u = self._stages[index].pullback(values[index], values[index + 1], u)
             except (DomainError, NonFiniteError) as error:
                 raise type(error)(f"{self._names[index]}: {error}") from error
         # Offset stages pass the cotangent through: a chain of them would hand out the seed.

@@ -127,6 +127,10 @@ class Exp(ElementwiseOp):
         """Return ``exp(x)``."""
         return np.exp(x)
 
+    def derivative_given(self, x: FloatArray, y: FloatArray) -> FloatArray:
+        """Return ``y = exp(x)`` itself."""
+        return y
+
     def second_derivative(self, x: FloatArray) -> FloatArray:
         """Return ``exp(x)``."""
         return np.exp(x)
@@ -237,6 +241,10 @@ class Tanh(ElementwiseOp):
         """Return ``1 - tanh(x)**2``."""
         return 1.0 - np.square(np.tanh(x))
 
+    def derivative_given(self, x: FloatArray, y: FloatArray) -> FloatArray:
+        """Return ``1 - y**2`` for ``y = tanh(x)``."""
+        return 1.0 - np.square(y)
+
     def second_derivative(self, x: FloatArray) -> FloatArray:
         """Return ``-2 tanh(x) (1 - tanh(x)**2)``."""
         t = np.tanh(x)
@@ -260,6 +268,10 @@ class Sigmoid(ElementwiseOp):
         """Return ``s (1 - s)`` with ``s = sigmoid(x)``."""
         s: FloatArray = expit(x)
         return s * (1.0 - s)
+
+    def derivative_given(self, x: FloatArray, y: FloatArray) -> FloatArray:
+        """Return ``y (1 - y)`` for ``y = sigmoid(x)``."""
+        return y * (1.0 - y)
 
     def second_derivative(self, x: FloatArray) -> FloatArray:
         """Return ``s (1 - s) (1 - 2 s)`` with ``s = sigmoid(x)``."""
