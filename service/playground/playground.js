@@ -58,6 +58,7 @@ function clearErrors(form) {
 function fieldFor(form, pointer) {
   let best = null;
   for (const field of form.querySelectorAll("[data-pointer]")) {
+    if (field.closest("[hidden]")) continue; // the other form's field with the same pointer
     const own = field.dataset.pointer;
     const matches = pointer === own || pointer.startsWith(own + "/");
     if (matches && (!best || own.length > best.dataset.pointer.length)) best = field;
@@ -377,30 +378,110 @@ async function runCorrelation(event) {
 
 // ---- function panel -----------------------------------------------------------------------
 
+// Whether the service checks programs against central differences too (its OpenAPI document
+// says so by a `check` in the program answer); the op-list form always has the check.
+const functionPanel = { programCheck: false };
+
+function isExpression() {
+  return document.getElementById("fn-form").value === "expression";
+}
+
+function functionBody() {
+  const check = document.getElementById("fn-check").checked;
+  if (!isExpression()) {
+    const x = readJson(document.getElementById("fn-x"));
+    const ops = readJson(document.getElementById("fn-ops"));
+    if (x === undefined || ops === undefined) return undefined;
+    return { x: { data: x }, function: ops, format: "coo", check };
+  }
+  const inputs = readJson(document.getElementById("fn-inputs"));
+  if (inputs === undefined) return undefined;
+  const body = {
+    inputs: Object.fromEntries(Object.entries(inputs).map(([name, data]) => [name, { data }])),
+    function: document.getElementById("fn-expression").value,
+    format: "coo",
+  };
+  const wrt = document.getElementById("fn-wrt").value.split(",").map((name) => name.trim()).filter(Boolean);
+  if (wrt.length) body.wrt = wrt;
+  if (functionPanel.programCheck) body.check = check;
+  return body;
+}
+
+// One spy plot per Jacobian: the op-list answer's `jacobian` (of x), or a program's `jacobians`.
+function drawFunctionSpies(answer) {
+  const jacobians = answer.jacobians || { x: answer.jacobian };
+  const container = document.getElementById("fn-spies");
+  container.replaceChildren();
+  for (const [name, jacobian] of Object.entries(jacobians)) {
+    const figure = document.createElement("figure");
+    const caption = document.createElement("figcaption");
+    caption.id = `fn-spy-${name}-caption`;
+    caption.textContent = spyCaption(`∂h/∂${name}`, jacobian) + ` (strategy ${answer.strategy})`;
+    const box = document.createElement("div");
+    box.className = "spy";
+    const canvas = document.createElement("canvas");
+    canvas.id = `fn-spy-${name}`;
+    canvas.setAttribute("role", "img");
+    canvas.setAttribute("aria-labelledby", caption.id);
+    box.append(canvas);
+    figure.append(caption, box);
+    container.append(figure);
+    drawSpy(canvas, jacobian);
+  }
+}
+
+function checkText(check) {
+  if (check) {
+    return `Finite-difference check ${check.passed ? "passed" : "FAILED"}: max abs error ` +
+      `${format(check.max_abs_error)}, max rel error ${format(check.max_rel_error)} over ` +
+      `${check.directions} directions (${check.checked.join(", ")}).`;
+  }
+  if (isExpression() && !functionPanel.programCheck) {
+    return "No finite-difference check: this service checks the operation-list form only.";
+  }
+  return "No finite-difference check asked for.";
+}
+
 async function runFunction(event) {
   event.preventDefault();
   const form = document.getElementById("function-form");
   clearErrors(form);
-  const x = readJson(document.getElementById("fn-x"));
-  const ops = readJson(document.getElementById("fn-ops"));
-  if (x === undefined || ops === undefined) return;
-  const body = { x: { data: x }, function: ops, format: "coo", check: document.getElementById("fn-check").checked };
+  const body = functionBody();
+  if (body === undefined) return;
   try {
     const answer = await postJson("/v1/jacobian", body);
     document.getElementById("fn-results").hidden = false;
     document.getElementById("fn-value").textContent = JSON.stringify(answer.value.data);
-    drawSpy(document.getElementById("fn-spy"), answer.jacobian);
-    document.getElementById("fn-spy-caption").textContent =
-      spyCaption("∂h/∂x", answer.jacobian) + ` (strategy ${answer.strategy})`;
-    const check = answer.check;
-    document.getElementById("fn-check-result").textContent = check
-      ? `Finite-difference check ${check.passed ? "passed" : "FAILED"}: max abs error ` +
-        `${format(check.max_abs_error)}, max rel error ${format(check.max_rel_error)} over ` +
-        `${check.directions} directions (${check.checked.join(", ")}).`
-      : "No finite-difference check asked for.";
+    drawFunctionSpies(answer);
+    document.getElementById("fn-check-result").textContent = checkText(answer.check);
   } catch (error) {
     showError(form, document.getElementById("function-error"), error);
   }
+}
+
+// Show the chosen form's fields; ask the service's OpenAPI document whether programs are checked.
+async function setUpFunctionPanel() {
+  const select = document.getElementById("fn-form");
+  const help = document.getElementById("fn-check-help");
+  const show = () => {
+    const expression = isExpression();
+    document.getElementById("fn-ops-fields").hidden = expression;
+    document.getElementById("fn-expression-fields").hidden = !expression;
+    help.textContent = expression && !functionPanel.programCheck
+      ? "The service checks the operation-list form only; expressions are not checked."
+      : "";
+  };
+  select.addEventListener("change", show);
+  try {
+    const response = await fetch("/openapi.json", { headers: headers("application/json") });
+    if (response.ok) {
+      const answer = (await response.json()).components.schemas.ProgramJacobianResponse;
+      functionPanel.programCheck = Boolean(answer && answer.properties && answer.properties.check);
+    }
+  } catch {
+    // Without the document, expressions are sent without a check.
+  }
+  show();
 }
 
 // ---- descent panel ------------------------------------------------------------------------
@@ -575,12 +656,13 @@ function setUpKey() {
   });
 }
 
-document.addEventListener("DOMContentLoaded", () => {
+document.addEventListener("DOMContentLoaded", async () => {
   setUpKey();
   setUpEditor();
   document.getElementById("xcorr-form").addEventListener("submit", runCorrelation);
   document.getElementById("function-form").addEventListener("submit", runFunction);
   document.getElementById("descent-form").addEventListener("submit", runDescent);
   document.getElementById("gd-stop").addEventListener("click", () => run.controller && run.controller.abort());
+  await setUpFunctionPanel();
   document.body.dataset.ready = "true";
 });
