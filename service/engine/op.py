@@ -555,20 +555,6 @@ class ElementwiseOp(Op):
     def _vjp(self, x: FloatArray, cotangents: FloatArray) -> FloatArray:
         return self.derivative(x) * cotangents
 
-    def derivative_given(self, x: FloatArray, y: FloatArray) -> FloatArray:
-        """Return ``g'(x)`` knowing ``y = g(x)``; the same floats as :meth:`derivative`.
-
-        By default ``y`` is not used; ``tanh``, ``sigmoid`` and ``exp`` override it, as their
-        derivatives are formulas in ``g(x)`` that :meth:`derivative` would recompute.
-        """
-        return self.derivative(x)
-
-    def _jvp_given(self, x: FloatArray, y: FloatArray, tangents: FloatArray) -> FloatArray:
-        return self.derivative_given(x, y) * tangents
-
-    def _vjp_given(self, x: FloatArray, y: FloatArray, cotangents: FloatArray) -> FloatArray:
-        return self.derivative_given(x, y) * cotangents
-
     def _local_jacobian(self, x: FloatArray, order: Order) -> sp.coo_array:
         # diag(vec(g'(x))) needs no index arithmetic: the row of entry i is i.
         n = layout.size_of(x.shape)
