@@ -129,21 +129,45 @@ function intValue(id) {
 
 // ---- spy plots on canvas ------------------------------------------------------------------
 
-// Draw a COO matrix: white, one square of cell x cell pixels per stored entry.
+// Draw a COO matrix on a white canvas whose longer side is at most SPY_TARGET_PX: one square of
+// `cell` pixels per stored entry, or, for a larger matrix, one pixel per block of `block` x `block`
+// entries, darker the more of them are stored (a density raster, as the service's PNG draws).
 function drawSpy(canvas, jacobian) {
   const [rows, cols] = jacobian.shape;
-  const cell = Math.max(1, Math.min(SPY_MAX_CELL_PX, Math.floor(SPY_TARGET_PX / Math.max(rows, cols))));
-  canvas.width = cols * cell;
-  canvas.height = rows * cell;
+  const longer = Math.max(rows, cols, 1);
+  const block = Math.ceil(longer / SPY_TARGET_PX);
+  const cell = block > 1 ? 1 : Math.min(SPY_MAX_CELL_PX, Math.floor(SPY_TARGET_PX / longer));
+  const height = Math.ceil(rows / block);
+  const width = Math.ceil(cols / block);
+  canvas.width = width * cell;
+  canvas.height = height * cell;
   canvas.dataset.cell = String(cell);
+  canvas.dataset.block = String(block);
   const context = canvas.getContext("2d");
   context.fillStyle = "#ffffff";
   context.fillRect(0, 0, canvas.width, canvas.height);
-  context.fillStyle = SPY_COLOR;
-  for (let n = 0; n < jacobian.row.length; n++) {
-    context.fillRect(jacobian.col[n] * cell, jacobian.row[n] * cell, cell, cell);
+  if (block === 1) {
+    context.fillStyle = SPY_COLOR;
+    for (let n = 0; n < jacobian.row.length; n++) {
+      context.fillRect(jacobian.col[n] * cell, jacobian.row[n] * cell, cell, cell);
+    }
+    return { cell, block };
   }
-  return cell;
+  const counts = new Uint32Array(width * height);
+  for (let n = 0; n < jacobian.row.length; n++) {
+    counts[Math.floor(jacobian.row[n] / block) * width + Math.floor(jacobian.col[n] / block)] += 1;
+  }
+  const peak = counts.reduce((a, b) => Math.max(a, b), 0);
+  const image = context.getImageData(0, 0, width, height);
+  const [r, g, b] = [0x1f, 0x3b, 0x73];
+  counts.forEach((count, k) => {
+    if (!count) return;
+    // From a light tint (one entry in the densest block's scale) to SPY_COLOR (the densest).
+    const t = 0.25 + 0.75 * (count / peak);
+    image.data.set([255 - t * (255 - r), 255 - t * (255 - g), 255 - t * (255 - b), 255], 4 * k);
+  });
+  context.putImageData(image, 0, 0);
+  return { cell, block };
 }
 
 function spyCaption(name, jacobian) {
@@ -188,7 +212,7 @@ const KERNELS = {
 };
 
 const drawing = { height: 8, width: 8, on: new Set(["2,2", "3,3", "4,4", "5,5", "2,5", "5,2"]), cursor: [0, 0] };
-const xcorrState = { columnRows: null, inIndex: null, outFlat: null, jacobian: null, cell: 1 };
+const xcorrState = { columnRows: null, inIndex: null, outFlat: null, jacobian: null, cell: 1, block: 1 };
 
 function imageData() {
   const choice = document.getElementById("xc-image").value;
@@ -291,7 +315,7 @@ function highlight(i, j) {
   const context = overlay.getContext("2d");
   context.clearRect(0, 0, overlay.width, overlay.height);
   context.fillStyle = HIGHLIGHT;
-  context.fillRect(column * state.cell, 0, state.cell, overlay.height);
+  context.fillRect(Math.floor(column / state.block) * state.cell, 0, state.cell, overlay.height);
   const inputTable = document.getElementById("xc-input");
   for (const cell of inputTable.querySelectorAll(".read")) cell.classList.remove("read");
   const reads = state.columnRows[column].map(([row, weight]) => {
@@ -365,7 +389,7 @@ async function runCorrelation(event) {
     fillHeatTable(outputTable, answer.output.data, "output");
     setUpOutputNavigation(outputTable);
     const spy = document.getElementById("xc-spy");
-    xcorrState.cell = drawSpy(spy, jacobian);
+    Object.assign(xcorrState, drawSpy(spy, jacobian));
     const overlay = document.getElementById("xc-spy-overlay");
     overlay.width = spy.width;
     overlay.height = spy.height;

@@ -224,6 +224,34 @@ async def test_heatmaps_of_input_kernel_and_output(client: httpx.AsyncClient) ->
         assert f">{value}<" in svg.text or f" {value} " in f" {text} "
 
 
+def svg_text_positions(svg: str) -> dict[str, tuple[float, float]]:
+    """Each <text> element's text and its anchor (x, y) in SVG user units (y down)."""
+    found = re.findall(r'<text[^>]* x="([-\d.]+)" y="([-\d.]+)"[^>]*>([^<]*)</text>', svg)
+    return {text: (float(x), float(y)) for x, y, text in found}
+
+
+async def test_heatmaps_put_channels_kernel_and_output_side_by_side(
+    client: httpx.AsyncClient, rng: np.random.Generator
+) -> None:
+    # Two channels: x[c=0] above x[c=1] in the first column, the kernel's channels in the
+    # second, the one output map in the third.
+    body = {"x": b64(rng.standard_normal((2, 5, 6))), "kernel": b64(rng.standard_normal((2, 1, 3)))}
+    svg = await client.post(XCORR, json=body, headers=SVG)
+    positions = svg_text_positions(svg.text)
+    width = float(re.search(r'<svg[^>]* width="([\d.]+)pt"', svg.text).group(1))
+    columns = {
+        0: ["x[c=0] (5 × 6)", "x[c=1] (5 × 6)"],
+        1: ["kernel[c=0] (1 × 3)", "kernel[c=1] (1 × 3)"],
+        2: ["output (5 × 4)"],
+    }
+    for column, titles in columns.items():
+        for title in titles:
+            x, _ = positions[title]
+            assert column * width / 3 < x < (column + 1) * width / 3, (title, x, width)
+        ys = [positions[title][1] for title in titles]
+        assert ys == sorted(ys)  # channels go down the column
+
+
 async def test_two_jacobians_have_no_single_picture(client: httpx.AsyncClient) -> None:
     body = {**WORKED, "jacobian": "coo", "wrt": ["x", "kernel"]}
     response = await client.post(XCORR, json=body, headers=PNG)
@@ -373,6 +401,20 @@ async def test_descent_curves_are_straight_on_log_scale(client: httpx.AsyncClien
         assert len(points) == 21
         slopes = np.diff(points[:, 1]) / np.diff(points[:, 0])
         np.testing.assert_allclose(slopes, slopes[0], rtol=1e-3)
+
+
+async def test_a_curve_that_goes_negative_is_on_a_linear_scale(client: httpx.AsyncClient) -> None:
+    # f(x) = x_0 + x_1 has the constant gradient (1, 1): f_t = 1 - 2 γ t goes negative while
+    # ‖∇f_t‖ = √2 stays positive, so only the f panel falls back to a linear scale.
+    body = {
+        "function": [{"op": "sum"}],
+        "x0": {"data": [0.5, 0.5]},
+        "learning_rate": 0.25,
+        "max_steps": 10,
+    }
+    text = svg_texts((await client.post("/v1/gradient-descent", json=body, headers=SVG)).text)
+    assert "f(x_t) (linear scale)" in text
+    assert "‖∇f(x_t)‖₂ (log scale)" in text
 
 
 async def test_a_diverging_run_is_drawn_with_its_status(client: httpx.AsyncClient) -> None:

@@ -8,6 +8,7 @@ browser's network log for "nothing leaves 127.0.0.1". Main actions are driven by
 """
 
 import json
+import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -233,6 +234,38 @@ def test_function_panel_expression_value_spies_and_check(page: Any, live_server:
     wait_for(page, lambda b: not b.find_elements("id", "fn-spy-x"))
     spy_pattern(page, "fn-spy-k", KERNEL_J_PATTERN)
     save_artifact("playground-function.png", element_png(page, by_id(page, "function")), docs=True)
+
+
+def test_a_large_jacobian_is_a_density_raster_on_the_page(page: Any) -> None:
+    # h = x[1:] * x[:-1] for x of size 1000 (no zeros): ∂h_j/∂x_j = x_{j+1}, ∂h_j/∂x_{j+1} = x_j,
+    # so J (in_out, 1000 x 999) has its non-zeros at (j, j) and (j + 1, j).
+    n = 1000
+    inputs = json.dumps({"x": list(range(1, n + 1))})
+    page.execute_script("document.getElementById('fn-inputs').value = arguments[0]", inputs)
+    set_value(page, "fn-expression", "x[1:] * x[:-1]")
+    run_function(page)
+    wait_for(page, lambda b: b.find_elements("id", "fn-spy-x"))
+    spy = by_id(page, "fn-spy-x")
+    block = int(spy.get_attribute("data-block"))
+    assert block == math.ceil(n / 360) and spy.get_attribute("data-cell") == "1"
+    # Block counts computed here from the formula above.
+    j = np.arange(n - 1)
+    rows, cols = np.concatenate([j, j + 1]), np.concatenate([j, j])
+    counts = np.zeros((math.ceil(n / block), math.ceil((n - 1) / block)), dtype=np.int64)
+    np.add.at(counts, (rows // block, cols // block), 1)
+    assert np.array_equal(lit_mask(page, "fn-spy-x"), counts > 0)
+    # Denser blocks are darker: the red channel falls as the count rises.
+    red = np.array(
+        page.execute_script(
+            "const c = document.getElementById('fn-spy-x');"
+            "const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+            "return Array.from(d.filter((_, k) => k % 4 === 0));"
+        )
+    ).reshape(counts.shape)
+    by_count = {int(c): set(red[counts == c].tolist()) for c in np.unique(counts[counts > 0])}
+    assert all(len(shades) == 1 for shades in by_count.values()), by_count
+    shades = [next(iter(by_count[c])) for c in sorted(by_count)]
+    assert shades == sorted(shades, reverse=True) and len(set(shades)) == len(shades)
 
 
 def test_function_panel_operation_list_is_checked(page: Any) -> None:
