@@ -194,12 +194,16 @@ async def answer(
     function: Callable[..., Answer],
     body: Any,
     *args: Any,
+    deadline_seconds: float | None = None,
 ) -> Answer:
     """Compute ``function(body, *args)`` and answer it in the representation ``Accept`` picks.
 
-    JSON answers are returned as models (FastAPI writes them, as for any route), except those
-    asking for ``encoding: "base64"``: their body is written in the worker-thread call that
-    computes them (:func:`~service.api.rendering.json_response`). Any other representation is
+    ``deadline_seconds`` replaces the computation deadline (``math.inf``: none, for a run that
+    ends itself at its own deadline).
+
+    A JSON answer is written in the worker-thread call that computes it
+    (:func:`~service.api.rendering.json_response`, base64 spliced in as bytes): the event loop
+    never serializes a response whose size grows with the request. Any other representation is
     computed with ``encoding: "binary"`` and rendered in the same worker-thread call.
 
     Raises
@@ -211,12 +215,18 @@ async def answer(
     encoding = getattr(body, "encoding", None)
     representation = negotiate(request, operation, encoding, body)
     if representation is None or representation.render is None:
-        if encoding == "base64":
-            # dumped in the worker thread, base64 spliced in as bytes (rendering.py)
-            return cast(Answer, await compute(_rendered, json_response, function, body, *args))
-        return cast(Answer, await compute(function, body, *args))
+        # FastAPI would write a returned model on the event loop: it is written here instead.
+        return cast(
+            Answer,
+            await compute(
+                _rendered, json_response, function, body, *args, deadline_seconds=deadline_seconds
+            ),
+        )
     binary = body.model_copy(update={"encoding": "binary"})
-    rendered = await compute(_rendered, representation.render, function, binary, *args)
+    rendered = await compute(
+        _rendered, representation.render, function, binary, *args,
+        deadline_seconds=deadline_seconds,
+    )  # fmt: skip
     # FastAPI sends a Response as it is, whatever the route's declared model.
     return cast(Answer, rendered)
 

@@ -30,6 +30,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import layout as index_layout
+from .cancel import checkpoint
 from .errors import (
     DomainError,
     LimitExceeded,
@@ -271,6 +272,7 @@ class Chain:
         """
         values = [self._input(x)]
         for index, op in enumerate(self._ops):
+            checkpoint()  # between operations: a cancelled or late computation stops here
             # An overflow is reported below as NonFiniteError, naming the operation.
             with _blame(index, op), np.errstate(over="ignore"):
                 y = op.forward(values[-1])
@@ -345,6 +347,7 @@ class Chain:
 
     def _push(self, values: tuple[FloatArray, ...], tangents: FloatArray) -> FloatArray:
         for index, op in enumerate(self._ops):
+            checkpoint()
             with _blame(index, op):
                 tangents = op.jvp(values[index], tangents)
         return tangents
@@ -352,6 +355,7 @@ class Chain:
     def _pull(self, values: tuple[FloatArray, ...], cotangents: FloatArray) -> FloatArray:
         for index in range(len(self._ops) - 1, -1, -1):
             op = self._ops[index]
+            checkpoint()
             with _blame(index, op):
                 cotangents = op.vjp(values[index], cotangents)
         _require_finite(cotangents, "the VJP")
@@ -474,12 +478,14 @@ class Chain:
         nnz_bound = self.nnz_bound()
         if fmt == "dense" and dense_elements > max_dense_elements:
             raise LimitExceeded(
-                "dense Jacobian elements", dense_elements, max_dense_elements, hint=_DENSE_HINT
-            )
+                "dense Jacobian elements", dense_elements, max_dense_elements, hint=_DENSE_HINT,
+                setting="max_dense_jacobian_elements",
+            )  # fmt: skip
         if fmt == "coo" and nnz_bound > max_nnz:
             raise LimitExceeded(
-                "Jacobian non-zeros (upper bound)", nnz_bound, max_nnz, hint=_NNZ_HINT
-            )
+                "Jacobian non-zeros (upper bound)", nnz_bound, max_nnz, hint=_NNZ_HINT,
+                setting="max_coo_nnz",
+            )  # fmt: skip
         _, flops, peak = self._association()
         local_nnz = sum(self._bound(i, i).nnz for i in range(len(self._ops)))
         per_pass = sum(
@@ -577,6 +583,7 @@ class Chain:
         split, _, _ = self._association()
         local: list[Factor] = []
         for index, op in enumerate(self._ops):
+            checkpoint()
             with _blame(index, op):
                 local.append(op.local_factor(values[index], order))
 
@@ -585,7 +592,9 @@ class Chain:
             if i == j:
                 return local[i]
             k = split[(i, j)]
-            return matmul(product(i, k), product(k + 1, j))
+            left, right = product(i, k), product(k + 1, j)
+            checkpoint()
+            return matmul(left, right)
 
         return to_coo(product(0, len(self._ops) - 1))
 

@@ -291,11 +291,19 @@ def hessian(
         fmt = "coo" if sparse_enough or n * n > limits.max_dense_elements else "dense"
     if fmt == "dense" and n * n > limits.max_dense_elements:
         raise LimitExceeded(
-            "dense Hessian elements", n * n, limits.max_dense_elements, hint="ask for format 'coo'"
+            "dense Hessian elements",
+            n * n,
+            limits.max_dense_elements,
+            hint="ask for format 'coo'",
+            setting="max_dense_jacobian_elements",
         )
     if bound > limits.max_nnz:
         raise LimitExceeded(
-            "Hessian non-zeros (upper bound)", bound, limits.max_nnz, hint="use /v1/hvp"
+            "Hessian non-zeros (upper bound)",
+            bound,
+            limits.max_nnz,
+            hint="use /v1/hvp",
+            setting="max_coo_nnz",
         )
     blocks = [op.curvature_blocks(chain.shapes[i], order) for i, op in enumerate(chain.ops)]
     for index, group in enumerate(blocks):
@@ -310,6 +318,7 @@ def hessian(
                 f"elements of operation {index} ({chain.ops[index].name})'s curvature blocks",
                 work,
                 limits.max_tensor_elements,
+                setting="max_tensor_elements",
             )
     values = chain.trace(x)
     adjoints = _adjoints(chain, values)

@@ -41,6 +41,7 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.lib.stride_tricks import sliding_window_view
 
+from .cancel import checkpoint
 from .errors import ParameterError, ShapeError
 from .layout import LAYOUTS, ORDERS, place_values, ten, ten_batch, vec, vec_batch
 from .sparse import index_dtype as sparse_index_dtype
@@ -403,6 +404,7 @@ def _product(a: FloatArray, b: FloatArray, out: FloatArray) -> None:
     rows = np.concatenate([a, a]) if single else a
     block = max(1, GEMM_BLOCK // (rows.shape[0] * rows.shape[1]))
     for p0 in range(0, b.shape[-1], block):
+        checkpoint()  # a block is at most GEMM_BLOCK multiply-adds: well under a millisecond
         p1 = min(b.shape[-1], p0 + block)
         if single:
             # (2, c) @ (..., c, p) -> (..., 2, p); both rows are equal
@@ -651,6 +653,7 @@ def _column_blocks(
     rows = max(1, min(plan.h_out, COLUMN_BUFFER // per_row))
     buffer = np.empty(rows * per_row)
     for i0 in range(0, plan.h_out, rows):
+        checkpoint()
         i1 = min(plan.h_out, i0 + rows)
         block = np.transpose(windows[:, :, i0:i1], axes)
         cols = np.reshape(buffer[: (i1 - i0) * per_row], block.shape)
@@ -1001,6 +1004,7 @@ def _build(pairing: _Pairing, order: Order, values: _ValueSource, zeros: bool) -
         if size > 1
     }
     for run_h in p_h.runs:
+        checkpoint()
         qh_term, ih_term = _run_terms(run_h, col_weight["h"], index_dtype)
         for run_w in p_w.runs:
             qw_term, jw_term = _run_terms(run_w, col_weight["w"], index_dtype)

@@ -7,6 +7,7 @@ done before the first byte is sent, so refusals are ordinary problem responses e
 """
 
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Generator
 from typing import Annotated
@@ -20,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 from ...codec import Encoding, TensorOut, decode_tensor, encode_tensor
 from ...codec.binary import split_segments
 from ...config import Settings
+from ...engine import estimates
 from ...engine.chain import Chain
 from ...engine.descent import (
     DescentEvent,
@@ -29,13 +31,15 @@ from ...engine.descent import (
     collect,
     descend,
 )
+from ...engine.functions import check_intermediates
 from ...engine.graph.descent import descend_program
 from ...engine.types import FloatArray
 from ...pictures import PictureType, descent_picture
+from ..budget import RequestCost, check_request, float_payload
 from ..deps import Compute, ComputeDep, SettingsDep, body_openapi, json_body
 from ..negotiation import NDJSON, Representation, answer, check_accept, negotiate, offer
 from ..pictures import accepted_picture, picture_response, pictures
-from ..problems import PROBLEM_RESPONSES, Problem, problem_kind
+from ..problems import INTERNAL_ERROR, PROBLEM_RESPONSES, Problem, problem_kind
 from ..programs import build_program
 from ..representations import BINARY, npy
 from ..schemas.descent import (
@@ -81,14 +85,42 @@ Events = Generator[DescentEvent, None, None]
 Line = Callable[[DescentRecord | DescentSummary], bytes]
 
 
+def _chain(body: GradientDescentRequest) -> Chain:
+    assert body.x0 is not None and isinstance(body.function, list)
+    x0 = decode_tensor(body.x0)
+    return Chain([spec.to_engine(body.order) for spec in body.function], x0.shape)
+
+
+def descent_cost(body: GradientDescentRequest, settings: Settings) -> RequestCost:
+    """Estimate one step of ``/v1/gradient-descent`` and its whole JSON response.
+
+    The number of steps is bounded by ``max_steps`` and by the run's deadline, not by the work
+    limit: a run that converges early must not be refused for the steps it might have taken.
+    """
+    chain = _chain(body)
+    check_intermediates(chain, settings.max_tensor_elements)
+    size = math.prod(chain.in_shape)
+    per_point = size + 4 if body.record_x else 4
+    points = body.params().recorded_points()
+    payload = float_payload(points * per_point + size, body.encoding)
+    facts = {"recorded_points": points, "step": "work and peak memory are for one step"}
+    return RequestCost(estimates.descent_step_cost(chain), payload, facts)
+
+
 def descent_limits(settings: Settings) -> DescentLimits:
-    """Return the engine's bounds on a run (descent and minimization) from the settings."""
+    """Return the engine's bounds on a run (descent and minimization) from the settings.
+
+    The run's own deadline (a result with status ``"deadline"``) is never later than every
+    computation's.
+    """
     return DescentLimits(
         max_steps=settings.max_descent_steps,
         max_trajectory_elements=settings.max_trajectory_elements,
         max_tensor_elements=settings.max_tensor_elements,
         max_nnz=settings.max_coo_nnz,
-        deadline_seconds=settings.descent_deadline_seconds,
+        deadline_seconds=min(
+            settings.descent_deadline_seconds, settings.computation_deadline_seconds
+        ),
     )
 
 
@@ -103,10 +135,9 @@ def _start(body: GradientDescentRequest, settings: Settings) -> tuple[Events, Un
         shapes = {name: value.shape for name, value in inputs.items()}
         program = build_program(body.function, shapes, body.order)
         return descend_program(program, inputs, body.variables, body.params(), limits)
-    assert body.x0 is not None and isinstance(body.function, list)
-    x0 = decode_tensor(body.x0)
-    chain = Chain([spec.to_engine(body.order) for spec in body.function], x0.shape)
-    return descend(chain, x0, body.params(), limits), None
+    check_request(descent_cost(body, settings), settings)
+    assert body.x0 is not None
+    return descend(_chain(body), decode_tensor(body.x0), body.params(), limits), None
 
 
 def _tensors(values: dict[str, FloatArray], encoding: Encoding) -> dict[str, TensorOut]:
@@ -194,7 +225,7 @@ def _descent_picture(
 def _problem_line(error: Exception, instance: str, request_id: str | None) -> bytes:
     # The status line is long gone: a failure after the first byte is reported in-band.
     kind = problem_kind(error)
-    if kind.status >= 500:
+    if kind is INTERNAL_ERROR:
         logger.error("unhandled error while streaming %s", instance, exc_info=error)
         detail = "the server failed while streaming; the error has been logged"
     else:
@@ -285,10 +316,14 @@ async def gradient_descent(
     """Minimize f from x0 by x_(t+1) = x_t - γ ten(df/dx(x_t)) until a stopping rule fires."""
     picture = accepted_picture(request, "gradient_descent", body)
     if picture is not None:
-        content = await compute(_descent_picture, body, settings, picture)
+        content = await compute(_descent_picture, body, settings, picture, deadline_seconds=math.inf)
         return picture_response(content, picture)
     if negotiate(request, "gradient_descent", body.encoding, body) is not STREAM:
-        return await answer(request, compute, _gradient_descent, body, settings)
+        # The run ends itself at its deadline (status "deadline"); the token only carries the
+        # client's disconnect.
+        return await answer(
+            request, compute, _gradient_descent, body, settings, deadline_seconds=math.inf
+        )
     run = _Run(body, settings)
     return await stream(request, compute, run.start, run.line)
 

@@ -5,6 +5,7 @@ The run model is gradient descent's (:mod:`.descent`): one engine generator
 line, every refusal made before the first byte.
 """
 
+import math
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -181,10 +182,14 @@ async def minimize(
     """Minimize f from x0 by the chosen method until a stopping rule fires."""
     picture = accepted_picture(request, "minimize", body)
     if picture is not None:
-        content = await compute(_minimize_picture, body, settings, picture)
+        content = await compute(_minimize_picture, body, settings, picture, deadline_seconds=math.inf)
         return picture_response(content, picture)
     if negotiate(request, "minimize", body.encoding, body) is not STREAM:
-        return await answer(request, compute, _minimize, body, settings)
+        # The run ends itself at its deadline (status "deadline"): the token only carries the
+        # client's disconnect (see gradient_descent).
+        return await answer(
+            request, compute, _minimize, body, settings, deadline_seconds=math.inf
+        )
     run = _Run(body, settings)
     return await stream(request, compute, run.start, run.line)
 
