@@ -5,7 +5,7 @@ the route calls it (through :func:`~service.api.budget.check_request`) before an
 ``POST /v1/estimate`` calls the same function without computing, so the two cannot disagree.
 """
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -17,8 +17,13 @@ from ..engine.chain import Chain
 from ..engine.layout import size_of
 from ..engine.types import FloatArray, Layout, Order
 from .budget import Payload, RequestCost, coo_payload, float_payload
-from .schemas.functions import ChainRuleRequest, EvaluateRequest, JacobianRequest, JvpRequest
-from .schemas.functions import VjpRequest
+from .schemas.functions import (
+    ChainRuleRequest,
+    EvaluateRequest,
+    JacobianRequest,
+    JvpRequest,
+    VjpRequest,
+)
 from .schemas.ops import OpSpec
 
 
@@ -100,15 +105,18 @@ def _given(jacobian: CooJacobianIn | DenseJacobianIn, layout: Layout) -> estimat
     # may state its own layout (the request's by default).
     if isinstance(jacobian, CooJacobianIn):
         rows, cols = jacobian.shape
-        row: Any = jacobian.row  # validated: the decoded array
-        nnz, dense = int(np.size(row)), False
-    else:
-        data = decode_tensor(jacobian.data)
-        rows, cols = (data.shape + (1, 1))[:2] if data.ndim < 2 else data.shape[:2]
-        nnz, dense = data.size, True
+        # validated: the decoded arrays
+        row, col = np.asarray(cast(Any, jacobian.row)), np.asarray(cast(Any, jacobian.col))
+        if (jacobian.layout or layout) == "out_in":
+            rows, cols, row, col = cols, rows, col, row
+        if row.shape != col.shape:  # the decoder refuses it with a pointer
+            return estimates.GivenJacobian(rows, cols, int(row.size), False)
+        return estimates.GivenJacobian(rows, cols, int(row.size), False, row, col)
+    data = decode_tensor(jacobian.data)
+    rows, cols = (data.shape + (1, 1))[:2] if data.ndim < 2 else data.shape[:2]
     if (jacobian.layout or layout) == "out_in":
         rows, cols = cols, rows
-    return estimates.GivenJacobian(rows, cols, nnz, dense)
+    return estimates.GivenJacobian(rows, cols, data.size, True)
 
 
 def chain_rule_cost(body: ChainRuleRequest, settings: Settings) -> RequestCost:

@@ -19,6 +19,7 @@ thread pool, a hop of about 0.1 ms each, for what is an attribute lookup. The se
 tests: with any override present FastAPI inspects dependency signatures on every request.
 """
 
+import functools
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -184,7 +185,7 @@ def validate_body(
     return parsed, segments
 
 
-def _validated(
+def _validate(
     model: type[RequestModel], *args: Any
 ) -> tuple[RequestModel, list[np.ndarray[Any, Any]] | None]:
     # In a worker thread: the errors are rendered right here.
@@ -223,7 +224,9 @@ def json_body(
                 raise await run_in_threadpool(invalid.render) from None
         else:
             try:
-                parsed, segments = await run_in_threadpool(_validated, model, *args)
+                parsed, segments = await run_in_threadpool(
+                    _validate, model, raw, settings, items, kind, header_length, coding
+                )
             finally:
                 if len(raw) >= RELEASE_AFTER_BYTES:
                     # Parsing a large body builds and frees many objects: trim once it is done.
@@ -249,7 +252,8 @@ def body_openapi(model: type[BaseModel]) -> dict[str, Any]:
     }
 
 
-Result = TypeVar("Result")
+# Turns a computation's result into the response, in the worker thread (negotiation.answer).
+Render = Callable[[Any], Any]
 # A computation that ran this long trims the heap after it (cheaper to test than its memory).
 RELEASE_AFTER_SECONDS = 0.05
 
@@ -311,11 +315,12 @@ class Computations:
     async def run(
         self,
         route: str,
-        function: Callable[..., Result],
+        function: Callable[..., Any],
         *args: Any,
         receive: Receive | None = None,
         deadline_seconds: float | None = None,
-    ) -> Result:
+        render: Render | None = None,
+    ) -> Any:
         """Run ``function(*args)`` in the thread pool once a slot is free, under a token.
 
         Parameters
@@ -329,6 +334,8 @@ class Computations:
             the computation stops at its next checkpoint.
         deadline_seconds : float, optional
             The token's deadline; ``self.deadline_seconds`` when omitted.
+        render : callable, optional
+            Turns the result into the response, in the same worker-thread call.
         """
         release = await self.acquire()
         deadline = self.deadline_seconds if deadline_seconds is None else deadline_seconds
@@ -340,7 +347,7 @@ class Computations:
                 if receive is not None:
                     group.start_soon(_cancel_on_disconnect, receive, token)
                 try:
-                    result = await run_in_threadpool(token.run, function, *args)
+                    result = await run_in_threadpool(_worker(function, token, render), *args)
                 except Exception as error:
                     # Raised outside the group: a task group would wrap it in an ExceptionGroup.
                     failure = error
@@ -350,14 +357,12 @@ class Computations:
                 raise failure
             return result
         finally:
-            elapsed = time.perf_counter() - start
-            self._metrics.engine.labels(route).observe(elapsed)
+            self._metrics.engine.labels(route).observe(time.perf_counter() - start)
             release()
-            if elapsed > RELEASE_AFTER_SECONDS:
-                # A long computation usually held much memory: give it back (see .memory).
-                await run_in_threadpool(release_memory)
 
-    async def run_inline(self, route: str, function: Callable[..., Result], *args: Any) -> Result:
+    async def run_inline(
+        self, route: str, function: Callable[..., Any], *args: Any, render: Render | None = None
+    ) -> Any:
         """Run tiny ``function(*args)`` on the event loop once a slot is free, as :meth:`run`.
 
         The slot keeps the bound exact (a saturated process refuses these too); taking a free
@@ -367,10 +372,32 @@ class Computations:
         release = await self.acquire()
         start = time.perf_counter()
         try:
-            return function(*args)
+            result = function(*args)
+            return result if render is None else render(result)
         finally:
             self._metrics.engine.labels(route).observe(time.perf_counter() - start)
             release()
+
+
+def _worker(function: Callable[..., Any], token: CancelToken, render: Render | None) -> Any:
+    """Return what one worker-thread call runs: ``function`` under ``token``, then ``render``.
+
+    It keeps ``function``'s name (metrics and tests see which computation a hop ran). A call
+    that ran long usually held much memory: the heap is trimmed before the thread returns
+    (:mod:`.memory`), in the same hop.
+    """
+
+    @functools.wraps(function)
+    def work(*args: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            result = token.run(function, *args)
+            return result if render is None else render(result)
+        finally:
+            if time.perf_counter() - start > RELEASE_AFTER_SECONDS:
+                release_memory()
+
+    return work
 
 
 async def _cancel_on_disconnect(receive: Receive, token: CancelToken) -> None:
@@ -402,20 +429,29 @@ class Compute:
         return self._computations.settings
 
     async def __call__(
-        self, function: Callable[..., Result], *args: Any, deadline_seconds: float | None = None
-    ) -> Result:
-        """Run one engine call for this route; see :meth:`Computations.run`.
+        self,
+        function: Callable[..., Any],
+        *args: Any,
+        deadline_seconds: float | None = None,
+        render: Render | None = None,
+    ) -> Any:
+        """Run one engine call for this route, then ``render``; see :meth:`Computations.run`.
 
         The computation stops if the client disconnects or its deadline passes (the
         computation deadline unless ``deadline_seconds`` is given; ``math.inf``: none).
         """
         return await self._computations.run(
-            self._route, function, *args, receive=self._receive, deadline_seconds=deadline_seconds
-        )
+            self._route, function, *args, receive=self._receive,
+            deadline_seconds=deadline_seconds, render=render,
+        )  # fmt: skip
 
     async def light(
-        self, function: Callable[..., Result], *args: Any, deadline_seconds: float | None = None
-    ) -> Result:
+        self,
+        function: Callable[..., Any],
+        *args: Any,
+        deadline_seconds: float | None = None,
+        render: Render | None = None,
+    ) -> Any:
         """Run a call whose work is linear in the body: inline if the body was small.
 
         For the index and reshaping operators (``vec``, ``flat``, ...): a body under
@@ -423,8 +459,8 @@ class Compute:
         hop. Anything else goes to :meth:`__call__`.
         """
         if getattr(self._state, SMALL_BODY, False):
-            return await self._computations.run_inline(self._route, function, *args)
-        return await self(function, *args, deadline_seconds=deadline_seconds)
+            return await self._computations.run_inline(self._route, function, *args, render=render)
+        return await self(function, *args, deadline_seconds=deadline_seconds, render=render)
 
     async def acquire(self) -> Callable[[], None]:
         """Hold a slot beyond one call (a stream); see :meth:`Computations.acquire`."""

@@ -182,12 +182,6 @@ def negotiate(
     return next((r for r in offers if r.media_type == chosen), None)
 
 
-def _rendered(
-    render: Renderer, function: Callable[..., BaseModel], body: Any, *args: Any
-) -> Response:
-    return render(function(body, *args))
-
-
 async def answer(
     request: Request,
     compute: Callable[..., Awaitable[Any]],
@@ -216,17 +210,14 @@ async def answer(
     representation = negotiate(request, operation, encoding, body)
     if representation is None or representation.render is None:
         # FastAPI would write a returned model on the event loop: it is written here instead.
-        return cast(
-            Answer,
-            await compute(
-                _rendered, json_response, function, body, *args, deadline_seconds=deadline_seconds
-            ),
+        rendered = await compute(
+            function, body, *args, deadline_seconds=deadline_seconds, render=json_response
         )
+        return cast(Answer, rendered)
     binary = body.model_copy(update={"encoding": "binary"})
     rendered = await compute(
-        _rendered, representation.render, function, binary, *args,
-        deadline_seconds=deadline_seconds,
-    )  # fmt: skip
+        function, binary, *args, deadline_seconds=deadline_seconds, render=representation.render
+    )
     # FastAPI sends a Response as it is, whatever the route's declared model.
     return cast(Answer, rendered)
 

@@ -154,8 +154,9 @@ def choose_strategy(
         candidates = [s for s in _PREFERENCE if admissible[s]]
         if not candidates:
             raise LimitExceeded(
-                "non-zeros of a chain-rule product (upper bound)", peak, max_nnz, _NNZ_HINT
-            )
+                "non-zeros of a chain-rule product (upper bound)", peak, max_nnz, _NNZ_HINT,
+                setting="max_coo_nnz",
+            )  # fmt: skip
         return min(candidates, key=costs.__getitem__)
     if not admissible[strategy]:
         if strategy == "chain":
@@ -164,12 +165,14 @@ def choose_strategy(
                 peak,
                 max_nnz,
                 hint="use strategy 'auto', or /v1/jvp or /v1/vjp",
+                setting="max_coo_nnz",
             )
         raise LimitExceeded(
             f"Jacobian entries visited by strategy '{strategy}'",
             dense_elements,
             max_dense_elements,
             hint=_WORK_HINT,
+            setting="max_dense_jacobian_elements",
         )
     return strategy
 

@@ -47,6 +47,9 @@ SPARSE_COPIES = 4
 # Bytes per (output, tap) pair of the per-axis index grids of the sorted COO builder
 # (xcorr._axis_pattern: int64 grid, mask, three coordinate arrays, a lexsort, two Python lists).
 GRID_PAIR_BYTES = 160
+# Peak bytes per entry of a cross-correlation Jacobian while it is built (xcorr._build: CSR with
+# int32 indices and its COO view); measured 16.1-17.6 with tracemalloc, 10^6 to 5 x 10^7 entries.
+XCORR_ENTRY_BYTES = 24
 # Units of work per image row of the builder's Python loop over rows (about 1 us).
 ROW_LOOP_WORK = 1_000
 
@@ -132,11 +135,16 @@ def xcorr_forward_cost(
     Every method multiplies over the padded image, zeros included: ``N K C kh kw h_out w_out``
     multiply-adds; im2col copies each window once (as many floats as multiply-adds over ``K``).
     """
-    out = layout.size_of(xcorr.output_shape(x_shape, k_shape, geometry))
-    multiply_adds = out * math.prod(k_shape[-3:])
+    out_shape = xcorr.output_shape(x_shape, k_shape, geometry)
+    out = layout.size_of(out_shape)
+    taps = math.prod(k_shape[-3:])
+    multiply_adds = out * taps
     workspace = xcorr.workspace_elements(x_shape, k_shape, geometry)
     n = layout.size_of(x_shape)
-    return _rule_cost(n, out, workspace, multiply_adds, FLOAT * multiply_adds, batch)
+    cost = _rule_cost(n, out, workspace, multiply_adds, FLOAT * multiply_adds, batch)
+    # im2col's column buffer holds at least one output row's windows: 26.8 GiB for a 1 x 60000
+    # kernel on one pixel with "full" padding.
+    return cost.holding(FLOAT * out_shape[-1] * taps)
 
 
 def op_cost(op: Op, in_shape: Shape, batch: int = 1) -> Cost:
@@ -267,4 +275,8 @@ def xcorr_jacobian_cost(
     rows_loop = ROW_LOOP_WORK * (height + width + h_out + w_out + kh + kw)
     rows = layout.size_of(x_shape) + layout.size_of(k_shape)
     build = sparse_build_cost(nnz, rows, layout.size_of(out))
-    return Cost(build.flops, build.bytes_touched + grid + rows_loop, build.peak_bytes + grid)
+    # The builder writes CSR with 32-bit indices where they fit, once: its peak is per entry,
+    # not SPARSE_COPIES COO copies (7x too much, measured on the shapes of test_cost).
+    pointers = INDEX * (rows + layout.size_of(out) + 2)
+    peak = XCORR_ENTRY_BYTES * nnz + 2 * pointers + BUFFERS
+    return Cost(build.flops, build.bytes_touched + grid + rows_loop, peak + grid)

@@ -282,7 +282,10 @@ def check_steps(x_size: int, params: DescentParams, limits: DescentLimits) -> No
         Elements of ``x`` (every variable), recorded per point when ``record_x``.
     """
     if params.max_steps > limits.max_steps:
-        raise LimitExceeded("gradient-descent steps", params.max_steps, limits.max_steps)
+        raise LimitExceeded(
+            "gradient-descent steps", params.max_steps, limits.max_steps,
+            setting="max_descent_steps",
+        )  # fmt: skip
     per_point = x_size if params.record_x else 1
     elements = params.recorded_points() * per_point
     if elements > limits.max_trajectory_elements:

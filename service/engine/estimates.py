@@ -9,12 +9,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
+
 from . import layout, xcorr
 from .chain import BLOCK_ELEMENTS, Chain, JacobianPlan
 from .cost import (
     COO_ENTRY,
     FLOAT,
     SPARSE_COPIES,
+    XCORR_ENTRY_BYTES,
     Cost,
     dense_cost,
     op_cost,
@@ -27,6 +30,7 @@ from .cost import (
     xcorr_jacobian_cost,
 )
 from .jacobian import Format
+from .types import FloatArray, IndexArray
 
 # Directions of the finite-difference check (functions.FD_DIRECTIONS).
 FD_DIRECTIONS = 32
@@ -121,34 +125,74 @@ def correlation_cost(
         forward = xcorr_forward_cost(xs, ks, geometry)
     cost = forward
     wanted = [] if jacobian == "none" else list(wrt)
+    results = 0  # the Jacobians already built, held while the next one is
     for what in wanted:
         in_size = layout.size_of(xs if what == "x" else ks)
         built = xcorr_jacobian_cost(xs, ks, geometry, nnz)
         if jacobian == "dense":
             built = built.then(dense_cost(in_size, n_out))
-        cost = cost.then(built).holding(
-            FLOAT * in_size * n_out if jacobian == "dense" else COO_ENTRY * nnz
-        )
+        cost = cost.then(built.holding(results))
+        results += FLOAT * in_size * n_out if jacobian == "dense" else XCORR_ENTRY_BYTES * nnz
     return cost.holding(held)
 
 
 @dataclass(frozen=True)
 class GivenJacobian:
-    """What the chain rule knows of one given Jacobian before decoding it."""
+    """What the chain rule knows of one given Jacobian before multiplying (in_out orientation).
+
+    ``row`` and ``col`` are the COO pattern when it is known (the validated request holds it);
+    None for a dense matrix (every entry) or an unknown pattern.
+    """
 
     rows: int
     cols: int
     nnz: int
     dense: bool
+    row: IndexArray | None = None
+    col: IndexArray | None = None
+
+
+# Per column of the running product: an upper bound on its non-zeros, as sorted column indices
+# and counts (sparse, so that a 16e6-column factor with one entry costs nothing to bound).
+_Counts = tuple[IndexArray, FloatArray]
+
+
+def _first_counts(factor: GivenJacobian) -> _Counts | None:
+    if factor.col is None or factor.row is None:
+        return None
+    columns, counts = np.unique(factor.col, return_counts=True)
+    return columns, counts.astype(np.float64)
+
+
+def _next_counts(counts: _Counts, factor: GivenJacobian, rows: int) -> tuple[_Counts, int]:
+    """Push column counts through ``factor``'s pattern; return them and the products formed.
+
+    Entry ``(k, j)`` of the factor meets every non-zero of column ``k`` of the running product:
+    ``sum_k counts[k] * nnz(row k of factor)`` multiply-adds, and column ``j`` of the new product
+    has at most ``min(rows, sum over its entries (k, j) of counts[k])`` non-zeros.
+    """
+    assert factor.row is not None and factor.col is not None
+    columns, values = counts
+    if columns.size == 0:  # an empty product stays empty
+        return (columns, values), 0
+    at = np.searchsorted(columns, factor.row)
+    inside = at < columns.size
+    hit = np.zeros(factor.row.shape, dtype=bool)
+    hit[inside] = columns[at[inside]] == factor.row[inside]
+    weights = np.where(hit, values[np.minimum(at, columns.size - 1)], 0.0)
+    products = int(weights.sum())
+    new_columns, inverse = np.unique(factor.col, return_inverse=True)
+    new_values = np.minimum(np.bincount(inverse, weights=weights), float(rows))
+    return (new_columns, new_values), products
 
 
 def multiply_cost(factors: Sequence[GivenJacobian], dense_result: bool) -> tuple[Cost, int]:
     """Return the cost of decoding the factors and :func:`functions.multiply`, and an nnz bound.
 
-    ``factors`` are in multiplication order (``J_1 ... J_n`` in_out). Each product's non-zeros
-    are bounded by ``min(rows * cols, nnz(left) * min(cols, nnz(right)), rows * nnz(right))``:
-    loose for scattered patterns, which only the engine sees (it checks the exact bound before
-    each product).
+    ``factors`` are in multiplication order (``J_1 ... J_n`` in_out). Where every pattern is known
+    each product's non-zeros are bounded column by column from the patterns (:func:`_next_counts`,
+    O(nnz) work, no array of the matrices' sizes); otherwise by
+    ``min(rows * cols, nnz(left) * min(cols, nnz(right)), rows * nnz(right))``.
     """
     decode = Cost()
     held = 0
@@ -158,6 +202,7 @@ def multiply_cost(factors: Sequence[GivenJacobian], dense_result: bool) -> tuple
         held += entries
     rows = factors[0].rows
     product_nnz = factors[0].nnz
+    counts = _first_counts(factors[0])
     products = Cost()
     for factor in factors[1:]:
         # every entry of the left meets one row of the right (at most all its entries), every
@@ -167,6 +212,11 @@ def multiply_cost(factors: Sequence[GivenJacobian], dense_result: bool) -> tuple
             product_nnz * min(factor.cols, factor.nnz),
             rows * factor.nnz,
         )
+        if counts is not None and factor.row is not None:
+            counts, formed = _next_counts(counts, factor, rows)
+            out_nnz = min(out_nnz, int(counts[1].sum()), formed)
+        else:
+            counts = None
         step = spgemm_cost(rows, factor.rows, factor.cols, product_nnz, factor.nnz, out_nnz)
         products = products.then(step.then(sparse_build_cost(factor.nnz, factor.rows, factor.cols)))
         product_nnz = out_nnz

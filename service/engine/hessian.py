@@ -453,8 +453,9 @@ def program_hessian(
     n = sum(sizes)
     if n * n > limits.max_dense_elements:
         raise LimitExceeded(
-            "dense Hessian elements", n * n, limits.max_dense_elements, hint="use /v1/hvp"
-        )
+            "dense Hessian elements", n * n, limits.max_dense_elements, hint="use /v1/hvp",
+            setting="max_dense_jacobian_elements",
+        )  # fmt: skip
     largest = max(layout.size_of(shape) for shape in program.shapes.values())
     step = max(1, limits.max_tensor_elements // largest)
     offsets = np.cumsum([0, *sizes])

@@ -177,7 +177,10 @@ def test_chain_rule_products_are_bounded(
         sp.random_array((a, b), density=density, random_state=rng, format="coo")
         for a, b in zip(sides, sides[1:], strict=False)
     ]
-    given_ = [estimates.GivenJacobian(m.shape[0], m.shape[1], m.nnz, False) for m in matrices]
+    given_ = [
+        estimates.GivenJacobian(m.shape[0], m.shape[1], m.nnz, False, m.row, m.col)
+        for m in matrices
+    ]
     if dense_result and sides[0] * sides[-1] > 10**7:
         return
     cost, _ = estimates.multiply_cost(given_, dense_result)

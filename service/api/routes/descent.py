@@ -316,7 +316,9 @@ async def gradient_descent(
     """Minimize f from x0 by x_(t+1) = x_t - γ ten(df/dx(x_t)) until a stopping rule fires."""
     picture = accepted_picture(request, "gradient_descent", body)
     if picture is not None:
-        content = await compute(_descent_picture, body, settings, picture, deadline_seconds=math.inf)
+        # The run ends itself at its deadline: no computation deadline on top.
+        drawn = (_descent_picture, body, settings, picture)
+        content = await compute(*drawn, deadline_seconds=math.inf)
         return picture_response(content, picture)
     if negotiate(request, "gradient_descent", body.encoding, body) is not STREAM:
         # The run ends itself at its deadline (status "deadline"); the token only carries the

@@ -19,8 +19,10 @@ from ... import __version__
 from ...config import Settings
 from ...engine.errors import EngineError
 from ...engine.op import op_names
+from .. import costs
 from ..budget import RequestCost, check_request
-from ..deps import SettingsDep, body_openapi, json_body, validate_body
+from ..deps import InvalidDocument, SettingsDep, body_openapi, json_body, validate_body
+from ..negotiation import check_accept
 from ..problems import PROBLEM_RESPONSES, Problem, RenderedValidationError, expected_problem
 from ..schemas.common import ResponseModel, StrictModel
 from ..schemas.descent import GradientDescentRequest
@@ -32,9 +34,14 @@ from ..schemas.functions import (
     VjpRequest,
 )
 from ..schemas.xcorr import CrossCorrelationRequest
-from . import descent, functions, xcorr
+from . import descent, xcorr
 
-router = APIRouter(prefix="/v1", tags=["operations"], responses=PROBLEM_RESPONSES)
+router = APIRouter(
+    prefix="/v1",
+    tags=["operations"],
+    responses=PROBLEM_RESPONSES,
+    dependencies=[Depends(check_accept)],
+)
 
 
 @dataclass(frozen=True)
@@ -46,11 +53,11 @@ class Estimator:
 
 
 ESTIMATORS: dict[str, Estimator] = {
-    "/v1/evaluate": Estimator(EvaluateRequest, functions.evaluate_cost),
-    "/v1/jacobian": Estimator(JacobianRequest, functions.jacobian_cost),
-    "/v1/jvp": Estimator(JvpRequest, functions.product_cost),
-    "/v1/vjp": Estimator(VjpRequest, functions.product_cost),
-    "/v1/chain-rule": Estimator(ChainRuleRequest, functions.chain_rule_cost),
+    "/v1/evaluate": Estimator(EvaluateRequest, costs.evaluate_cost),
+    "/v1/jacobian": Estimator(JacobianRequest, costs.jacobian_cost),
+    "/v1/jvp": Estimator(JvpRequest, costs.product_cost),
+    "/v1/vjp": Estimator(VjpRequest, costs.product_cost),
+    "/v1/chain-rule": Estimator(ChainRuleRequest, costs.chain_rule_cost),
     "/v1/cross-correlation": Estimator(CrossCorrelationRequest, xcorr.cross_correlation_cost),
     "/v1/gradient-descent": Estimator(GradientDescentRequest, descent.descent_cost),
 }
@@ -120,7 +127,8 @@ def _estimate(request: EstimateRequest, settings: Settings) -> EstimateResponse:
     raw = json.dumps(request.body).encode()
     try:
         body, _ = validate_body(estimator.model, raw, settings)  # JSON: no segments
-    except RenderedValidationError as error:
+    except InvalidDocument as invalid:
+        error = invalid.render()
         # The pointers are into the inner body, which sits under /body here.
         rendered = [e.model_copy(update={"pointer": "/body" + e.pointer}) for e in error.rendered]
         raise RenderedValidationError(rendered, error.count) from None

@@ -182,7 +182,9 @@ async def minimize(
     """Minimize f from x0 by the chosen method until a stopping rule fires."""
     picture = accepted_picture(request, "minimize", body)
     if picture is not None:
-        content = await compute(_minimize_picture, body, settings, picture, deadline_seconds=math.inf)
+        # The run ends itself at its deadline: no computation deadline on top.
+        drawn = (_minimize_picture, body, settings, picture)
+        content = await compute(*drawn, deadline_seconds=math.inf)
         return picture_response(content, picture)
     if negotiate(request, "minimize", body.encoding, body) is not STREAM:
         # The run ends itself at its deadline (status "deadline"): the token only carries the

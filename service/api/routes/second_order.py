@@ -16,12 +16,13 @@ from ...engine.hessian import hvp as compute_hvp
 from ...engine.hessian import program_hessian, program_hvp
 from ...engine.jacobian import Jacobian
 from ...engine.layout import size_of
+from ..costs import chain_of, function_limits
 from ..deps import ComputeDep, SettingsDep, body_openapi, json_body
 from ..negotiation import answer, check_accept, offer
 from ..problems import PROBLEM_RESPONSES
 from ..representations import BINARY, npz
 from ..schemas.second_order import HessianRequest, HessianResponse, HvpRequest, HvpResponse
-from .functions import _chain, _limits, _program
+from .functions import _program
 
 router = APIRouter(
     prefix="/v1",
@@ -48,7 +49,7 @@ def _hvp(body: HvpRequest, settings: Settings) -> HvpResponse:
         )
     assert body.x is not None and isinstance(body.function, list)
     x = decode_tensor(body.x)
-    chain = _chain(body.function, x, body.order)
+    chain = chain_of(body.function, x, body.order)
     vector = decode_tensor(body.vectors["x"])
     if vector.shape != x.shape:
         raise ShapeError(f"vectors.x has shape {list(vector.shape)}, x has {list(x.shape)}")
@@ -74,7 +75,7 @@ def _hessian(body: HessianRequest, settings: Settings) -> HessianResponse:
                     "dense (format 'dense' or 'auto'), or use /v1/hvp"
                 )
             found = program_hessian(program, inputs, names, order=body.order,
-                                    limits=_limits(settings))  # fmt: skip
+                                    limits=function_limits(settings))  # fmt: skip
             size = sum(size_of(program.inputs[n]) for n in names)
             matrix = Jacobian(found.matrix, (size,), (size,), "in_out", body.order)
             return HessianResponse(
@@ -86,8 +87,9 @@ def _hessian(body: HessianRequest, settings: Settings) -> HessianResponse:
     else:
         assert body.x is not None and isinstance(body.function, list)
         x = decode_tensor(body.x)
-        chain = _chain(body.function, x, body.order)
-    result = compute_hessian(chain, x, order=body.order, fmt=body.format, limits=_limits(settings))
+        chain = chain_of(body.function, x, body.order)
+    limits = function_limits(settings)
+    result = compute_hessian(chain, x, order=body.order, fmt=body.format, limits=limits)
     matrix = Jacobian(result.matrix, x.shape, x.shape, "in_out", body.order)
     return HessianResponse(
         value=encode_tensor(result.value, body.encoding),

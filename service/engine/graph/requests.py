@@ -67,7 +67,9 @@ def check_tensors(program: Program, max_elements: int) -> None:
     """Raise :class:`LimitExceeded` if a value or a workspace of the program is over the limit."""
     for what, elements in program.largest_tensors():
         if elements > max_elements:
-            raise LimitExceeded(f"elements of {what}", elements, max_elements)
+            raise LimitExceeded(
+                f"elements of {what}", elements, max_elements, setting="max_tensor_elements"
+            )
 
 
 def evaluate(

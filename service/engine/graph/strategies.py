@@ -149,10 +149,12 @@ def plan(
         flops, local, peak = flops + f, local + lo, max(peak, pk)
     if fmt == "dense" and dense > max_dense_elements:
         raise LimitExceeded("dense Jacobian elements", dense, max_dense_elements,
-                            hint="ask for format 'coo', or use /v1/jvp or /v1/vjp")  # fmt: skip
+                            hint="ask for format 'coo', or use /v1/jvp or /v1/vjp",
+                            setting="max_dense_jacobian_elements")  # fmt: skip
     total_nnz = sum(nnz_bounds.values())
     if fmt == "coo" and total_nnz > max_nnz:
-        raise LimitExceeded("Jacobian non-zeros (upper bound)", total_nnz, max_nnz, _NNZ_HINT)
+        raise LimitExceeded("Jacobian non-zeros (upper bound)", total_nnz, max_nnz, _NNZ_HINT,
+                            setting="max_coo_nnz")  # fmt: skip
     costs = {
         "chain": _SPARSE_COST * (local + flops + total_nnz) + (dense if fmt == "dense" else 0),
         "reverse": m * _per_pass(program, frozenset(wrt)) + dense,
