@@ -119,7 +119,12 @@ def check_cost(cost: Cost, limits: CostLimits, hint: str = "") -> None:
 # -- operations ----------------------------------------------------------------------------------
 
 
-def _rule_cost(n: int, m: int, workspace: int, multiply_adds: int, copied: int, batch: int) -> Cost:
+def rule_cost(n: int, m: int, workspace: int, multiply_adds: int, copied: int, batch: int) -> Cost:
+    """Return the cost of one rule over ``n`` input and ``m`` output elements, per batch entry.
+
+    ``workspace``: elements of its largest temporary; ``multiply_adds`` from the local Jacobian's
+    non-zero bound; ``copied``: bytes copied on top (im2col's windows).
+    """
     return Cost(
         flops=batch * (2 * multiply_adds + ELEMENT_FLOPS * (n + m)),
         bytes_touched=batch * (FLOAT * (n + m + 2 * workspace) + copied),
@@ -141,7 +146,7 @@ def xcorr_forward_cost(
     multiply_adds = out * taps
     workspace = xcorr.workspace_elements(x_shape, k_shape, geometry)
     n = layout.size_of(x_shape)
-    cost = _rule_cost(n, out, workspace, multiply_adds, FLOAT * multiply_adds, batch)
+    cost = rule_cost(n, out, workspace, multiply_adds, FLOAT * multiply_adds, batch)
     # im2col's column buffer holds at least one output row's windows: 26.8 GiB for a 1 x 60000
     # kernel on one pixel with "full" padding.
     return cost.holding(FLOAT * out_shape[-1] * taps)
@@ -170,7 +175,7 @@ def op_cost(op: Op, in_shape: Shape, batch: int = 1) -> Cost:
     n = layout.size_of(in_shape)
     m = layout.size_of(op.out_shape(in_shape))
     workspace = op.workspace_elements(in_shape)
-    return _rule_cost(n, m, workspace, op.sparsity(in_shape).nnz, 0, batch)
+    return rule_cost(n, m, workspace, op.sparsity(in_shape).nnz, 0, batch)
 
 
 def _sizes(shapes: Sequence[Shape]) -> list[int]:

@@ -226,6 +226,49 @@ def multiply_cost(factors: Sequence[GivenJacobian], dense_result: bool) -> tuple
     return decode.then(products.then(result).holding(held)), product_nnz
 
 
+def hvp_cost(chain: Chain, batch: int = 1) -> Cost:
+    """Return the cost of :func:`hessian.hvp`: the trace, then forward over reverse per vector.
+
+    Tangents go forward with the trace, cotangents and their derivatives come back with each
+    rule's second-order term: three batched passes, the trace and the tangents held.
+    """
+    trace = trace_cost(chain.ops, chain.shapes)
+    passes = pass_cost(chain.ops, chain.shapes, batch).times(3)
+    held = values_bytes(chain.shapes, 1 + batch)
+    return trace.then(passes.holding(held))
+
+
+def hessian_cost(chain: Chain, nnz_bound: int, fmt: Format) -> Cost:
+    """Return the cost of the structural Hessian of :func:`hessian.hessian`.
+
+    Per operation with curvature: its ``K`` second-order products (a batch of ``K`` tangents), the
+    ``G K²`` entries of its weighted Hessian ``D_i``, and ``P_i D_i P_i^T`` with ``P_i`` the
+    product of the local factors so far; every term has at most ``nnz_bound`` entries. The sum is
+    symmetrized (two more copies) and densified for ``"dense"``.
+    """
+    n = layout.size_of(chain.in_shape)
+    trace = trace_cost(chain.ops, chain.shapes)
+    adjoints = pass_cost(chain.ops, chain.shapes, 1)
+    terms = Cost()
+    for index, op in enumerate(chain.ops):
+        shape = chain.shapes[index]
+        blocks = op.curvature_blocks(shape, "C")
+        if blocks is None:
+            continue
+        k = blocks.shape[1]
+        second = op_cost(op, shape, k).times(2)
+        reach = chain._bound(0, index - 1).nnz if index > 0 else n
+        curvature = sparse_build_cost(blocks.size * k, layout.size_of(shape), layout.size_of(shape))
+        product = spgemm_cost(n, layout.size_of(shape), n, reach, blocks.size * k, nnz_bound)
+        terms = terms.then(second.then(curvature).then(product.times(2))).holding(
+            SPARSE_COPIES * COO_ENTRY * (reach + nnz_bound)
+        )
+    result = sparse_build_cost(nnz_bound, n, n)
+    held = values_bytes(chain.shapes)
+    cost = trace.then(adjoints.then(terms).then(result.times(2)).holding(held))
+    return cost.then(dense_cost(n, n)) if fmt == "dense" else cost
+
+
 def descent_step_cost(chain: Chain) -> Cost:
     """Return the cost of one gradient-descent step (value and gradient, line search aside).
 

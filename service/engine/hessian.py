@@ -47,6 +47,7 @@ __all__ = [
     "HvpResult",
     "ProgramHvp",
     "hessian",
+    "hessian_format",
     "hessian_nnz_bound",
     "hvp",
     "program_hessian",
@@ -196,6 +197,22 @@ def hessian_nnz_bound(chain: Chain) -> int:
     return n * min(n, per_row)
 
 
+def hessian_format(
+    chain: Chain, fmt: HessianFormat, max_dense_elements: int
+) -> tuple[Literal["coo", "dense"], int]:
+    """Resolve ``"auto"`` and return the format with :func:`hessian_nnz_bound`.
+
+    ``"auto"``: COO when the non-zero bound is below a third of the entries or a dense matrix
+    would exceed ``max_dense_elements``; dense otherwise.
+    """
+    n = layout.size_of(chain.in_shape)
+    bound = hessian_nnz_bound(chain)
+    if fmt != "auto":
+        return fmt, bound
+    sparse_enough = bound < _COO_DENSITY * n * n
+    return ("coo" if sparse_enough or n * n > max_dense_elements else "dense"), bound
+
+
 def _curvature_matrix(
     chain: Chain,
     index: int,
@@ -285,10 +302,7 @@ def hessian(
     check_scalar(chain, "a Hessian")
     check_intermediates(chain, limits.max_tensor_elements)
     n = layout.size_of(chain.in_shape)
-    bound = hessian_nnz_bound(chain)
-    if fmt == "auto":
-        sparse_enough = bound < _COO_DENSITY * n * n
-        fmt = "coo" if sparse_enough or n * n > limits.max_dense_elements else "dense"
+    fmt, bound = hessian_format(chain, fmt, limits.max_dense_elements)
     if fmt == "dense" and n * n > limits.max_dense_elements:
         raise LimitExceeded(
             "dense Hessian elements",

@@ -21,7 +21,6 @@ from starlette.types import Receive, Scope, Send
 from ...codec import Encoding, TensorOut, decode_tensor, encode_tensor
 from ...codec.binary import split_segments
 from ...config import Settings
-from ...engine import estimates
 from ...engine.chain import Chain
 from ...engine.descent import (
     DescentEvent,
@@ -31,11 +30,11 @@ from ...engine.descent import (
     collect,
     descend,
 )
-from ...engine.functions import check_intermediates
 from ...engine.graph.descent import descend_program
 from ...engine.types import FloatArray
 from ...pictures import PictureType, descent_picture
-from ..budget import RequestCost, check_request, float_payload
+from ..budget import check_request
+from ..costs import descent_cost
 from ..deps import Compute, ComputeDep, SettingsDep, body_openapi, json_body
 from ..negotiation import NDJSON, Representation, answer, check_accept, negotiate, offer
 from ..pictures import accepted_picture, picture_response, pictures
@@ -85,28 +84,6 @@ Events = Generator[DescentEvent, None, None]
 Line = Callable[[DescentRecord | DescentSummary], bytes]
 
 
-def _chain(body: GradientDescentRequest) -> Chain:
-    assert body.x0 is not None and isinstance(body.function, list)
-    x0 = decode_tensor(body.x0)
-    return Chain([spec.to_engine(body.order) for spec in body.function], x0.shape)
-
-
-def descent_cost(body: GradientDescentRequest, settings: Settings) -> RequestCost:
-    """Estimate one step of ``/v1/gradient-descent`` and its whole JSON response.
-
-    The number of steps is bounded by ``max_steps`` and by the run's deadline, not by the work
-    limit: a run that converges early must not be refused for the steps it might have taken.
-    """
-    chain = _chain(body)
-    check_intermediates(chain, settings.max_tensor_elements)
-    size = math.prod(chain.in_shape)
-    per_point = size + 4 if body.record_x else 4
-    points = body.params().recorded_points()
-    payload = float_payload(points * per_point + size, body.encoding)
-    facts = {"recorded_points": points, "step": "work and peak memory are for one step"}
-    return RequestCost(estimates.descent_step_cost(chain), payload, facts)
-
-
 def descent_limits(settings: Settings) -> DescentLimits:
     """Return the engine's bounds on a run (descent and minimization) from the settings.
 
@@ -129,15 +106,17 @@ Unpack = Callable[[FloatArray], dict[str, FloatArray]] | None
 
 def _start(body: GradientDescentRequest, settings: Settings) -> tuple[Events, Unpack]:
     """Return the run's events, and for a program how to unpack ``x`` into its variables."""
+    check_request(descent_cost(body, settings), settings)
     limits = descent_limits(settings)
     if body.inputs is not None:
         inputs = {name: decode_tensor(tensor) for name, tensor in body.inputs.items()}
         shapes = {name: value.shape for name, value in inputs.items()}
         program = build_program(body.function, shapes, body.order)
         return descend_program(program, inputs, body.variables, body.params(), limits)
-    check_request(descent_cost(body, settings), settings)
-    assert body.x0 is not None
-    return descend(_chain(body), decode_tensor(body.x0), body.params(), limits), None
+    assert body.x0 is not None and isinstance(body.function, list)
+    x0 = decode_tensor(body.x0)
+    chain = Chain([spec.to_engine(body.order) for spec in body.function], x0.shape)
+    return descend(chain, x0, body.params(), limits), None
 
 
 def _tensors(values: dict[str, FloatArray], encoding: Encoding) -> dict[str, TensorOut]:

@@ -33,8 +33,10 @@ from ..schemas.functions import (
     JvpRequest,
     VjpRequest,
 )
+from ..schemas.minimize import MinimizeRequest
+from ..schemas.second_order import HessianRequest, HvpRequest
 from ..schemas.xcorr import CrossCorrelationRequest
-from . import descent, xcorr
+from . import xcorr
 
 router = APIRouter(
     prefix="/v1",
@@ -59,7 +61,10 @@ ESTIMATORS: dict[str, Estimator] = {
     "/v1/vjp": Estimator(VjpRequest, costs.product_cost),
     "/v1/chain-rule": Estimator(ChainRuleRequest, costs.chain_rule_cost),
     "/v1/cross-correlation": Estimator(CrossCorrelationRequest, xcorr.cross_correlation_cost),
-    "/v1/gradient-descent": Estimator(GradientDescentRequest, descent.descent_cost),
+    "/v1/gradient-descent": Estimator(GradientDescentRequest, costs.descent_cost),
+    "/v1/minimize": Estimator(MinimizeRequest, costs.minimize_cost),
+    "/v1/hvp": Estimator(HvpRequest, costs.hvp_cost),
+    "/v1/hessian": Estimator(HessianRequest, costs.hessian_cost),
 }
 EstimablePath = Literal[
     "/v1/evaluate",
@@ -69,6 +74,9 @@ EstimablePath = Literal[
     "/v1/chain-rule",
     "/v1/cross-correlation",
     "/v1/gradient-descent",
+    "/v1/minimize",
+    "/v1/hvp",
+    "/v1/hessian",
 ]
 
 

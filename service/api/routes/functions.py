@@ -117,11 +117,11 @@ def _no_check(body: JacobianRequest | JvpRequest | VjpRequest) -> None:
 
 
 def _evaluate(body: EvaluateRequest, settings: Settings) -> EvaluateResponse:
+    check_request(evaluate_cost(body, settings), settings)
     if body.program:
         program, inputs = _program(body)
         value = programs.evaluate(program, inputs, function_limits(settings))
         return EvaluateResponse(value=encode_tensor(value, body.encoding))
-    check_request(evaluate_cost(body, settings), settings)
     assert body.x is not None and isinstance(body.function, list)
     x = decode_tensor(body.x)
     value = functions.evaluate(chain_of(body.function, x, body.order), x, function_limits(settings))
@@ -130,7 +130,6 @@ def _evaluate(body: EvaluateRequest, settings: Settings) -> EvaluateResponse:
 
 def _jacobian_result(body: JacobianRequest, settings: Settings) -> functions.JacobianResult:
     # The x form (an op list applied to x).
-    check_request(jacobian_cost(body, settings), settings)
     assert body.x is not None and isinstance(body.function, list)
     x = decode_tensor(body.x)
     return functions.jacobian(
@@ -148,6 +147,7 @@ def _jacobian_result(body: JacobianRequest, settings: Settings) -> functions.Jac
 def _jacobian(
     body: JacobianRequest, settings: Settings
 ) -> JacobianResponse | ProgramJacobianResponse:
+    check_request(jacobian_cost(body, settings), settings)
     if body.program:
         _no_check(body)
         program, inputs = _program(body)
@@ -173,6 +173,7 @@ def _jacobian_picture(body: JacobianRequest, settings: Settings, media_type: Pic
     # A spy plot is drawn from the COO entries, whatever format the JSON answer would use.
     # A picture is sent, not a list: the Jacobian is costed as its raw bytes.
     coo = body.model_copy(update={"format": "coo", "encoding": "binary"})
+    check_request(jacobian_cost(coo, settings), settings)
     result = _jacobian_result(coo, settings)
     return spy_picture("∂h/∂x", result.jacobian, media_type)
 
@@ -180,7 +181,6 @@ def _jacobian_picture(body: JacobianRequest, settings: Settings, media_type: Pic
 def _product(
     body: JvpRequest | VjpRequest, vector: Tensor, direction: Direction, settings: Settings
 ) -> tuple[TensorOut, TensorOut, CheckReport | None]:
-    check_request(product_cost(body, settings), settings)
     assert body.x is not None and isinstance(body.function, list)
     x = decode_tensor(body.x)
     chain = chain_of(body.function, x, body.order)
@@ -200,6 +200,7 @@ def _product(
 
 
 def _jvp(body: JvpRequest, settings: Settings) -> JvpResponse:
+    check_request(product_cost(body, settings), settings)
     if body.program:
         _no_check(body)
         assert body.tangents is not None
@@ -220,6 +221,7 @@ def _jvp(body: JvpRequest, settings: Settings) -> JvpResponse:
 
 
 def _vjp(body: VjpRequest, settings: Settings) -> VjpResponse | ProgramVjpResponse:
+    check_request(product_cost(body, settings), settings)
     if body.program:
         _no_check(body)
         program, inputs = _program(body)

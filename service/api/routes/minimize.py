@@ -25,6 +25,8 @@ from ...engine.minimize import (
 from ...engine.minimize import minimize as run_minimize
 from ...engine.types import FloatArray
 from ...pictures import PictureType, descent_picture
+from ..budget import check_request
+from ..costs import minimize_cost
 from ..deps import ComputeDep, SettingsDep, body_openapi, json_body
 from ..negotiation import NDJSON, Representation, answer, check_accept, negotiate, offer
 from ..pictures import accepted_picture, picture_response, pictures
@@ -87,6 +89,7 @@ MinimizeBody = Annotated[MinimizeRequest, Depends(json_body(MinimizeRequest))]
 
 
 def _start(body: MinimizeRequest, settings: Settings) -> tuple[Events, Unpack]:
+    check_request(minimize_cost(body, settings), settings)
     limits = descent_limits(settings)
     if body.inputs is not None:
         inputs = {name: decode_tensor(tensor) for name, tensor in body.inputs.items()}

@@ -16,7 +16,8 @@ from ...engine.hessian import hvp as compute_hvp
 from ...engine.hessian import program_hessian, program_hvp
 from ...engine.jacobian import Jacobian
 from ...engine.layout import size_of
-from ..costs import chain_of, function_limits
+from ..budget import check_request
+from ..costs import chain_of, function_limits, hessian_cost, hvp_cost
 from ..deps import ComputeDep, SettingsDep, body_openapi, json_body
 from ..negotiation import answer, check_accept, offer
 from ..problems import PROBLEM_RESPONSES
@@ -38,6 +39,7 @@ HessianBody = Annotated[HessianRequest, Depends(json_body(HessianRequest))]
 
 
 def _hvp(body: HvpRequest, settings: Settings) -> HvpResponse:
+    check_request(hvp_cost(body, settings), settings)
     if body.program:
         program, inputs = _program(body)
         check_tensors(program, settings.max_tensor_elements)
@@ -62,6 +64,7 @@ def _hvp(body: HvpRequest, settings: Settings) -> HvpResponse:
 
 
 def _hessian(body: HessianRequest, settings: Settings) -> HessianResponse:
+    check_request(hessian_cost(body, settings), settings)
     if body.program:
         program, inputs = _program(body)
         check_tensors(program, settings.max_tensor_elements)

@@ -29,6 +29,7 @@ __all__ = [
     "evaluate",
     "jacobian",
     "product",
+    "resolve_format",
 ]
 
 # A COO entry costs 24 bytes and a dense one 8 (as in functions._resolve_format).
@@ -80,9 +81,10 @@ def evaluate(
     return program.trace(inputs)[program.output]
 
 
-def _resolve_format(
+def resolve_format(
     program: Program, wrt: Sequence[str], requested: FormatRequest, limits: FunctionLimits
 ) -> Format:
+    """Resolve ``"auto"``: COO when sparse enough or when dense would exceed its limit."""
     if requested != "auto":
         return requested
     probe = strategies.plan(program, wrt, fmt="coo", max_dense_elements=1 << 62,
@@ -134,7 +136,7 @@ def jacobian(
             limits=limits,
         )
         return ProgramJacobians(result.value, {name: result.jacobian}, result.strategy)
-    resolved = _resolve_format(program, names, fmt, limits)
+    resolved = resolve_format(program, names, fmt, limits)
     chosen = strategies.plan(program, names, strategy=strategy, fmt=resolved,
                              max_dense_elements=limits.max_dense_elements,
                              max_nnz=limits.max_nnz)  # fmt: skip
