@@ -16,7 +16,9 @@ from .. import layout
 from ..chain import BLOCK_ELEMENTS
 from ..cost import (
     BUFFERS,
+    COO_ENTRY,
     FLOAT,
+    SPARSE_COPIES,
     Cost,
     dense_cost,
     op_cost,
@@ -27,7 +29,7 @@ from ..cost import (
 )
 from ..jacobian import Format
 from .nary import NaryOp, Unary
-from .ops.linalg import XCorr2D
+from .ops.linalg import XCorr2D, _Contraction
 from .program import Node, Program
 from .strategies import ProgramPlan
 
@@ -58,6 +60,10 @@ def node_cost(op: NaryOp, shapes: Sequence[tuple[int, ...]], batch: int = 1) -> 
         return xcorr_forward_cost(shapes[0], shapes[1], op.geometry, batch)
     n = sum(layout.size_of(shape) for shape in shapes)
     m = layout.size_of(op.out_shape(shapes))
+    if isinstance(op, _Contraction):
+        # One multiply-add per combination of all labels; NumPy's einsum contracts pairwise
+        # through BLAS, with temporaries of the operands' and the output's sizes only.
+        return rule_cost(n, m, 0, op.workspace_elements(shapes), 0, batch)
     multiply_adds = sum(op.sparsity(shapes, i).nnz for i in range(len(shapes)))
     return rule_cost(n, m, op.workspace_elements(shapes), multiply_adds, 0, batch)
 
@@ -120,7 +126,7 @@ def _sum_over_paths_cost(program: Program, plan: ProgramPlan, names: Sequence[st
                 rule = node_cost(node.op, _args(program, node))
                 total = total.then(build.then(product).then(rule))
     # the factors of one node and the J_{w->v} still needed are held while it is processed
-    return total.holding(sparse_build_cost(peak, 1, 1).peak_bytes * len(names) + 24 * local)
+    return total.holding(SPARSE_COPIES * COO_ENTRY * (peak * len(names) + local))
 
 
 def jacobian_cost(program: Program, plan: ProgramPlan, names: Sequence[str], fmt: Format) -> Cost:
@@ -137,8 +143,10 @@ def jacobian_cost(program: Program, plan: ProgramPlan, names: Sequence[str], fmt
     total_nnz = sum(plan.nnz_bounds.values())
     if fmt == "dense":
         results = Cost(0, FLOAT * plan.dense_elements, FLOAT * plan.dense_elements)
+        held = FLOAT * plan.dense_elements
     else:
         results = sparse_build_cost(total_nnz, max(sizes.values()), m)
+        held = SPARSE_COPIES * COO_ENTRY * total_nnz
     if plan.strategy == "chain":
         build = _sum_over_paths_cost(program, plan, names)
     else:
@@ -151,7 +159,7 @@ def jacobian_cost(program: Program, plan: ProgramPlan, names: Sequence[str], fmt
             basis = FLOAT * batch * width * 2  # the basis, its images, their non-zero triplets
             one = pass_cost(program, active, batch).holding(basis + 3 * FLOAT * batch * width)
             build = build.then(one.times(blocks))
-    cost = trace_cost(program).then(build.holding(results.peak_bytes)).then(results)
+    cost = trace_cost(program).then(build.holding(held)).then(results)
     if fmt == "dense":
         cost = cost.then(dense_cost(max(sizes.values()), m))  # oriented: a second copy
     return cost
