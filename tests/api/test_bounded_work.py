@@ -397,3 +397,85 @@ async def test_other_codings_and_broken_gzip_are_refused(
     )  # fmt: skip
     assert response.status_code == status, response.text
     assert response.json()["type"] == kind
+
+
+# -- program forms (expressions, n-ary operations) and second order -------------------------------
+
+PROGRAM_AMPLIFIERS = [
+    pytest.param(
+        "/v1/evaluate",
+        {"function": "sum(einsum(a, b, subscripts='i,j->ij'))",
+         "inputs": {"a": b64(np.zeros(20_000)), "b": b64(np.zeros(20_000))}},
+        "max_tensor_elements", id="einsum outer product of two 20000-vectors",
+    ),
+    pytest.param(
+        "/v1/evaluate",
+        {"function": "sum(einsum(a, b, c, subscripts='i,j,k->i'))",
+         "inputs": {"a": b64(np.zeros(400)), "b": b64(np.zeros(400)), "c": b64(np.zeros(400))}},
+        "max_tensor_elements", id="einsum over 400^3 label combinations",
+    ),
+    pytest.param(
+        "/v1/jacobian",
+        {"function": "sum(a + b)",
+         "inputs": {"a": b64(np.zeros((20_000, 1))), "b": b64(np.zeros((1, 20_000)))}},
+        "max_tensor_elements", id="broadcast of a column and a row to 4e8 elements",
+    ),
+    pytest.param(
+        "/v1/evaluate",
+        {"function": "sum(xcorr2d(x, k, padding=[[1500, 1500], [1500, 1500]]))",
+         "inputs": {"x": b64(np.zeros((1, 1, 1))), "k": b64(np.zeros((1, 30, 30)))}},
+        "max_work", id="xcorr2d with giant padding inside an expression",
+    ),
+    pytest.param(
+        "/v1/hessian",
+        {"function": "sum(x * x)", "inputs": {"x": b64(np.zeros(4000))}, "format": "dense",
+         "encoding": "base64"},
+        "max_request_memory_bytes", id="dense Hessian of a 4000-element program",
+    ),
+    pytest.param(
+        "/v1/hessian",
+        {"function": "sum(x * x)", "inputs": {"x": b64(np.zeros(4000))}, "format": "dense"},
+        "max_response_bytes", id="list-encoded dense Hessian of 16e6 entries",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("path", "body", "setting"), PROGRAM_AMPLIFIERS)
+async def test_program_amplifiers_are_refused_from_their_shapes(
+    client, path: str, body: dict[str, Any], setting: str
+) -> None:
+    # Each body is at most a few hundred kB; each would take gigabytes or minutes.
+    response, seconds = await timed_post(client, path, json=body)
+    refusal(response, setting)
+    assert seconds < FAST_SECONDS
+    estimate = await client.post("/v1/estimate", json={"path": path, "body": body})
+    assert estimate.status_code == 200
+    assert estimate.json()["refused"] is True
+    assert estimate.json()["problem"]["setting"] == setting
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/hvp", {"function": "sum(tanh(matmul(A, x)))",
+                     "inputs": {"A": {"data": [[1.0, 2.0], [3.0, 4.0]]}, "x": {"data": [0.1, 0.2]}},
+                     "vectors": {"x": {"data": [1.0, 0.0]}}}),
+        ("/v1/hessian", {"function": [{"op": "tanh"}, {"op": "sum"}],
+                         "x": {"data": [0.1, 0.2, 0.3]}}),
+        ("/v1/minimize", {"function": "sum(square(x - 1))", "inputs": {"x": {"data": [0.0, 0.0]}},
+                          "method": "lbfgs", "max_steps": 20}),
+        ("/v1/minimize", {"function": [{"op": "square"}, {"op": "sum"}], "x0": {"data": [1.0, 2.0]},
+                          "method": "newton-cg", "max_steps": 20}),
+        ("/v1/jacobian", {"function": "concatenate(a, b)[1:]",
+                          "inputs": {"a": {"data": [1.0, 2.0]}, "b": {"data": [3.0]}}}),
+    ],
+)  # fmt: skip
+async def test_every_request_kind_is_estimated_and_then_answered(
+    client, path: str, body: dict[str, Any]
+) -> None:
+    estimate = await client.post("/v1/estimate", json={"path": path, "body": body})
+    assert estimate.status_code == 200, estimate.text
+    found = estimate.json()
+    assert found["refused"] is False and found["work"] > 0 and found["peak_bytes"] > 0
+    assert found["response_bytes"] > 0
+    assert (await client.post(path, json=body)).status_code == 200
