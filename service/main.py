@@ -66,6 +66,9 @@ TAGS = [
      "and Hessians of scalar functions, sparse from their structure or dense."},
     {"name": "minimize", "description": "Minimize a scalar function with gd, adam, lbfgs, "
      "newton-cg or trust-ncg, with stopping rules; JSON or a streamed trajectory."},
+    {"name": "operations", "description": "What a request would cost before it is sent "
+     "(`POST /v1/estimate`: work, peak memory, response bytes, what `auto` picks, whether it "
+     "would be refused) and the limits in force (`GET /v1/metadata`)."},
 ]  # fmt: skip
 
 
