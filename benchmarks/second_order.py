@@ -15,6 +15,9 @@ the numbers mean.
 * **Hessian COO / gradient**: the structural COO Hessian of ``sum(square(xcorr2d(x, [1, -1])))``,
   x (1, 1000, 1000) (n = 10⁶, neighbour differences along rows: 2,998,000 entries), against one
   gradient.
+* **Program Hessian COO / gradient**: the structural COO Hessian of the Rosenbrock expression at
+  n = 10⁶ (``service.engine.graph.curvature``, tridiagonal, 2,999,998 entries) against one gradient
+  of gradient descent over programs (``ProgramObjective``).
 * **Programs, HVP / gradient**: ``program_hvp`` against the gradient of gradient descent over
   programs (``ProgramObjective``), on Rosenbrock n = 10⁴ (the expression of the README) and on
   the kernel-recovery loss ``mse(xcorr2d(x, k), y)`` over ``k`` (3, 3, 3), ``x`` (3, 32, 32)
@@ -59,6 +62,7 @@ from service.engine import hessian  # noqa: E402
 from service.engine.chain import Chain  # noqa: E402
 from service.engine.descent import Objective  # noqa: E402
 from service.engine.functions import FunctionLimits  # noqa: E402
+from service.engine.graph import curvature  # noqa: E402
 from service.engine.graph.descent import ProgramObjective  # noqa: E402
 from service.engine.op import get_op  # noqa: E402
 from service.main import create_app  # noqa: E402
@@ -202,6 +206,24 @@ def hessian_row(repeat: int) -> dict[str, Any]:
     return {**times, **found, "ratio": times["hessian"] / times["gradient"]}
 
 
+def program_hessian_row(repeat: int, n: int = 10**6) -> dict[str, Any]:
+    x = np.random.default_rng(5).uniform(-2, 2, n)
+    program = build_program(ROSEN, {"x": (n,)}, "F")
+    objective = ProgramObjective(program, {"x": x}, ["x"], max_prepared_nnz=LIMITS.max_nnz)
+    found: dict[str, int] = {}
+
+    def coo() -> None:
+        matrix = curvature.program_hessian(
+            program, {"x": x}, None, order="F", fmt="coo", limits=LIMITS
+        ).matrix
+        found["nnz"] = int(matrix.nnz)  # type: ignore[union-attr]
+
+    times = interleaved(
+        {"gradient": lambda: objective.gradient(objective.evaluate(x)), "hessian": coo}, repeat
+    )
+    return {**times, **found, "ratio": times["hessian"] / times["gradient"]}
+
+
 def lbfgs_row(repeat: int, n: int = 1000) -> dict[str, Any]:
     rng = np.random.default_rng(3)
     y = rng.uniform(-0.9, 0.9, n)
@@ -276,6 +298,12 @@ def main() -> None:
     print("|---|---:|---:|---:|")
     print(f"| sum(square(xcorr2d(x, [1, -1]))), x (1, 1000, 1000) | {row['gradient'] * 1e3:.1f} "
           f"| {row['hessian'] * 1e3:.1f} | {row['ratio']:.1f} |")  # fmt: skip
+    row = program_hessian_row(args.repeat)
+    print(f"\n| Program Hessian COO, n = 10^6 (nnz {row['nnz']}) | gradient (ms) | Hessian (ms) | "
+          "ratio |")  # fmt: skip
+    print("|---|---:|---:|---:|")
+    print(f"| Rosenbrock expression | {row['gradient'] * 1e3:.1f} | {row['hessian'] * 1e3:.1f} | "
+          f"{row['ratio']:.1f} |")  # fmt: skip
     row = lbfgs_row(args.repeat)
     print("\n| L-BFGS-B, mean((tanh(x) - y)²), n = 1000 | time (ms) | iterations |")
     print("|---|---:|---:|")

@@ -18,9 +18,10 @@ from ..engine.chain import Chain
 from ..engine.cost import FLOAT, Cost
 from ..engine.graph import costs as graph_costs
 from ..engine.graph import strategies
+from ..engine.graph.curvature import hessian_plan
 from ..engine.graph.program import Program
 from ..engine.graph.requests import as_chain, check_tensors, resolve_format
-from ..engine.hessian import hessian_format
+from ..engine.hessian import hessian_format, hessian_nnz_bound
 from ..engine.layout import size_of
 from ..engine.types import FloatArray, Layout, Order, Shape
 from .budget import Payload, RequestCost, coo_payload, float_payload
@@ -252,25 +253,34 @@ def hvp_cost(body: HvpRequest, settings: Settings) -> RequestCost:
 
 
 def hessian_cost(body: HessianRequest, settings: Settings) -> RequestCost:
-    """Estimate ``/v1/hessian``: structural (COO or dense) for an op list, dense for a graph."""
+    """Estimate ``/v1/hessian``: structural COO or dense, for op lists and graphs."""
     chain: Chain | None
     if body.program:
         program = _program(body, settings)
         names = program.check_wrt(body.wrt)
         chain = as_chain(program)
         if chain is None or names != tuple(program.inputs):
-            n = _sizes(program, names)
-            cost = graph_costs.hessian_cost(program, names, settings.max_tensor_elements)
-            payload = float_payload(1 + n * n, body.encoding)
-            return RequestCost(cost, payload, {"format": "dense", "hessian_shape": [n, n]})
+            plan = hessian_plan(program, names)
+            n, bound = plan.size, plan.nnz_bound
+            fmt = hessian_format(n, bound, body.format, settings.max_dense_jacobian_elements)
+            if fmt == "dense":
+                cost = graph_costs.dense_hessian_cost(program, names, settings.max_tensor_elements)
+            else:
+                cost = graph_costs.structural_hessian_cost(program, plan)
+            return _hessian_estimate(cost, fmt, n, bound, body.encoding)
     else:
         chain = _x_chain(body)
     functions.check_intermediates(chain, settings.max_tensor_elements)
-    fmt, bound = hessian_format(chain, body.format, settings.max_dense_jacobian_elements)
-    n = size_of(chain.in_shape)
-    payload = float_payload(1, body.encoding) + jacobian_payload(fmt, bound, n, n, body.encoding)
+    n, bound = size_of(chain.in_shape), hessian_nnz_bound(chain)
+    fmt = hessian_format(n, bound, body.format, settings.max_dense_jacobian_elements)
+    cost = estimates.hessian_cost(chain, bound, fmt)
+    return _hessian_estimate(cost, fmt, n, bound, body.encoding)
+
+
+def _hessian_estimate(cost: Cost, fmt: str, n: int, bound: int, encoding: Encoding) -> RequestCost:
+    payload = float_payload(1, encoding) + jacobian_payload(fmt, bound, n, n, encoding)
     facts = {"format": fmt, "hessian_shape": [n, n], "nnz_bound": bound}
-    return RequestCost(estimates.hessian_cost(chain, bound, fmt), payload, facts)
+    return RequestCost(cost, payload, facts)
 
 
 # -- runs: gradient descent and minimization ------------------------------------------------------

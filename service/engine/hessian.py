@@ -33,11 +33,12 @@ import scipy.sparse as sp
 
 from . import layout
 from .chain import Chain, _blame
+from .curvature import weighted_hessian
 from .descent import check_scalar, check_scalar_shape
 from .errors import LimitExceeded, NonFiniteError, ShapeError
 from .functions import FunctionLimits, check_intermediates
 from .graph.program import Program, blame
-from .op import batch_of, check_order, coo_from_grids
+from .op import batch_of, check_order
 from .sparse import Factor, RowMap, canonicalize, matmul, to_dense
 from .types import FloatArray, IndexArray, Order
 
@@ -198,19 +199,17 @@ def hessian_nnz_bound(chain: Chain) -> int:
 
 
 def hessian_format(
-    chain: Chain, fmt: HessianFormat, max_dense_elements: int
-) -> tuple[Literal["coo", "dense"], int]:
-    """Resolve ``"auto"`` and return the format with :func:`hessian_nnz_bound`.
+    n: int, nnz_bound: int, fmt: HessianFormat, max_dense_elements: int
+) -> Literal["coo", "dense"]:
+    """Resolve ``"auto"`` for an ``n x n`` Hessian with at most ``nnz_bound`` non-zeros.
 
     ``"auto"``: COO when the non-zero bound is below a third of the entries or a dense matrix
     would exceed ``max_dense_elements``; dense otherwise.
     """
-    n = layout.size_of(chain.in_shape)
-    bound = hessian_nnz_bound(chain)
     if fmt != "auto":
-        return fmt, bound
-    sparse_enough = bound < _COO_DENSITY * n * n
-    return ("coo" if sparse_enough or n * n > max_dense_elements else "dense"), bound
+        return fmt
+    sparse_enough = nnz_bound < _COO_DENSITY * n * n
+    return "coo" if sparse_enough or n * n > max_dense_elements else "dense"
 
 
 def _curvature_matrix(
@@ -223,21 +222,8 @@ def _curvature_matrix(
 ) -> sp.csr_array:
     """``D_i``: the weighted Hessian of operation ``index``, read off ``K`` products."""
     op = chain.ops[index]
-    shape = chain.shapes[index]
-    size = layout.size_of(shape)
-    k = blocks.shape[1]
-    # Tangent c is 1 at the c-th member of every group: block diagonality keeps groups apart.
-    basis = np.zeros((k, size))
-    basis[np.arange(k)[np.newaxis, :], blocks] = 1.0  # (K, size), via (1, K) x (G, K) indices
     with _blame(index, op):
-        images = op.second_order(
-            values[index], adjoint, layout.ten_batch(basis, shape, order)
-        )  # (K, *shape)
-    columns = layout.vec_batch(images, 1, order)  # (K, size): column c of each block, per row
-    # D[blocks[g, a], blocks[g, c]] = columns[c, blocks[g, a]]
-    data = np.moveaxis(columns[:, blocks], 0, -1)  # (K, G, K) -> (G, K_row, K_col)
-    rows, cols = blocks[:, :, np.newaxis], blocks[:, np.newaxis, :]  # (G, K, 1), (G, 1, K)
-    return sp.csr_array(coo_from_grids(rows, cols, data, (size, size)))
+        return weighted_hessian(op, values[index], adjoint, order, blocks)
 
 
 def _symmetrized(matrix: sp.csr_array) -> sp.coo_array:
@@ -302,7 +288,8 @@ def hessian(
     check_scalar(chain, "a Hessian")
     check_intermediates(chain, limits.max_tensor_elements)
     n = layout.size_of(chain.in_shape)
-    fmt, bound = hessian_format(chain, fmt, limits.max_dense_elements)
+    bound = hessian_nnz_bound(chain)
+    fmt = hessian_format(n, bound, fmt, limits.max_dense_elements)
     if fmt == "dense" and n * n > limits.max_dense_elements:
         raise LimitExceeded(
             "dense Hessian elements",
@@ -437,7 +424,11 @@ def program_hvp(
         name: _finite(moved.get(name, np.zeros((count, *program.inputs[name]))), "the HVP")
         for name in names
     }
-    gradient = {name: _finite(pulled[name][0], "the gradient") for name in names}
+    gradient = {
+        name: _finite(pulled[name][0], "the gradient") if name in pulled else
+        np.zeros(program.inputs[name])  # the output does not depend on this input
+        for name in names
+    }  # fmt: skip
     return ProgramHvp(values[program.output], gradient, products)
 
 

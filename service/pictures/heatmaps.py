@@ -40,8 +40,10 @@ def _heatmap(axes: Axes, title: str, values: FloatArray) -> None:
     suffix = f", every {every}th pixel" if every > 1 else ""
     axes.set_title(f"{title} ({height} × {width}{suffix})", fontsize=9)
     axes.tick_params(labelsize=7)
-    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes.yaxis.set_major_locator(MaxNLocator(integer=True))
+    # min_n_ticks=1: a map one pixel high (a 1 x k kernel) keeps its single integer tick instead
+    # of falling back to fractional ones.
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    axes.yaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     if max(height, width) <= ANNOTATE_UP_TO:
         middle = (float(shown.min()) + float(shown.max())) / 2
         for (i, j), value in np.ndenumerate(shown):

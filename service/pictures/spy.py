@@ -126,13 +126,14 @@ def _title(name: str, jacobian: Jacobian, shape: tuple[int, int], nnz: int) -> s
     )
 
 
-def spy_figure(name: str, jacobian: Jacobian) -> tuple[Figure, dict[str, str]]:
+def spy_figure(output: str, wrt: str, jacobian: Jacobian) -> tuple[Figure, dict[str, str]]:
     """Draw the spy plot (or density raster) of a COO Jacobian.
 
     Parameters
     ----------
-    name : str
-        What the matrix is, for the title (e.g. ``"∂output/∂x"``).
+    output, wrt : str
+        Names of the function's output and of the input differentiated, for the title
+        (``∂output/∂wrt``) and the axis labels (e.g. ``"output"`` and ``"kernel"``).
     jacobian : Jacobian
         With a ``scipy.sparse.coo_array`` matrix, (in_size, out_size) for ``in_out``.
 
@@ -181,7 +182,7 @@ def spy_figure(name: str, jacobian: Jacobian) -> tuple[Figure, dict[str, str]]:
     axes.yaxis.set_major_locator(MaxNLocator(nbins=8, integer=True))
     axes.xaxis.tick_top()
     axes.xaxis.set_label_position("bottom")
-    in_role, out_role = "input (x)", "output"
+    in_role, out_role = f"input ({wrt})", "output"
     row_role, col_role = (in_role, out_role) if jacobian.layout == "in_out" else (out_role, in_role)
     row_shape, col_shape = (
         (jacobian.in_shape, jacobian.out_shape)
@@ -190,7 +191,8 @@ def spy_figure(name: str, jacobian: Jacobian) -> tuple[Figure, dict[str, str]]:
     )
     axes.set_ylabel(f"rows: {_axis_label(row_role, row_shape, jacobian.order)}")
     axes.set_xlabel(f"columns: {_axis_label(col_role, col_shape, jacobian.order)}")
-    figure.suptitle(_title(name, jacobian, (n_rows, n_cols), int(coo.nnz)), fontsize=11)
+    title = _title(f"∂{output}/∂{wrt}", jacobian, (n_rows, n_cols), int(coo.nnz))
+    figure.suptitle(title, fontsize=11)
     if density:
         colorbar_axes = figure.add_axes(
             ((x0 + cols.span + 30) / width, y0 / height, 16 / width, rows.span / height)
@@ -208,7 +210,7 @@ def spy_figure(name: str, jacobian: Jacobian) -> tuple[Figure, dict[str, str]]:
     return figure, text
 
 
-def spy_picture(name: str, jacobian: Jacobian, media_type: PictureType) -> bytes:
+def spy_picture(output: str, wrt: str, jacobian: Jacobian, media_type: PictureType) -> bytes:
     """Return the spy plot of ``jacobian`` as PNG or SVG bytes; see :func:`spy_figure`."""
-    figure, text = spy_figure(name, jacobian)
+    figure, text = spy_figure(output, wrt, jacobian)
     return render(figure, media_type, text)

@@ -58,6 +58,7 @@ function clearErrors(form) {
 function fieldFor(form, pointer) {
   let best = null;
   for (const field of form.querySelectorAll("[data-pointer]")) {
+    if (field.closest("[hidden]")) continue; // the other form's field with the same pointer
     const own = field.dataset.pointer;
     const matches = pointer === own || pointer.startsWith(own + "/");
     if (matches && (!best || own.length > best.dataset.pointer.length)) best = field;
@@ -128,21 +129,45 @@ function intValue(id) {
 
 // ---- spy plots on canvas ------------------------------------------------------------------
 
-// Draw a COO matrix: white, one square of cell x cell pixels per stored entry.
+// Draw a COO matrix on a white canvas whose longer side is at most SPY_TARGET_PX: one square of
+// `cell` pixels per stored entry, or, for a larger matrix, one pixel per block of `block` x `block`
+// entries, darker the more of them are stored (a density raster, as the service's PNG draws).
 function drawSpy(canvas, jacobian) {
   const [rows, cols] = jacobian.shape;
-  const cell = Math.max(1, Math.min(SPY_MAX_CELL_PX, Math.floor(SPY_TARGET_PX / Math.max(rows, cols))));
-  canvas.width = cols * cell;
-  canvas.height = rows * cell;
+  const longer = Math.max(rows, cols, 1);
+  const block = Math.ceil(longer / SPY_TARGET_PX);
+  const cell = block > 1 ? 1 : Math.min(SPY_MAX_CELL_PX, Math.floor(SPY_TARGET_PX / longer));
+  const height = Math.ceil(rows / block);
+  const width = Math.ceil(cols / block);
+  canvas.width = width * cell;
+  canvas.height = height * cell;
   canvas.dataset.cell = String(cell);
+  canvas.dataset.block = String(block);
   const context = canvas.getContext("2d");
   context.fillStyle = "#ffffff";
   context.fillRect(0, 0, canvas.width, canvas.height);
-  context.fillStyle = SPY_COLOR;
-  for (let n = 0; n < jacobian.row.length; n++) {
-    context.fillRect(jacobian.col[n] * cell, jacobian.row[n] * cell, cell, cell);
+  if (block === 1) {
+    context.fillStyle = SPY_COLOR;
+    for (let n = 0; n < jacobian.row.length; n++) {
+      context.fillRect(jacobian.col[n] * cell, jacobian.row[n] * cell, cell, cell);
+    }
+    return { cell, block };
   }
-  return cell;
+  const counts = new Uint32Array(width * height);
+  for (let n = 0; n < jacobian.row.length; n++) {
+    counts[Math.floor(jacobian.row[n] / block) * width + Math.floor(jacobian.col[n] / block)] += 1;
+  }
+  const peak = counts.reduce((a, b) => Math.max(a, b), 0);
+  const image = context.getImageData(0, 0, width, height);
+  const [r, g, b] = [0x1f, 0x3b, 0x73];
+  counts.forEach((count, k) => {
+    if (!count) return;
+    // From a light tint (one entry in the densest block's scale) to SPY_COLOR (the densest).
+    const t = 0.25 + 0.75 * (count / peak);
+    image.data.set([255 - t * (255 - r), 255 - t * (255 - g), 255 - t * (255 - b), 255], 4 * k);
+  });
+  context.putImageData(image, 0, 0);
+  return { cell, block };
 }
 
 function spyCaption(name, jacobian) {
@@ -187,7 +212,7 @@ const KERNELS = {
 };
 
 const drawing = { height: 8, width: 8, on: new Set(["2,2", "3,3", "4,4", "5,5", "2,5", "5,2"]), cursor: [0, 0] };
-const xcorrState = { columnRows: null, inIndex: null, outFlat: null, jacobian: null, cell: 1 };
+const xcorrState = { columnRows: null, inIndex: null, outFlat: null, jacobian: null, cell: 1, block: 1 };
 
 function imageData() {
   const choice = document.getElementById("xc-image").value;
@@ -290,7 +315,7 @@ function highlight(i, j) {
   const context = overlay.getContext("2d");
   context.clearRect(0, 0, overlay.width, overlay.height);
   context.fillStyle = HIGHLIGHT;
-  context.fillRect(column * state.cell, 0, state.cell, overlay.height);
+  context.fillRect(Math.floor(column / state.block) * state.cell, 0, state.cell, overlay.height);
   const inputTable = document.getElementById("xc-input");
   for (const cell of inputTable.querySelectorAll(".read")) cell.classList.remove("read");
   const reads = state.columnRows[column].map(([row, weight]) => {
@@ -364,7 +389,7 @@ async function runCorrelation(event) {
     fillHeatTable(outputTable, answer.output.data, "output");
     setUpOutputNavigation(outputTable);
     const spy = document.getElementById("xc-spy");
-    xcorrState.cell = drawSpy(spy, jacobian);
+    Object.assign(xcorrState, drawSpy(spy, jacobian));
     const overlay = document.getElementById("xc-spy-overlay");
     overlay.width = spy.width;
     overlay.height = spy.height;
@@ -377,30 +402,110 @@ async function runCorrelation(event) {
 
 // ---- function panel -----------------------------------------------------------------------
 
+// Whether the service checks programs against central differences too (its OpenAPI document
+// says so by a `check` in the program answer); the op-list form always has the check.
+const functionPanel = { programCheck: false };
+
+function isExpression() {
+  return document.getElementById("fn-form").value === "expression";
+}
+
+function functionBody() {
+  const check = document.getElementById("fn-check").checked;
+  if (!isExpression()) {
+    const x = readJson(document.getElementById("fn-x"));
+    const ops = readJson(document.getElementById("fn-ops"));
+    if (x === undefined || ops === undefined) return undefined;
+    return { x: { data: x }, function: ops, format: "coo", check };
+  }
+  const inputs = readJson(document.getElementById("fn-inputs"));
+  if (inputs === undefined) return undefined;
+  const body = {
+    inputs: Object.fromEntries(Object.entries(inputs).map(([name, data]) => [name, { data }])),
+    function: document.getElementById("fn-expression").value,
+    format: "coo",
+  };
+  const wrt = document.getElementById("fn-wrt").value.split(",").map((name) => name.trim()).filter(Boolean);
+  if (wrt.length) body.wrt = wrt;
+  if (functionPanel.programCheck) body.check = check;
+  return body;
+}
+
+// One spy plot per Jacobian: the op-list answer's `jacobian` (of x), or a program's `jacobians`.
+function drawFunctionSpies(answer) {
+  const jacobians = answer.jacobians || { x: answer.jacobian };
+  const container = document.getElementById("fn-spies");
+  container.replaceChildren();
+  for (const [name, jacobian] of Object.entries(jacobians)) {
+    const figure = document.createElement("figure");
+    const caption = document.createElement("figcaption");
+    caption.id = `fn-spy-${name}-caption`;
+    caption.textContent = spyCaption(`∂h/∂${name}`, jacobian) + ` (strategy ${answer.strategy})`;
+    const box = document.createElement("div");
+    box.className = "spy";
+    const canvas = document.createElement("canvas");
+    canvas.id = `fn-spy-${name}`;
+    canvas.setAttribute("role", "img");
+    canvas.setAttribute("aria-labelledby", caption.id);
+    box.append(canvas);
+    figure.append(caption, box);
+    container.append(figure);
+    drawSpy(canvas, jacobian);
+  }
+}
+
+function checkText(check) {
+  if (check) {
+    return `Finite-difference check ${check.passed ? "passed" : "FAILED"}: max abs error ` +
+      `${format(check.max_abs_error)}, max rel error ${format(check.max_rel_error)} over ` +
+      `${check.directions} directions (${check.checked.join(", ")}).`;
+  }
+  if (isExpression() && !functionPanel.programCheck) {
+    return "No finite-difference check: this service checks the operation-list form only.";
+  }
+  return "No finite-difference check asked for.";
+}
+
 async function runFunction(event) {
   event.preventDefault();
   const form = document.getElementById("function-form");
   clearErrors(form);
-  const x = readJson(document.getElementById("fn-x"));
-  const ops = readJson(document.getElementById("fn-ops"));
-  if (x === undefined || ops === undefined) return;
-  const body = { x: { data: x }, function: ops, format: "coo", check: document.getElementById("fn-check").checked };
+  const body = functionBody();
+  if (body === undefined) return;
   try {
     const answer = await postJson("/v1/jacobian", body);
     document.getElementById("fn-results").hidden = false;
     document.getElementById("fn-value").textContent = JSON.stringify(answer.value.data);
-    drawSpy(document.getElementById("fn-spy"), answer.jacobian);
-    document.getElementById("fn-spy-caption").textContent =
-      spyCaption("∂h/∂x", answer.jacobian) + ` (strategy ${answer.strategy})`;
-    const check = answer.check;
-    document.getElementById("fn-check-result").textContent = check
-      ? `Finite-difference check ${check.passed ? "passed" : "FAILED"}: max abs error ` +
-        `${format(check.max_abs_error)}, max rel error ${format(check.max_rel_error)} over ` +
-        `${check.directions} directions (${check.checked.join(", ")}).`
-      : "No finite-difference check asked for.";
+    drawFunctionSpies(answer);
+    document.getElementById("fn-check-result").textContent = checkText(answer.check);
   } catch (error) {
     showError(form, document.getElementById("function-error"), error);
   }
+}
+
+// Show the chosen form's fields; ask the service's OpenAPI document whether programs are checked.
+async function setUpFunctionPanel() {
+  const select = document.getElementById("fn-form");
+  const help = document.getElementById("fn-check-help");
+  const show = () => {
+    const expression = isExpression();
+    document.getElementById("fn-ops-fields").hidden = expression;
+    document.getElementById("fn-expression-fields").hidden = !expression;
+    help.textContent = expression && !functionPanel.programCheck
+      ? "The service checks the operation-list form only; expressions are not checked."
+      : "";
+  };
+  select.addEventListener("change", show);
+  try {
+    const response = await fetch("/openapi.json", { headers: headers("application/json") });
+    if (response.ok) {
+      const answer = (await response.json()).components.schemas.ProgramJacobianResponse;
+      functionPanel.programCheck = Boolean(answer && answer.properties && answer.properties.check);
+    }
+  } catch {
+    // Without the document, expressions are sent without a check.
+  }
+  show();
 }
 
 // ---- descent panel ------------------------------------------------------------------------
@@ -575,12 +680,13 @@ function setUpKey() {
   });
 }
 
-document.addEventListener("DOMContentLoaded", () => {
+document.addEventListener("DOMContentLoaded", async () => {
   setUpKey();
   setUpEditor();
   document.getElementById("xcorr-form").addEventListener("submit", runCorrelation);
   document.getElementById("function-form").addEventListener("submit", runFunction);
   document.getElementById("descent-form").addEventListener("submit", runDescent);
   document.getElementById("gd-stop").addEventListener("click", () => run.controller && run.controller.abort());
+  await setUpFunctionPanel();
   document.body.dataset.ready = "true";
 });

@@ -119,6 +119,14 @@ async def test_spy_svg_names_shape_nnz_axes_and_layout(client: httpx.AsyncClient
     assert again.content == response.content  # reproducible bytes
 
 
+async def test_kernel_jacobian_is_labelled_by_the_kernel(client: httpx.AsyncClient) -> None:
+    body = {**WORKED, "jacobian": "coo", "wrt": ["kernel"]}
+    text = svg_texts((await client.post(XCORR, json=body, headers=SVG)).text)
+    # ∂output/∂kernel of the worked example: 2 kernel entries x 4 outputs, all non-zero.
+    assert "∂output/∂kernel: 2 × 4, nnz 8" in text
+    assert "rows: input (kernel) flat index" in text and "shape (1, 1, 2)" in text
+
+
 async def test_large_jacobian_is_a_density_raster_of_block_counts(
     client: httpx.AsyncClient, rng: np.random.Generator
 ) -> None:
@@ -178,7 +186,7 @@ def test_a_ten_million_nnz_plot_stays_within_bounded_memory_and_time() -> None:
     tracemalloc.start()
     try:
         start = time.perf_counter()
-        png = spy_picture("∂output/∂x", jacobian, "image/png")
+        png = spy_picture("output", "x", jacobian, "image/png")
         elapsed = time.perf_counter() - start
         _, peak = tracemalloc.get_traced_memory()
     finally:
@@ -214,6 +222,34 @@ async def test_heatmaps_of_input_kernel_and_output(client: httpx.AsyncClient) ->
     # Small maps print their values: the output of the worked example is [[5, 8], [14, 17]].
     for value in ("5", "8", "14", "17"):
         assert f">{value}<" in svg.text or f" {value} " in f" {text} "
+
+
+def svg_text_positions(svg: str) -> dict[str, tuple[float, float]]:
+    """Each <text> element's text and its anchor (x, y) in SVG user units (y down)."""
+    found = re.findall(r'<text[^>]* x="([-\d.]+)" y="([-\d.]+)"[^>]*>([^<]*)</text>', svg)
+    return {text: (float(x), float(y)) for x, y, text in found}
+
+
+async def test_heatmaps_put_channels_kernel_and_output_side_by_side(
+    client: httpx.AsyncClient, rng: np.random.Generator
+) -> None:
+    # Two channels: x[c=0] above x[c=1] in the first column, the kernel's channels in the
+    # second, the one output map in the third.
+    body = {"x": b64(rng.standard_normal((2, 5, 6))), "kernel": b64(rng.standard_normal((2, 1, 3)))}
+    svg = await client.post(XCORR, json=body, headers=SVG)
+    positions = svg_text_positions(svg.text)
+    width = float(re.search(r'<svg[^>]* width="([\d.]+)pt"', svg.text).group(1))
+    columns = {
+        0: ["x[c=0] (5 × 6)", "x[c=1] (5 × 6)"],
+        1: ["kernel[c=0] (1 × 3)", "kernel[c=1] (1 × 3)"],
+        2: ["output (5 × 4)"],
+    }
+    for column, titles in columns.items():
+        for title in titles:
+            x, _ = positions[title]
+            assert column * width / 3 < x < (column + 1) * width / 3, (title, x, width)
+        ys = [positions[title][1] for title in titles]
+        assert ys == sorted(ys)  # channels go down the column
 
 
 async def test_two_jacobians_have_no_single_picture(client: httpx.AsyncClient) -> None:
@@ -261,6 +297,75 @@ async def test_jacobian_endpoint_spy_plot(client: httpx.AsyncClient) -> None:
     assert "∂h/∂x: 6 × 4, nnz 8" in svg_texts(svg.text)
 
 
+# h(a, b) = a * b[::2] + b[1::2] for a of size n and b of size 2n: output j reads b[2j] (times
+# a[j], never 0 here) and b[2j + 1], so ∂h/∂b (in_out) is non-zero exactly at (2j, j), (2j + 1, j).
+PROGRAM = "a * b[::2] + b[1::2]"
+
+
+def program_body(n: int, **extra: object) -> dict[str, object]:
+    inputs = {"a": {"data": list(range(1, n + 1))}, "b": {"data": [0.5] * (2 * n)}}
+    return {"inputs": inputs, "function": PROGRAM, **extra}
+
+
+def program_pattern_b(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns of the non-zeros of ∂h/∂b, from the formula above."""
+    j = np.arange(n)
+    return np.concatenate([2 * j, 2 * j + 1]), np.concatenate([j, j])
+
+
+async def test_program_spy_plot_of_the_one_input_in_wrt(client: httpx.AsyncClient) -> None:
+    n = 4
+    body = program_body(n, wrt=["b"], format="dense")
+    image = decode_png(await client.post("/v1/jacobian", json=body, headers=PNG))
+    raster = raster_of(image)
+    pattern = np.zeros((2 * n, n), dtype=bool)
+    pattern[program_pattern_b(n)] = True
+    cell_h, cell_w = raster.shape[0] // (2 * n), raster.shape[1] // n
+    assert np.array_equal(lit(raster), np.kron(pattern, np.ones((cell_h, cell_w), bool)))
+    text = svg_texts((await client.post("/v1/jacobian", json=body, headers=SVG)).text)
+    for expected in ("∂h/∂b: 8 × 4, nnz 8", "rows: input (b) flat index", "shape (8,)"):
+        assert expected in text, (expected, text)
+
+
+async def test_large_program_jacobian_is_a_density_raster(client: httpx.AsyncClient) -> None:
+    n = 1000  # ∂h/∂b is 2000 x 1000: blocks of 3 rows x 2 columns
+    body = program_body(n, wrt=["b"])
+    image = decode_png(await client.post("/v1/jacobian", json=body, headers=PNG))
+    row, col = program_pattern_b(n)
+    block_h, block_w = math.ceil(2 * n / MAX_RASTER_PX), math.ceil(n / MAX_RASTER_PX)
+    counts = np.zeros((math.ceil(2 * n / block_h), math.ceil(n / block_w)), dtype=np.int64)
+    np.add.at(counts, (row // block_h, col // block_w), 1)
+    assert image.text["blocks"] == f"{block_h},{block_w}"
+    assert image.text["peak"] == str(counts.max())
+    raster = raster_of(image)
+    assert raster.shape[:2] == counts.shape
+    assert np.array_equal(lit(raster), counts > 0)
+
+
+async def test_a_program_with_several_jacobians_has_no_single_picture(
+    client: httpx.AsyncClient,
+) -> None:
+    for body in (program_body(3), program_body(3, wrt=["a", "b"])):
+        response = await client.post("/v1/jacobian", json=body, headers=PNG)
+        assert response.status_code == 406
+        assert response.headers["content-type"] == "application/problem+json"
+        assert "one Jacobian" in response.json()["detail"]
+        assert "['a', 'b']" in response.json()["detail"]
+
+
+async def test_program_pictures_obey_the_computation_limits() -> None:
+    settings = Settings(max_coo_nnz=100)
+    transport = httpx.ASGITransport(app=create_app(settings))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as small:
+        body = program_body(100, wrt=["b"])  # 200 non-zeros
+        as_json = await small.post("/v1/jacobian", json=body)
+        as_png = await small.post("/v1/jacobian", json=body, headers=PNG)
+    assert as_json.status_code == as_png.status_code == 413
+    assert as_png.headers["content-type"] == "application/problem+json"
+    assert as_png.json()["type"] == as_json.json()["type"] == "/problems/limit-exceeded"
+    assert as_png.json()["estimate"] == as_json.json()["estimate"]
+
+
 def line_points(svg: str, stroke: str) -> np.ndarray:
     """The vertices of the drawn line whose stroke is ``stroke`` (SVG user units, y down)."""
     for path in re.findall(r"<path d=\"([^\"]+)\"[^>]*style=\"[^\"]*stroke: " + stroke, svg):
@@ -298,6 +403,20 @@ async def test_descent_curves_are_straight_on_log_scale(client: httpx.AsyncClien
         np.testing.assert_allclose(slopes, slopes[0], rtol=1e-3)
 
 
+async def test_a_curve_that_goes_negative_is_on_a_linear_scale(client: httpx.AsyncClient) -> None:
+    # f(x) = x_0 + x_1 has the constant gradient (1, 1): f_t = 1 - 2 γ t goes negative while
+    # ‖∇f_t‖ = √2 stays positive, so only the f panel falls back to a linear scale.
+    body = {
+        "function": [{"op": "sum"}],
+        "x0": {"data": [0.5, 0.5]},
+        "learning_rate": 0.25,
+        "max_steps": 10,
+    }
+    text = svg_texts((await client.post("/v1/gradient-descent", json=body, headers=SVG)).text)
+    assert "f(x_t) (linear scale)" in text
+    assert "‖∇f(x_t)‖₂ (log scale)" in text
+
+
 async def test_a_diverging_run_is_drawn_with_its_status(client: httpx.AsyncClient) -> None:
     body = {
         "function": [{"op": "squared_norm"}],
@@ -329,3 +448,25 @@ async def test_minimize_draws_its_run_with_method_and_status(client: httpx.Async
     summary = (await client.post("/v1/minimize", json=body)).json()
     title = f"minimize (newton-cg): {summary['status']} at step {summary['steps']}"
     assert title in svg_texts(svg.text)
+
+
+async def test_minimize_draws_a_program_run_point_by_point(client: httpx.AsyncClient) -> None:
+    # Rosenbrock by L-BFGS-B from (-1.2, 1): one point per recorded step of the JSON answer.
+    body = {
+        "inputs": {"x": {"data": [-1.2, 1.0]}},
+        "function": "sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)",
+        "method": "lbfgs",
+        "max_steps": 200,
+        "tolerances": {"grad_tol": 1e-8},
+    }
+    summary = (await client.post("/v1/minimize", json=body)).json()
+    assert summary["status"] == "converged_grad"
+    png = await client.post("/v1/minimize", json=body, headers=PNG)
+    assert decode_png(png).size == (900, 640)
+    save_artifact("minimize-curves.png", png.content, docs=True)
+    svg = (await client.post("/v1/minimize", json=body, headers=SVG)).text
+    assert f"minimize (lbfgs): converged_grad at step {summary['steps']}" in svg_texts(svg)
+    f_line = line_points(svg, "#1f3b73")
+    assert len(f_line) == len(summary["trajectory"]) == summary["steps"] + 1
+    # On the log axis (y down in SVG) the last point, f ≈ 0, is the lowest of the curve.
+    assert f_line[-1, 1] == f_line[:, 1].max()

@@ -161,8 +161,26 @@ async def test_program_hvp_and_hessian_of_rosenbrock(client: httpx.AsyncClient) 
     hessian = (await client.post("/v1/hessian", json=body)).json()["hessian"]
     assert hessian["shape"] == [4, 4] and hessian["in_shape"] == [4]
     np.testing.assert_allclose(hessian["data"]["data"], scipy.optimize.rosen_hess(x), rtol=1e-13)
-    coo = await client.post("/v1/hessian", json={**body, "format": "coo"})
-    assert "format 'coo' needs an op list" in _problem(coo, 422)["detail"]
+    coo = (await client.post("/v1/hessian", json={**body, "format": "coo"})).json()["hessian"]
+    assert coo["format"] == "coo" and coo["shape"] == [4, 4]
+    sparse = np.zeros((4, 4))
+    sparse[coo["row"], coo["col"]] = coo["data"]
+    np.testing.assert_allclose(sparse, scipy.optimize.rosen_hess(x), rtol=1e-13)
+    # The tridiagonal structure, entry for entry: (i, i - 1), (i, i), (i, i + 1).
+    assert list(zip(coo["row"], coo["col"], strict=True)) == [
+        (i, j) for i in range(4) for j in range(4) if abs(i - j) <= 1
+    ]
+
+
+async def test_program_hessian_over_the_limit_is_refused_before_arithmetic(
+    client: httpx.AsyncClient,
+) -> None:
+    app = create_app(Settings(max_coo_nnz=100))
+    transport = httpx.ASGITransport(app=app)
+    body = {"inputs": {"x": {"data": [0.5] * 40}}, "function": ROSEN, "format": "coo"}
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as limited:
+        problem = _problem(await limited.post("/v1/hessian", json=body), 413)
+    assert "Hessian non-zeros" in problem["detail"]
 
 
 async def test_program_hessian_is_joint_over_wrt(client: httpx.AsyncClient) -> None:

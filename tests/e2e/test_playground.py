@@ -8,6 +8,7 @@ browser's network log for "nothing leaves 127.0.0.1". Main actions are driven by
 """
 
 import json
+import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -184,17 +185,125 @@ def test_drawn_image_is_edited_with_the_keyboard(page: Any) -> None:
     assert table_texts(page, "xc-input")[0][1] == "1"
 
 
-def test_function_panel_value_spy_and_check(page: Any) -> None:
+# The function panel's default program: tanh(xcorr2d(x, k)) for x = [[0.1, 0.2, 0.3],
+# [0.4, 0.5, 0.6]] and k = [[1, 2]], i.e. tanh of the worked example's correlation of that x.
+FUNCTION_VALUE = np.tanh([[0.5, 0.8], [1.4, 1.7]])
+# ∂h/∂k (in_out, order F): output (i, j) = k0 x[i, j] + k1 x[i, j + 1], and every x is non-zero
+# (tanh' > 0), so both kernel rows are non-zero in all 4 output columns.
+KERNEL_J_PATTERN = np.ones((2, 4), dtype=bool)
+
+
+def spy_pattern(browser: Any, canvas_id: str, pattern: np.ndarray) -> None:
+    """Assert the spy canvas lights exactly ``pattern``, one square of cell pixels per entry."""
+    cell = int(by_id(browser, canvas_id).get_attribute("data-cell"))
+    expected = np.kron(pattern, np.ones((cell, cell), bool))
+    assert np.array_equal(lit_mask(browser, canvas_id), expected)
+
+
+def run_function(browser: Any) -> str:
+    """Press Enter on the function panel's button; return the check line once the answer is in."""
     from selenium.webdriver.common.keys import Keys
 
-    press(by_id(page, "fn-run"), Keys.ENTER)
-    wait_for(page, lambda b: "passed" in by_id(b, "fn-check-result").text)
-    # tanh of the worked example's correlation of [[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]].
+    press(by_id(browser, "fn-run"), Keys.ENTER)
+    return str(wait_for(browser, lambda b: by_id(b, "fn-check-result").text))
+
+
+def program_check_offered(base_url: str) -> bool:
+    """Whether this service's program answers have a central-difference check (OpenAPI)."""
+    schemas = httpx.get(f"{base_url}/openapi.json").json()["components"]["schemas"]
+    return "check" in schemas["ProgramJacobianResponse"]["properties"]
+
+
+def test_function_panel_expression_value_spies_and_check(page: Any, live_server: str) -> None:
+    assert by_id(page, "fn-form").get_attribute("value") == "expression"  # the default form
+    check = run_function(page)
+    if program_check_offered(live_server):
+        assert "Finite-difference check passed" in check, check
+    else:
+        assert "checks the operation-list form only" in check, check
+        assert "expressions are not checked" in by_id(page, "fn-check-help").text
     value = np.array(json.loads(by_id(page, "fn-value").text))
-    np.testing.assert_allclose(value, np.tanh([[0.5, 0.8], [1.4, 1.7]]), rtol=1e-12)
-    cell = int(by_id(page, "fn-spy").get_attribute("data-cell"))
-    expected = np.kron(np.array(WORKED_J) != 0, np.ones((cell, cell), bool))
-    assert np.array_equal(lit_mask(page, "fn-spy"), expected)
+    np.testing.assert_allclose(value, FUNCTION_VALUE, rtol=1e-12)
+    spy_pattern(page, "fn-spy-x", np.array(WORKED_J) != 0)
+    spy_pattern(page, "fn-spy-k", KERNEL_J_PATTERN)
+    assert "∂h/∂k: 2 × 4, nnz 8" in by_id(page, "fn-spy-k-caption").text
+
+    # Only the kernel: one spy plot.
+    set_value(page, "fn-wrt", "k")
+    run_function(page)
+    wait_for(page, lambda b: not b.find_elements("id", "fn-spy-x"))
+    spy_pattern(page, "fn-spy-k", KERNEL_J_PATTERN)
+    save_artifact("playground-function.png", element_png(page, by_id(page, "function")), docs=True)
+
+
+def test_a_large_jacobian_is_a_density_raster_on_the_page(page: Any) -> None:
+    # h = x[1:] * x[:-1] for x of size 1000 (no zeros): ∂h_j/∂x_j = x_{j+1}, ∂h_j/∂x_{j+1} = x_j,
+    # so J (in_out, 1000 x 999) has its non-zeros at (j, j) and (j + 1, j).
+    n = 1000
+    inputs = json.dumps({"x": list(range(1, n + 1))})
+    page.execute_script("document.getElementById('fn-inputs').value = arguments[0]", inputs)
+    set_value(page, "fn-expression", "x[1:] * x[:-1]")
+    run_function(page)
+    wait_for(page, lambda b: b.find_elements("id", "fn-spy-x"))
+    spy = by_id(page, "fn-spy-x")
+    block = int(spy.get_attribute("data-block"))
+    assert block == math.ceil(n / 360) and spy.get_attribute("data-cell") == "1"
+    # Block counts computed here from the formula above.
+    j = np.arange(n - 1)
+    rows, cols = np.concatenate([j, j + 1]), np.concatenate([j, j])
+    counts = np.zeros((math.ceil(n / block), math.ceil((n - 1) / block)), dtype=np.int64)
+    np.add.at(counts, (rows // block, cols // block), 1)
+    assert np.array_equal(lit_mask(page, "fn-spy-x"), counts > 0)
+    # Denser blocks are darker: the red channel falls as the count rises.
+    red = np.array(
+        page.execute_script(
+            "const c = document.getElementById('fn-spy-x');"
+            "const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+            "return Array.from(d.filter((_, k) => k % 4 === 0));"
+        )
+    ).reshape(counts.shape)
+    by_count = {int(c): set(red[counts == c].tolist()) for c in np.unique(counts[counts > 0])}
+    assert all(len(shades) == 1 for shades in by_count.values()), by_count
+    shades = [next(iter(by_count[c])) for c in sorted(by_count)]
+    assert shades == sorted(shades, reverse=True) and len(set(shades)) == len(shades)
+
+
+def test_function_panel_operation_list_is_checked(page: Any) -> None:
+    choose(page, "fn-form", "ops")
+    assert by_id(page, "fn-x").is_displayed() and not by_id(page, "fn-expression").is_displayed()
+    check = run_function(page)
+    assert "Finite-difference check passed" in check, check
+    value = np.array(json.loads(by_id(page, "fn-value").text))
+    np.testing.assert_allclose(value, FUNCTION_VALUE, rtol=1e-12)
+    spy_pattern(page, "fn-spy-x", np.array(WORKED_J) != 0)
+
+
+def test_expression_errors_are_shown_at_their_fields(page: Any) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    set_value(page, "fn-expression", "tanh(xcorr2d(x, k)")  # unclosed: the parser refuses it
+    press(by_id(page, "fn-run"), Keys.ENTER)
+    message = wait_for(page, lambda b: by_id(b, "fn-expression-error").text)
+    assert "never closed" in message
+    assert by_id(page, "fn-expression").get_attribute("aria-invalid") == "true"
+    assert "422" in by_id(page, "function-error").text
+    # The op-list form's field with the same pointer (/function) is hidden and stays clean.
+    assert by_id(page, "fn-ops-error").get_attribute("textContent") == ""
+    assert by_id(page, "fn-inputs-error").text == ""
+
+    set_value(page, "fn-expression", "tanh(xcorr2d(x, k))")
+    set_value(page, "fn-inputs", '{"x": [[1, 2], [3]], "k": [[[1, 2]]]}')  # ragged
+    press(by_id(page, "fn-run"), Keys.ENTER)
+    message = wait_for(page, lambda b: by_id(b, "fn-inputs-error").text)
+    assert "ragged" in message
+    assert by_id(page, "fn-expression-error").text == ""
+
+    set_value(page, "fn-inputs", '{"x": [[[1, 2, 3]]], "k": [[[1, 2]]]}')
+    set_value(page, "fn-wrt", "q")
+    press(by_id(page, "fn-run"), Keys.ENTER)
+    message = wait_for(page, lambda b: by_id(b, "fn-wrt-error").text)
+    assert "'q'" in message and "not an input" in message
+    save_artifact("playground-function-error.png", element_png(page, by_id(page, "function")))
 
 
 def run_descent_by_keyboard(browser: Any, loss: str, learning_rate: str, steps: str) -> None:
@@ -307,11 +416,9 @@ def test_the_api_key_is_sent_from_session_storage(browser: Any, network: list[st
 def test_nothing_left_127_0_0_1(page: Any, network: list[str]) -> None:
     # This test's own requests (every panel, for the README's picture of the whole page), and
     # every other test's before it in this module.
-    from selenium.webdriver.common.keys import Keys
 
     run_worked_example_by_keyboard(page)
-    press(by_id(page, "fn-run"), Keys.ENTER)
-    wait_for(page, lambda b: "passed" in by_id(b, "fn-check-result").text)
+    run_function(page)
     run_descent_by_keyboard(page, "quadratic", "0.1", "200")
     final_status(page)
     urls = network + loaded_urls(page)

@@ -120,3 +120,12 @@ def test_minimising_over_one_input_holds_the_others() -> None:
     )
     summary = collect(events).summary
     np.testing.assert_allclose(unpack(summary.x_final)["k"], y / x, rtol=1e-6)
+
+
+def test_an_input_the_output_ignores_has_zero_gradient_and_product() -> None:
+    program = build_program("sum(x ** 3)", {"x": (2,), "y": (3,)}, "F")
+    x, y = np.array([1.0, -2.0]), np.ones(3)
+    found = program_hvp(program, {"x": x, "y": y}, {"x": np.ones((1, 2)), "y": np.ones((1, 3))})
+    np.testing.assert_array_equal(found.gradient["y"], np.zeros(3))
+    np.testing.assert_array_equal(found.products["y"], np.zeros((1, 3)))
+    np.testing.assert_allclose(found.products["x"][0], 6 * x, rtol=1e-15)

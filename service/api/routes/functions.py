@@ -30,7 +30,7 @@ from ..costs import (
 from ..deps import ComputeDep, SettingsDep, body_openapi, json_body
 from ..negotiation import answer, check_accept, offer
 from ..pictures import accepted_picture, picture_response, pictures
-from ..problems import PROBLEM_RESPONSES
+from ..problems import PROBLEM_RESPONSES, NotAcceptable
 from ..programs import build_program
 from ..representations import BINARY, dense_jacobian, npy, npz
 from ..schemas.functions import (
@@ -89,7 +89,10 @@ offer(
     BINARY,
     npz(_the_jacobian, _one_jacobian, _ONE),
     _DENSE_NPY,
-    *pictures("the spy plot of the Jacobian (a density raster for large matrices)", _x_form),
+    *pictures(
+        "the spy plot of the one Jacobian (a density raster for large matrices): the x form's, "
+        "or a program's with one input in wrt"
+    ),
 )
 offer("jvp", BINARY, npy("jvp", "the JVP"))
 offer("vjp", BINARY, npy("vjp", "the VJP", _x_form))
@@ -174,8 +177,15 @@ def _jacobian_picture(body: JacobianRequest, settings: Settings, media_type: Pic
     # A picture is sent, not a list: the Jacobian is costed as its raw bytes.
     coo = body.model_copy(update={"format": "coo", "encoding": "binary"})
     check_request(jacobian_cost(coo, settings), settings)
-    result = _jacobian_result(coo, settings)
-    return spy_picture("∂h/∂x", result.jacobian, media_type)
+    if not body.program:
+        return spy_picture("h", "x", _jacobian_result(coo, settings).jacobian, media_type)
+    program, inputs = _program(coo)
+    found = programs.jacobian(
+        program, inputs, coo.wrt, fmt="coo", strategy=coo.strategy, layout=coo.layout,
+        order=coo.order, limits=function_limits(settings),
+    )  # fmt: skip
+    ((name, jacobian),) = found.jacobians.items()  # the route admitted one input in wrt
+    return spy_picture("h", name, jacobian, media_type)
 
 
 def _product(
@@ -305,6 +315,13 @@ async def jacobian(
     picture = accepted_picture(request, "jacobian", body)
     if picture is None:
         return await answer(request, compute, _jacobian, body, settings)
+    if not _one_jacobian(body):
+        assert body.inputs is not None
+        names = body.wrt or list(body.inputs)
+        raise NotAcceptable(
+            f"a picture shows one Jacobian, and this program has {len(names)} to answer "
+            f"(wrt {names}): send wrt with one input, e.g. [{names[0]!r}]"
+        )
     content = await compute(_jacobian_picture, body, settings, picture)
     # FastAPI sends a Response as it is, whatever the route's declared model.
     return cast(JacobianResponse, picture_response(content, picture))

@@ -8,12 +8,13 @@ from fastapi import APIRouter, Depends, Request
 from ...codec import decode_tensor, encode_tensor
 from ...codec.sparse import encode_jacobian
 from ...config import Settings
-from ...engine.errors import ParameterError, ShapeError
+from ...engine.errors import ShapeError
 from ...engine.functions import check_intermediates
+from ...engine.graph.curvature import program_hessian
 from ...engine.graph.requests import as_chain, check_tensors
 from ...engine.hessian import hessian as compute_hessian
 from ...engine.hessian import hvp as compute_hvp
-from ...engine.hessian import program_hessian, program_hvp
+from ...engine.hessian import program_hvp
 from ...engine.jacobian import Jacobian
 from ...engine.layout import size_of
 from ..budget import check_request
@@ -71,13 +72,7 @@ def _hessian(body: HessianRequest, settings: Settings) -> HessianResponse:
         names = program.check_wrt(body.wrt)
         chain = as_chain(program)
         if chain is None or names != tuple(program.inputs):
-            # The structural (COO) construction covers op lists; a graph is answered dense.
-            if body.format == "coo":
-                raise ParameterError(
-                    "format 'coo' needs an op list over the only input; a program's Hessian is "
-                    "dense (format 'dense' or 'auto'), or use /v1/hvp"
-                )
-            found = program_hessian(program, inputs, names, order=body.order,
+            found = program_hessian(program, inputs, names, order=body.order, fmt=body.format,
                                     limits=function_limits(settings))  # fmt: skip
             size = sum(size_of(program.inputs[n]) for n in names)
             matrix = Jacobian(found.matrix, (size,), (size,), "in_out", body.order)

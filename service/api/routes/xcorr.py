@@ -140,7 +140,7 @@ def _cross_correlation_picture(
     (wrt,) = body.wrt
     jacobian = result.jacobian_x if wrt == "x" else result.jacobian_kernel
     assert jacobian is not None  # correlate returns every Jacobian in wrt
-    return spy_picture(f"∂output/∂{wrt}", jacobian, media_type)
+    return spy_picture("output", wrt, jacobian, media_type)
 
 
 @router.post(

@@ -28,13 +28,15 @@ from ..cost import (
     xcorr_forward_cost,
 )
 from ..jacobian import Format
+from .curvature import HessianPlan
 from .nary import NaryOp, Unary
 from .ops.linalg import XCorr2D, _Contraction
 from .program import Node, Program
 from .strategies import ProgramPlan
 
 __all__ = [
-    "hessian_cost",
+    "dense_hessian_cost",
+    "structural_hessian_cost",
     "hvp_cost",
     "jacobian_cost",
     "node_cost",
@@ -175,7 +177,7 @@ def hvp_cost(program: Program, names: Sequence[str], batch: int = 1) -> Cost:
     return trace_cost(program).then(passes.holding(values_bytes(program, 1 + batch)))
 
 
-def hessian_cost(program: Program, names: Sequence[str], max_tensor_elements: int) -> Cost:
+def dense_hessian_cost(program: Program, names: Sequence[str], max_tensor_elements: int) -> Cost:
     """Return the cost of the dense joint Hessian: ``n`` HVPs in batches, an ``n x n`` result.
 
     The batch is the engine's (``max_tensor_elements`` divided by the largest value).
@@ -187,3 +189,31 @@ def hessian_cost(program: Program, names: Sequence[str], max_tensor_elements: in
     columns = hvp_cost(program, names, step).times(batches)
     result = dense_cost(n, n, 1)
     return columns.holding(result.peak_bytes + 2 * FLOAT * step * n).then(result)
+
+
+def structural_hessian_cost(program: Program, plan: HessianPlan) -> Cost:
+    """Return the cost of :func:`~service.engine.graph.curvature.structural_hessian` (COO).
+
+    The trace and the adjoints; per node the differentiated inputs reach, its second-order
+    blocks (batched rules over at most ``plan.block_elements``) and ``P_v``, a product of local
+    factors with at most ``plan.peak_nnz`` entries; then ``Q M Q^T`` and its symmetrization, with
+    at most ``plan.nnz_bound`` entries.
+    """
+    names = plan.names
+    sizes = {name: layout.size_of(shape) for name, shape in program.shapes.items()}
+    n, peak, bound = plan.size, plan.peak_nnz, plan.nnz_bound
+    nodes = Cost()
+    for node in _active(program, names):
+        shapes = _args(program, node)
+        local = sum(program.sparsity[(node.id, j)].nnz for j in range(len(node.args)))
+        inner = sum(sizes[a] for a in node.args)
+        product = spgemm_cost(n, inner, sizes[node.id], peak, local, peak)
+        second = node_cost(node.op, shapes).times(2)
+        nodes = nodes.then(second.then(sparse_build_cost(local, n, sizes[node.id])).then(product))
+    blocks = FLOAT * 2 * plan.block_elements
+    factors = SPARSE_COPIES * COO_ENTRY * peak * max(1, len(_active(program, names)))
+    result = spgemm_cost(n, n, n, bound, bound, bound).times(2).then(
+        sparse_build_cost(bound, n, n).times(2)
+    )
+    build = pass_cost(program, names, 1).then(nodes).then(result)
+    return trace_cost(program).then(build.holding(blocks + factors))

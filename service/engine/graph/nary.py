@@ -25,6 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .. import layout
+from ..curvature import weighted_hessian
 from ..errors import ParameterError, ShapeError, UnknownOperation
 from ..op import Op, Sparsity, batch_of, check_order, get_op, op_classes
 from ..sparse import Factor, factor_of
@@ -40,6 +41,8 @@ __all__ = [
 ]
 
 Values = Sequence[FloatArray]
+# Elements of one batch of probe tangents' images when a curvature block is read off densely.
+_PROBE_ELEMENTS = 1 << 21
 
 
 @dataclass(frozen=True, eq=False)
@@ -218,6 +221,65 @@ class NaryOp(abc.ABC):
         # Not abstract: an operation without the rule still evaluates and differentiates once.
         raise ParameterError(f"{self.label} has no second-order rule (Hessians are unavailable)")
 
+    def curvature_fan(self, shapes: Sequence[Shape], i: int, j: int) -> int | None:
+        """Bound the entries of one row of ``D_ij`` from shapes alone; None when it is zero.
+
+        ``D_ij`` (``size_i x size_j``) is the matrix of the second-order rule of argument ``i``
+        along argument ``j`` for a fixed cotangent ``u``: the block ``(i, j)`` of the Hessian of
+        ``<u, op(args)>``, so ``D_ji = D_ij^T``. Default: zero for ``i == j`` of an operation
+        linear in each argument, a dense block otherwise.
+        """
+        if self.linear and i == j:
+            return None
+        return layout.size_of(shapes[j])
+
+    def curvature(
+        self, values: Values, i: int, j: int, cotangent: FloatArray, order: Order = "F"
+    ) -> sp.csr_array:
+        """Return ``D_ij`` at ``values`` for the cotangent ``u``, flattened in ``order``.
+
+        Only the pairs whose :meth:`curvature_fan` is not None are asked for.
+
+        Parameters
+        ----------
+        values : sequence of ndarray
+        i, j : int
+            Row and column arguments.
+        cotangent : ndarray, shape ``out_shape``
+        order : {"F", "C"}
+
+        Returns
+        -------
+        scipy.sparse.csr_array, shape (size_i, size_j)
+        """
+        check_order(order)
+        arrays, _ = self._validated(values)
+        self._argument(arrays, i)
+        self._argument(arrays, j)
+        self.check_domain(arrays, differentiating=True)
+        return self._curvature(arrays, i, j, np.asarray(cotangent, dtype=np.float64), order)
+
+    def _curvature(
+        self, values: Values, i: int, j: int, cotangent: FloatArray, order: Order
+    ) -> sp.csr_array:
+        # A dense block (the default fan): column c of D_ij is the second-order rule along the
+        # c-th basis vector of argument j. The smaller argument is probed (D_ij = D_ji^T).
+        sizes = [layout.size_of(v.shape) for v in values]
+        row, probed = (i, j) if sizes[j] <= sizes[i] else (j, i)
+        block = np.zeros((sizes[probed], sizes[row]))  # (probes, size of the row argument)
+        step = max(1, _PROBE_ELEMENTS // max(1, sizes[row]))
+        for start in range(0, sizes[probed], step):
+            stop = min(sizes[probed], start + step)
+            basis = np.zeros((stop - start, sizes[probed]))
+            basis[np.arange(stop - start), np.arange(start, stop)] = 1.0
+            tangents: list[FloatArray | None] = [None] * len(values)
+            tangents[probed] = layout.ten_batch(basis, values[probed].shape, order)
+            image = self._second_order(values, row, cotangent, tangents)
+            if image is not None:
+                block[start:stop] = layout.vec_batch(image, 1, order)
+        # block[c, r] = D_{row, probed}[r, c]: D_ij itself when probed is j.
+        return sp.csr_array(block.T if probed == j else block)
+
     def local_jacobian(self, values: Values, i: int, order: Order = "F") -> sp.coo_array:
         """Return ``J_i`` at ``values`` as a canonical COO array (``in_out``, ``order``)."""
         check_order(order)
@@ -297,6 +359,18 @@ class Unary(NaryOp):
         if tangents[0] is None or self.op.linear:
             return None
         return self.op._second_order(values[0], cotangent, tangents[0])
+
+    def curvature_fan(self, shapes: Sequence[Shape], i: int, j: int) -> int | None:
+        """Return the wrapped op's curvature group size (None for a linear op)."""
+        blocks = None if self.op.linear else self.op.curvature_blocks(shapes[0], "C")
+        return None if blocks is None else int(blocks.shape[1])
+
+    def _curvature(
+        self, values: Values, i: int, j: int, cotangent: FloatArray, order: Order
+    ) -> sp.csr_array:
+        blocks = self.op.curvature_blocks(values[0].shape, order)
+        assert blocks is not None, "asked only where curvature_fan is not None"
+        return weighted_hessian(self.op, values[0], cotangent, order, blocks)
 
 
 def multilinear_second_order(

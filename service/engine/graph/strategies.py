@@ -170,8 +170,14 @@ def plan(
 def _add(left: Factor | None, right: Factor) -> Factor:
     if left is None:
         return right
-    total = sp.csr_array(to_coo(left)) + sp.csr_array(to_coo(right))
-    return sp.csr_array(canonicalize(sp.coo_array(total)))
+    # SciPy adds canonical CSR operands row by row into canonical CSR, dropping exact zeros.
+    total = sp.csr_array(_csr(left) + _csr(right))
+    total.has_canonical_format = True
+    return total
+
+
+def _csr(factor: Factor) -> sp.csr_array:
+    return factor.to_csr() if isinstance(factor, RowMap) else factor
 
 
 def _sum_over_paths(

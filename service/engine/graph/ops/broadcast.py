@@ -19,6 +19,7 @@ import scipy.sparse as sp
 from ... import layout
 from ...errors import DomainError, ParameterError, ShapeError
 from ...op import Sparsity, coo_from_grids
+from ...sparse import Factor, RowMap, factor_of
 from ...types import FloatArray, IndexArray, Order, Shape
 from ..nary import NaryOp, Values, register_nary
 
@@ -62,11 +63,36 @@ def _columns(out_shape: Shape, order: Order) -> IndexArray:
     return layout.flat_grid(out_shape, order) if out_shape else np.zeros((), dtype=np.int64)
 
 
+def _pairs_per_row(shapes: Sequence[Shape], out_shape: Shape, i: int, j: int) -> int:
+    # Outputs that read one element of argument i, each reading one element of argument j.
+    size_i, size_j = layout.size_of(shapes[i]), layout.size_of(shapes[j])
+    return min(size_j, max(1, layout.size_of(out_shape) // size_i))
+
+
+def _elementwise_pairs(
+    values: Values, i: int, j: int, weights: FloatArray | float, order: Order
+) -> sp.csr_array:
+    """Return ``D_ij`` of an elementwise function of broadcast arguments.
+
+    Output ``o`` adds its weight ``u_o d² out_o / d arg_i d arg_j`` (``weights``, broadcastable to
+    the output) at (the element of ``i`` it reads, the element of ``j`` it reads).
+    """
+    shape_i, shape_j = values[i].shape, values[j].shape
+    out_shape = np.broadcast_shapes(np.shape(weights), shape_i, shape_j)
+    rows = broadcast_rows(shape_i, out_shape, order)
+    cols = broadcast_rows(shape_j, out_shape, order)
+    data = np.broadcast_to(np.asarray(weights, dtype=np.float64), out_shape)
+    size = (layout.size_of(shape_i), layout.size_of(shape_j))
+    return sp.csr_array(coo_from_grids(rows, cols, data, size))
+
+
 @dataclass(frozen=True, eq=False)
 class _Broadcasting(NaryOp):
     """``out = g(a, b)`` elementwise over the broadcast shape; subclasses give ``partial``."""
 
     arg_names: ClassVar[tuple[str, ...]] = ("a", "b")
+    # The argument pairs (i, j) whose second partial is not identically zero.
+    couples: ClassVar[frozenset[tuple[int, int]]] = frozenset()
 
     def _extra_shapes(self) -> tuple[Shape, ...]:
         return ()
@@ -98,8 +124,24 @@ class _Broadcasting(NaryOp):
         return unbroadcast(np.multiply(cotangents, self.partial(values, i)), values[i].shape)
 
     def second_partial(self, values: Values, i: int, j: int) -> FloatArray | float | None:
-        """Return ``d² out / d arg_i d arg_j`` elementwise (broadcastable), None where it is 0."""
+        """Return ``d² out / d arg_i d arg_j`` elementwise (broadcastable), None where it is 0.
+
+        None exactly for the pairs outside :attr:`couples`.
+        """
         return None
+
+    def curvature_fan(self, shapes: Sequence[Shape], i: int, j: int) -> int | None:
+        """Bound a row by the outputs one element of ``i`` meets, each reading one of ``j``."""
+        if (i, j) not in self.couples:
+            return None
+        return _pairs_per_row(shapes, self.out_shape(shapes), i, j)
+
+    def _curvature(
+        self, values: Values, i: int, j: int, cotangent: FloatArray, order: Order
+    ) -> sp.csr_array:
+        second = self.second_partial(values, i, j)
+        assert second is not None, "asked only for the pairs of couples"
+        return _elementwise_pairs(values, i, j, np.multiply(second, cotangent), order)
 
     def _second_order(
         self,
@@ -131,6 +173,15 @@ class _Broadcasting(NaryOp):
         rows = broadcast_rows(values[i].shape, out_shape, order)
         size = (layout.size_of(values[i].shape), layout.size_of(out_shape))
         return coo_from_grids(rows, _columns(out_shape, order), data, size)
+
+    def _local_factor(self, values: Values, i: int, order: Order) -> Factor:
+        out_shape = self.out_shape([v.shape for v in values])
+        if values[i].shape != out_shape:
+            return factor_of(self._local_jacobian(values, i, order))
+        # Not broadcast: the diagonal of the partial, as a map, without sorting triplets.
+        partial = np.broadcast_to(np.asarray(self.partial(values, i), dtype=np.float64), out_shape)
+        size = layout.size_of(out_shape)
+        return RowMap((size, size), layout.vec(partial, order))
 
 
 _BILINEAR = "bilinear: differentiable everywhere; broadcast arguments sum over broadcast axes"
@@ -178,6 +229,7 @@ class Multiply(_Broadcasting):
     name: ClassVar[str] = "multiply"
     linear: ClassVar[bool] = True
     note: ClassVar[str] = _BILINEAR
+    couples: ClassVar[frozenset[tuple[int, int]]] = frozenset({(0, 1), (1, 0)})
 
     def _forward(self, values: Values) -> FloatArray:
         return np.multiply(values[0], values[1])
@@ -198,6 +250,7 @@ class Divide(_Broadcasting):
 
     name: ClassVar[str] = "divide"
     note: ClassVar[str] = "differentiable where b != 0 (b = 0 is refused)"
+    couples: ClassVar[frozenset[tuple[int, int]]] = frozenset({(0, 1), (1, 0), (1, 1)})
 
     def check_domain(self, values: Values, *, differentiating: bool) -> None:
         """Refuse a zero divisor."""
@@ -261,6 +314,7 @@ class Power(_Broadcasting):
     """``a ** b`` elementwise with a tensor exponent; ``a > 0``."""
 
     name: ClassVar[str] = "power"
+    couples: ClassVar[frozenset[tuple[int, int]]] = frozenset({(0, 0), (0, 1), (1, 0), (1, 1)})
     note: ClassVar[str] = (
         "a > 0 (so that a ** b and log(a) are real): d/da = b a^(b-1), d/db = a^b log(a); "
         "for a constant exponent use power(x, p=...)"
@@ -403,6 +457,19 @@ class MeanSquaredError(NaryOp):
             return None
         scale = (2.0 if i == 0 else -2.0) / layout.size_of(shape) * cotangent
         return unbroadcast(np.broadcast_to(moved * scale, (len(moved), *shape)), values[i].shape)
+
+    def curvature_fan(self, shapes: Sequence[Shape], i: int, j: int) -> int | None:
+        """As for a broadcast elementwise function: every pair of arguments couples."""
+        return _pairs_per_row(shapes, self._shape(shapes), i, j)
+
+    def _curvature(
+        self, values: Values, i: int, j: int, cotangent: FloatArray, order: Order
+    ) -> sp.csr_array:
+        # d² / d arg_i d arg_j of u mean((a - b)²) = u (±2 / N)(±1), for every output position.
+        shape = self._shape([v.shape for v in values])
+        sign = 1.0 if i == j else -1.0
+        weight = np.broadcast_to(sign * 2.0 / layout.size_of(shape) * cotangent, shape)
+        return _elementwise_pairs(values, i, j, weight, order)
 
     def _local_jacobian(self, values: Values, i: int, order: Order) -> sp.coo_array:
         partial = self._partial(values, i)

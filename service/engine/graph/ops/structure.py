@@ -16,6 +16,7 @@ import scipy.sparse as sp
 from ... import layout
 from ...errors import IndexOutOfRange, ParameterError, ShapeError
 from ...op import Sparsity, coo_from_grids
+from ...sparse import Factor, RowMap, index_dtype
 from ...types import FloatArray, Order, Shape
 from ..nary import NaryOp, Values, register_nary
 
@@ -71,6 +72,10 @@ class _Joining(NaryOp):
         tangents: Sequence[FloatArray | None],
     ) -> FloatArray | None:
         return None  # linear: the Jacobian does not depend on the arguments
+
+    def curvature_fan(self, shapes: Sequence[Shape], i: int, j: int) -> int | None:
+        """Return None: the Jacobians do not depend on any argument."""
+        return None
 
     def _vjp(self, values: Values, i: int, cotangents: FloatArray) -> FloatArray:
         _, block = self._block([v.shape for v in values], i)
@@ -231,6 +236,10 @@ class Slice(NaryOp):
     ) -> FloatArray | None:
         return None  # linear: the Jacobian does not depend on the arguments
 
+    def curvature_fan(self, shapes: Sequence[Shape], i: int, j: int) -> int | None:
+        """Return None: the Jacobians do not depend on any argument."""
+        return None
+
     def _vjp(self, values: Values, i: int, cotangents: FloatArray) -> FloatArray:
         # Basic slicing selects each element at most once: the transpose scatters without sums.
         grad = np.zeros((len(cotangents), *values[0].shape))
@@ -243,3 +252,16 @@ class Slice(NaryOp):
         rows = layout.flat_grid(shape, order)[self.index]
         cols = layout.flat_grid(out_shape, order) if out_shape else np.zeros((), dtype=np.int64)
         return coo_from_grids(rows, cols, 1.0, (layout.size_of(shape), layout.size_of(out_shape)))
+
+    def _local_factor(self, values: Values, i: int, order: Order) -> Factor:
+        # One 1 per kept element: the map ``row -> col`` itself, without sorting triplets.
+        shape = values[0].shape
+        out_shape = self.out_shape([shape])
+        rows = layout.flat_grid(shape, order)[self.index]
+        cols = layout.flat_grid(out_shape, order) if out_shape else np.zeros((), dtype=np.int64)
+        size = (layout.size_of(shape), layout.size_of(out_shape))
+        value = np.zeros(size[0])
+        value[rows] = 1.0
+        col = np.zeros(size[0], dtype=index_dtype(size, size[0]))
+        col[rows] = cols
+        return RowMap(size, value, col)

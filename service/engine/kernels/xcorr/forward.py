@@ -1,0 +1,308 @@
+"""Cross-correlation forward: three measured methods and the notes' ``ten(J^T vec(x))``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+
+from ...cancel import checkpoint
+from ...errors import ParameterError
+from ...layout import ten, ten_batch, vec, vec_batch
+from ...types import FloatArray, Order
+from .columns import COLUMN_BUFFER, _column_blocks, _gather_index, _gathered, _product, _windows
+from .geometry import DEFAULT_GEOMETRY, XCorrGeometry, _as4, _as_float, _pad, _Plan, _plan
+from .jacobian import jacobian_x
+
+Method = Literal["auto", "gemm_shift", "tap_gemm", "im2col", "jacobian"]
+
+FORWARD_METHODS: tuple[Method, ...] = ("auto", "gemm_shift", "tap_gemm", "im2col", "jacobian")
+
+
+# --------------------------------------------------------------------------------------------
+# Forward
+# --------------------------------------------------------------------------------------------
+#
+# Method selection, measured on this machine (2 cores, float64, every GEMM on one thread).
+# Medians in ms from `benchmarks/xcorr.py --methods` (other work on the machine, load ~1;
+# per-channel scipy.signal.correlate for scale):
+#
+#   case                       gemm_shift  tap_gemm  im2col   scipy   auto
+#   (3,32,32) k3                    0.031     0.069   0.046    0.29   gemm_shift
+#   (3,224,224) k3 s1               0.23      0.46    0.51     2.3    gemm_shift
+#   (3,224,224) k3 s2               0.22      0.47    0.22     2.3    im2col
+#   (16,128,128) k5                 0.48      1.5     2.0      4.9    gemm_shift
+#   K=16 (16,128,128) k3            4.0       2.3     2.1     78      im2col
+#   N=32 (3,64,64) K=8 k3          15.6       4.8     2.7    106      im2col
+#
+# and on a grid of K in {1..32} x C in {1..32} (k 3 and 5, H 32..128, N 1 and 8), where the
+# method these rules pick was the fastest or within 20% of it:
+#
+# * stride > 1 -> im2col: it copies only the windows that are outputs, while both shift methods
+#   compute every stride-1 position and keep one in s_h * s_w (up to 3x slower at stride 2;
+#   a tie for one kernel on 3 channels).
+# * C == 1 -> im2col: the shift methods' GEMMs would have inner dimension 1 (1.5-35x slower).
+# * K == 1 or 4 K <= C -> gemm_shift: contracting the C channels once leaves K*kh*kw planes for
+#   the shifted adds, the least memory traffic when kernels are few next to channels (up to
+#   2.5x faster than the others; a tie with tap_gemm at 4 K = C).
+# * K >= C or C < 4 -> im2col: its single GEMM has inner dimension C*kh*kw, while tap_gemm's
+#   per-tap GEMMs have inner dimension C and are memory-bound when C is below K or tiny
+#   (1.1-3x faster than tap_gemm).
+# * otherwise (C/4 < K < C, C >= 4) -> tap_gemm: no column copy; one (K, C) GEMM per tap on a
+#   cache-resident block of positions (up to 1.5x faster than the others).
+
+
+def choose_method(
+    x_shape: Sequence[int], k_shape: Sequence[int], geometry: XCorrGeometry = DEFAULT_GEOMETRY
+) -> Method:
+    """Return the forward method ``"auto"`` resolves to for these shapes (see the table above).
+
+    Parameters
+    ----------
+    x_shape, k_shape : sequence of int
+        As in :func:`output_shape`.
+    geometry : XCorrGeometry
+
+    Returns
+    -------
+    {"gemm_shift", "tap_gemm", "im2col"}
+
+    Raises
+    ------
+    ShapeError
+        As in :func:`output_shape`.
+    """
+    return _choose(_plan(x_shape, k_shape, geometry))
+
+
+def _choose(plan: _Plan) -> Method:
+    """:func:`choose_method` for a plan already made."""
+    if plan.s_h > 1 or plan.s_w > 1 or plan.C == 1 or _gathered(plan):
+        return "im2col"
+    if plan.K == 1 or 4 * plan.K <= plan.C:
+        return "gemm_shift"
+    if plan.K >= plan.C or plan.C < 4:
+        return "im2col"
+    return "tap_gemm"
+
+
+def _stride1_positions(plan: _Plan) -> tuple[int, int, int, list[int]]:
+    """Return ``h1, w1, span, offsets``: the flat-position layout of both shift methods.
+
+    ``x_p`` is flattened per image in C order over (H_padded, W_padded): stride-1 output
+    position ``p = i * W_padded + j`` (``i < h1``, ``j < w1``) reads tap ``t = h * kw + w`` at
+    ``p + offsets[t]``, ``offsets[t] = d_h h W_padded + d_w w``, a contiguous slice for every
+    tap. ``span`` positions run from the first stride-1 output to the last; those with
+    ``j >= w1`` are computed and dropped by :func:`_crop_stride1`.
+    """
+    _, _, hp, wp = plan.padded_shape
+    h1 = hp - plan.d_h * (plan.kh - 1)
+    w1 = wp - plan.d_w * (plan.kw - 1)
+    span = (h1 - 1) * wp + w1
+    offsets = [plan.d_h * h * wp + plan.d_w * w for h in range(plan.kh) for w in range(plan.kw)]
+    return h1, w1, span, offsets
+
+
+def _gemm_shift(x_p: FloatArray, k4: FloatArray, plan: _Plan) -> FloatArray:
+    """Contract the channels first, then add the ``kh * kw`` shifted planes of the product.
+
+    Positions as in :func:`_stride1_positions`. They go in blocks, each with the planes of its
+    block plus the largest tap offset, so the planes stay cache-sized instead of
+    ``K * kh * kw`` times the image.
+    """
+    N, C, _, wp = x_p.shape
+    K, T = plan.K, plan.kh * plan.kw
+    h1, w1, span, offsets = _stride1_positions(plan)
+    halo = offsets[-1]
+    # at least 4 halos per block, so recomputed halo planes cost at most a quarter more
+    block = min(span, max(4 * halo, COLUMN_BUFFER // (N * K * T), 64))
+    # (N, C, hp, wp) -> (N, C, hp*wp)
+    xf = vec_batch(x_p, 2, "C")
+    # (K, C, kh, kw) -> (K*T, C): row kk*T + t holds k[kk, :, h, w] for tap t = h*kw + w
+    k_taps = np.reshape(np.transpose(k4, (0, 2, 3, 1)), (K * T, C))
+    planes = np.empty((N, K * T, block + halo))
+    # (N, K*T, block + halo) -> (N, K, T, block + halo)
+    planes4 = np.reshape(planes, (N, K, T, block + halo))
+    out = np.empty((N, K, h1 * wp))
+    for p0 in range(0, span, block):
+        checkpoint()
+        p1 = min(span, p0 + block)
+        width = p1 - p0 + halo
+        # (K*T, C) @ (N, C, width) -> (N, K*T, width)
+        _product(k_taps, xf[:, :, p0 : p0 + width], planes[:, :, :width])
+        acc = out[:, :, p0:p1]
+        for t, offset in enumerate(offsets):
+            if t == 0:
+                np.copyto(acc, planes4[:, :, t, offset : offset + p1 - p0])
+            else:
+                acc += planes4[:, :, t, offset : offset + p1 - p0]
+    return _crop_stride1(out, plan, h1, w1, wp)
+
+
+def _tap_gemm(x_p: FloatArray, k4: FloatArray, plan: _Plan) -> FloatArray:
+    """Accumulate one ``(K, C) @ (C, block)`` GEMM per tap on the shifted input, block by block.
+
+    Positions as in :func:`_stride1_positions`; a block of positions stays in cache for all
+    ``kh * kw`` taps.
+    """
+    N, C, _, wp = x_p.shape
+    K, T = plan.K, plan.kh * plan.kw
+    h1, w1, span, offsets = _stride1_positions(plan)
+    # (N, C, hp, wp) -> (N, C, hp*wp)
+    xf = vec_batch(x_p, 2, "C")
+    # (K, C, kh, kw) -> (kh, kw, K, C) -> (T, K, C): one contiguous (K, C) matrix per tap t
+    k_taps = np.reshape(np.ascontiguousarray(np.transpose(k4, (2, 3, 0, 1))), (T, K, C))
+    out = np.empty((N, K, h1 * wp))
+    # blocks of about COLUMN_BUFFER elements of all images' inputs or outputs, but at least 4096
+    # positions: with 64 the per-call overhead made (3,224,224) k3 2.5x slower
+    block = max(4096, COLUMN_BUFFER // (N * max(K, C)))
+    tmp = np.empty((N, K, min(block, span)))
+    for p0 in range(0, span, block):
+        checkpoint()
+        p1 = min(span, p0 + block)
+        acc = out[:, :, p0:p1]
+        part = tmp[:, :, : p1 - p0]
+        for t, offset in enumerate(offsets):
+            # (K, C) @ (N, C, p1-p0) -> (N, K, p1-p0)
+            src = xf[:, :, offset + p0 : offset + p1]
+            if t == 0:
+                _product(k_taps[t], src, acc)
+            else:
+                _product(k_taps[t], src, part)
+                acc += part
+    return _crop_stride1(out, plan, h1, w1, wp)
+
+
+def _crop_stride1(out: FloatArray, plan: _Plan, h1: int, w1: int, wp: int) -> FloatArray:
+    """Keep the strided outputs among stride-1 flat positions (N, K, h1*wp) -> y4."""
+    # (N, K, h1*wp) -> (N, K, h1, wp)
+    grid = ten_batch(out, (h1, wp), "C")
+    return np.ascontiguousarray(grid[:, :, :: plan.s_h, : w1 : plan.s_w])
+
+
+def _im2col(x_p: FloatArray, k4: FloatArray, plan: _Plan) -> FloatArray:
+    """Copy the windows of a block of output rows into columns, then one GEMM per block."""
+    N, C = plan.N, plan.C
+    K, T = plan.K, plan.kh * plan.kw
+    # (K, C, kh, kw) -> (K, C*T)
+    k_rows = np.reshape(k4, (K, C * T))
+    w_out = plan.w_out
+    out = np.empty((N, K, plan.h_out * w_out))
+    if _gathered(plan):
+        # (N, C*hp*wp)[:, index] -> (N, C*T, h_out*w_out): every column at once (one image: a
+        # flat take, twice as fast as one along an axis)
+        index = _gather_index(plan)
+        if N == 1:
+            columns = np.take(vec(x_p, "C"), index)[np.newaxis]
+        else:
+            columns = np.take(np.reshape(x_p, (N, -1)), index, axis=1)
+        _product(k_rows, columns, out)
+        return ten_batch(out, (plan.h_out, w_out), "C")
+    windows = _windows(x_p, plan)
+    for i0, i1, cols in _column_blocks(windows, plan, (0, 1, 4, 5, 2, 3)):
+        # (K, C*T) @ (N, C*T, rows*w_out) -> (N, K, rows*w_out)
+        columns = np.reshape(cols, (N, C * T, (i1 - i0) * w_out))
+        _product(k_rows, columns, out[:, :, i0 * w_out : i1 * w_out])
+    # (N, K, h_out*w_out) -> (N, K, h_out, w_out)
+    return ten_batch(out, (plan.h_out, w_out), "C")
+
+
+_KERNELS = {"gemm_shift": _gemm_shift, "tap_gemm": _tap_gemm, "im2col": _im2col}
+
+
+def cross_correlate(
+    x: FloatArray,
+    k: FloatArray,
+    geometry: XCorrGeometry = DEFAULT_GEOMETRY,
+    method: Method = "auto",
+) -> FloatArray:
+    """Cross-correlate images with kernels: the notes' ``x * k``, generalized.
+
+    Parameters
+    ----------
+    x : ndarray, shape (C, H, W) or (N, C, H, W)
+    k : ndarray, shape (C, kh, kw) or (K, C, kh, kw)
+    geometry : XCorrGeometry
+        Stride, padding and dilation.
+    method : {"auto", "gemm_shift", "tap_gemm", "im2col", "jacobian"}
+        ``"auto"`` picks the fastest method measured for the shapes (:func:`choose_method`).
+        ``"jacobian"`` is the notes' identity ``ten(J^T vec(x))`` (:func:`forward_via_jacobian`).
+
+    Returns
+    -------
+    ndarray of float64, shape ``output_shape(x.shape, k.shape, geometry)``
+        ``y[n, kk, i, j] = sum_{c,h,w} x_p[n, c, s_h i + d_h h, s_w j + d_w w] k[kk, c, h, w]``
+        with the absent ``n``/``kk`` axes dropped.
+
+    Raises
+    ------
+    ShapeError
+        As in :func:`output_shape`.
+    ParameterError
+        For an unknown method.
+
+    Notes
+    -----
+    Seed notes, *Example*: ``(x * k)[i, j] = sum_c sum_h sum_w x[c, s_H i + h, s_W j + w]
+    k[c, h, w]``. The op is bilinear, so its JVP is ``cross_correlate(dx, k) +
+    cross_correlate(x, dk)``.
+
+    Examples
+    --------
+    >>> x = np.arange(6.0).reshape(1, 2, 3)
+    >>> cross_correlate(x, np.array([[[1.0, 2.0]]]))
+    array([[ 2.,  5.],
+           [11., 14.]])
+    """
+    if method not in FORWARD_METHODS:
+        raise ParameterError(
+            f"xcorr: method must be one of {list(FORWARD_METHODS)}, got {method!r}"
+        )
+    x = _as_float(x)
+    k = _as_float(k)
+    if method == "jacobian":
+        return forward_via_jacobian(x, k, geometry)
+    plan = _plan(x.shape, k.shape, geometry)
+    chosen = _choose(plan) if method == "auto" else method
+    y4 = _KERNELS[chosen](_pad(_as4(x), plan), _as4(k), plan)
+    return np.reshape(y4, plan.out_shape)
+
+
+def forward_via_jacobian(
+    x: FloatArray, k: FloatArray, geometry: XCorrGeometry = DEFAULT_GEOMETRY, order: Order = "F"
+) -> FloatArray:
+    """Compute ``x * k`` as ``ten(J^T vec(x))`` with the sparse Jacobian (method ``"jacobian"``).
+
+    Parameters
+    ----------
+    x : ndarray, shape (C, H, W) or (N, C, H, W)
+    k : ndarray, shape (C, kh, kw) or (K, C, kh, kw)
+    geometry : XCorrGeometry
+    order : {"F", "C"}
+        The index order of ``vec``, ``ten`` and the Jacobian; the result does not depend on it.
+
+    Returns
+    -------
+    ndarray of float64, shape ``output_shape(x.shape, k.shape, geometry)``
+
+    Raises
+    ------
+    ShapeError
+        As in :func:`output_shape`.
+    ParameterError
+        For an unknown order.
+
+    Notes
+    -----
+    Seed notes, *Example*: since cross-correlation is linear in ``x``,
+    ``x * k = ten(J^T vec(x))`` with ``J = d(x * k)/dx`` in the ``in_out`` layout.
+    """
+    x = _as_float(x)
+    k = _as_float(k)
+    plan = _plan(x.shape, k.shape, geometry)
+    jacobian = jacobian_x(k, x.shape, geometry, order=order, layout="out_in")
+    # out_in is J^T: (pqr, lmn) @ (lmn, 1) -> (pqr, 1); a 1-D operand would give SciPy's
+    # scalar for a single-row matrix
+    product = jacobian @ vec(x, order)[:, np.newaxis]
+    return ten(np.asarray(product)[:, 0], plan.out_shape, order)

@@ -1,0 +1,154 @@
+"""Cross-correlation VJPs: the transposes with respect to the image and to the kernel.
+
+The op is bilinear, so its JVP is the forward itself (``cross_correlate(dx, k) +
+cross_correlate(x, dk)``); only the transposes are written by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ...errors import ShapeError
+from ...layout import ten_batch, vec_batch
+from ...types import FloatArray
+from .columns import _column_blocks, _product, _windows
+from .geometry import DEFAULT_GEOMETRY, XCorrGeometry, _as4, _as_float, _pad, _Plan, _plan
+
+
+def _cotangent4(cotangent: FloatArray, plan: _Plan) -> FloatArray:
+    u = _as_float(cotangent)
+    if u.shape != plan.out_shape:
+        raise ShapeError(
+            f"xcorr: the cotangent has shape {list(u.shape)} but the output of x "
+            f"{list(plan.x_shape)} with kernel {list(plan.k_shape)} has {list(plan.out_shape)}"
+        )
+    return np.reshape(u, plan.y4_shape)
+
+
+def _tap_window(plan: _Plan, h: int, w: int) -> tuple[slice, slice]:
+    """Slices of ``x_p`` read by tap (h, w) for all outputs: rows ``s_h i + d_h h``, i < h_out."""
+    top, left = plan.d_h * h, plan.d_w * w
+    return (
+        slice(top, top + plan.s_h * (plan.h_out - 1) + 1, plan.s_h),
+        slice(left, left + plan.s_w * (plan.w_out - 1) + 1, plan.s_w),
+    )
+
+
+# Adjoint of the forward with respect to x (cf. JAX's _conv_general_dilated_transpose_lhs).
+# Forward: y = A x, y[n,kk,i,j] = sum_{c,h,w} x_p[n,c,s_h i + d_h h, s_w j + d_w w] k[kk,c,h,w],
+# with x_p = P x the zero padding. For a cotangent u,
+#   <A x, u> = sum_{n,c,h,w,i,j} x_p[n,c,s_h i + d_h h, s_w j + d_w w] G_hw[n,c,i,j]
+#            = <x_p, g>,  G_hw[n,c,i,j] = sum_kk k[kk,c,h,w] u[n,kk,i,j],
+# where g adds each tap's plane G_hw at rows s_h i + d_h h and columns s_w j + d_w w. So
+# A^T u = P^T g: per tap one GEMM contracts kk, and the plane G_hw is added into the
+# stride-(s_h, s_w) slice at offset (d_h h, d_w w)
+# (JAX's "lhs dilation by the stride" done directly), and P^T crops the padding. In the notes'
+# in_out layout this is ten(J vec(u)).
+def vjp_x(
+    k: FloatArray,
+    cotangent: FloatArray,
+    x_shape: Sequence[int],
+    geometry: XCorrGeometry = DEFAULT_GEOMETRY,
+) -> FloatArray:
+    """Pull a cotangent of the output back to ``x``: ``ten(J_x vec(u))``.
+
+    Parameters
+    ----------
+    k : ndarray, shape (C, kh, kw) or (K, C, kh, kw)
+    cotangent : ndarray, shape ``output_shape(x_shape, k.shape, geometry)``
+        ``u``, a cotangent of the output.
+    x_shape : sequence of int
+        ``(C, H, W)`` or ``(N, C, H, W)``.
+    geometry : XCorrGeometry
+
+    Returns
+    -------
+    ndarray of float64, shape ``x_shape``
+        ``g[n, c, r, q] = sum_{kk, i, j, h, w : s_h i + d_h h - pad_top = r, ...} k[kk, c, h, w]
+        u[n, kk, i, j]``: the transpose of the forward in ``x``, in the notes' ``in_out`` layout
+        ``ten(J vec(u))``.
+
+    Raises
+    ------
+    ShapeError
+        As in :func:`output_shape`, or when the cotangent does not have the output's shape.
+    """
+    k = _as_float(k)
+    plan = _plan(x_shape, k.shape, geometry)
+    u4 = _cotangent4(cotangent, plan)
+    k4 = _as4(k)
+    N, C = plan.N, plan.C
+    # (K, C, kh, kw) -> (kh, kw, C, K): one contiguous (C, K) matrix per tap
+    k_taps = np.ascontiguousarray(np.transpose(k4, (2, 3, 1, 0)))
+    # (N, K, h_out, w_out) -> (N, K, h_out*w_out)
+    uf = vec_batch(u4, 2, "C")
+    plane = np.empty((N, C, plan.h_out * plan.w_out))
+    grad_p = np.zeros(plan.padded_shape)
+    for h in range(plan.kh):
+        for w in range(plan.kw):
+            # (C, K) @ (N, K, h_out*w_out) -> (N, C, h_out*w_out)
+            _product(k_taps[h, w], uf, plane)
+            rows, cols = _tap_window(plan, h, w)
+            grad_p[:, :, rows, cols] += ten_batch(plane, (plan.h_out, plan.w_out), "C")
+    top, left = plan.pad_top, plan.pad_left
+    grad = grad_p[:, :, top : top + plan.H, left : left + plan.W]
+    return np.reshape(np.ascontiguousarray(grad), plan.x_shape)
+
+
+# Adjoint of the forward with respect to k (cf. JAX's _conv_general_dilated_transpose_rhs).
+# The forward is linear in k: y[n,kk,i,j] = sum_{c,h,w} X[n,c,h,w,i,j] k[kk,c,h,w] with
+# X[n,c,h,w,i,j] = x_p[n,c,s_h i + d_h h, s_w j + d_w w] (the im2col windows). Hence
+#   <y, u> = sum_{kk,c,h,w} k[kk,c,h,w] sum_{n,i,j} u[n,kk,i,j] X[n,c,h,w,i,j],
+# so the pullback contracts u with the windows over (n, i, j): per image a
+# (K, h_out*w_out) @ (h_out*w_out, C*kh*kw) product, accumulated over images and row blocks.
+def vjp_kernel(
+    x: FloatArray,
+    cotangent: FloatArray,
+    k_shape: Sequence[int],
+    geometry: XCorrGeometry = DEFAULT_GEOMETRY,
+) -> FloatArray:
+    """Pull a cotangent of the output back to the kernel: ``ten(J_k vec(u))``.
+
+    Parameters
+    ----------
+    x : ndarray, shape (C, H, W) or (N, C, H, W)
+    cotangent : ndarray, shape ``output_shape(x.shape, k_shape, geometry)``
+    k_shape : sequence of int
+        ``(C, kh, kw)`` or ``(K, C, kh, kw)``.
+    geometry : XCorrGeometry
+
+    Returns
+    -------
+    ndarray of float64, shape ``k_shape``
+        ``g[kk, c, h, w] = sum_{n, i, j} u[n, kk, i, j] x_p[n, c, s_h i + d_h h, s_w j + d_w w]``:
+        the transpose of the forward in ``k``, ``ten(J_k vec(u))`` in the ``in_out`` layout.
+
+    Raises
+    ------
+    ShapeError
+        As in :func:`output_shape`, or when the cotangent does not have the output's shape.
+    """
+    x = _as_float(x)
+    plan = _plan(x.shape, k_shape, geometry)
+    u4 = _cotangent4(cotangent, plan)
+    x4 = _as4(x)
+    N, C, K, T = plan.N, plan.C, plan.K, plan.kh * plan.kw
+    w_out = plan.w_out
+    windows = _windows(_pad(x4, plan), plan)
+    # (N, K, h_out, w_out) -> (N, K, h_out*w_out)
+    uf = vec_batch(u4, 2, "C")
+    grad = np.zeros((K, C * T))
+    part = np.empty((K, C * T))
+    for i0, i1, cols in _column_blocks(windows, plan, (0, 2, 3, 1, 4, 5)):
+        for n in range(N):
+            # (K, rows*w_out) @ (rows*w_out, C*T) -> (K, C*T)
+            _product(
+                uf[n, :, i0 * w_out : i1 * w_out],
+                np.reshape(cols[n], ((i1 - i0) * w_out, C * T)),
+                part,
+            )
+            grad += part
+    # (K, C*kh*kw) -> k_shape
+    return np.reshape(grad, plan.k_shape)
