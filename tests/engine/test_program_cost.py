@@ -17,8 +17,8 @@ from service.engine.cost import BUFFERS, Cost
 from service.engine.functions import FunctionLimits
 from service.engine.graph import costs, strategies
 from service.engine.graph import requests as programs
-from service.engine.graph.program import Program
 from service.engine.graph.curvature import hessian_plan, program_hessian
+from service.engine.graph.program import Program
 from service.engine.hessian import program_hvp
 from tests.engine.test_cost import FACTOR, NS_PER_UNIT, measured
 
