@@ -28,10 +28,12 @@ from tests.e2e.live import LiveServer, serve
 
 # Generous: the CI machine is shared; a regression is seconds or minutes.
 REFUSAL_SECONDS = 10.0
-# /healthz p99 under attack, against its p99 with no attack measured just before in the same run:
-# at most 3x that plus 100 ms. On an idle machine the idle p99 is a few ms and this is the 100 ms
-# target; on the shared CI machine (load 15 on 2 cores) the idle p99 itself was 85-230 ms.
+# /healthz p99 under attack: under 100 ms (the criterion) whenever the machine is quiet,
+# i.e. the probe's own p99 with no attack, measured just before in the same run, is at most
+# 20 ms. The scheduler's share above that is not the server's: on the shared CI machine (load 15
+# on 2 cores) the idle p99 itself was 85-230 ms, and the bound grows by 3x the excess.
 HEALTHZ_P99_SECONDS = 0.100
+QUIET_IDLE_P99_SECONDS = 0.020
 HEALTHZ_P99_LOAD_FACTOR = 3
 RSS_GROWTH_KIB = 100 * 1024
 
@@ -228,7 +230,8 @@ def test_every_hostile_request_is_refused_fast_while_healthz_stays_fast(
         f"after {memory['VmRSS'] / 1024:.0f} MiB"
     )
     assert probe.failures == 0
-    assert probe.p99() < HEALTHZ_P99_LOAD_FACTOR * idle.p99() + HEALTHZ_P99_SECONDS
+    excess = max(0.0, idle.p99() - QUIET_IDLE_P99_SECONDS)
+    assert probe.p99() < HEALTHZ_P99_SECONDS + HEALTHZ_P99_LOAD_FACTOR * excess
     assert memory["VmRSS"] - rss_start < RSS_GROWTH_KIB
 
 
