@@ -192,7 +192,7 @@ def program_jacobian_cost(body: JacobianRequest, settings: Settings) -> RequestC
             chain, fmt=body.format, strategy=body.strategy, limits=limits
         )
         n = size_of(chain.in_shape)
-        cost = estimates.jacobian_cost(chain, plan, fmt, False)
+        cost = estimates.jacobian_cost(chain, plan, fmt, body.check)
         payload += jacobian_payload(fmt, plan.nnz_bound, n, m, body.encoding)
         facts: dict[str, Any] = {
             "format": fmt, "strategy": plan.strategy, "nnz_bounds": {names[0]: plan.nnz_bound}
@@ -203,6 +203,8 @@ def program_jacobian_cost(body: JacobianRequest, settings: Settings) -> RequestC
                                      max_dense_elements=limits.max_dense_elements,
                                      max_nnz=limits.max_nnz)  # fmt: skip
         cost = graph_costs.jacobian_cost(program, graph_plan, names, fmt)
+        if body.check:
+            cost = cost.then(graph_costs.fd_check_cost(program, names))
         for name in names:
             n = size_of(program.inputs[name])
             nnz = graph_plan.nnz_bounds[name]
@@ -227,9 +229,11 @@ def program_product_cost(body: JvpRequest | VjpRequest, settings: Settings) -> R
         product = _sizes(program, names)
     chain = as_chain(program)
     if chain is not None:
-        cost = estimates.product_cost(chain, False)
+        cost = estimates.product_cost(chain, body.check)
     else:
         cost = graph_costs.product_cost(program, names)
+        if body.check:
+            cost = cost.then(graph_costs.fd_check_cost(program, names))
     payload = float_payload(size_of(program.out_shape) + product, body.encoding)
     return RequestCost(cost, payload, {"output_shape": list(program.out_shape)})
 

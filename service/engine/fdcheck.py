@@ -13,6 +13,7 @@ with the output basis or random cotangents.
 """
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -20,16 +21,91 @@ from . import layout
 from .chain import Chain
 from .errors import DomainError, LimitExceeded, NonFiniteError, ParameterError
 from .op import Op
-from .types import FloatArray
+from .types import FloatArray, Shape
 
-__all__ = ["EPS", "RELATIVE_STEP", "FDCheck", "fd_check"]
+__all__ = ["EPS", "PRODUCT_NNZ", "RELATIVE_STEP", "Differentiable", "FDCheck", "fd_check"]
 
 EPS = float(np.finfo(np.float64).eps)
 # SciPy _numdiff, method "3-point": the relative step EPS**(1/3) ~ 6.06e-6.
 RELATIVE_STEP = EPS ** (1.0 / 3.0)
 # The chain-rule product is compared when none of its matrices can exceed this many non-zeros.
-_PRODUCT_NNZ = 1 << 22
+PRODUCT_NNZ = 1 << 22
 _NO_LIMIT = 1 << 62
+
+
+class Differentiable(Protocol):
+    """What :func:`fd_check` compares: a function of one tensor with its derivative rules.
+
+    :class:`~service.engine.chain.Chain` (an op list) provides it through a small adapter; a
+    program with several inputs provides it as a function of its ``wrt`` inputs laid end to end
+    (:class:`service.engine.graph.requests.PackedProgram`).
+    """
+
+    @property
+    def in_shape(self) -> Shape:
+        """Shape of ``x``."""
+        ...
+
+    @property
+    def out_shape(self) -> Shape:
+        """Shape of ``f(x)``."""
+        ...
+
+    def forward(self, x: FloatArray) -> FloatArray:
+        """``f(x)``."""
+        ...
+
+    def jvp(self, x: FloatArray, tangents: FloatArray) -> FloatArray:
+        """(k, *in_shape) -> (k, *out_shape)."""
+        ...
+
+    def vjp(self, x: FloatArray, cotangents: FloatArray) -> FloatArray:
+        """(c, *out_shape) -> (c, *in_shape)."""
+        ...
+
+    def chain_jacobian(self, x: FloatArray, size: int) -> FloatArray | None:
+        """Return the ``"chain"`` strategy's dense Jacobian (in_out, order F), or None.
+
+        ``size`` is its number of elements; None when a partial product could exceed
+        ``max(size, PRODUCT_NNZ)`` non-zeros.
+        """
+        ...
+
+
+@dataclass(frozen=True, eq=False)
+class _ChainFunction:
+    """An op list as a :class:`Differentiable`."""
+
+    chain: Chain
+
+    @property
+    def in_shape(self) -> Shape:
+        return self.chain.in_shape
+
+    @property
+    def out_shape(self) -> Shape:
+        return self.chain.out_shape
+
+    def forward(self, x: FloatArray) -> FloatArray:
+        return self.chain.forward(x)
+
+    def jvp(self, x: FloatArray, tangents: FloatArray) -> FloatArray:
+        return self.chain.jvp(x, tangents)
+
+    def vjp(self, x: FloatArray, cotangents: FloatArray) -> FloatArray:
+        return self.chain.vjp(x, cotangents)
+
+    def chain_jacobian(self, x: FloatArray, size: int) -> FloatArray | None:
+        # the sparse product is compared unless its partial products could grow large
+        peak = self.chain.plan(
+            strategy="chain", fmt="dense", max_dense_elements=size, max_nnz=_NO_LIMIT
+        ).chain_peak_nnz
+        if peak > max(size, PRODUCT_NNZ):
+            return None
+        product = self.chain.jacobian(
+            x, strategy="chain", fmt="dense", max_dense_elements=size, max_nnz=peak
+        ).matrix
+        return np.asarray(product)
 
 
 @dataclass(frozen=True)
@@ -93,7 +169,11 @@ def _basis_or_sample(
 
 
 def _quotients(
-    chain: Chain, x: FloatArray, perturbations: FloatArray, sigma: FloatArray, stretch: float
+    chain: Differentiable,
+    x: FloatArray,
+    perturbations: FloatArray,
+    sigma: FloatArray,
+    stretch: float,
 ) -> FloatArray:
     # (f(x + c d) - f(x - c d)) / (2 c sigma) per direction d: (k, *in_shape) -> (k, out_size)
     rows = [
@@ -104,7 +184,7 @@ def _quotients(
 
 
 def fd_check(
-    function: Chain | Op,
+    function: Chain | Op | Differentiable,
     x: FloatArray,
     *,
     max_directions: int = 32,
@@ -117,7 +197,7 @@ def fd_check(
 
     Parameters
     ----------
-    function : Chain or Op
+    function : Chain, Op or Differentiable
         An operation is checked as a chain of one.
     x : ndarray, shape ``in_shape``
         Float64; each coordinate is perturbed by ``h_i = EPS**(1/3) max(1, |x_i|)`` times the
@@ -166,7 +246,9 @@ def fd_check(
     if rtol < 0 or atol < 0:
         raise ParameterError(f"tolerances must be >= 0, got rtol={rtol}, atol={atol}")
     x = np.asarray(x, dtype=np.float64)
-    chain = function if isinstance(function, Chain) else Chain([function], x.shape)
+    if isinstance(function, Op):
+        function = Chain([function], x.shape)
+    chain = _ChainFunction(function) if isinstance(function, Chain) else function
     n, m = layout.size_of(chain.in_shape), layout.size_of(chain.out_shape)
     largest = max(min(n, max_directions) * m, min(m, max_directions) * n)
     if max_elements is not None and largest > max_elements:
@@ -204,16 +286,10 @@ def fd_check(
     comparisons["vjp"] = (np.abs(pairing) / norms, 2.0 * (np.abs(u) @ truncation.T) / norms)
 
     if full:
-        # The basis directions make q the Jacobian itself, row by row (order "F" on both sides);
-        # the sparse product is compared too unless its partial products could grow large.
-        peak = chain.plan(
-            strategy="chain", fmt="dense", max_dense_elements=q.size, max_nnz=_NO_LIMIT
-        ).chain_peak_nnz
-        if peak <= max(q.size, _PRODUCT_NNZ):
-            product = chain.jacobian(
-                x, strategy="chain", fmt="dense", max_dense_elements=q.size, max_nnz=peak
-            ).matrix
-            comparisons["jacobian"] = (np.abs(np.asarray(product) - q), 2.0 * truncation)
+        # The basis directions make q the Jacobian itself, row by row (order "F" on both sides).
+        product = chain.chain_jacobian(x, q.size)
+        if product is not None:
+            comparisons["jacobian"] = (np.abs(product - q), 2.0 * truncation)
 
     max_abs = max(float(error.max(initial=0.0)) for error, _ in comparisons.values())
     passed = all(bool(np.all(error <= allowed + slack)) for error, slack in comparisons.values())

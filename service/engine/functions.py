@@ -15,7 +15,7 @@ import scipy.sparse as sp
 from .cancel import checkpoint
 from .chain import Chain, ComputedBy, JacobianPlan, Strategy
 from .errors import LimitExceeded, ShapeError
-from .fdcheck import FDCheck, fd_check
+from .fdcheck import Differentiable, FDCheck, fd_check
 from .jacobian import Format, Jacobian
 from .layout import size_of
 from .sparse import canonicalize, check_dense, check_nnz, to_dense
@@ -23,7 +23,7 @@ from .types import FloatArray, Layout, Order
 
 FormatRequest = Literal["coo", "dense", "auto"]
 Direction = Literal["jvp", "vjp"]
-# Directions of the finite-difference check; fewer for large tensors (see _bounded_fd_check).
+# Directions of the finite-difference check; fewer for large tensors (see bounded_fd_check).
 FD_DIRECTIONS = 32
 # A COO entry costs 24 bytes and a dense one 8: below a third of the entries COO is smaller.
 _COO_DENSITY = 1 / 3
@@ -79,22 +79,25 @@ def check_intermediates(chain: Chain, max_elements: int) -> None:
             )  # fmt: skip
 
 
-def _bounded_fd_check(chain: Chain, x: FloatArray, limits: FunctionLimits) -> FDCheck:
+def bounded_fd_check(
+    function: Chain | Differentiable, x: FloatArray, largest: int, limits: FunctionLimits
+) -> FDCheck:
     """Run the finite-difference check with as many directions as the tensor limit allows.
 
     The check pushes a batch of directions through every operation at once, so the batch times
-    the largest tensor along the chain must stay under the limit.
+    ``largest``, the largest value along the function, must stay under the limit.
     """
-    largest = max(size_of(shape) for shape in chain.shapes)
     directions = min(FD_DIRECTIONS, limits.max_tensor_elements // largest)
     if directions < 1:
         raise LimitExceeded(
-            "finite-difference check elements",
-            largest,
-            limits.max_tensor_elements,
+            "finite-difference check elements", largest, limits.max_tensor_elements,
             setting="max_tensor_elements",
-        )
-    return fd_check(chain, x, max_directions=directions, max_elements=limits.max_tensor_elements)
+        )  # fmt: skip
+    return fd_check(function, x, max_directions=directions, max_elements=limits.max_tensor_elements)
+
+
+def _chain_fd_check(chain: Chain, x: FloatArray, limits: FunctionLimits) -> FDCheck:
+    return bounded_fd_check(chain, x, max(size_of(shape) for shape in chain.shapes), limits)
 
 
 def evaluate(chain: Chain, x: FloatArray, limits: FunctionLimits) -> FloatArray:
@@ -201,7 +204,7 @@ def jacobian(
         max_dense_elements=limits.max_dense_elements,
         max_nnz=limits.max_nnz,
     )
-    report = _bounded_fd_check(chain, x, limits) if check else None
+    report = _chain_fd_check(chain, x, limits) if check else None
     return JacobianResult(chain.forward(x), result, plan.strategy, report)
 
 
@@ -248,7 +251,7 @@ def product(
     # (1, *shape): the rules are batched over a leading axis
     batch = vector[np.newaxis]
     result = (chain.jvp(x, batch) if direction == "jvp" else chain.vjp(x, batch))[0]
-    report = _bounded_fd_check(chain, x, limits) if check else None
+    report = _chain_fd_check(chain, x, limits) if check else None
     return ProductResult(chain.forward(x), result, report)
 
 

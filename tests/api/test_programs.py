@@ -254,3 +254,30 @@ def test_descent_over_two_variables_uses_the_joint_gradient_norm(client: TestCli
     assert run["trajectory"][0]["variables"]["a"]["data"] == a0.tolist()
     fixed = ok(client, "/v1/gradient-descent", {**body, "variables": ["b"], "max_steps": 50})
     assert list(fixed["final"]) == ["b"] and abs(fixed["final"]["b"]["data"][0]) < 1e-3
+
+
+def test_check_covers_every_wrt_input_of_a_program(client: TestClient) -> None:
+    """check (central differences) on the program forms: every wrt input, the x form's fields."""
+    a, b = RNG.standard_normal((2, 3)), RNG.standard_normal(3)
+    u = RNG.standard_normal((2, 3))
+    base = {"inputs": {"a": t(a), "b": t(b)}, "function": "a * b + sin(a)", "check": True}
+    fields = {"passed", "max_abs_error", "max_rel_error", "step", "relative_step", "directions",
+              "full", "checked", "rtol", "atol"}  # fmt: skip
+    jacobian = ok(client, "/v1/jacobian", base)["check"]
+    assert set(jacobian) == fields
+    # 6 + 3 elements of the two inputs: the whole basis, so every Jacobian row is checked
+    assert jacobian["passed"] and jacobian["full"] and jacobian["directions"] == 9
+    assert jacobian["checked"] == ["jvp", "vjp", "jacobian"]
+    only_b = ok(client, "/v1/vjp", {**base, "cotangent": t(u), "wrt": ["b"]})["check"]
+    assert only_b["passed"] and only_b["directions"] == 3
+    tangents = {"a": t(a), "b": t(b)}
+    assert ok(client, "/v1/jvp", {**base, "tangents": tangents})["check"]["directions"] == 9
+    assert ok(client, "/v1/jacobian", {**base, "check": False})["check"] is None
+
+
+def test_check_of_an_op_list_program_is_the_x_forms(client: TestClient) -> None:
+    function = [{"op": "tanh"}, {"op": "sum", "axes": [1]}]
+    old = ok(client, "/v1/jacobian", {"x": t(X[0]), "function": function, "check": True})
+    new = ok(client, "/v1/jacobian", {"inputs": {"x": t(X[0])}, "function": function,
+                                      "check": True})  # fmt: skip
+    assert new["check"] == old["check"]

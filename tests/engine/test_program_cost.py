@@ -20,7 +20,7 @@ from service.engine.graph import requests as programs
 from service.engine.graph.curvature import hessian_plan, program_hessian
 from service.engine.graph.program import Program
 from service.engine.hessian import program_hvp
-from tests.engine.test_cost import FACTOR, NS_PER_UNIT, measured
+from tests.engine.test_cost import FACTOR, FD_CHECK_FACTOR, NS_PER_UNIT, measured
 
 LIMITS = FunctionLimits(10**8, 10**8, 10**8)
 # A structural Hessian is costed from its non-zero bound, which lets every element a curved node
@@ -67,6 +67,15 @@ def test_evaluate_products_and_second_order_are_bounded(
         costs.product_cost(program, names),
         lambda: programs.product(program, inputs, cotangent, None, direction="vjp", limits=LIMITS),
         size,
+    )
+    checked = costs.product_cost(program, names).then(costs.fd_check_cost(program, names))
+    check(
+        checked,
+        lambda: programs.product(
+            program, inputs, cotangent, None, direction="vjp", limits=LIMITS, check=True
+        ),
+        size,
+        FD_CHECK_FACTOR,
     )
     vectors = {name: np.ones((1, *shape)) for name, shape in shapes.items()}
     check(costs.hvp_cost(program, names), lambda: program_hvp(program, inputs, vectors), 2 * size)

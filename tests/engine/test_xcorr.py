@@ -5,6 +5,7 @@ Hypothesis, valid by construction; every check compares against a loop oracle, S
 differences, never against a value the engine produced earlier.
 """
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from service.engine import xcorr
 from service.engine.errors import ParameterError, ShapeError
 from service.engine.kernels.xcorr import columns as xcorr_columns
 from service.engine.kernels.xcorr import jacobian as xcorr_jacobian
+from service.engine.kernels.xcorr import transpose as xcorr_transpose
 from tests import oracles
 
 FLOAT = np.float64
@@ -579,3 +581,27 @@ def test_engine_module_never_flattens_by_hand() -> None:
     assert len(sources) > 2
     for path in sources:
         assert not re.search(r"\.ravel\(|\.flatten\(|reshape\(\s*-1\s*\)", path.read_text())
+
+
+@given(case=cases(), data=st.data(), tiny=st.integers(1, 7))
+def test_kernel_vjp_in_blocks_is_the_loops_jacobian_times_the_cotangent(
+    case: Case, data: st.DataObject, tiny: int
+) -> None:
+    """At stride 1 the kernel VJP runs tap by tap over blocks of positions; tiny blocks here."""
+    y_shape = xcorr.output_shape(case.x_shape, case.k_shape, case.geometry)
+    x = data.draw(tensors(case.x_shape), label="x")
+    u = data.draw(tensors(y_shape), label="u")
+    jac_k = oracles.xcorr_kernel_jacobian_loops(
+        x, case.k_shape, case.stride, case.pairs, case.dilation, "C"
+    )
+    expected = np.zeros(math.prod(case.k_shape))
+    u_vec = np.reshape(u, -1)
+    for (row, col), value in jac_k.items():
+        expected[row] += value * u_vec[col]
+    with pytest.MonkeyPatch.context() as patch:
+        # blocks of `tiny` positions (one kernel) or of tiny * C * K multiply-adds (several)
+        patch.setattr(xcorr_transpose, "MATVEC_ONE_THREAD", tiny * 3 + 1)
+        patch.setattr(xcorr_transpose, "GEMM_BLOCK", tiny * 9)
+        actual = xcorr.vjp_kernel(x, u, case.k_shape, case.geometry)
+    atol = EXACT["atol"] * max(1.0, float(np.sum(np.abs(x)))) * max(1.0, float(np.abs(u).max()))
+    np.testing.assert_allclose(np.reshape(actual, -1), expected, rtol=EXACT["rtol"], atol=atol)

@@ -8,7 +8,6 @@ from ...codec import Tensor, TensorOut, decode_tensor, encode_tensor
 from ...codec.sparse import CooJacobian, DenseJacobian, encode_jacobian
 from ...config import Settings
 from ...engine import functions
-from ...engine.errors import ParameterError
 from ...engine.functions import Direction
 from ...engine.graph import requests as programs
 from ...engine.graph.nary import nary_classes
@@ -114,11 +113,6 @@ def _program(
     return build_program(body.function, shapes, body.order), inputs
 
 
-def _no_check(body: JacobianRequest | JvpRequest | VjpRequest) -> None:
-    if body.check:
-        raise ParameterError("check (central differences) is available for the x form only")
-
-
 def _evaluate(body: EvaluateRequest, settings: Settings) -> EvaluateResponse:
     check_request(evaluate_cost(body, settings), settings)
     if body.program:
@@ -152,16 +146,17 @@ def _jacobian(
 ) -> JacobianResponse | ProgramJacobianResponse:
     check_request(jacobian_cost(body, settings), settings)
     if body.program:
-        _no_check(body)
         program, inputs = _program(body)
         found = programs.jacobian(
             program, inputs, body.wrt, fmt=body.format, strategy=body.strategy,
             layout=body.layout, order=body.order, limits=function_limits(settings),
+            check=body.check,
         )  # fmt: skip
         return ProgramJacobianResponse(
             value=encode_tensor(found.value, body.encoding),
             jacobians={n: encode_jacobian(j, body.encoding) for n, j in found.jacobians.items()},
             strategy=found.strategy,
+            check=CheckReport.from_engine(found.check),
         )
     result = _jacobian_result(body, settings)
     return JacobianResponse(
@@ -212,18 +207,19 @@ def _product(
 def _jvp(body: JvpRequest, settings: Settings) -> JvpResponse:
     check_request(product_cost(body, settings), settings)
     if body.program:
-        _no_check(body)
         assert body.tangents is not None
         program, inputs = _program(body)
         tangents = {name: decode_tensor(t) for name, t in body.tangents.items()}
         wrt = body.wrt if body.wrt is not None else list(tangents)
         found = programs.product(
-            program, inputs, tangents, wrt, direction="jvp", limits=function_limits(settings)
-        )
+            program, inputs, tangents, wrt, direction="jvp", limits=function_limits(settings),
+            check=body.check,
+        )  # fmt: skip
         assert found.tangent is not None
         return JvpResponse(
             value=encode_tensor(found.value, body.encoding),
             jvp=encode_tensor(found.tangent, body.encoding),
+            check=CheckReport.from_engine(found.check),
         )
     assert body.tangent is not None
     value, jvp, check = _product(body, body.tangent, "jvp", settings)
@@ -233,16 +229,16 @@ def _jvp(body: JvpRequest, settings: Settings) -> JvpResponse:
 def _vjp(body: VjpRequest, settings: Settings) -> VjpResponse | ProgramVjpResponse:
     check_request(product_cost(body, settings), settings)
     if body.program:
-        _no_check(body)
         program, inputs = _program(body)
         found = programs.product(
             program, inputs, decode_tensor(body.cotangent), body.wrt, direction="vjp",
-            limits=function_limits(settings),
+            limits=function_limits(settings), check=body.check,
         )  # fmt: skip
         assert found.cotangents is not None
         return ProgramVjpResponse(
             value=encode_tensor(found.value, body.encoding),
             cotangents={n: encode_tensor(g, body.encoding) for n, g in found.cotangents.items()},
+            check=CheckReport.from_engine(found.check),
         )
     value, vjp, check = _product(body, body.cotangent, "vjp", settings)
     return VjpResponse(value=value, vjp=vjp, check=check)

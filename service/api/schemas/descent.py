@@ -43,7 +43,63 @@ class DescentTolerances(StrictModel):
     )
 
 
-class GradientDescentRequest(StrictModel):
+class RunRequest(StrictModel):
+    """What every run request shares (gradient descent and minimize).
+
+    The function in its two forms (an op list from ``x0``, or a program from ``inputs`` over some
+    ``variables``), ``max_steps``, the stopping rules, the records, the options of the notes' rule
+    (``momentum``, ``nesterov``, ``line_search``), the index order and the response encoding.
+    """
+
+    function: AnyFunction
+    x0: Tensor | None = Field(
+        None, description="The starting point x_0 of an op list; its shape is the input's."
+    )
+    inputs: Inputs | None = Field(
+        None, description="Programs: every input's value; the variables start from theirs."
+    )
+    variables: Wrt | None = Field(
+        None,
+        description="Programs: the inputs that descend (default: all); the others stay fixed. "
+        "||grad f||, every method, tolerance and stopping rule cover the variables jointly.",
+    )
+    max_steps: int = Field(
+        ge=0,
+        description="Most updates (iterations); at most the service's SERVICE_MAX_DESCENT_STEPS "
+        "(413).",
+    )
+    tolerances: DescentTolerances = Field(default_factory=DescentTolerances)
+    record_every: int = Field(
+        1, ge=1, description="Record steps 0, k, 2k, ...: max_steps // k + 1 points at most."
+    )
+    record_x: bool = Field(False, description="Include x in every recorded point.")
+    momentum: float = Field(
+        0.0, ge=0, lt=1, description="The notes' rule: heavy-ball β in [0, 1); 0 is the plain rule."
+    )
+    nesterov: bool = Field(
+        False, description="The notes' rule: Nesterov momentum; needs momentum > 0."
+    )
+    line_search: LineSearch = Field(
+        "none",
+        description="The notes' rule: 'backtracking' is Armijo backtracking along -grad f "
+        "(momentum 0).",
+    )
+    order: Order = "F"
+    encoding: ResponseEncoding = "list"
+
+    @model_validator(mode="after")
+    def _one_form(self) -> "RunRequest":
+        if (self.x0 is None) == (self.inputs is None):
+            raise ValueError("give either x0 (with an op list) or inputs (a program), not both")
+        if self.x0 is not None and not isinstance(self.function, list):
+            raise ValueError("with x0 the function must be an op list; use inputs for "
+                             "expressions and graphs")  # fmt: skip
+        if self.x0 is not None and self.variables is not None:
+            raise ValueError("variables needs inputs; with x0 the variable is x")
+        return self
+
+
+class GradientDescentRequest(RunRequest):
     """Minimize a scalar function by the notes' rule x_(t+1) = x_t - γ ten(df/dx(x_t)).
 
     ``function`` must end in exactly one element (e.g. with ``squared_norm``, ``sum``, ``mse``).
@@ -71,36 +127,9 @@ class GradientDescentRequest(StrictModel):
         }
     }
 
-    function: AnyFunction
-    x0: Tensor | None = Field(
-        None, description="The starting point x_0 of an op list; its shape is the input's."
-    )
-    inputs: Inputs | None = Field(
-        None, description="Programs: every input's value; the variables start from theirs."
-    )
-    variables: Wrt | None = Field(
-        None,
-        description="Programs: the inputs that descend (default: all); the others stay fixed. "
-        "||grad f|| and the stopping rules cover all variables jointly.",
-    )
     learning_rate: float = Field(
         gt=0, allow_inf_nan=False, description="γ > 0; with a line search, the first trial step."
     )
-    max_steps: int = Field(
-        ge=0, description="Most updates; at most the service's SERVICE_MAX_DESCENT_STEPS (413)."
-    )
-    tolerances: DescentTolerances = Field(default_factory=DescentTolerances)
-    record_every: int = Field(
-        1, ge=1, description="Record steps 0, k, 2k, ...: max_steps // k + 1 points at most."
-    )
-    record_x: bool = Field(False, description="Include x in every recorded point.")
-    momentum: float = Field(0.0, ge=0, lt=1, description="β in [0, 1); 0 is the plain rule.")
-    nesterov: bool = Field(False, description="Nesterov momentum; needs momentum > 0.")
-    line_search: LineSearch = Field(
-        "none", description="'backtracking': Armijo backtracking along -grad f (momentum 0)."
-    )
-    order: Order = "F"
-    encoding: ResponseEncoding = "list"
 
     @field_validator("nesterov")
     @classmethod
@@ -119,17 +148,6 @@ class GradientDescentRequest(StrictModel):
                 "condition is tested along -grad f"
             )
         return line_search
-
-    @model_validator(mode="after")
-    def _one_form(self) -> "GradientDescentRequest":
-        if (self.x0 is None) == (self.inputs is None):
-            raise ValueError("give either x0 (with an op list) or inputs (a program), not both")
-        if self.x0 is not None and not isinstance(self.function, list):
-            raise ValueError("with x0 the function must be an op list; use inputs for "
-                             "expressions and graphs")  # fmt: skip
-        if self.x0 is not None and self.variables is not None:
-            raise ValueError("variables needs inputs; with x0 the variable is x")
-        return self
 
     def params(self) -> DescentParams:
         """Return the engine's parameters for this request."""
@@ -265,6 +283,7 @@ __all__ = [
     "ProgramDescentResponse",
     "ProgramDescentSummaryLine",
     "ProgramTrajectoryPoint",
+    "RunRequest",
     "TrajectoryPoint",
     "ndjson_schema",
 ]

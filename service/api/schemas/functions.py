@@ -228,6 +228,9 @@ class ProgramJacobianResponse(ResponseModel):
         description="Input name -> J (that input's shape as in_shape, the output's as out_shape)."
     )
     strategy: Literal["chain", "reverse", "forward"]
+    check: CheckReport | None = Field(
+        None, description="With check: every input of `wrt` compared with central differences."
+    )
 
 
 class ProgramVjpResponse(ResponseModel):
@@ -235,6 +238,9 @@ class ProgramVjpResponse(ResponseModel):
 
     value: TensorOut
     cotangents: dict[str, TensorOut] = Field(description="Input name -> ten(J_name vec(u)).")
+    check: CheckReport | None = Field(
+        None, description="With check: every input of `wrt` compared with central differences."
+    )
 
 
 class ChainRuleRequest(StrictModel):

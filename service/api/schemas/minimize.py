@@ -8,23 +8,21 @@ running counts of function, gradient and Hessian-vector evaluations.
 from typing import Annotated
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from ...codec import Tensor, decode_tensor
 from ...engine import layout
-from ...engine.descent import LineSearch
 from ...engine.errors import ShapeError
 from ...engine.minimize import Bounds, Method, MinimizeParams
 from ...engine.types import FloatArray, Shape
-from .common import Order, ResponseEncoding, ResponseModel, StrictModel
+from .common import ResponseModel, StrictModel
 from .descent import (
     DescentSummaryLine,
-    DescentTolerances,
     ProgramDescentSummaryLine,
     ProgramTrajectoryPoint,
+    RunRequest,
     TrajectoryPoint,
 )
-from .programs import AnyFunction, Inputs, Wrt
 
 Bound = Annotated[
     float | Tensor | None,
@@ -57,12 +55,13 @@ def _bound(value: float | Tensor | None, shape: Shape, fill: float, what: str) -
     return array
 
 
-class MinimizeRequest(StrictModel):
+class MinimizeRequest(RunRequest):
     """Minimize a scalar function from x0 by gd, adam, lbfgs, newton-cg or trust-ncg.
 
     ``function`` must end in exactly one element. ``learning_rate`` is required by gd and adam and
     refused by the SciPy methods, which choose their own steps; ``momentum``/``nesterov``/
     ``line_search`` belong to gd, ``b1``/``b2``/``eps`` to adam, ``bounds``/``memory`` to lbfgs.
+    The other fields are those of /v1/gradient-descent (the shared RunRequest).
     """
 
     model_config = StrictModel.model_config | {
@@ -84,37 +83,14 @@ class MinimizeRequest(StrictModel):
         }
     }
 
-    function: AnyFunction
-    x0: Tensor | None = Field(
-        None, description="The starting point x_0 of an op list; its shape is the input's."
-    )
-    inputs: Inputs | None = Field(
-        None, description="Programs: every input's value; the variables start from theirs."
-    )
-    variables: Wrt | None = Field(
-        None,
-        description="Programs: the inputs that are minimized over (default: all); the others "
-        "stay fixed. Every method, tolerance and norm covers the variables jointly.",
-    )
     method: Method = Field(
         description="gd (the notes' rule), adam (PyTorch/optax), lbfgs (SciPy L-BFGS-B), "
         "newton-cg (SciPy Newton-CG) or trust-ncg (SciPy trust-ncg); the last two with exact "
         "Hessian-vector products."
     )
-    max_steps: int = Field(
-        ge=0, description="Most iterations; at most the service's SERVICE_MAX_DESCENT_STEPS (413)."
-    )
-    tolerances: DescentTolerances = Field(default_factory=DescentTolerances)
-    record_every: int = Field(
-        1, ge=1, description="Record iterations 0, k, 2k, ...: max_steps // k + 1 points at most."
-    )
-    record_x: bool = Field(False, description="Include x in every recorded point.")
     learning_rate: float | None = Field(
         None, gt=0, allow_inf_nan=False, description="γ > 0 of gd and adam (required by them)."
     )
-    momentum: float = Field(0.0, ge=0, lt=1, description="gd: heavy-ball β in [0, 1).")
-    nesterov: bool = Field(False, description="gd: Nesterov momentum; needs momentum > 0.")
-    line_search: LineSearch = Field("none", description="gd: 'backtracking' (Armijo, momentum 0).")
     b1: float = Field(0.9, ge=0, lt=1, description="adam: decay of the first moment.")
     b2: float = Field(0.999, ge=0, lt=1, description="adam: decay of the second moment.")
     eps: float = Field(
@@ -126,19 +102,6 @@ class MinimizeRequest(StrictModel):
         "projected into them first.",
     )
     memory: int = Field(10, ge=1, le=1000, description="lbfgs: corrections kept (SciPy maxcor).")
-    order: Order = "F"
-    encoding: ResponseEncoding = "list"
-
-    @model_validator(mode="after")
-    def _one_form(self) -> "MinimizeRequest":
-        if (self.x0 is None) == (self.inputs is None):
-            raise ValueError("give either x0 (with an op list) or inputs (a program), not both")
-        if self.x0 is not None and not isinstance(self.function, list):
-            raise ValueError("with x0 the function must be an op list; use inputs for "
-                             "expressions and graphs")  # fmt: skip
-        if self.x0 is not None and self.variables is not None:
-            raise ValueError("variables needs inputs; with x0 the variable is x")
-        return self
 
     def params(self, shapes: dict[str, Shape]) -> MinimizeParams:
         """Return the engine's parameters, for variables of ``shapes`` (in their order).

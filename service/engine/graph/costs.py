@@ -27,6 +27,7 @@ from ..cost import (
     spgemm_cost,
     xcorr_forward_cost,
 )
+from ..functions import FD_DIRECTIONS
 from ..jacobian import Format
 from .curvature import HessianPlan
 from .nary import NaryOp, Unary
@@ -36,6 +37,7 @@ from .strategies import ProgramPlan
 
 __all__ = [
     "dense_hessian_cost",
+    "fd_check_cost",
     "structural_hessian_cost",
     "hvp_cost",
     "jacobian_cost",
@@ -217,3 +219,22 @@ def structural_hessian_cost(program: Program, plan: HessianPlan) -> Cost:
     )
     build = pass_cost(program, names, 1).then(nodes).then(result)
     return trace_cost(program).then(build.holding(blocks + factors))
+
+
+def fd_check_cost(program: Program, names: Sequence[str]) -> Cost:
+    """Return the cost of the finite-difference check of a program (``check: true``).
+
+    As for op lists (:func:`~service.engine.estimates.fd_check_cost`): a batch of directions
+    traced twice (both sides), pushed and pulled once, the quotients and the compared products
+    held; plus the ``"chain"`` strategy's dense Jacobian it may compare (at most ``n x m``).
+    """
+    largest = max(layout.size_of(shape) for shape in program.shapes.values())
+    directions = min(FD_DIRECTIONS, largest)
+    probe = Cost()
+    for node in program.nodes:
+        probe = probe.then(node_cost(node.op, _args(program, node), directions))
+    probe = probe.holding(values_bytes(program, directions))
+    derivative = pass_cost(program, names, directions)
+    n = sum(layout.size_of(program.inputs[name]) for name in names)
+    compared = dense_cost(n, layout.size_of(program.out_shape), 1)
+    return probe.times(2).then(derivative).then(compared).holding(12 * probe.peak_bytes)

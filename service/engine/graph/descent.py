@@ -18,6 +18,7 @@ A program that is a path graph over its one variable is an op list and runs thro
 :class:`~service.engine.descent.Objective`, the op-list code, bit for bit.
 """
 
+import math
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import cast
@@ -187,6 +188,14 @@ class ProgramObjective:
         self._steps = tuple(steps)
         self._base: list[FloatArray | None] = [*fixed.values()] + [None] * (len(names) - len(fixed))
         self._variables = tuple(slot[v] for v in variables)
+        # (slot, start, stop, shape) of each variable in x: a step unpacks by slicing
+        ends = np.cumsum([0, *(layout.size_of(shape) for shape in self.packing.shapes)])
+        self._spans = tuple(
+            (k, int(a), int(b), shape)
+            for k, a, b, shape in zip(
+                self._variables, ends[:-1], ends[1:], self.packing.shapes, strict=True
+            )
+        )
         self._output = slot[program.output]
         self._ones = np.ones(program.out_shape)
 
@@ -205,8 +214,9 @@ class ProgramObjective:
         """
         # Every slot is filled below: fixed ones here, variables next, nodes in order.
         values = cast(list[FloatArray], list(self._base))
-        for k, value in zip(self._variables, self.packing.unpack(x).values(), strict=True):
-            values[k] = value
+        for k, start, stop, shape in self._spans:
+            # ten_C of the variable's part of x is NumPy's reshape (see Packing)
+            values[k] = np.reshape(x[start:stop], shape)
         with np.errstate(all="ignore"):
             for step in self._steps:
                 args = [values[k] for k in step.args]
@@ -218,7 +228,7 @@ class ProgramObjective:
                         y = step.node.op._forward(args)
                 except (DomainError, NonFiniteError) as error:
                     raise type(error)(f"{step.node.label}: {error}") from error
-                if not np.isfinite(y).all():
+                if not (math.isfinite(y) if y.ndim == 0 else np.isfinite(y).all()):
                     raise NonFiniteError(f"{step.node.label}: the result has non-finite entries "
                                          "(overflow)")  # fmt: skip
                 values[step.out] = y
@@ -254,13 +264,16 @@ class ProgramObjective:
                         pulled[k] = g if before is None else before + g
                 except (DomainError, NonFiniteError) as error:
                     raise type(error)(f"{step.node.label}: {error}") from error
-            parts = {}
-            for name, shape, k in zip(
-                self.packing.names, self.packing.shapes, self._variables, strict=True
-            ):
-                found = pulled[k]
-                parts[name] = np.zeros(shape) if found is None else found  # no path: zero
-            grad = self.packing.pack(parts)
+            parts = [pulled[k] for k, *_ in self._spans]
+            if len(parts) == 1 and parts[0] is not None:
+                # one variable: its gradient, flattened (a copy, as packing makes)
+                grad = np.array(layout.vec(parts[0], "C"))
+            else:
+                zero_filled = (  # no path from a variable to the output: its gradient is zero
+                    np.zeros(shape) if part is None else part
+                    for shape, part in zip(self.packing.shapes, parts, strict=True)
+                )
+                grad = self.packing.pack(dict(zip(self.packing.names, zero_filled, strict=True)))
             if not np.isfinite(grad).all():
                 raise NonFiniteError("the gradient has non-finite entries (overflow)")
         return grad

@@ -10,7 +10,7 @@ contributes no tangent and receives no cotangent.
 """
 
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,18 +71,34 @@ class Node:
         return self.where or f"node {self.id!r} ({self.op.label})"
 
 
-@contextmanager
-def blame(node: Node) -> Iterator[None]:
-    """Re-raise an engine error (not a limit) with the node's name, keeping its class."""
-    try:
-        yield
-    except (ShapeError, ParameterError, DomainError, NonFiniteError) as error:
-        if isinstance(error, GraphError):
-            raise
-        located = type(error)(f"{node.label}: {error}")
-        if node.pointer:
-            located.pointer = node.pointer
+class _Blame:
+    # A class, not a generator-based context manager: it wraps every node of every descent step,
+    # and contextlib's generator machinery cost a few microseconds per use.
+    __slots__ = ("node",)
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, _: object
+    ) -> None:
+        if not isinstance(error, _LOCATED) or isinstance(error, GraphError):
+            return
+        located = type(error)(f"{self.node.label}: {error}")
+        if self.node.pointer:
+            located.pointer = self.node.pointer
         raise located from error
+
+
+_LOCATED = (ShapeError, ParameterError, DomainError, NonFiniteError)
+
+
+def blame(node: Node) -> AbstractContextManager[None]:
+    """Re-raise an engine error (not a limit) with the node's name, keeping its class."""
+    return _Blame(node)
 
 
 def _require_finite(array: FloatArray, what: str) -> None:
@@ -117,7 +133,16 @@ class Program:
         From a shape rule, naming the node.
     """
 
-    __slots__ = ("_consumers", "_depends", "inputs", "nodes", "output", "shapes", "sparsity")
+    __slots__ = (
+        "_consumers",
+        "_depends",
+        "_tensors",
+        "inputs",
+        "nodes",
+        "output",
+        "shapes",
+        "sparsity",
+    )
 
     def __init__(self, inputs: Mapping[str, Sequence[int]], nodes: Sequence[Node], output: str):
         self.inputs: dict[str, Shape] = {
@@ -157,6 +182,8 @@ class Program:
             self._depends[node.id] = frozenset().union(*(self._depends[a] for a in node.args))
             for arg in node.args:
                 self._consumers[arg] = self._consumers.get(arg, 0) + 1
+        # from shapes only, so once: every request and every descent start checks them
+        self._tensors = tuple(self._sizes())
 
     @staticmethod
     def _ordered(nodes: Sequence[Node], by_id: Mapping[str, Node]) -> tuple[Node, ...]:
@@ -228,6 +255,9 @@ class Program:
 
     def largest_tensors(self) -> Iterator[tuple[str, int]]:
         """Yield ``(what, elements)`` for every value and every op's workspace, from shapes."""
+        return iter(self._tensors)
+
+    def _sizes(self) -> Iterator[tuple[str, int]]:
         for name, shape in self.shapes.items():
             yield (f"the input {name!r}" if name in self.inputs else f"the value {name!r}",
                    layout.size_of(shape))  # fmt: skip

@@ -11,17 +11,20 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import functions
+from .. import layout as index_layout
 from ..chain import Chain, ComputedBy, Strategy
 from ..errors import LimitExceeded, ShapeError
+from ..fdcheck import PRODUCT_NNZ, FDCheck
 from ..functions import Direction, FormatRequest, FunctionLimits
 from ..jacobian import Format, Jacobian
 from ..layout import size_of
-from ..types import FloatArray, Layout, Order
+from ..types import FloatArray, Layout, Order, Shape
 from . import strategies
 from .nary import Unary
 from .program import GraphError, Program
 
 __all__ = [
+    "PackedProgram",
     "ProgramJacobians",
     "ProgramProduct",
     "as_chain",
@@ -43,6 +46,7 @@ class ProgramJacobians:
     value: FloatArray
     jacobians: dict[str, Jacobian]
     strategy: ComputedBy
+    check: FDCheck | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -52,6 +56,7 @@ class ProgramProduct:
     value: FloatArray
     tangent: FloatArray | None
     cotangents: dict[str, FloatArray] | None
+    check: FDCheck | None = None
 
 
 def as_chain(program: Program) -> Chain | None:
@@ -71,6 +76,93 @@ def check_tensors(program: Program, max_elements: int) -> None:
             raise LimitExceeded(
                 f"elements of {what}", elements, max_elements, setting="max_tensor_elements"
             )
+
+
+class PackedProgram:
+    """A program as a function of one vector: its ``wrt`` inputs laid end to end, others fixed.
+
+    Each ``wrt`` input is flattened in order F, the notes' ``vec``, so the vector's basis is every
+    input's basis in turn and the Jacobian of this function stacks the per-input Jacobians (in_out,
+    order F) row-wise. It is what :func:`~service.engine.fdcheck.fd_check` compares
+    (:class:`~service.engine.fdcheck.Differentiable`).
+
+    Parameters
+    ----------
+    program : Program
+    inputs : mapping of str to ndarray
+        Every input's value; the ``wrt`` ones are where :meth:`pack` starts.
+    wrt : sequence of str
+        Checked input names.
+    """
+
+    def __init__(
+        self, program: Program, inputs: Mapping[str, FloatArray], wrt: Sequence[str]
+    ) -> None:
+        self.program = program
+        self.names = tuple(wrt)
+        self.fixed = dict(inputs)
+        sizes = [size_of(program.inputs[n]) for n in self.names]
+        ends = np.cumsum([0, *sizes]).tolist()
+        self._spans = [
+            (n, a, b, program.inputs[n])
+            for n, a, b in zip(self.names, ends, ends[1:], strict=False)
+        ]
+        self.in_shape: Shape = (ends[-1],)
+        self.out_shape: Shape = program.out_shape
+
+    def pack(self, values: Mapping[str, FloatArray]) -> FloatArray:
+        """Return the ``wrt`` inputs of ``values`` as one vector."""
+        return np.concatenate([index_layout.vec(values[n], "F") for n in self.names])
+
+    def _trace(self, x: FloatArray) -> dict[str, FloatArray]:
+        inputs = dict(self.fixed)
+        for name, a, b, shape in self._spans:
+            inputs[name] = index_layout.ten(x[a:b], shape, "F")
+        return self.program.trace(inputs)
+
+    def forward(self, x: FloatArray) -> FloatArray:
+        """Return the output with the ``wrt`` inputs taken from ``x``."""
+        return self._trace(x)[self.program.output]
+
+    def jvp(self, x: FloatArray, tangents: FloatArray) -> FloatArray:
+        """(k, in_size) -> (k, *out_shape): the tangents of all ``wrt`` inputs pushed at once."""
+        batch = {
+            n: index_layout.ten_batch(tangents[:, a:b], shape, "F")
+            for n, a, b, shape in self._spans
+        }
+        return self.program.jvp(self._trace(x), batch)
+
+    def vjp(self, x: FloatArray, cotangents: FloatArray) -> FloatArray:
+        """(c, *out_shape) -> (c, in_size): the pullbacks to the ``wrt`` inputs, end to end."""
+        pulled = self.program.vjp(self._trace(x), cotangents, self.names)
+        return np.concatenate(
+            [index_layout.vec_batch(pulled[n], 1, "F") for n in self.names], axis=1
+        )
+
+    def chain_jacobian(self, x: FloatArray, size: int) -> FloatArray | None:
+        """Return the ``"chain"`` strategy's Jacobians stacked (in_out, order F), or None."""
+        peak = strategies.plan(self.program, self.names, strategy="chain", fmt="dense",
+                               max_dense_elements=size, max_nnz=1 << 62).chain_peak_nnz  # fmt: skip
+        if peak > max(size, PRODUCT_NNZ):
+            return None
+        chosen = strategies.plan(self.program, self.names, strategy="chain", fmt="dense",
+                                 max_dense_elements=size, max_nnz=peak)  # fmt: skip
+        found = strategies.jacobians(self.program, self._trace(x), self.names, chosen,
+                                     order="F", fmt="dense", layout="in_out")  # fmt: skip
+        return np.concatenate([np.asarray(found[n].matrix) for n in self.names])
+
+
+def _check(
+    program: Program, inputs: Mapping[str, FloatArray], names: tuple[str, ...],
+    limits: FunctionLimits,
+) -> FDCheck:  # fmt: skip
+    """Compare the derivatives in every ``wrt`` input with central differences (as the x form).
+
+    (An op list never comes here: it takes the x form's own check, bit for bit.)
+    """
+    packed = PackedProgram(program, inputs, names)
+    largest = max(size_of(shape) for shape in program.shapes.values())
+    return functions.bounded_fd_check(packed, packed.pack(inputs), largest, limits)
 
 
 def evaluate(
@@ -103,6 +195,7 @@ def jacobian(
     layout: Layout,
     order: Order,
     limits: FunctionLimits,
+    check: bool = False,
 ) -> ProgramJacobians:
     """Return the output and its Jacobian with respect to each input of ``wrt``.
 
@@ -112,8 +205,8 @@ def jacobian(
     inputs : mapping of str to ndarray
     wrt : sequence of str or None
         Inputs to differentiate (default: all).
-    fmt, strategy, layout, order, limits
-        As in :func:`service.engine.functions.jacobian`.
+    fmt, strategy, layout, order, limits, check
+        As in :func:`service.engine.functions.jacobian`; the check covers every ``wrt`` input.
 
     Raises
     ------
@@ -132,10 +225,12 @@ def jacobian(
             strategy=strategy,
             layout=layout,
             order=order,
-            check=False,
+            check=check,
             limits=limits,
         )
-        return ProgramJacobians(result.value, {name: result.jacobian}, result.strategy)
+        return ProgramJacobians(
+            result.value, {name: result.jacobian}, result.strategy, result.check
+        )
     resolved = resolve_format(program, names, fmt, limits)
     chosen = strategies.plan(program, names, strategy=strategy, fmt=resolved,
                              max_dense_elements=limits.max_dense_elements,
@@ -143,7 +238,8 @@ def jacobian(
     values = program.trace(inputs)
     matrices = strategies.jacobians(program, values, names, chosen, order=order, fmt=resolved,
                                     layout=layout)  # fmt: skip
-    return ProgramJacobians(values[program.output], matrices, chosen.strategy)
+    report = _check(program, inputs, names, limits) if check else None
+    return ProgramJacobians(values[program.output], matrices, chosen.strategy, report)
 
 
 def product(
@@ -154,6 +250,7 @@ def product(
     *,
     direction: Direction,
     limits: FunctionLimits,
+    check: bool = False,
 ) -> ProgramProduct:
     """Return the output and a JVP (tangents of the ``wrt`` inputs, summed) or the VJPs.
 
@@ -162,6 +259,8 @@ def product(
     vectors : mapping of str to ndarray, or ndarray
         ``"jvp"``: one tangent per ``wrt`` input, keyed by name, each of that input's shape.
         ``"vjp"``: the cotangent, of the output's shape.
+    check : bool
+        Also compare the derivatives in every ``wrt`` input with central differences.
 
     Raises
     ------
@@ -185,24 +284,27 @@ def product(
         if chain is not None:
             (name,) = names
             result = functions.product(chain, inputs[name], vectors[name], direction="jvp",
-                                       check=False, limits=limits)  # fmt: skip
-            return ProgramProduct(result.value, result.product, None)
+                                       check=check, limits=limits)  # fmt: skip
+            return ProgramProduct(result.value, result.product, None, result.check)
         values = program.trace(inputs)
         batch = {name: vectors[name][np.newaxis] for name in names}
         tangent = program.jvp(values, batch)[0]
-        return ProgramProduct(values[program.output], tangent, None)
+        report = _check(program, inputs, names, limits) if check else None
+        return ProgramProduct(values[program.output], tangent, None, report)
     assert not isinstance(vectors, Mapping)
     if vectors.shape != program.out_shape:
         raise ShapeError(f"cotangent has shape {list(vectors.shape)}, the output has "
                          f"{list(program.out_shape)}")  # fmt: skip
     if chain is not None and names == tuple(program.inputs):
         (name,) = names
-        result = functions.product(chain, inputs[name], vectors, direction="vjp", check=False,
+        result = functions.product(chain, inputs[name], vectors, direction="vjp", check=check,
                                    limits=limits)  # fmt: skip
-        return ProgramProduct(result.value, None, {name: result.product})
+        return ProgramProduct(result.value, None, {name: result.product}, result.check)
     values = program.trace(inputs)
     pulled = program.vjp(values, vectors[np.newaxis], names)
-    return ProgramProduct(values[program.output], None, {n: g[0] for n, g in pulled.items()})
+    report = _check(program, inputs, names, limits) if check else None
+    cotangents = {n: g[0] for n, g in pulled.items()}
+    return ProgramProduct(values[program.output], None, cotangents, report)
 
 
 def elements_of(program: Program) -> int:

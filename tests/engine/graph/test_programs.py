@@ -15,7 +15,9 @@ from service.engine.graph import requests, strategies
 from service.engine.graph.descent import ProgramObjective
 from service.engine.graph.expression import compile_expression
 from service.engine.graph.nary import Unary
+from service.engine.graph.ops.broadcast import Multiply
 from service.engine.graph.program import GraphError, Node, Program
+from service.engine.graph.requests import PackedProgram
 from tests.engine.graph.dags import DagCase, dags
 from tests.oracles import central_difference_jacobian
 from tests.strategies import ChainCase, op_chains
@@ -171,3 +173,41 @@ def test_the_descent_objective_gradient_matches_differences(
     pulled = program.vjp(program.trace(case.inputs), np.ones((1, *program.out_shape)), variables)
     direct = objective.packing.pack({n: g[0] for n, g in pulled.items()})
     np.testing.assert_allclose(grad, direct, rtol=1e-12, atol=1e-12)
+
+
+def test_packed_program_derivatives_are_central_differences() -> None:
+    """The function fd_check compares for a program: its rules against independent quotients."""
+    rng = np.random.default_rng(91)
+    x, k = rng.standard_normal((2, 5, 4)), rng.standard_normal((2, 2, 2))
+    y = rng.standard_normal((4, 3))
+    shapes = {"x": x.shape, "k": k.shape, "y": y.shape}
+    program = build_program("xcorr2d(x, k) * y + k[0, 0, 0]", shapes, "F")
+    packed = PackedProgram(program, {"x": x, "k": k, "y": y}, ["k", "x"])
+    v = packed.pack({"x": x, "k": k})
+    assert v.shape == (8 + 40,)
+    # the packed vector: k then x, each flattened in order F (the notes' vec)
+    np.testing.assert_array_equal(v[:8], np.reshape(k, -1, order="F"))
+    expected = central_difference_jacobian(packed.forward, v, "F")  # (48, 12)
+    n, m = expected.shape
+    np.testing.assert_allclose(packed.chain_jacobian(v, n * m), expected, rtol=1e-6, atol=1e-6)
+    basis = np.eye(n)
+    jvp = np.reshape(packed.jvp(v, basis), (n, m), order="F")
+    np.testing.assert_allclose(jvp, expected, rtol=1e-6, atol=1e-6)
+    cotangents = np.reshape(np.eye(m), (m, *packed.out_shape), order="F")
+    np.testing.assert_allclose(packed.vjp(v, cotangents).T, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_program_check_reports_a_wrong_rule() -> None:
+    rng = np.random.default_rng(92)
+    inputs = {"a": rng.standard_normal(4), "b": rng.standard_normal(4)}
+    program = build_program("a * b", {"a": (4,), "b": (4,)}, "F")
+    right = requests.jacobian(program, inputs, None, fmt="dense", strategy="reverse",
+                              layout="in_out", order="F", limits=LIMITS, check=True)  # fmt: skip
+    assert right.check is not None and right.check.passed and right.check.directions == 8
+    with pytest.MonkeyPatch.context() as patch:
+        # a planted bug: the VJP in b forgets its factor a
+        patch.setattr(Multiply, "_vjp", lambda self, values, i, u: u if i == 1 else u * values[1])
+        wrong = requests.jacobian(program, inputs, None, fmt="dense", strategy="reverse",
+                                  layout="in_out", order="F", limits=LIMITS,
+                                  check=True)  # fmt: skip
+    assert wrong.check is not None and not wrong.check.passed

@@ -121,7 +121,14 @@ class _Broadcasting(NaryOp):
 
     def _vjp(self, values: Values, i: int, cotangents: FloatArray) -> FloatArray:
         # (B, *out_shape) * partial -> (B, *out_shape), summed over broadcast axes -> (B, *shape_i)
-        return unbroadcast(np.multiply(cotangents, self.partial(values, i)), values[i].shape)
+        partial = self.partial(values, i)
+        if isinstance(partial, float) and abs(partial) == 1.0:
+            # u * 1 is u and u * -1 is -u, bit for bit: one pass over the output spared (add,
+            # subtract: a residual's whole pullback)
+            scaled = cotangents if partial > 0 else np.negative(cotangents)
+        else:
+            scaled = np.multiply(cotangents, partial)
+        return unbroadcast(scaled, values[i].shape)
 
     def second_partial(self, values: Values, i: int, j: int) -> FloatArray | float | None:
         """Return ``d² out / d arg_i d arg_j`` elementwise (broadcastable), None where it is 0.

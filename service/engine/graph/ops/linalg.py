@@ -7,6 +7,7 @@ combination of the labels of operand ``i`` and of the output: ``J_i[flat(a), fla
 einsum of the other operands at the labels the pair fixes.
 """
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -249,9 +250,9 @@ class XCorr2D(NaryOp):
         object.__setattr__(self, "padding", geometry.padding)
         object.__setattr__(self, "dilation", geometry.dilation)
 
-    @property
+    @functools.cached_property
     def geometry(self) -> correlation.XCorrGeometry:
-        """Stride, padding and dilation as the kernel routines take them."""
+        """Stride, padding and dilation as the kernel routines take them (made once)."""
         return correlation.XCorrGeometry(self.stride, self.padding, self.dilation)
 
     def _in_image(self, kernel: FloatArray) -> CrossCorrelate2D:
@@ -301,34 +302,20 @@ class XCorr2D(NaryOp):
         return self._vjp_kernel(x, k.shape, cotangents)
 
     def _vjp_kernel(self, x: FloatArray, k_shape: Shape, cotangents: FloatArray) -> FloatArray:
-        """(B, *out_shape) -> (B, *k_shape), one contraction per tap.
+        """(B, *out_shape) -> (B, *k_shape): the batch pulled back at once as B times K kernels.
 
-        ``g[b, kk, c, h, w] = sum_{n,i,j} u[b, n, kk, i, j] x_p[n, c, s_h i + d_h h,
-        s_w j + d_w w]``: the transpose of the forward in the kernel, as
-        :func:`service.engine.xcorr.vjp_kernel` computes it for one cotangent, with the whole
-        batch at once and no im2col matrix: at stride 1 one BLAS product per tap
-        (:func:`_taps_by_shift`), otherwise one contraction over a strided window per tap.
+        ``g[b, kk] = sum_{n,i,j} u[b, n, kk, i, j] x_p[n, :, s_h i + d_h h, s_w j + d_w w]`` is
+        :func:`service.engine.xcorr.vjp_kernel` for the cotangents ``u[:, :, b, kk]`` of
+        ``B K`` kernels.
         """
-        (top, bottom), (left, right) = correlation.padding_pairs(x.shape, k_shape, self.geometry)
         x4 = x if x.ndim == 4 else x[np.newaxis]
-        pads = ((0, 0), (0, 0), (top, bottom), (left, right))
-        padded = np.pad(x4, pads) if top or bottom or left or right else x4
-        batch = len(cotangents)
-        # (B, [N,] [K,] h, w) -> (B, N, K, h, w)
-        u = np.reshape(cotangents, (batch, x4.shape[0], -1, *cotangents.shape[-2:]))
-        h_out, w_out = u.shape[-2:]
-        (s_h, s_w), (d_h, d_w) = self.stride, self.dilation
-        kh, kw = k_shape[-2:]
-        if (s_h, s_w) == (1, 1):
-            grad = _taps_by_shift(np.ascontiguousarray(padded), u, (kh, kw), (d_h, d_w))
-            return np.reshape(grad, (batch, *k_shape))
-        grad = np.empty((batch, u.shape[2], x4.shape[1], kh, kw))
-        for h in range(kh):
-            rows = slice(d_h * h, d_h * h + s_h * (h_out - 1) + 1, s_h)
-            for w in range(kw):
-                cols = slice(d_w * w, d_w * w + s_w * (w_out - 1) + 1, s_w)
-                # (B, N, K, h, w) x (N, C, h, w) -> (B, K, C)
-                grad[..., h, w] = np.einsum("bnkij,ncij->bkc", u, padded[:, :, rows, cols])
+        batch, images = len(cotangents), x4.shape[0]
+        # (B, [N,] [K,] h, w) -> (B, N, K, h, w) -> (N, B, K, h, w) -> (N, B K, h, w)
+        u = np.reshape(cotangents, (batch, images, -1, *cotangents.shape[-2:]))
+        kernels = batch * u.shape[2]
+        stacked = np.reshape(np.transpose(u, (1, 0, 2, 3, 4)), (images, kernels, *u.shape[-2:]))
+        grad = correlation.vjp_kernel(x4, stacked, (kernels, *k_shape[-3:]), self.geometry)
+        # (B K, C, kh, kw) -> (B, *k_shape)
         return np.reshape(grad, (batch, *k_shape))
 
     def _local_jacobian(self, values: Values, i: int, order: Order) -> sp.coo_array:
@@ -341,45 +328,3 @@ class XCorr2D(NaryOp):
         if i == 0:
             return self._in_image(values[1])._local_factor(values[0], order)
         return super()._local_factor(values, i, order)
-
-
-def _taps_by_shift(
-    padded: FloatArray, u: FloatArray, taps: tuple[int, int], dilation: tuple[int, int]
-) -> FloatArray:
-    """Compute the kernel VJP at stride 1 as one matrix product per tap (the "shift" trick).
-
-    With the padded image's rows laid end to end (``Wp`` wide), pixel ``(i + d_h h, j + d_w w)``
-    is entry ``i Wp + j + (d_h h Wp + d_w w)``: every tap reads the same index pattern, shifted.
-    The cotangent is written once into that pattern (``u[i, j]`` at ``i Wp + j``, zeros in the
-    ``Wp - w_out`` columns no output reads), so per tap ``g[:, :, h, w]`` is a product of a
-    contiguous slice of the image, (C, L), with that matrix, (L, B K): BLAS instead of a strided
-    sum of products.
-
-    Parameters
-    ----------
-    padded : ndarray, shape (N, C, Hp, Wp), C-contiguous
-    u : ndarray, shape (B, N, K, h_out, w_out)
-    taps, dilation : (int, int)
-
-    Returns
-    -------
-    ndarray, shape (B, K, C, kh, kw)
-    """
-    n_images, channels, hp, wp = padded.shape
-    batch, _, kernels, h_out, w_out = u.shape
-    length = (h_out - 1) * wp + w_out  # the last row needs only its first w_out entries
-    # (B, N, K, h, w) -> (N, h, Wp, B, K): the cotangent on the image's row pattern
-    pattern = np.zeros((n_images, h_out, wp, batch, kernels))
-    pattern[:, :, :w_out] = np.transpose(u, (1, 3, 4, 0, 2))
-    pattern = np.reshape(pattern, (n_images, h_out * wp, batch * kernels))[:, :length]
-    image = np.reshape(padded, (n_images, channels, hp * wp))
-    grad = np.zeros((channels, batch * kernels, *taps))
-    for h in range(taps[0]):
-        for w in range(taps[1]):
-            shift = dilation[0] * h * wp + dilation[1] * w
-            for n in range(n_images):
-                # (C, L) @ (L, B K) -> (C, B K)
-                grad[:, :, h, w] += image[n, :, shift : shift + length] @ pattern[n]
-    # (C, B K, kh, kw) -> (B, K, C, kh, kw)
-    grad = np.reshape(grad, (channels, batch, kernels, *taps))
-    return np.ascontiguousarray(np.transpose(grad, (1, 2, 0, 3, 4)))

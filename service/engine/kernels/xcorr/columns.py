@@ -1,4 +1,4 @@
-"""Products and im2col columns shared by the forward and the transpose (VJP) kernels."""
+"""Products, stride-1 positions and im2col columns shared by the forward and the transposes."""
 
 from __future__ import annotations
 
@@ -115,3 +115,21 @@ def _column_blocks(
         cols = np.reshape(buffer[: (i1 - i0) * per_row], block.shape)
         np.copyto(cols, block)
         yield i0, i1, cols
+
+
+def _stride1_positions(plan: _Plan) -> tuple[int, int, int, list[int]]:
+    """Return ``h1, w1, span, offsets``: the flat-position layout of the shift methods.
+
+    ``x_p`` is flattened per image in C order over (H_padded, W_padded): stride-1 output
+    position ``p = i * W_padded + j`` (``i < h1``, ``j < w1``) reads tap ``t = h * kw + w`` at
+    ``p + offsets[t]``, ``offsets[t] = d_h h W_padded + d_w w``, a contiguous slice for every
+    tap. ``span`` positions run from the first stride-1 output to the last; those with
+    ``j >= w1`` are computed and dropped (the forward's ``_crop_stride1``) or
+    read as zeros (the kernel VJP's cotangent pattern).
+    """
+    _, _, hp, wp = plan.padded_shape
+    h1 = hp - plan.d_h * (plan.kh - 1)
+    w1 = wp - plan.d_w * (plan.kw - 1)
+    span = (h1 - 1) * wp + w1
+    offsets = [plan.d_h * h * wp + plan.d_w * w for h in range(plan.kh) for w in range(plan.kw)]
+    return h1, w1, span, offsets

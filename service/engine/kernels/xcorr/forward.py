@@ -11,7 +11,15 @@ from ...cancel import checkpoint
 from ...errors import ParameterError
 from ...layout import ten, ten_batch, vec, vec_batch
 from ...types import FloatArray, Order
-from .columns import COLUMN_BUFFER, _column_blocks, _gather_index, _gathered, _product, _windows
+from .columns import (
+    COLUMN_BUFFER,
+    _column_blocks,
+    _gather_index,
+    _gathered,
+    _product,
+    _stride1_positions,
+    _windows,
+)
 from .geometry import DEFAULT_GEOMETRY, XCorrGeometry, _as4, _as_float, _pad, _Plan, _plan
 from .jacobian import jacobian_x
 
@@ -85,23 +93,6 @@ def _choose(plan: _Plan) -> Method:
     if plan.K >= plan.C or plan.C < 4:
         return "im2col"
     return "tap_gemm"
-
-
-def _stride1_positions(plan: _Plan) -> tuple[int, int, int, list[int]]:
-    """Return ``h1, w1, span, offsets``: the flat-position layout of both shift methods.
-
-    ``x_p`` is flattened per image in C order over (H_padded, W_padded): stride-1 output
-    position ``p = i * W_padded + j`` (``i < h1``, ``j < w1``) reads tap ``t = h * kw + w`` at
-    ``p + offsets[t]``, ``offsets[t] = d_h h W_padded + d_w w``, a contiguous slice for every
-    tap. ``span`` positions run from the first stride-1 output to the last; those with
-    ``j >= w1`` are computed and dropped by :func:`_crop_stride1`.
-    """
-    _, _, hp, wp = plan.padded_shape
-    h1 = hp - plan.d_h * (plan.kh - 1)
-    w1 = wp - plan.d_w * (plan.kw - 1)
-    span = (h1 - 1) * wp + w1
-    offsets = [plan.d_h * h * wp + plan.d_w * w for h in range(plan.kh) for w in range(plan.kw)]
-    return h1, w1, span, offsets
 
 
 def _gemm_shift(x_p: FloatArray, k4: FloatArray, plan: _Plan) -> FloatArray:
