@@ -32,6 +32,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import layout
+from .cancel import checkpoint
 from .chain import Chain, _blame
 from .curvature import weighted_hessian
 from .descent import check_scalar, check_scalar_shape
@@ -394,6 +395,7 @@ def program_hvp(
     for node in program.nodes:
         if not program.depends(node.id) & active:
             continue
+        checkpoint()
         args = [values[a] for a in node.args]
         with blame(node):
             node.op.check_domain(args, differentiating=True)
@@ -405,6 +407,7 @@ def program_hvp(
         u = pulled.pop(node.id, None)
         if u is None:
             continue
+        checkpoint()
         u_dot = moved.pop(node.id, None)
         args = [values[a] for a in node.args]
         arg_dots = [dots.get(a) for a in node.args]

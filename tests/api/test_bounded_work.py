@@ -234,8 +234,28 @@ LONG_DESCENT = {
 }
 
 
+# The same work as a program, and a JSON L-BFGS run (SciPy in its own thread) of 30 s.
+PROGRAM_SLOW = {
+    "function": "sum(xcorr2d(x, k, padding=[[400, 400], [400, 400]]))",
+    "inputs": {"x": {"data": [[[1.0]]]}, "k": b64(np.ones((1, 30, 30)))},
+}
+LONG_MINIMIZE = {
+    "function": "sum(square(tanh(xcorr2d(x, k, padding='same'))))",
+    "inputs": {"x": b64(np.linspace(0, 1, 90_000).reshape(1, 300, 300)),
+               "k": b64(np.ones((1, 9, 9)))},
+    "variables": ["x"], "method": "lbfgs", "max_steps": 100_000,
+    "tolerances": {"grad_tol": 0.0},
+}  # fmt: skip
+
+
 @pytest.mark.parametrize(
-    ("path", "body"), [("/v1/evaluate", SLOW), ("/v1/gradient-descent", LONG_DESCENT)]
+    ("path", "body"),
+    [
+        ("/v1/evaluate", SLOW),
+        ("/v1/gradient-descent", LONG_DESCENT),
+        ("/v1/evaluate", PROGRAM_SLOW),
+        ("/v1/minimize", LONG_MINIMIZE),
+    ],
 )
 async def test_a_client_that_leaves_frees_its_slot_within_100_ms(
     app, path: str, body: dict[str, Any]

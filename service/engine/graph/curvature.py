@@ -24,6 +24,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .. import layout
+from ..cancel import checkpoint
 from ..descent import check_scalar_shape
 from ..errors import LimitExceeded
 from ..functions import FunctionLimits
@@ -288,6 +289,7 @@ def structural_hessian(
         if name in slots:
             transposed[name] = _transpose(reached[name])
     for node in program.nodes:
+        checkpoint()
         if node.id not in reads:
             continue
         args = [values[a] for a in node.args]

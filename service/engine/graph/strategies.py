@@ -24,6 +24,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .. import layout as index_layout
+from ..cancel import checkpoint
 from ..chain import _SPARSE_COST, BLOCK_ELEMENTS, ComputedBy, Strategy, choose_strategy
 from ..errors import LimitExceeded, NonFiniteError, ParameterError
 from ..jacobian import Format, Jacobian
@@ -191,6 +192,7 @@ def _sum_over_paths(
         for arg in node.args:
             remaining[arg] += 1
     for node in program.nodes:
+        checkpoint()
         total: Factor | None = None
         if w in program.depends(node.id):
             args = [values[a] for a in node.args]
@@ -221,6 +223,7 @@ def _images(
     widest = max(index_layout.size_of(s) for s in program.shapes.values())
     step = max(1, BLOCK_ELEMENTS // widest)
     for start in range(0, size, step):
+        checkpoint()
         count = min(size, start + step) - start
         basis = np.zeros((count, size))
         basis[np.arange(count), np.arange(start, start + count)] = 1.0
