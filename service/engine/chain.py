@@ -315,16 +315,51 @@ class Chain:
         DomainError, NonFiniteError
             From an operation, named by its index.
         """
+        return self.jvp_to_last(x, tangents)[1]
+
+    def jvp_to_last(self, x: FloatArray, tangents: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """:meth:`jvp`, and the input of the last operation that it evaluated on the way.
+
+        :meth:`last` turns that input into ``h(x)``, so a caller that needs the value too (the
+        request entry point) evaluates nothing twice.
+
+        Returns
+        -------
+        value : ndarray, shape ``shapes[-2]``
+            The last operation's input.
+        tangents : ndarray, shape (B, *out_shape)
+        """
         value = self._input(x)
         tangents = self._batch(tangents, self.in_shape, "tangents")
         for index, op in enumerate(self._ops):
             with _blame(index, op):
-                tangents = op.jvp(value, tangents)
                 if index + 1 < len(self._ops):
-                    value = op.forward(value)
-                    _require_finite(value, "the result")
+                    # The JVP's domain check first, as op.jvp would make it before the forward;
+                    # then the rule gets the output it may be cheaper from (tanh' = 1 - y²).
+                    op.check_domain(value, differentiating=True)
+                    output = op.forward(value)
+                    _require_finite(output, "the result")
+                    tangents = op.jvp(value, tangents, output=output)
+                    value = output
+                else:
+                    tangents = op.jvp(value, tangents)
         _require_finite(tangents, "the JVP")
-        return tangents
+        return value, tangents
+
+    def last(self, value: FloatArray) -> FloatArray:
+        """Apply the last operation to its input, as :meth:`trace` does: ``h(x)``.
+
+        Parameters
+        ----------
+        value : ndarray, shape ``shapes[-2]``
+            From :meth:`jvp_to_last`.
+        """
+        index = len(self._ops) - 1
+        op = self._ops[index]
+        with _blame(index, op), np.errstate(over="ignore"):
+            y = op.forward(value)
+            _require_finite(y, "the result")
+        return y
 
     def vjp(self, x: FloatArray, cotangents: FloatArray) -> FloatArray:
         """Pull cotangents back through the chain: ``ten(J_h vec(u))`` for each ``u``.
@@ -345,8 +380,21 @@ class Chain:
         DomainError, NonFiniteError
             From an operation, named by its index.
         """
+        return self.vjp_with_value(x, cotangents)[1]
+
+    def vjp_with_value(
+        self, x: FloatArray, cotangents: FloatArray
+    ) -> tuple[FloatArray, FloatArray]:
+        """:meth:`vjp` and ``h(x)``, from the one trace the VJP runs.
+
+        Returns
+        -------
+        value : ndarray, shape ``out_shape``
+        cotangents : ndarray, shape (B, *in_shape)
+        """
         cotangents = self._batch(cotangents, self.out_shape, "cotangents")
-        return self._pull(self.trace(x), cotangents)
+        values = self.trace(x)
+        return values[-1], self._pull(values, cotangents)
 
     def _push(self, values: tuple[FloatArray, ...], tangents: FloatArray) -> FloatArray:
         for index, op in enumerate(self._ops):
@@ -360,7 +408,7 @@ class Chain:
             op = self._ops[index]
             checkpoint()
             with _blame(index, op):
-                cotangents = op.vjp(values[index], cotangents)
+                cotangents = op.vjp(values[index], cotangents, output=values[index + 1])
         _require_finite(cotangents, "the VJP")
         return cotangents
 

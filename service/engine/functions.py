@@ -250,9 +250,15 @@ def product(
         raise ShapeError(f"{name} has shape {list(vector.shape)}, {side} has {list(expected)}")
     # (1, *shape): the rules are batched over a leading axis
     batch = vector[np.newaxis]
-    result = (chain.jvp(x, batch) if direction == "jvp" else chain.vjp(x, batch))[0]
+    if direction == "vjp":
+        value, pulled = chain.vjp_with_value(x, batch)
+        report = _chain_fd_check(chain, x, limits) if check else None
+        return ProductResult(value, pulled[0], report)
+    before_last, pushed = chain.jvp_to_last(x, batch)
     report = _chain_fd_check(chain, x, limits) if check else None
-    return ProductResult(chain.forward(x), result, report)
+    # The value's last operation runs after the check, where evaluating h(x) used to run, so a
+    # failure in it is reported in the same order as before.
+    return ProductResult(chain.last(before_last), pushed[0], report)
 
 
 def multiply(

@@ -23,7 +23,6 @@ symmetrized, ``(H + H^T) / 2``, so it is exactly symmetric. Its non-zero bound, 
 arithmetic, follows from the operations' sparsity bounds.
 """
 
-import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -32,14 +31,14 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import layout
-from .cancel import checkpoint
 from .chain import Chain, _blame
 from .curvature import weighted_hessian
 from .descent import check_scalar, check_scalar_shape
-from .errors import LimitExceeded, NonFiniteError, ShapeError
+from .errors import LimitExceeded, ShapeError
 from .functions import FunctionLimits, check_intermediates
-from .graph.program import Program, blame
-from .op import batch_of, check_order
+from .graph.hvp import Linearization, _finite
+from .graph.program import Program
+from .op import check_order
 from .sparse import Factor, RowMap, canonicalize, matmul, to_dense
 from .types import FloatArray, IndexArray, Order
 
@@ -47,13 +46,11 @@ __all__ = [
     "HessianFormat",
     "HessianResult",
     "HvpResult",
-    "ProgramHvp",
     "hessian",
     "hessian_format",
     "hessian_nnz_bound",
     "hvp",
     "program_hessian",
-    "program_hvp",
 ]
 
 HessianFormat = Literal["coo", "dense", "auto"]
@@ -68,15 +65,6 @@ class HvpResult:
     value: FloatArray
     gradient: FloatArray
     products: FloatArray
-
-
-@dataclass(frozen=True, eq=False)
-class ProgramHvp:
-    """A program's value, gradient and ``H v`` per differentiated input (B products each)."""
-
-    value: FloatArray
-    gradient: dict[str, FloatArray]
-    products: dict[str, FloatArray]
 
 
 @dataclass(frozen=True, eq=False)
@@ -97,12 +85,6 @@ def _adjoints(chain: Chain, values: tuple[FloatArray, ...]) -> list[FloatArray]:
             adjoints.append(op.vjp(values[index], adjoints[-1][np.newaxis])[0])
     adjoints.reverse()
     return adjoints
-
-
-def _finite(array: FloatArray, what: str) -> FloatArray:
-    if not np.all(np.isfinite(array)):
-        raise NonFiniteError(f"{what} has non-finite entries (overflow)")
-    return array
 
 
 def hvp(chain: Chain, x: FloatArray, tangents: FloatArray) -> HvpResult:
@@ -344,97 +326,6 @@ def hessian(
     return HessianResult(values[-1], matrix)
 
 
-def program_hvp(
-    program: Program,
-    inputs: Mapping[str, FloatArray],
-    vectors: Mapping[str, FloatArray],
-) -> ProgramHvp:
-    """Return ``f``, the gradient and ``H v`` per input of ``vectors``, on the graph.
-
-    The Hessian is taken over the inputs named in ``vectors`` jointly (the others are held fixed),
-    so block ``w`` of the result is ``sum_w' H_{w w'} v_{w'}``. The recursion of the module
-    docstring runs over the graph: tangents of every value forward (JVPs summed over arguments),
-    then the cotangent ``u`` and its derivative ``u̇`` backward, each node adding
-    ``J_j u̇ + S_j(u, tangents of all arguments)`` to argument ``j`` (uses summed over paths).
-
-    Parameters
-    ----------
-    program : Program
-        Its output has exactly one element.
-    inputs : mapping of str to ndarray
-        Every input's value.
-    vectors : mapping of str to ndarray
-        ``v_w`` per differentiated input, each (B, *shape of w).
-
-    Returns
-    -------
-    ProgramHvp
-
-    Raises
-    ------
-    ShapeError
-        If the output is not scalar or a vector does not fit its input.
-    GraphError
-        If ``vectors`` names something that is not an input.
-    ParameterError, DomainError, NonFiniteError
-        As for :func:`hvp`, naming the node.
-    """
-    names = program.check_wrt(list(vectors), "vectors")
-    check_scalar_shape(program.out_shape, "a Hessian-vector product")
-    dots: dict[str, FloatArray] = {
-        name: batch_of(vectors[name], program.inputs[name], f"vectors of {name!r}")
-        for name in names
-    }
-    count = len(next(iter(dots.values())))
-    if any(len(batch) != count for batch in dots.values()):
-        raise ShapeError("every input's vectors must hold the same number of vectors")
-    active = frozenset(names)
-    values = program.trace(inputs)
-    # The program checked every shape once; per node only the domain is checked, then the
-    # private rules run (as the program's descent objective does).
-    for node in program.nodes:
-        if not program.depends(node.id) & active:
-            continue
-        checkpoint()
-        args = [values[a] for a in node.args]
-        with blame(node):
-            node.op.check_domain(args, differentiating=True)
-            images = [node.op._jvp(args, j, dots[a]) for j, a in enumerate(node.args) if a in dots]
-        dots[node.id] = functools.reduce(np.add, images)
-    pulled: dict[str, FloatArray] = {program.output: np.ones((1, *program.out_shape))}
-    moved: dict[str, FloatArray] = {}
-    for node in reversed(program.nodes):
-        u = pulled.pop(node.id, None)
-        if u is None:
-            continue
-        checkpoint()
-        u_dot = moved.pop(node.id, None)
-        args = [values[a] for a in node.args]
-        arg_dots = [dots.get(a) for a in node.args]
-        for j, arg in enumerate(node.args):
-            if not program.depends(arg) & active:
-                continue
-            with blame(node):
-                g = node.op._vjp(args, j, u)
-                terms = [] if u_dot is None else [node.op._vjp(args, j, u_dot)]
-                second = node.op._second_order(args, j, u[0], arg_dots)
-            if second is not None:
-                terms.append(second)
-            pulled[arg] = g if arg not in pulled else pulled[arg] + g
-            for term in terms:
-                moved[arg] = term if arg not in moved else moved[arg] + term
-    products = {
-        name: _finite(moved.get(name, np.zeros((count, *program.inputs[name]))), "the HVP")
-        for name in names
-    }
-    gradient = {
-        name: _finite(pulled[name][0], "the gradient") if name in pulled else
-        np.zeros(program.inputs[name])  # the output does not depend on this input
-        for name in names
-    }  # fmt: skip
-    return ProgramHvp(values[program.output], gradient, products)
-
-
 def program_hessian(
     program: Program,
     inputs: Mapping[str, FloatArray],
@@ -446,8 +337,8 @@ def program_hessian(
     """Return a program's value and its dense Hessian over the ``wrt`` inputs jointly.
 
     Rows and columns index the ``wrt`` inputs laid end to end in ``wrt`` order, each flattened in
-    ``order``. Columns are Hessian-vector products of basis vectors, in blocks that keep every
-    batch of tangents under the tensor limit; the result is symmetrized.
+    ``order``. Columns are Hessian-vector products of basis vectors at one linearization, in
+    blocks that keep every batch of tangents under the tensor limit; the result is symmetrized.
 
     Raises
     ------
@@ -468,7 +359,7 @@ def program_hessian(
     step = max(1, limits.max_tensor_elements // largest)
     offsets = np.cumsum([0, *sizes])
     dense = np.empty((n, n))
-    value: FloatArray = np.zeros(program.out_shape)
+    point = Linearization(program, inputs, names)
     for start in range(0, n, step):
         stop = min(n, start + step)
         basis = np.zeros((stop - start, n))  # (b, N): e_start, ..., e_{stop-1}
@@ -477,10 +368,9 @@ def program_hessian(
             name: layout.ten_batch(basis[:, offsets[k] : offsets[k + 1]], shapes[k], order)
             for k, name in enumerate(names)
         }
-        found = program_hvp(program, inputs, vectors)
-        value = found.value
-        blocks = [layout.vec_batch(found.products[name], 1, order) for name in names]
+        products = point.products(vectors, stop - start)
+        blocks = [layout.vec_batch(products[name], 1, order) for name in names]
         dense[:, start:stop] = np.concatenate(blocks, axis=1).T
     symmetric = (dense + dense.T) * 0.5
     np.add(symmetric, 0.0, out=symmetric)  # -0.0 + 0.0 == +0.0: zeros written one way
-    return HessianResult(value, symmetric)
+    return HessianResult(point.value, symmetric)

@@ -53,38 +53,20 @@ from .descent import (
 from .errors import ParameterError
 from .functions import check_intermediates
 from .graph.descent import Packing, ProgramObjective
+from .graph.hvp import Linearization
 from .graph.program import Program
 from .graph.requests import as_chain, check_tensors
-from .hessian import hvp, program_hvp
+from .hessian import hvp
 from .minimize_params import (
-    METHODS,
-    Bounds,
     CountingObjective,
-    Counts,
-    Method,
     MinimizeEvent,
     MinimizeParams,
-    MinimizeRecord,
-    MinimizeSummary,
     counted,
 )
-from .scipy_run import HANDOVER_SECONDS, ScipyRun
+from .scipy_run import ScipyRun
 from .types import FloatArray
 
-__all__ = [
-    "HANDOVER_SECONDS",
-    "METHODS",
-    "Bounds",
-    "Counts",
-    "CountingObjective",
-    "Method",
-    "MinimizeEvent",
-    "MinimizeParams",
-    "MinimizeRecord",
-    "MinimizeSummary",
-    "minimize",
-    "minimize_program",
-]
+__all__ = ["minimize", "minimize_program"]
 
 
 class _AdamStep:
@@ -183,10 +165,19 @@ def minimize_program(
         return minimize(chain, inputs[name], params, limits), lambda x: {name: x}
     fixed = {n: v for n, v in inputs.items() if n not in names}
 
+    points: dict[bytes, Linearization] = {}  # the last point: CG asks for many products there
+
     def packed_hvp(x: FloatArray, v: FloatArray) -> FloatArray:
+        key = x.tobytes()
+        point = points.get(key)
+        if point is None:
+            point = Linearization(program, {**fixed, **packing.unpack(x)}, names)
+            point.gradient()  # refused if not finite, as a product's gradient always was
+            points.clear()
+            points[key] = point
         vectors = {n: t[np.newaxis] for n, t in packing.unpack(v).items()}
-        found = program_hvp(program, {**fixed, **packing.unpack(x)}, vectors)
-        return packing.pack({n: p[0] for n, p in found.products.items()})
+        products = point.products(vectors, 1)
+        return packing.pack({n: p[0] for n, p in products.items()})
 
     inner = ProgramObjective(program, inputs, names, max_prepared_nnz=limits.max_nnz)
     counted = CountingObjective(inner, packed_hvp)

@@ -197,7 +197,9 @@ class Op(abc.ABC):
         self.check_domain(x, differentiating=False)
         return self._forward(x)
 
-    def jvp(self, x: FloatArray, tangents: FloatArray) -> FloatArray:
+    def jvp(
+        self, x: FloatArray, tangents: FloatArray, *, output: FloatArray | None = None
+    ) -> FloatArray:
         """Push tangents forward: ``ten(J^T vec(v))`` for each tangent ``v`` of the batch.
 
         Parameters
@@ -205,6 +207,9 @@ class Op(abc.ABC):
         x : ndarray, shape ``in_shape``
             Where the Jacobian is taken.
         tangents : ndarray, shape (B, *in_shape)
+        output : ndarray, shape ``out_shape``, optional
+            ``forward(x)``, when the caller has it: some rules are cheaper from it (``tanh'`` is
+            ``1 - y²``), with the same result bit for bit.
 
         Returns
         -------
@@ -217,15 +222,21 @@ class Op(abc.ABC):
         x, _ = self._validated(x)
         tangents = batch_of(tangents, x.shape, "tangents", prefix="(B, *input_shape) = ")
         self.check_domain(x, differentiating=True)
-        return self._jvp(x, tangents)
+        if output is None:
+            return self._jvp(x, tangents)
+        return self._jvp_given(x, output, tangents)
 
-    def vjp(self, x: FloatArray, cotangents: FloatArray) -> FloatArray:
+    def vjp(
+        self, x: FloatArray, cotangents: FloatArray, *, output: FloatArray | None = None
+    ) -> FloatArray:
         """Pull cotangents back: ``ten(J vec(u))`` for each cotangent ``u`` of the batch.
 
         Parameters
         ----------
         x : ndarray, shape ``in_shape``
         cotangents : ndarray, shape (B, *out_shape)
+        output : ndarray, shape ``out_shape``, optional
+            ``forward(x)``, as for :meth:`jvp`.
 
         Returns
         -------
@@ -238,6 +249,16 @@ class Op(abc.ABC):
         x, out_shape = self._validated(x)
         cotangents = batch_of(cotangents, out_shape, "cotangents", prefix="(B, *output_shape) = ")
         self.check_domain(x, differentiating=True)
+        if output is None:
+            return self._vjp(x, cotangents)
+        return self._vjp_given(x, output, cotangents)
+
+    def _jvp_given(self, x: FloatArray, y: FloatArray, tangents: FloatArray) -> FloatArray:
+        """``_jvp`` when ``y = forward(x)`` is known; by default ``y`` is not needed."""
+        return self._jvp(x, tangents)
+
+    def _vjp_given(self, x: FloatArray, y: FloatArray, cotangents: FloatArray) -> FloatArray:
+        """``_vjp`` when ``y = forward(x)`` is known; by default ``y`` is not needed."""
         return self._vjp(x, cotangents)
 
     def local_jacobian(self, x: FloatArray, order: Order = "F") -> sp.coo_array:

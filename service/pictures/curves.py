@@ -4,10 +4,9 @@ from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.axes import Axes
-from matplotlib.ticker import MaxNLocator
 
 from ..engine.descent import DescentRecord, DescentSummary
-from .figure import PictureType, new_figure, render
+from .figure import PictureType, index_ticks, new_figure, render
 
 SIZE_PX = (900, 640)
 
@@ -21,7 +20,7 @@ def _plot(axes: Axes, steps: np.ndarray, values: np.ndarray, label: str, color: 
         axes.set_yscale("log")
     axes.set_ylabel(f"{label} ({'log' if log else 'linear'} scale)")
     axes.grid(True, which="both", alpha=0.3)
-    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.xaxis.set_major_locator(index_ticks())
 
 
 def descent_picture(

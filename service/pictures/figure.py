@@ -7,6 +7,7 @@ import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.backends.backend_svg import FigureCanvasSVG
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 PictureType = Literal["image/png", "image/svg+xml"]
 PICTURE_TYPES: tuple[PictureType, ...] = get_args(PictureType)
@@ -35,6 +36,16 @@ def new_figure(width_px: int, height_px: int) -> Figure:
     """
     width_px, height_px = min(width_px, MAX_SIDE_PX), min(height_px, MAX_SIDE_PX)
     return Figure(figsize=(width_px / DPI, height_px / DPI), dpi=DPI, facecolor="white")
+
+
+def index_ticks(nbins: int | Literal["auto"] = "auto") -> MaxNLocator:
+    """Return a tick locator for an axis of indices (entries, pixels, steps): integers only.
+
+    ``min_n_ticks=1``: an axis of one index (a 1 x k kernel, a gradient's one column, a run of one
+    recorded step) keeps its single integer tick; with the default of 2 matplotlib gives up on
+    integers and labels it in tenths.
+    """
+    return MaxNLocator(nbins=nbins, integer=True, min_n_ticks=1)
 
 
 def render(figure: Figure, media_type: PictureType, text: dict[str, str] | None = None) -> bytes:

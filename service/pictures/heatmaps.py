@@ -4,10 +4,9 @@ import math
 
 import numpy as np
 from matplotlib.axes import Axes
-from matplotlib.ticker import MaxNLocator
 
 from ..engine.types import FloatArray
-from .figure import PictureType, new_figure, render
+from .figure import PictureType, index_ticks, new_figure, render
 
 MAX_PANELS = 4  # per column: the first channels / filters / maps
 MAX_PANEL_PX = 256  # a larger map is shown at every k-th pixel (a strided view, no copy)
@@ -40,10 +39,8 @@ def _heatmap(axes: Axes, title: str, values: FloatArray) -> None:
     suffix = f", every {every}th pixel" if every > 1 else ""
     axes.set_title(f"{title} ({height} × {width}{suffix})", fontsize=9)
     axes.tick_params(labelsize=7)
-    # min_n_ticks=1: a map one pixel high (a 1 x k kernel) keeps its single integer tick instead
-    # of falling back to fractional ones.
-    axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
-    axes.yaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    axes.xaxis.set_major_locator(index_ticks())
+    axes.yaxis.set_major_locator(index_ticks())
     if max(height, width) <= ANNOTATE_UP_TO:
         middle = (float(shown.min()) + float(shown.max())) / 2
         for (i, j), value in np.ndenumerate(shown):

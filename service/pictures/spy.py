@@ -21,12 +21,11 @@ from matplotlib import colormaps
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 from numpy.typing import NDArray
 
 from ..engine.jacobian import Jacobian
 from ..engine.types import IndexArray
-from .figure import PictureType, new_figure, render
+from .figure import PictureType, index_ticks, new_figure, render
 
 MAX_RASTER_PX = 768  # raster side; with margins and colour bar the image stays within 1024 px
 TARGET_PX = 480  # a small matrix is scaled up until its longer side reaches about this
@@ -178,8 +177,8 @@ def spy_figure(output: str, wrt: str, jacobian: Jacobian) -> tuple[Figure, dict[
     per_row_px = rows.span / n_rows
     axes.set_xlim(-0.5 - gap / per_col_px, n_cols - 0.5 + gap / per_col_px)
     axes.set_ylim(n_rows - 0.5 + gap / per_row_px, -0.5 - gap / per_row_px)
-    axes.xaxis.set_major_locator(MaxNLocator(nbins=8, integer=True))
-    axes.yaxis.set_major_locator(MaxNLocator(nbins=8, integer=True))
+    axes.xaxis.set_major_locator(index_ticks(8))
+    axes.yaxis.set_major_locator(index_ticks(8))
     axes.xaxis.tick_top()
     axes.xaxis.set_label_position("bottom")
     in_role, out_role = f"input ({wrt})", "output"

@@ -402,10 +402,6 @@ async function runCorrelation(event) {
 
 // ---- function panel -----------------------------------------------------------------------
 
-// Whether the service checks programs against central differences too (its OpenAPI document
-// says so by a `check` in the program answer); the op-list form always has the check.
-const functionPanel = { programCheck: false };
-
 function isExpression() {
   return document.getElementById("fn-form").value === "expression";
 }
@@ -424,10 +420,10 @@ function functionBody() {
     inputs: Object.fromEntries(Object.entries(inputs).map(([name, data]) => [name, { data }])),
     function: document.getElementById("fn-expression").value,
     format: "coo",
+    check,
   };
   const wrt = document.getElementById("fn-wrt").value.split(",").map((name) => name.trim()).filter(Boolean);
   if (wrt.length) body.wrt = wrt;
-  if (functionPanel.programCheck) body.check = check;
   return body;
 }
 
@@ -455,15 +451,10 @@ function drawFunctionSpies(answer) {
 }
 
 function checkText(check) {
-  if (check) {
-    return `Finite-difference check ${check.passed ? "passed" : "FAILED"}: max abs error ` +
-      `${format(check.max_abs_error)}, max rel error ${format(check.max_rel_error)} over ` +
-      `${check.directions} directions (${check.checked.join(", ")}).`;
-  }
-  if (isExpression() && !functionPanel.programCheck) {
-    return "No finite-difference check: this service checks the operation-list form only.";
-  }
-  return "No finite-difference check asked for.";
+  if (!check) return "No finite-difference check asked for.";
+  return `Finite-difference check ${check.passed ? "passed" : "FAILED"}: max abs error ` +
+    `${format(check.max_abs_error)}, max rel error ${format(check.max_rel_error)} over ` +
+    `${check.directions} directions (${check.checked.join(", ")}).`;
 }
 
 async function runFunction(event) {
@@ -483,28 +474,15 @@ async function runFunction(event) {
   }
 }
 
-// Show the chosen form's fields; ask the service's OpenAPI document whether programs are checked.
-async function setUpFunctionPanel() {
+// Show the chosen form's fields only.
+function setUpFunctionPanel() {
   const select = document.getElementById("fn-form");
-  const help = document.getElementById("fn-check-help");
   const show = () => {
     const expression = isExpression();
     document.getElementById("fn-ops-fields").hidden = expression;
     document.getElementById("fn-expression-fields").hidden = !expression;
-    help.textContent = expression && !functionPanel.programCheck
-      ? "The service checks the operation-list form only; expressions are not checked."
-      : "";
   };
   select.addEventListener("change", show);
-  try {
-    const response = await fetch("/openapi.json", { headers: headers("application/json") });
-    if (response.ok) {
-      const answer = (await response.json()).components.schemas.ProgramJacobianResponse;
-      functionPanel.programCheck = Boolean(answer && answer.properties && answer.properties.check);
-    }
-  } catch {
-    // Without the document, expressions are sent without a check.
-  }
   show();
 }
 
@@ -680,13 +658,13 @@ function setUpKey() {
   });
 }
 
-document.addEventListener("DOMContentLoaded", async () => {
+document.addEventListener("DOMContentLoaded", () => {
   setUpKey();
   setUpEditor();
   document.getElementById("xcorr-form").addEventListener("submit", runCorrelation);
   document.getElementById("function-form").addEventListener("submit", runFunction);
   document.getElementById("descent-form").addEventListener("submit", runDescent);
   document.getElementById("gd-stop").addEventListener("click", () => run.controller && run.controller.abort());
-  await setUpFunctionPanel();
+  setUpFunctionPanel();
   document.body.dataset.ready = "true";
 });

@@ -342,6 +342,22 @@ async def test_large_program_jacobian_is_a_density_raster(client: httpx.AsyncCli
     assert np.array_equal(lit(raster), counts > 0)
 
 
+async def test_a_gradient_is_one_column_with_integer_ticks(client: httpx.AsyncClient) -> None:
+    # A scalar function of 4 inputs: J (in_out) is 4 x 1, every entry non-zero (Rosenbrock's
+    # gradient at this point has no zero), and its axes index entries: integer ticks only.
+    body = {
+        "inputs": {"x": {"data": [-1.2, 1.0, 3.0, 4.0]}},
+        "function": "sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)",
+    }
+    raster = raster_of(decode_png(await client.post("/v1/jacobian", json=body, headers=PNG)))
+    assert lit(raster).all()
+    svg = (await client.post("/v1/jacobian", json=body, headers=SVG)).text
+    assert "∂h/∂x: 4 × 1, nnz 4" in svg_texts(svg)
+    texts = re.findall(r"<text[^>]*>([^<]*)</text>", svg)
+    numbers = [text for text in texts if re.fullmatch(r"[-−\d.]+", text)]
+    assert sorted(numbers) == ["0", "0", "1", "2", "3"], numbers  # one column, four rows
+
+
 async def test_a_program_with_several_jacobians_has_no_single_picture(
     client: httpx.AsyncClient,
 ) -> None:

@@ -171,6 +171,27 @@ def test_strided_random_image_with_an_edge_kernel(page: Any) -> None:
     assert "64 × 16" in by_id(page, "xc-spy-caption").text
 
 
+def test_hover_on_a_density_raster_highlights_the_block_column(page: Any) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    # A random 32 x 32 image and a 3 x 3 kernel: J is 1024 x 900, drawn in blocks of 3 entries.
+    choose(page, "xc-image", "random")
+    choose(page, "xc-kernel", "box")
+    set_value(page, "xc-height", "32")
+    set_value(page, "xc-width", "32")
+    press(by_id(page, "xc-run"), Keys.ENTER)
+    wait_for(page, lambda b: len(table_texts(b, "xc-output")) == 30)
+    spy = by_id(page, "xc-spy")
+    assert spy.get_attribute("data-block") == "3" and spy.get_attribute("data-cell") == "1"
+    assert (int(spy.get_attribute("width")), int(spy.get_attribute("height"))) == (300, 342)
+    # output[0, 1] is column 0 + 1 * 30 = 30 of J (order F): pixel column 30 // 3 = 10.
+    press(page.find_element(By.CSS_SELECTOR, "#xc-output td"), Keys.ARROW_RIGHT)
+    wait_for(page, lambda b: "output[0, 1] is column 30" in by_id(b, "xc-selection").text)
+    highlighted = lit_mask(page, "xc-spy-overlay", test="d[k+3] > 0")
+    assert highlighted[:, 10].all() and highlighted.sum() == highlighted.shape[0]
+
+
 def test_drawn_image_is_edited_with_the_keyboard(page: Any) -> None:
     from selenium.webdriver.common.keys import Keys
 
@@ -208,20 +229,10 @@ def run_function(browser: Any) -> str:
     return str(wait_for(browser, lambda b: by_id(b, "fn-check-result").text))
 
 
-def program_check_offered(base_url: str) -> bool:
-    """Whether this service's program answers have a central-difference check (OpenAPI)."""
-    schemas = httpx.get(f"{base_url}/openapi.json").json()["components"]["schemas"]
-    return "check" in schemas["ProgramJacobianResponse"]["properties"]
-
-
-def test_function_panel_expression_value_spies_and_check(page: Any, live_server: str) -> None:
+def test_function_panel_expression_value_spies_and_check(page: Any) -> None:
     assert by_id(page, "fn-form").get_attribute("value") == "expression"  # the default form
     check = run_function(page)
-    if program_check_offered(live_server):
-        assert "Finite-difference check passed" in check, check
-    else:
-        assert "checks the operation-list form only" in check, check
-        assert "expressions are not checked" in by_id(page, "fn-check-help").text
+    assert "Finite-difference check passed" in check, check
     value = np.array(json.loads(by_id(page, "fn-value").text))
     np.testing.assert_allclose(value, FUNCTION_VALUE, rtol=1e-12)
     spy_pattern(page, "fn-spy-x", np.array(WORKED_J) != 0)

@@ -14,7 +14,8 @@ import scipy.optimize
 from service.engine.chain import Chain
 from service.engine.descent import DescentLimits, DescentParams, collect, descend
 from service.engine.errors import ParameterError
-from service.engine.minimize import Bounds, MinimizeParams, MinimizeRecord, minimize
+from service.engine.minimize import minimize
+from service.engine.minimize_params import Bounds, MinimizeParams, MinimizeRecord
 from service.engine.op import get_op
 
 N = 6

@@ -9,8 +9,10 @@ import scipy.optimize
 from service.api.programs import build_program
 from service.engine.descent import DescentLimits, collect
 from service.engine.functions import FunctionLimits
-from service.engine.hessian import program_hessian, program_hvp
-from service.engine.minimize import MinimizeParams, minimize_program
+from service.engine.graph.hvp import Linearization, program_hvp
+from service.engine.hessian import program_hessian
+from service.engine.minimize import minimize_program
+from service.engine.minimize_params import MinimizeParams
 from tests import oracles
 
 ROSEN = "sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)"
@@ -129,3 +131,16 @@ def test_an_input_the_output_ignores_has_zero_gradient_and_product() -> None:
     np.testing.assert_array_equal(found.gradient["y"], np.zeros(3))
     np.testing.assert_array_equal(found.products["y"], np.zeros((1, 3)))
     np.testing.assert_allclose(found.products["x"][0], 6 * x, rtol=1e-15)
+
+
+def test_one_linearization_answers_many_products() -> None:
+    # Newton-CG asks for many products at one point: each equals scipy's rosen_hess_prod there.
+    rng = np.random.default_rng(9)
+    x = rng.uniform(-2, 2, 12)
+    point = Linearization(build_program(ROSEN, {"x": (12,)}, "F"), {"x": x}, ["x"])
+    np.testing.assert_allclose(point.gradient()["x"], scipy.optimize.rosen_der(x), rtol=1e-12)
+    for _ in range(3):
+        vectors = rng.normal(size=(2, 12))
+        found = point.products({"x": vectors}, 2)["x"]
+        expected = np.stack([scipy.optimize.rosen_hess_prod(x, v) for v in vectors])
+        np.testing.assert_allclose(found, expected, rtol=1e-12, atol=1e-12 * abs(expected).max())

@@ -16,13 +16,9 @@ from ...codec import Encoding, TensorOut, decode_tensor, encode_tensor
 from ...config import Settings
 from ...engine.chain import Chain
 from ...engine.descent import DescentRecord, DescentSummary, collect
-from ...engine.minimize import (
-    Method,
-    MinimizeRecord,
-    MinimizeSummary,
-    minimize_program,
-)
 from ...engine.minimize import minimize as run_minimize
+from ...engine.minimize import minimize_program
+from ...engine.minimize_params import Method, MinimizeRecord, MinimizeSummary
 from ...engine.types import FloatArray
 from ...pictures import PictureType, descent_picture
 from ..budget import check_request

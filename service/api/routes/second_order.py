@@ -11,10 +11,10 @@ from ...config import Settings
 from ...engine.errors import ShapeError
 from ...engine.functions import check_intermediates
 from ...engine.graph.curvature import program_hessian
+from ...engine.graph.hvp import program_hvp
 from ...engine.graph.requests import as_chain, check_tensors
 from ...engine.hessian import hessian as compute_hessian
 from ...engine.hessian import hvp as compute_hvp
-from ...engine.hessian import program_hvp
 from ...engine.jacobian import Jacobian
 from ...engine.layout import size_of
 from ..budget import check_request

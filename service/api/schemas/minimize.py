@@ -13,7 +13,7 @@ from pydantic import Field
 from ...codec import Tensor, decode_tensor
 from ...engine import layout
 from ...engine.errors import ShapeError
-from ...engine.minimize import Bounds, Method, MinimizeParams
+from ...engine.minimize_params import Bounds, Method, MinimizeParams
 from ...engine.types import FloatArray, Shape
 from .common import ResponseModel, StrictModel
 from .descent import (

@@ -28,10 +28,11 @@ from ..cancel import checkpoint
 from ..descent import check_scalar_shape
 from ..errors import LimitExceeded
 from ..functions import FunctionLimits
-from ..hessian import HessianFormat, HessianResult, _finite, _symmetrized, hessian_format
+from ..hessian import HessianFormat, HessianResult, _symmetrized, hessian_format
 from ..hessian import program_hessian as dense_program_hessian
 from ..sparse import Factor, RowMap, coo_from_triplets, factor_of, matmul, to_coo
 from ..types import FloatArray, IndexArray, Order
+from .hvp import Linearization, _finite
 from .program import Node, Program, blame
 from .strategies import _add
 
@@ -128,47 +129,23 @@ def _pairs(node: Node, reached: Container[str]) -> Iterator[tuple[int, int]]:
                 yield i, j
 
 
-def _adjoints(
-    program: Program, values: Mapping[str, FloatArray], active: frozenset[str]
-) -> dict[str, FloatArray]:
-    """Return the cotangent reaching every value that depends on ``active`` (gradient's pass)."""
-    pulled: dict[str, FloatArray] = {program.output: np.ones((1, *program.out_shape))}
-    for node in reversed(program.nodes):
-        u = pulled.get(node.id)
-        if u is None:
-            continue
-        args = [values[a] for a in node.args]
-        for j, arg in enumerate(node.args):
-            if program.depends(arg) & active:
-                with blame(node):
-                    g = node.op._vjp(args, j, u)
-                pulled[arg] = g if arg not in pulled else pulled[arg] + g
-    return {name: u[0] for name, u in pulled.items()}
-
-
 Blocks = dict[tuple[int, int], sp.csr_array]
 
 
-def _curved(
-    program: Program,
-    values: Mapping[str, FloatArray],
-    active: frozenset[str],
-    order: Order,
-) -> dict[str, Blocks]:
+def _curved(point: Linearization, order: Order) -> dict[str, Blocks]:
     """Return each node's non-zero curvature blocks ``D_ij`` (``i <= j``) at the point."""
-    adjoints = _adjoints(program, values, active)
-    reached = {name for name in program.shapes if program.depends(name) & active}
+    program, values = point.program, point.values
+    reached = {name for name in program.shapes if program.depends(name) & set(point.names)}
     curved: dict[str, Blocks] = {}
     for node in program.nodes:
-        u = adjoints.get(node.id)
+        u = point.adjoints.get(node.id)
         if u is None or node.id not in reached:
             continue
         args = [values[a] for a in node.args]
         shapes = [a.shape for a in args]
         with blame(node):
-            node.op.check_domain(args, differentiating=True)
             blocks = {
-                (i, j): node.op._curvature(args, i, j, u, order)
+                (i, j): node.op._curvature(args, i, j, u[0], order)
                 for i, j in _pairs(node, reached)
                 if i <= j and node.op.curvature_fan(shapes, i, j) is not None
             }
@@ -271,8 +248,9 @@ def structural_hessian(
     """
     names, n = plan.names, plan.size
     active = frozenset(names)
-    values = program.trace(inputs)
-    curved = _curved(program, values, active, order)
+    point = Linearization(program, inputs, names)
+    values = point.values
+    curved = _curved(point, order)
     slots = _slots(program, curved)
     reads = _reads(program, slots, active)
     uses = dict.fromkeys(program.shapes, 0)  # the later reads of each P_v

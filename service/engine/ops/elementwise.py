@@ -6,6 +6,7 @@ second-order rule come from :class:`~service.engine.op.ElementwiseOp`. Where ``g
 the ``note`` states the one value chosen for ``g'`` there (PyTorch's).
 """
 
+import abc
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -30,6 +31,25 @@ def _refuse(name: str, x: FloatArray, bad: NDArray[np.bool_], requirement: str) 
             f"{name} needs {requirement}; got {int(np.count_nonzero(bad))} element(s) outside, "
             f"e.g. {first!r}"
         )
+
+
+@dataclass(frozen=True, eq=False)
+class _DerivativeOfOutput(ElementwiseOp):
+    """An elementwise function whose derivative is a formula in its value ``y = g(x)``.
+
+    Given the output (``Op.jvp``/``Op.vjp`` with ``output=``), the rules use
+    :meth:`derivative_given` instead of recomputing ``g(x)``; the same floats either way.
+    """
+
+    @abc.abstractmethod
+    def derivative_given(self, x: FloatArray, y: FloatArray) -> FloatArray:
+        """Return ``g'(x)`` from ``y = g(x)``, bit for bit :meth:`derivative`."""
+
+    def _jvp_given(self, x: FloatArray, y: FloatArray, tangents: FloatArray) -> FloatArray:
+        return self.derivative_given(x, y) * tangents
+
+    def _vjp_given(self, x: FloatArray, y: FloatArray, cotangents: FloatArray) -> FloatArray:
+        return self.derivative_given(x, y) * cotangents
 
 
 @register
@@ -110,7 +130,7 @@ class Power(ElementwiseOp):
 
 @register
 @dataclass(frozen=True, eq=False)
-class Exp(ElementwiseOp):
+class Exp(_DerivativeOfOutput):
     """``exp(x)``; derivative ``exp(x)``."""
 
     name: ClassVar[str] = "exp"
@@ -126,6 +146,10 @@ class Exp(ElementwiseOp):
     def derivative(self, x: FloatArray) -> FloatArray:
         """Return ``exp(x)``."""
         return np.exp(x)
+
+    def derivative_given(self, x: FloatArray, y: FloatArray) -> FloatArray:
+        """Return ``y = exp(x)`` itself."""
+        return y
 
     def second_derivative(self, x: FloatArray) -> FloatArray:
         """Return ``exp(x)``."""
@@ -225,7 +249,7 @@ class Cos(ElementwiseOp):
 
 @register
 @dataclass(frozen=True, eq=False)
-class Tanh(ElementwiseOp):
+class Tanh(_DerivativeOfOutput):
     """``tanh(x)``; derivative ``1 - tanh(x)**2``."""
 
     name: ClassVar[str] = "tanh"
@@ -237,6 +261,10 @@ class Tanh(ElementwiseOp):
         """Return ``1 - tanh(x)**2``."""
         return 1.0 - np.square(np.tanh(x))
 
+    def derivative_given(self, x: FloatArray, y: FloatArray) -> FloatArray:
+        """Return ``1 - y**2`` for ``y = tanh(x)``."""
+        return 1.0 - np.square(y)
+
     def second_derivative(self, x: FloatArray) -> FloatArray:
         """Return ``-2 tanh(x) (1 - tanh(x)**2)``."""
         t = np.tanh(x)
@@ -246,7 +274,7 @@ class Tanh(ElementwiseOp):
 
 @register
 @dataclass(frozen=True, eq=False)
-class Sigmoid(ElementwiseOp):
+class Sigmoid(_DerivativeOfOutput):
     """Logistic ``1 / (1 + exp(-x))``; derivative ``s (1 - s)``."""
 
     name: ClassVar[str] = "sigmoid"
@@ -260,6 +288,10 @@ class Sigmoid(ElementwiseOp):
         """Return ``s (1 - s)`` with ``s = sigmoid(x)``."""
         s: FloatArray = expit(x)
         return s * (1.0 - s)
+
+    def derivative_given(self, x: FloatArray, y: FloatArray) -> FloatArray:
+        """Return ``y (1 - y)`` for ``y = sigmoid(x)``."""
+        return y * (1.0 - y)
 
     def second_derivative(self, x: FloatArray) -> FloatArray:
         """Return ``s (1 - s) (1 - 2 s)`` with ``s = sigmoid(x)``."""

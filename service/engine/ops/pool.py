@@ -13,6 +13,7 @@ from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
+from numpy.lib.stride_tricks import as_strided
 from numpy.typing import NDArray
 
 from .. import layout
@@ -27,6 +28,31 @@ def _window_slices(
     # The input rows/columns that offset (p, q) of all windows reads: p, p + s_h, ... (h_out rows).
     (s_h, s_w), (h_out, w_out) = stride, out_hw
     return slice(p, p + s_h * (h_out - 1) + 1, s_h), slice(q, q + s_w * (w_out - 1) + 1, s_w)
+
+
+# NumPy's pairwise summation adds fewer terms than this one after another, left to right.
+_SEQUENTIAL_SUM = 8
+
+
+def _tiled_mean(t: FloatArray, size: tuple[int, int]) -> FloatArray:
+    """Mean of each ``k_h x k_w`` tile: (..., H, W) -> (..., H // k_h, W // k_w).
+
+    ``np.mean`` over the window view adds each window row left to right, then the rows top to
+    bottom, and divides by the count; this makes the same additions as ``k_h k_w - 1`` adds of
+    strided slices, one per offset, instead of a reduction whose inner loop is ``k_w`` long
+    (ten times faster on (8, 126, 126)).
+    """
+    k_h, k_w = size
+    h_end, w_end = (t.shape[-2] // k_h) * k_h, (t.shape[-1] // k_w) * k_w
+    total: FloatArray | None = None
+    for p in range(k_h):
+        row = t[..., p:h_end:k_h, 0:w_end:k_w]  # offset (p, 0) of every tile
+        for q in range(1, k_w):
+            row = row + t[..., p:h_end:k_h, q:w_end:k_w]
+        total = row if total is None else total + row
+    assert total is not None  # k_h >= 1
+    result: FloatArray = total / (k_h * k_w)
+    return result
 
 
 @dataclass(frozen=True, eq=False)
@@ -88,6 +114,10 @@ class AvgPool2d(_Pool2d, LinearOp):
     def apply(self, t: FloatArray) -> FloatArray:
         """Average the windows of each ``t``: (B, ..., H, W) -> (B, ..., h_out, w_out)."""
         size, stride = self._geometry
+        # Disjoint windows by tiles, where NumPy's order of additions is known: with one window
+        # per row its iterator reorders them, and from 8 columns on it sums pairwise.
+        if stride == size and t.shape[-1] >= 2 * size[1] and size[1] < _SEQUENTIAL_SUM:
+            return _tiled_mean(t, size)
         # (B, ..., h_out, w_out, k_h, k_w) -> (B, ..., h_out, w_out)
         result: FloatArray = np.mean(windows(t, size, stride), axis=(-2, -1))
         return result
@@ -99,6 +129,17 @@ class AvgPool2d(_Pool2d, LinearOp):
         h_out, w_out = cotangents.shape[-2:]
         share = cotangents / (k_h * k_w)  # (B, ..., h_out, w_out)
         grad = np.zeros((len(cotangents), *x.shape))  # (B, ..., H, W)
+        if stride == (k_h, k_w):
+            # Disjoint windows tile the top-left (h_out k_h, w_out k_w) corner: one broadcast
+            # add of each share onto its tile (0 + share, as below, keeps the sign of zero).
+            *lead, s_row, s_col = grad.strides
+            tiles = as_strided(
+                grad,
+                shape=(*grad.shape[:-2], h_out, k_h, w_out, k_w),
+                strides=(*lead, k_h * s_row, s_row, k_w * s_col, s_col),
+            )
+            tiles += share[..., :, np.newaxis, :, np.newaxis]
+            return grad
         # One strided slice per window offset: k_h * k_w vectorized adds, no loop over elements.
         for p in range(k_h):
             for q in range(k_w):

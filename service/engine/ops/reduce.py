@@ -210,8 +210,9 @@ class _ScalarLoss(Op):
         return result
 
     def _vjp(self, x: FloatArray, cotangents: FloatArray) -> FloatArray:
-        # (B,) -> (B, 1, ..., 1) times (in) -> (B, *in)
-        return self._gradient(x) * np.expand_dims(cotangents, tuple(range(1, x.ndim + 1)))
+        # (B,) -> (B, 1, ..., 1) times (in) -> (B, *in); a reshape, as np.expand_dims's axis
+        # normalization costs more than the product on a descent step's small tensors
+        return self._gradient(x) * cotangents.reshape(cotangents.shape + (1,) * x.ndim)
 
     def _local_jacobian(self, x: FloatArray, order: Order) -> sp.coo_array:
         # One column: the gradient, flattened in ``order``.
@@ -238,7 +239,8 @@ class SquaredNorm(_ScalarLoss):
     name: ClassVar[str] = "squared_norm"
 
     def _forward(self, x: FloatArray) -> FloatArray:
-        return np.asarray(np.sum(np.square(x)), dtype=np.float64)
+        # np.sum(a) is np.add.reduce(a, axis=None) behind two Python wrappers (~1.5 µs)
+        return np.asarray(np.add.reduce(np.square(x), axis=None), dtype=np.float64)
 
     def _gradient(self, x: FloatArray) -> FloatArray:
         return 2.0 * x

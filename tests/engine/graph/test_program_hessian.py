@@ -16,9 +16,9 @@ from service.api.programs import build_program
 from service.engine.errors import LimitExceeded
 from service.engine.functions import FunctionLimits
 from service.engine.graph.curvature import hessian_plan, program_hessian
+from service.engine.graph.hvp import program_hvp
 from service.engine.graph.nary import NaryOp
 from service.engine.graph.program import Program
-from service.engine.hessian import program_hvp
 from service.engine.sparse import is_canonical
 from tests import oracles
 from tests.engine.graph.dags import DagCase, dags
