@@ -18,13 +18,14 @@ from service.engine.functions import FunctionLimits
 from service.engine.graph import costs, strategies
 from service.engine.graph import requests as programs
 from service.engine.graph.curvature import hessian_plan, program_hessian
+from service.engine.graph.hvp import program_hvp
 from service.engine.graph.program import Program
-from service.engine.hessian import program_hvp
 from tests.engine.test_cost import FACTOR, FD_CHECK_FACTOR, NS_PER_UNIT, measured
 
 LIMITS = FunctionLimits(10**8, 10**8, 10**8)
 # A structural Hessian is costed from its non-zero bound, which lets every element a curved node
-# reads meet every other (n^2 for tanh(matmul(A, x)), 285x the entries it has).
+# reads meet every other (n^2 for tanh(matmul(A, x)), 285x the entries it has); a dense one as
+# batches of whole HVP passes, while the engine linearizes once and reuses it.
 STRUCTURAL_FACTOR = 400
 PROGRAMS: list[tuple[str, dict[str, tuple[int, ...]]]] = [
     ("sum(tanh(matmul(A, x)))", {"A": (60, 80), "x": (80,)}),
@@ -85,6 +86,7 @@ def test_evaluate_products_and_second_order_are_bounded(
             costs.dense_hessian_cost(program, names, LIMITS.max_tensor_elements),
             lambda: program_hessian(program, inputs, None, order="F", fmt="dense", limits=LIMITS),
             size,
+            STRUCTURAL_FACTOR,  # batched HVPs costed as full passes: 117x for the outer product
         )
     plan = hessian_plan(program, names)
     check(
