@@ -67,6 +67,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import layout
+from .cancel import checkpoint
 from .chain import Chain
 from .errors import DomainError, LimitExceeded, NonFiniteError, ParameterError, ShapeError
 from .functions import check_intermediates
@@ -285,7 +286,10 @@ def check_steps(x_size: int, params: DescentParams, limits: DescentLimits) -> No
         Elements of ``x`` (every variable), recorded per point when ``record_x``.
     """
     if params.max_steps > limits.max_steps:
-        raise LimitExceeded("gradient-descent steps", params.max_steps, limits.max_steps)
+        raise LimitExceeded(
+            "gradient-descent steps", params.max_steps, limits.max_steps,
+            setting="max_descent_steps",
+        )  # fmt: skip
     per_point = x_size if params.record_x else 1
     elements = params.recorded_points() * per_point
     if elements > limits.max_trajectory_elements:
@@ -296,6 +300,7 @@ def check_steps(x_size: int, params: DescentParams, limits: DescentLimits) -> No
             limits.max_trajectory_elements,
             hint="record less often (record_every)"
             + (" or without x (record_x false)" if params.record_x else ""),
+            setting="max_trajectory_elements",
         )
 
 
@@ -970,6 +975,9 @@ def run(
     previous: DescentState | None = None
     state = start
     while True:
+        # Only a client that left stops a run here: the token of a descent carries no deadline,
+        # the run's own deadline ends it with status "deadline" (a result).
+        checkpoint()
         stop = stopping_rule(previous, state, params, f_limit)
         if stop is None and deadline is not None and time.monotonic() > deadline:
             stop = Stop(
