@@ -203,6 +203,9 @@ def arrive(
     velocity: FloatArray | None,
     learning_rate: float,
     evaluation: Evaluation | None = None,
+    *,
+    rules: tuple[Callable[[FloatArray], Evaluation], Callable[[Evaluation], FloatArray]]
+    | None = None,
 ) -> DescentState | Stop:
     """Return state ``step`` at ``x``, or ``Stop("diverged")`` if it is not finite or not defined.
 
@@ -217,21 +220,11 @@ def arrive(
         The step length that produced ``x``.
     evaluation : Evaluation, optional
         ``f`` at ``x`` when the caller already has it (a line search's accepted trial).
+    rules : (evaluate, gradient), optional
+        In place of ``objective.evaluate`` and ``objective.gradient``: an op list's quiet ones on
+        the fast path (:func:`update`).
     """
-    evaluate, gradient = objective.evaluate, objective.gradient
-    return _arrive(evaluate, gradient, step, x, velocity, learning_rate, evaluation)
-
-
-def _arrive(
-    evaluate: Callable[[FloatArray], Evaluation],
-    gradient: Callable[[Evaluation], FloatArray],
-    step: int,
-    x: FloatArray,
-    velocity: FloatArray | None,
-    learning_rate: float,
-    evaluation: Evaluation | None = None,
-) -> DescentState | Stop:
-    """:func:`arrive` with the objective's two rules given (its quiet ones on the fast path)."""
+    evaluate, gradient = rules or (objective.evaluate, objective.gradient)
     if not _all_finite(x):
         return Stop("diverged", f"step {step}: x has non-finite entries (overflow)")
     try:
@@ -301,8 +294,8 @@ def update(
             x = state.x - gamma * direction
         if isinstance(objective, Objective):
             # An op list evaluates inside this one errstate block (the fast path).
-            evaluate, gradient = objective.evaluate_quietly, objective.gradient_unchecked
-            return _arrive(evaluate, gradient, state.step + 1, x, velocity, gamma)
+            rules = (objective.evaluate_quietly, objective.gradient_unchecked)
+            return arrive(objective, state.step + 1, x, velocity, gamma, rules=rules)
     return arrive(objective, state.step + 1, x, velocity, gamma)
 
 
