@@ -23,6 +23,7 @@ relative, and both descents end at the same kernel to 1e-10 relative.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -140,8 +141,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=9)
     parser.add_argument("--steps", type=int, default=1000)
     args = parser.parse_args()
+    print("load average (1, 5, 15 min) at start: " + " ".join(f"{v:.2f}" for v in os.getloadavg()))
     kernel_gradient(args.repeat)
     kernel_recovery(args.repeat, args.steps)
+    print("load average (1, 5, 15 min) at end: " + " ".join(f"{v:.2f}" for v in os.getloadavg()))
 
 
 if __name__ == "__main__":

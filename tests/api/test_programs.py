@@ -281,3 +281,17 @@ def test_check_of_an_op_list_program_is_the_x_forms(client: TestClient) -> None:
     new = ok(client, "/v1/jacobian", {"inputs": {"x": t(X[0])}, "function": function,
                                       "check": True})  # fmt: skip
     assert new["check"] == old["check"]
+
+
+def test_batched_matmul_and_einsum_ellipsis_broadcast(client: TestClient) -> None:
+    """`@` broadcasts batch axes like np.matmul; each input's Jacobian sums over its broadcast."""
+    a, b = RNG.standard_normal((2, 1, 3, 2)), RNG.standard_normal((3, 2, 2))
+    oracles = {"a": lambda v: np.matmul(v, b), "b": lambda v: np.matmul(a, v)}
+    for source in ("a @ b", "einsum(a, b, subscripts='...ij,...jk->...ik')"):
+        body = {"inputs": {"a": t(a), "b": t(b)}, "function": source, "format": "dense"}
+        found = ok(client, "/v1/jacobian", body)
+        np.testing.assert_allclose(found["value"]["data"], np.matmul(a, b), rtol=1e-12)
+        for name, x in (("a", a), ("b", b)):
+            expected = central_difference_jacobian(oracles[name], x, "F")
+            got = found["jacobians"][name]["data"]["data"]
+            np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)

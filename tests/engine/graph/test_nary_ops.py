@@ -40,8 +40,14 @@ CASES: list[tuple[str, NaryOp, list[np.ndarray]]] = [
     ("matmul-batched", linalg.MatMul(), [_n(2, 3, 4), _n(2, 4, 2)]),
     ("matmul-vector", linalg.MatMul(), [_n(3, 4), _n(4)]),
     ("matmul-dot", linalg.MatMul(), [_n(4), _n(4)]),
+    # batch axes broadcast as NumPy's: a size 1, an axis absent, 1-D operands promoted
+    ("matmul-broadcast", linalg.MatMul(), [_n(2, 1, 3, 2), _n(3, 2, 2)]),
+    ("matmul-row-batched", linalg.MatMul(), [_n(3), _n(2, 3, 2)]),
+    ("matmul-batched-column", linalg.MatMul(), [_n(1, 2, 2, 3), _n(3)]),
     ("einsum", linalg.Einsum("ij,jk,k->i"), [_n(2, 3), _n(3, 4), _n(4)]),
     ("einsum-outer-sum", linalg.Einsum("ab,c->ca"), [_n(2, 3), _n(2)]),
+    ("einsum-ellipsis", linalg.Einsum("...ij,...jk->...ik"), [_n(2, 1, 2, 3), _n(3, 3, 2)]),
+    ("einsum-ellipsis-middle", linalg.Einsum("a...,...b->...ab"), [_n(2, 3, 1), _n(2, 2)]),
     ("xcorr2d", linalg.XCorr2D(), [_n(2, 5, 6), _n(2, 2, 3)]),
     ("xcorr2d-4d", linalg.XCorr2D(stride=[2, 1], padding="same"), [_n(2, 2, 5, 5), _n(3, 2, 3, 2)]),
     (
@@ -135,3 +141,54 @@ def test_refusals() -> None:
         structure.Slice(index=[[3, 1, None]]).forward([_n(4)])
     with pytest.raises(ParameterError, match="takes 2"):
         broadcast.Add().forward([_n(2)])
+
+
+MATMUL_SHAPES = [
+    ((2, 1, 3, 4), (5, 4, 2)),
+    ((3, 4), (2, 4, 5)),
+    ((4,), (2, 3, 4, 5)),
+    ((2, 3, 4), (4,)),
+    ((1, 3, 4), (2, 1, 4, 2)),
+    ((6, 1, 3, 4), (1, 2, 4, 5)),
+    ((4,), (4,)),
+]
+
+
+@pytest.mark.parametrize(("a", "b"), MATMUL_SHAPES)
+def test_matmul_broadcasts_batch_axes_as_numpy(a: tuple[int, ...], b: tuple[int, ...]) -> None:
+    x, y = _n(*a), _n(*b)
+    found = linalg.MatMul().forward([x, y])
+    # np.matmul's own broadcasting and 1-D promotion are the oracle
+    assert found.shape == np.matmul(x, y).shape
+    np.testing.assert_allclose(found, np.matmul(x, y), rtol=1e-12, atol=1e-12)
+
+
+ELLIPSIS = [
+    ("...ij,...jk->...ik", [(2, 1, 3, 4), (5, 4, 2)]),
+    ("i...,i...->...", [(3, 2, 1), (3, 4)]),
+    ("...,...->...", [(3, 1), (4,)]),
+    ("a...b,b->...a", [(2, 3, 4, 5), (5,)]),
+    ("...i,i->...", [(4,), (4,)]),
+]
+
+
+@pytest.mark.parametrize(("subscripts", "shapes"), ELLIPSIS)
+def test_einsum_ellipsis_broadcasts_as_numpy(
+    subscripts: str, shapes: list[tuple[int, ...]]
+) -> None:
+    arrays = [_n(*s) for s in shapes]
+    expected = np.einsum(subscripts, *arrays)  # NumPy's own '...' parsing is the oracle
+    found = linalg.Einsum(subscripts).forward(arrays)
+    assert found.shape == expected.shape
+    np.testing.assert_allclose(found, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_einsum_ellipsis_refusals() -> None:
+    with pytest.raises(ShapeError, match="needs '...'"):
+        linalg.Einsum("...i->i").forward([_n(2, 3)])
+    with pytest.raises(ShapeError, match="rank >= 2"):
+        linalg.Einsum("...ij->...").forward([_n(3)])
+    with pytest.raises(ShapeError, match="do not broadcast"):
+        linalg.Einsum("...i,...i->...").forward([_n(2, 3), _n(4, 3)])
+    with pytest.raises(ParameterError, match="one '...'"):
+        linalg.Einsum("......i->i")

@@ -29,27 +29,66 @@ _LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 def _parse(subscripts: str, count: int) -> tuple[list[str], str]:
-    """Split ``"ij,jk->ik"`` into operand labels and output labels, checking them."""
+    """Split ``"ij,jk->ik"`` into operand labels and output labels, checking them.
+
+    A term may hold one ``...`` (NumPy's broadcast axes); it is kept, for :meth:`Einsum.labels`.
+    """
     if not isinstance(subscripts, str) or "->" not in subscripts:
         raise ParameterError("einsum: subscripts must be a string with an explicit '->' output")
     left, out = subscripts.replace(" ", "").split("->", 1)
     operands = left.split(",")
-    for labels in (*operands, out):
+    for term in (*operands, out):
+        labels = term.replace("...", "", 1)
         if any(c not in _LETTERS for c in labels):
-            raise ParameterError(
-                f"einsum: subscripts {subscripts!r} may only use letters a-z, A-Z (no '...')"
-            )
+            raise ParameterError(f"einsum: subscripts {subscripts!r} may only use letters a-z, "
+                                 "A-Z and one '...' per term")  # fmt: skip
         if len(set(labels)) != len(labels):
             raise ParameterError(
-                f"einsum: a label repeats within {labels!r}; traces and diagonals are not supported"
+                f"einsum: a label repeats within {term!r}; traces and diagonals are not supported"
             )
     if len(operands) != count:
         raise ParameterError(f"einsum: subscripts {subscripts!r} name {len(operands)} operand(s), "
                              f"got {count}")  # fmt: skip
-    missing = set(out) - set("".join(operands))
+    missing = set(out) - set("".join(operands)) - {"."}
     if missing:
         raise ParameterError(f"einsum: output labels {sorted(missing)} appear in no operand")
     return operands, out
+
+
+def _broadcast_labels(batches: Sequence[Shape], pool: str, name: str) -> tuple[list[str], str]:
+    """Label batch axes as NumPy broadcasts them (aligned on the right); return theirs and the out.
+
+    Each axis of the broadcast shape gets one label, shared by the operands whose axis there has
+    the broadcast size. An operand whose axis is 1 against a larger size gets a label of its own
+    (size 1): as it appears in no other operand nor in the output, the VJP of that operand sums
+    over the broadcast axis and the JVP reads its one slice, as the rules of a broadcast argument
+    must. An operand without the axis has no label for it.
+
+    Raises
+    ------
+    ShapeError
+        If two sizes of one axis differ and neither is 1, or the labels run out.
+    """
+    rank = max((len(b) for b in batches), default=0)
+    labels = iter(pool)
+    own = [""] * len(batches)
+    out = ""
+    for p in range(rank, 0, -1):
+        dims = [b[-p] if len(b) >= p else None for b in batches]
+        size = max(d for d in dims if d is not None)
+        try:
+            shared = next(labels)
+            for q, d in enumerate(dims):
+                if d is None:
+                    continue
+                if d != size and d != 1:
+                    raise ShapeError(f"{name}: batch axes {[list(b) for b in batches]} do not "
+                                     "broadcast together")  # fmt: skip
+                own[q] += shared if d == size else next(labels)
+        except StopIteration:
+            raise ShapeError(f"{name}: too many batch axes {[list(b) for b in batches]}") from None
+        out += shared
+    return own, out
 
 
 @dataclass(frozen=True, eq=False)
@@ -169,15 +208,20 @@ class _Contraction(NaryOp):
 @register_nary
 @dataclass(frozen=True, eq=False)
 class Einsum(_Contraction):
-    """``numpy.einsum(subscripts, *operands)`` with an explicit output (no traces, no ``...``)."""
+    """``numpy.einsum(subscripts, *operands)`` with an explicit output (no traces).
+
+    ``...`` stands for the leading, trailing or middle axes a term does not name, broadcast
+    across the operands as NumPy does; the output must then have ``...`` too, unless those axes
+    are none (NumPy refuses to sum them away implicitly).
+    """
 
     name: ClassVar[str] = "einsum"
     arg_names: ClassVar[tuple[str, ...]] = ("operands",)
     variadic: ClassVar[bool] = True
     params: ClassVar[Mapping[str, str]] = MappingProxyType(
         {
-            "subscripts": "e.g. 'ij,jk->ik': letters only, explicit '->', no repeated label within "
-            "one operand"
+            "subscripts": "e.g. 'ij,jk->ik' or '...ij,...jk->...ik': letters and one '...' per "
+            "term (NumPy broadcasting), explicit '->', no repeated label within one operand"
         }  # fmt: skip
     )
 
@@ -189,34 +233,49 @@ class Einsum(_Contraction):
         _parse(self.subscripts, self.subscripts.split("->")[0].count(",") + 1)
 
     def labels(self, shapes: Sequence[Shape]) -> tuple[list[str], str]:
-        """Return the parsed subscripts (checked against the operand count)."""
-        return _parse(self.subscripts, len(shapes))
+        """Return the parsed subscripts, each ``...`` spelled out as broadcast labels."""
+        operands, out = _parse(self.subscripts, len(shapes))
+        if "..." not in self.subscripts:
+            return operands, out
+        pool = "".join(c for c in _LETTERS if c not in self.subscripts)
+        spans: list[tuple[int, int]] = []  # where each operand's '...' axes lie in its shape
+        for term, shape in zip(operands, shapes, strict=True):
+            named = len(term.replace("...", "", 1))
+            if len(shape) < named:
+                raise ShapeError(f"einsum: subscripts {term!r} need rank >= {named}, got shape "
+                                 f"{list(shape)}")  # fmt: skip
+            head = term.find("...")
+            spans.append((head, head + len(shape) - named) if head >= 0 else (0, 0))
+        batches = [tuple(shape[a:b]) for shape, (a, b) in zip(shapes, spans, strict=True)]
+        own, lead = _broadcast_labels(batches, pool, "einsum")
+        expanded = [t.replace("...", mine, 1) for t, mine in zip(operands, own, strict=True)]
+        if "..." not in out and lead:
+            raise ShapeError(f"einsum: the '...' axes {[list(b) for b in batches]} broadcast to "
+                             f"{len(lead)} axes: the output {out!r} needs '...'")  # fmt: skip
+        return expanded, out.replace("...", lead, 1)
 
 
 @register_nary
 @dataclass(frozen=True, eq=False)
 class MatMul(_Contraction):
-    """``a @ b`` (``numpy.matmul``) for 1-D, 2-D and batched operands with equal batch axes."""
+    """``a @ b`` (``numpy.matmul``): 1-D, 2-D and batched operands, batch axes broadcast.
+
+    A 1-D ``a`` is a row and a 1-D ``b`` a column, their axis dropped from the result; the axes
+    before the last two broadcast as NumPy's do (an operand may have fewer, or size 1).
+    """
 
     name: ClassVar[str] = "matmul"
     arg_names: ClassVar[tuple[str, ...]] = ("a", "b")
 
     def labels(self, shapes: Sequence[Shape]) -> tuple[list[str], str]:
-        """``ij,jk->ik`` with ``...`` spelled out as letters; 1-D operands drop their axis."""
+        """``ij,jk->ik`` behind broadcast batch labels; 1-D operands drop their axis."""
         a, b = shapes
         if not a or not b:
             raise ShapeError(f"matmul: operands must have rank >= 1, got {list(a)} and {list(b)}")
-        batch_a, batch_b = a[:-2], b[:-2]
-        if len(a) > 2 and len(b) > 2 and batch_a != batch_b:
-            raise ShapeError(f"matmul: batch axes {list(batch_a)} and {list(batch_b)} must be "
-                             "equal (no batch broadcasting)")  # fmt: skip
-        if (len(a) > 2) != (len(b) > 2) and min(len(a), len(b)) > 1:
-            raise ShapeError(f"matmul: shapes {list(a)} and {list(b)}: both operands or neither "
-                             "must have batch axes")  # fmt: skip
-        rank = max(len(a), len(b)) - 2
-        lead = _LETTERS[26 : 26 + max(rank, 0)]
-        left = (lead + "ij") if len(a) > 2 else ("ij" if len(a) == 2 else "j")
-        right = (lead + "jk") if len(b) > 2 else ("jk" if len(b) == 2 else "j")
+        pool = "".join(c for c in _LETTERS if c not in "ijk")
+        (lead_a, lead_b), lead = _broadcast_labels([a[:-2], b[:-2]], pool, "matmul")
+        left = lead_a + ("ij" if len(a) >= 2 else "j")
+        right = lead_b + ("jk" if len(b) >= 2 else "j")
         out = lead + ("i" if len(a) >= 2 else "") + ("k" if len(b) >= 2 else "")
         return [left, right], out
 
