@@ -11,6 +11,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIB = 1024 * 1024
+GIB = 1024 * MIB
 
 
 class Settings(BaseSettings):
@@ -36,6 +37,16 @@ class Settings(BaseSettings):
     body_read_timeout_seconds: float = Field(
         30.0, gt=0, description="Longest pause while a request body is being received."
     )
+    min_body_rate_bytes_per_second: float = Field(
+        1024.0,
+        ge=0,
+        description="Slowest average rate a request body may arrive at, after the grace window "
+        "(408); 0 turns the check off. The pause timeout alone lets a client send 1 byte per "
+        "pause forever.",
+    )
+    body_rate_window_seconds: float = Field(
+        10.0, gt=0, description="Grace time before the minimum body rate applies."
+    )
     max_tensor_elements: int = Field(
         16_000_000, ge=1, description="Elements of any one tensor, received or returned."
     )
@@ -51,6 +62,35 @@ class Settings(BaseSettings):
     )
     descent_deadline_seconds: float = Field(
         60.0, gt=0, description="Wall-clock budget of one gradient-descent run."
+    )
+    max_work: int = Field(
+        10_000_000_000,
+        ge=1,
+        description="Estimated work of one request: floating-point operations plus bytes "
+        "touched, from shapes alone, before any arithmetic (about 10 s of one core at most).",
+    )
+    max_request_memory_bytes: int = Field(
+        GIB,
+        ge=1,
+        description="Estimated peak transient memory of one request: parsed body, workspaces "
+        "(padded images, index grids, sparse products) and the response's Python objects.",
+    )
+    max_response_bytes: int = Field(
+        256 * MIB,
+        ge=1,
+        description="Estimated bytes of one response body, checked before computing.",
+    )
+    max_body_strings: int = Field(
+        10_000,
+        ge=1,
+        description="JSON strings in one request body, counted in the raw bytes before parsing "
+        "(each invalid one costs a validation error).",
+    )
+    computation_deadline_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="Wall-clock budget of every computation; a computation past it stops at "
+        "its next checkpoint (504). Gradient descent ends with status 'deadline' instead.",
     )
 
     max_concurrent_computations: int = Field(

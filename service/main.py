@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
@@ -21,6 +21,7 @@ from .api.observability import Metrics, RequestContextMiddleware, configure_logg
 from .api.openapi_document import add_examples, declare_statuses, share_enums
 from .api.problems import (
     PROBLEM_TYPES,
+    InvalidBody,
     NotAcceptable,
     Problem,
     UnsupportedMediaType,
@@ -65,6 +66,9 @@ TAGS = [
      "and Hessians of scalar functions, sparse from their structure or dense."},
     {"name": "minimize", "description": "Minimize a scalar function with gd, adam, lbfgs, "
      "newton-cg or trust-ncg, with stopping rules; JSON or a streamed trajectory."},
+    {"name": "operations", "description": "What a request would cost before it is sent "
+     "(`POST /v1/estimate`: work, peak memory, response bytes, what `auto` picks, whether it "
+     "would be refused) and the limits in force (`GET /v1/metadata`)."},
 ]  # fmt: skip
 
 
@@ -142,6 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         CodecError,
         UnsupportedMediaType,
         NotAcceptable,
+        InvalidBody,
         ClientDisconnect,
         Exception,
     )
@@ -153,7 +158,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics_endpoint() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     # Starlette runs the last added middleware first: request id and metrics wrap everything,
     # then the key check, then the body limit.
@@ -163,6 +168,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_inflight_body_bytes=settings.max_inflight_body_bytes,
         read_timeout_seconds=settings.body_read_timeout_seconds,
         metrics=metrics,
+        min_rate=settings.min_body_rate_bytes_per_second,
+        rate_window=settings.body_rate_window_seconds,
     )
     if settings.api_keys:
         keys = [key.get_secret_value().encode() for key in settings.api_keys]

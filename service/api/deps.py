@@ -3,9 +3,15 @@
 Request bodies are parsed by ``Model.model_validate_json`` on the raw bytes: pydantic-core's JSON
 parser is several times faster than FastAPI's ``json.loads`` path (``shared/notes/ecosystem.md``
 section 1). A large body is parsed in the thread pool, so a 10^6-element list does not stall the
-event loop; a small one is parsed inline (:data:`INLINE_BODY_BYTES`). Because FastAPI then no
-longer sees a body parameter, each route's request schema is added to the OpenAPI document
-through :func:`body_openapi` and :data:`REQUEST_MODELS`.
+event loop; a small one is parsed inline (:data:`INLINE_BODY_BYTES`). Before parsing, the raw
+bytes are counted (:mod:`.budget`) so that a body whose objects would not fit is refused without
+building them; validation errors are rendered in a worker thread, never on the loop. Because
+FastAPI then no longer sees a body parameter, each route's request schema is added to the OpenAPI
+document through :func:`body_openapi` and :data:`REQUEST_MODELS`.
+
+Computations run in the thread pool under a :class:`~service.engine.cancel.CancelToken` with the
+computation deadline; a task watches for the client's disconnect and sets the token, so the
+engine stops at its next checkpoint and the slot is free again.
 
 Every dependency here is a coroutine function: FastAPI runs a plain ``def`` dependency in the
 thread pool, a hop of about 0.1 ms each, for what is an attribute lookup. The settings live on
@@ -13,9 +19,11 @@ thread pool, a hop of about 0.1 ms each, for what is an attribute lookup. The se
 tests: with any override present FastAPI inspects dependency signatures on every request.
 """
 
+import functools
 import math
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 import anyio
@@ -24,15 +32,20 @@ from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Receive
 
 from ..codec import DecodeLimits
 from ..codec.binary import HEADER_LENGTH, REQUEST_SEGMENTS, BinaryBodyError, read_binary_body
 from ..config import Settings
+from ..engine.cancel import CancelToken
 from ..engine.errors import LimitExceeded
+from .budget import BodyCounts, check_body, count_separators
+from .encoding import content_coding, gunzip
 from .explain import explain
+from .memory import RELEASE_AFTER_BYTES, release_memory
 from .negotiation import body_kind
 from .observability import Metrics, route_template
-from .problems import Saturated
+from .problems import MAX_MAPPED_ERRORS, RenderedValidationError, Saturated, validation_errors
 
 
 async def app_settings(request: Request) -> Settings:
@@ -61,47 +74,86 @@ def decode_limits(settings: Settings) -> DecodeLimits:
     return DecodeLimits(max_elements=settings.max_tensor_elements, max_rank=settings.max_rank)
 
 
-def json_body(model: type[RequestModel]) -> Callable[..., Awaitable[RequestModel]]:
-    """Return a dependency that reads the body and validates it as ``model``.
+@dataclass(frozen=True)
+class BodyItems:
+    """A bound on the items of a body, checked on its raw bytes before parsing.
 
-    Validation errors become :class:`RequestValidationError` (422 problem). Limit violations found
-    while validating are raised only for an otherwise valid body (413 problem), so an invalid
-    request always gets its 422 with every pointer.
+    Attributes
+    ----------
+    count : callable
+        A lower bound on the items, from the separator counts.
+    quantity : str
+        What is counted (the problem's ``quantity``).
+    setting : str
+        The setting that bounds it.
     """
-    REQUEST_MODELS.append(model)
 
-    async def parse(request: Request) -> RequestModel:
-        # the settings straight from app.state: one dependency less to solve per request
-        settings: Settings = request.app.state.settings
-        kind = body_kind(request)  # 415 before the body is read
-        raw = await request.body()
-        limits = decode_limits(settings)
-        header_length = request.headers.get(HEADER_LENGTH) if kind == "binary" else None
-        small = len(raw) <= INLINE_BODY_BYTES
-        setattr(request.state, SMALL_BODY, small)
-        if small:
-            parsed, segments = _validate(model, raw, kind, header_length, limits)
-        else:
-            parsed, segments = await run_in_threadpool(
-                _validate, model, raw, kind, header_length, limits
-            )
-        # Set in the request's task, so that its later worker-thread calls see the segments.
-        REQUEST_SEGMENTS.set(segments)
-        return parsed
-
-    parse.__name__ = f"parse_{model.__name__}"
-    BODY_PARSERS.add(parse)
-    return parse
+    count: Callable[[BodyCounts], int]
+    quantity: str
+    setting: str
 
 
-def _validate(
+class InvalidDocument(Exception):
+    """A body that failed validation, its errors not yet rendered (see :meth:`render`).
+
+    Rendering maps every error to a JSON pointer, which can take milliseconds per hundred errors:
+    a body parsed on the event loop has its errors rendered in a worker thread.
+    """
+
+    def __init__(self, model: type[BaseModel], error: ValidationError, document: bytes) -> None:
+        super().__init__(str(error))
+        self.model = model
+        self.error = error
+        self.document = document
+
+    def render(self) -> RenderedValidationError:
+        """Return the 422 exception, with at most ``MAX_MAPPED_ERRORS`` errors mapped."""
+        found = self.error.errors(include_url=False)
+        explained = explain([dict(e) for e in found[:MAX_MAPPED_ERRORS]], self.model)
+        rendered = validation_errors(explained, self.document)
+        count = len(rendered) if len(found) <= MAX_MAPPED_ERRORS else len(found)
+        return RenderedValidationError(rendered, count)
+
+
+def validate_body(
     model: type[RequestModel],
     raw: bytes,
-    kind: str,
-    header_length: str | None,
-    limits: DecodeLimits,
+    settings: Settings,
+    items: BodyItems | None = None,
+    kind: str = "json",
+    header_length: str | None = None,
+    coding: str = "identity",
 ) -> tuple[RequestModel, list[np.ndarray[Any, Any]] | None]:
-    """Validate a JSON or binary body as ``model`` (in the worker thread); return its segments."""
+    """Count, parse and validate a JSON or binary body as ``model``.
+
+    Returns the model and the binary body's segments (None for JSON): tensors validated later
+    (program graph nodes) find them through ``REQUEST_SEGMENTS``, set in the request's task.
+
+    Parameters
+    ----------
+    model : type of BaseModel
+    raw : bytes
+    settings : Settings
+    items : BodyItems, optional
+        A bound on the items the body holds (index lists: ``max_index_count``).
+    kind : {"json", "binary"}
+        How the body is sent (:func:`~service.api.negotiation.body_kind`).
+    header_length : str, optional
+        The ``Inference-Header-Content-Length`` header of a binary body.
+    coding : {"identity", "gzip"}
+        The body's ``Content-Encoding``; gzip is decompressed first, within the body limit.
+
+    Raises
+    ------
+    LimitExceeded
+        From the raw counts before parsing; from the codec's limits after an otherwise valid
+        parse (so an invalid request always gets its 422 with every pointer).
+    InvalidDocument
+        If validation failed (:meth:`InvalidDocument.render` makes the 422).
+    """
+    if coding == "gzip":
+        raw = gunzip(raw, settings.max_body_bytes)
+    limits = decode_limits(settings)
     deferred: list[LimitExceeded] = []
     context: dict[str, Any] = {"limits": limits, "deferred_limits": deferred}
     document = raw
@@ -115,14 +167,77 @@ def _validate(
             detail = {"loc": error.loc, "msg": error.message, "type": "binary_body"}
             raise RequestValidationError([detail], body=error.header) from None
         context["binary_segments"] = segments
+    # Only the JSON text is counted: the segments of a binary body are raw numbers.
+    counts = count_separators(document)
+    check_body(counts, settings)
+    if items is not None:
+        limit = getattr(settings, items.setting)
+        if items.count(counts) > limit:
+            raise LimitExceeded(
+                items.quantity, items.count(counts), limit, setting=items.setting
+            )
     try:
         parsed = model.model_validate_json(document, context=context)
     except ValidationError as error:
-        errors = explain([dict(e) for e in error.errors(include_url=False)], model)
-        raise RequestValidationError(errors, body=document) from None
+        raise InvalidDocument(model, error, document) from None
     if deferred:
         raise deferred[0]
     return parsed, segments
+
+
+def _validate(
+    model: type[RequestModel], *args: Any
+) -> tuple[RequestModel, list[np.ndarray[Any, Any]] | None]:
+    # In a worker thread: the errors are rendered right here.
+    try:
+        return validate_body(model, *args)
+    except InvalidDocument as invalid:
+        raise invalid.render() from None
+
+
+def json_body(
+    model: type[RequestModel], items: BodyItems | None = None
+) -> Callable[..., Awaitable[RequestModel]]:
+    """Return a dependency that reads the body and validates it as ``model``.
+
+    Validation errors become :class:`RenderedValidationError` (422 problem), rendered in a worker
+    thread. Limit violations found while validating are raised only for an otherwise valid body
+    (413 problem), so an invalid request always gets its 422 with every pointer.
+    """
+    REQUEST_MODELS.append(model)
+
+    async def parse(request: Request) -> RequestModel:
+        # the settings straight from app.state: one dependency less to solve per request
+        settings: Settings = request.app.state.settings
+        kind = body_kind(request)  # 415 before the body is read
+        coding = content_coding(request)
+        raw = await request.body()
+        header_length = request.headers.get(HEADER_LENGTH) if kind == "binary" else None
+        # A gzip body may expand to anything: it is never decompressed on the loop.
+        small = len(raw) <= INLINE_BODY_BYTES and coding == "identity"
+        setattr(request.state, SMALL_BODY, small)
+        args = (raw, settings, items, kind, header_length, coding)
+        if small:
+            try:
+                parsed, segments = validate_body(model, *args)
+            except InvalidDocument as invalid:
+                raise await run_in_threadpool(invalid.render) from None
+        else:
+            try:
+                parsed, segments = await run_in_threadpool(
+                    _validate, model, raw, settings, items, kind, header_length, coding
+                )
+            finally:
+                if len(raw) >= RELEASE_AFTER_BYTES:
+                    # Parsing a large body builds and frees many objects: trim once it is done.
+                    await run_in_threadpool(release_memory)
+        # Set in the request's task, so that its later worker-thread calls see the segments.
+        REQUEST_SEGMENTS.set(segments)
+        return parsed
+
+    parse.__name__ = f"parse_{model.__name__}"
+    BODY_PARSERS.add(parse)
+    return parse
 
 
 def body_openapi(model: type[BaseModel]) -> dict[str, Any]:
@@ -137,7 +252,10 @@ def body_openapi(model: type[BaseModel]) -> dict[str, Any]:
     }
 
 
-Result = TypeVar("Result")
+# Turns a computation's result into the response, in the worker thread (negotiation.answer).
+Render = Callable[[Any], Any]
+# A computation that ran this long trims the heap after it (cheaper to test than its memory).
+RELEASE_AFTER_SECONDS = 0.05
 
 
 class Computations:
@@ -145,15 +263,22 @@ class Computations:
 
     CPU-bound work runs in the thread pool; without a bound, a burst of heavy requests would
     queue there unseen and every client would time out. A request waits at most
-    ``wait_seconds`` for a slot, then gets a 503 with ``Retry-After``.
+    ``wait_seconds`` for a slot, then gets a 503 with ``Retry-After``. Every computation runs
+    under a token with ``SERVICE_COMPUTATION_DEADLINE_SECONDS``.
     """
 
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self.settings = settings
         self.slots = settings.max_concurrent_computations
         self.wait_seconds = settings.computation_wait_seconds
+        self.deadline_seconds = settings.computation_deadline_seconds
         self._semaphore = anyio.Semaphore(self.slots)
         self._metrics = metrics
+
+    @property
+    def busy(self) -> int:
+        """Slots held right now."""
+        return self.slots - int(self._semaphore.value)
 
     async def acquire(self) -> Callable[[], None]:
         """Take a slot, waiting at most ``wait_seconds``; return the function that frees it.
@@ -187,29 +312,106 @@ class Computations:
 
         return release
 
-    async def run(self, route: str, function: Callable[..., Result], *args: Any) -> Result:
-        """Run ``function(*args)`` in the thread pool once a slot is free."""
+    async def run(
+        self,
+        route: str,
+        function: Callable[..., Any],
+        *args: Any,
+        receive: Receive | None = None,
+        deadline_seconds: float | None = None,
+        render: Render | None = None,
+    ) -> Any:
+        """Run ``function(*args)`` in the thread pool once a slot is free, under a token.
+
+        Parameters
+        ----------
+        route : str
+            The metrics label.
+        function, *args
+            The computation.
+        receive : ASGI receive, optional
+            Watched for ``http.disconnect`` (once the body has been read): the token is set and
+            the computation stops at its next checkpoint.
+        deadline_seconds : float, optional
+            The token's deadline; ``self.deadline_seconds`` when omitted.
+        render : callable, optional
+            Turns the result into the response, in the same worker-thread call.
+        """
         release = await self.acquire()
+        deadline = self.deadline_seconds if deadline_seconds is None else deadline_seconds
+        token = CancelToken(deadline)
         start = time.perf_counter()
         try:
-            return await run_in_threadpool(function, *args)
+            failure: Exception | None = None
+            async with anyio.create_task_group() as group:
+                if receive is not None:
+                    group.start_soon(_cancel_on_disconnect, receive, token)
+                try:
+                    result = await run_in_threadpool(_worker(function, token, render), *args)
+                except Exception as error:
+                    # Raised outside the group: a task group would wrap it in an ExceptionGroup.
+                    failure = error
+                finally:
+                    group.cancel_scope.cancel()
+            if failure is not None:
+                raise failure
+            return result
         finally:
             self._metrics.engine.labels(route).observe(time.perf_counter() - start)
             release()
 
-    async def run_inline(self, route: str, function: Callable[..., Result], *args: Any) -> Result:
+    async def run_inline(
+        self, route: str, function: Callable[..., Any], *args: Any, render: Render | None = None
+    ) -> Any:
         """Run tiny ``function(*args)`` on the event loop once a slot is free, as :meth:`run`.
 
         The slot keeps the bound exact (a saturated process refuses these too); taking a free
-        one does not suspend. Only for work bounded by a small body: it holds the loop.
+        one does not suspend. Only for work bounded by a small body: it holds the loop, so it
+        runs without a token (it has no time to be cancelled).
         """
         release = await self.acquire()
         start = time.perf_counter()
         try:
-            return function(*args)
+            result = function(*args)
+            return result if render is None else render(result)
         finally:
             self._metrics.engine.labels(route).observe(time.perf_counter() - start)
             release()
+
+
+def _worker(function: Callable[..., Any], token: CancelToken, render: Render | None) -> Any:
+    """Return what one worker-thread call runs: ``function`` under ``token``, then ``render``.
+
+    It keeps ``function``'s name (metrics and tests see which computation a hop ran). A call
+    that ran long usually held much memory: the heap is trimmed before the thread returns
+    (:mod:`.memory`), in the same hop.
+    """
+
+    @functools.wraps(function)
+    def work(*args: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            result = token.run(function, *args)
+            return result if render is None else render(result)
+        finally:
+            if time.perf_counter() - start > RELEASE_AFTER_SECONDS:
+                release_memory()
+
+    return work
+
+
+async def _cancel_on_disconnect(receive: Receive, token: CancelToken) -> None:
+    # After the body, receive() returns only when the client has gone away.
+    while True:
+        try:
+            message = await receive()
+        except Exception:
+            # A server (or test driver) with nothing more to say: there is no disconnect to see,
+            # and the computation must not fail for it.
+            return
+        if message["type"] == "http.disconnect":
+            token.cancel()
+            return
 
 
 class Compute:
@@ -219,17 +421,37 @@ class Compute:
         self._computations = computations
         self._route = route_template(request.scope)
         self._state = request.state
+        self._receive = request.receive
 
     @property
     def settings(self) -> Settings:
         """The app's settings (as :data:`SettingsDep`, without a dependency to solve)."""
         return self._computations.settings
 
-    async def __call__(self, function: Callable[..., Result], *args: Any) -> Result:
-        """Run one engine call for this route; see :meth:`Computations.run`."""
-        return await self._computations.run(self._route, function, *args)
+    async def __call__(
+        self,
+        function: Callable[..., Any],
+        *args: Any,
+        deadline_seconds: float | None = None,
+        render: Render | None = None,
+    ) -> Any:
+        """Run one engine call for this route, then ``render``; see :meth:`Computations.run`.
 
-    async def light(self, function: Callable[..., Result], *args: Any) -> Result:
+        The computation stops if the client disconnects or its deadline passes (the
+        computation deadline unless ``deadline_seconds`` is given; ``math.inf``: none).
+        """
+        return await self._computations.run(
+            self._route, function, *args, receive=self._receive,
+            deadline_seconds=deadline_seconds, render=render,
+        )  # fmt: skip
+
+    async def light(
+        self,
+        function: Callable[..., Any],
+        *args: Any,
+        deadline_seconds: float | None = None,
+        render: Render | None = None,
+    ) -> Any:
         """Run a call whose work is linear in the body: inline if the body was small.
 
         For the index and reshaping operators (``vec``, ``flat``, ...): a body under
@@ -237,8 +459,8 @@ class Compute:
         hop. Anything else goes to :meth:`__call__`.
         """
         if getattr(self._state, SMALL_BODY, False):
-            return await self._computations.run_inline(self._route, function, *args)
-        return await self(function, *args)
+            return await self._computations.run_inline(self._route, function, *args, render=render)
+        return await self(function, *args, deadline_seconds=deadline_seconds, render=render)
 
     async def acquire(self) -> Callable[[], None]:
         """Hold a slot beyond one call (a stream); see :meth:`Computations.acquire`."""

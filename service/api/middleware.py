@@ -6,8 +6,12 @@ refused before the app runs and without reading the body, and a streamed body is
 chunk and fails with :class:`BodyTooLarge` as soon as it passes the limit. Per process, the bytes
 held by all bodies being received are bounded (:class:`Saturated`, 503): without that, many
 concurrent uploads each under the limit would still take memory without bound. A client that
-stops sending for longer than the read timeout gets a 408 instead of holding its connection open.
+stops sending for longer than the read timeout gets a 408 instead of holding its connection open,
+and so does one whose body arrives, after a grace window, at less than the minimum average rate
+(a byte every 29 s never trips a 30 s pause timeout).
 """
+
+import time
 
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -15,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .observability import Metrics
 from .problems import (
     BodyTooLarge,
+    BodyTooSlow,
     RequestTimeout,
     Saturated,
     body_too_large_problem,
@@ -35,6 +40,11 @@ class BodyLimitMiddleware:
     read_timeout_seconds : float
         Longest wait for the next part of a body (408).
     metrics : Metrics
+    min_rate : float
+        Slowest average body rate in bytes per second once ``rate_window`` has passed (408);
+        0 turns the check off.
+    rate_window : float
+        Seconds from the first read before the rate applies.
     """
 
     def __init__(
@@ -44,8 +54,12 @@ class BodyLimitMiddleware:
         max_inflight_body_bytes: int,
         read_timeout_seconds: float,
         metrics: Metrics,
+        min_rate: float = 0.0,
+        rate_window: float = 10.0,
     ) -> None:
         self.app = app
+        self.min_rate = min_rate
+        self.rate_window = rate_window
         self.max_body_bytes = max_body_bytes
         self.max_inflight_body_bytes = max_inflight_body_bytes
         self.read_timeout_seconds = read_timeout_seconds
@@ -73,16 +87,26 @@ class BodyLimitMiddleware:
                     return
         received = 0
         body_complete = False
+        started: float | None = None
 
         async def guarded_receive() -> Message:
-            nonlocal received, body_complete
+            nonlocal received, body_complete, started
             if body_complete:
                 # After the body, receive() only waits for a disconnect (a streaming response
                 # listens for one): no timeout applies there.
                 return await receive()
-            with anyio.move_on_after(self.read_timeout_seconds) as waiting:
+            now = time.monotonic()
+            started = now if started is None else started
+            wait = self.read_timeout_seconds
+            if self.min_rate > 0:
+                # The next bytes are due when the average rate would drop below the minimum.
+                due = started + max(self.rate_window, (received + 1) / self.min_rate)
+                wait = min(wait, max(0.0, due - now))
+            with anyio.move_on_after(wait) as waiting:
                 message = await receive()
             if waiting.cancelled_caught:
+                if wait < self.read_timeout_seconds:
+                    raise BodyTooSlow(received, time.monotonic() - started, self.min_rate)
                 raise RequestTimeout(self.read_timeout_seconds)
             if message["type"] == "http.request":
                 body_complete = not message.get("more_body", False)

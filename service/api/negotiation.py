@@ -182,24 +182,22 @@ def negotiate(
     return next((r for r in offers if r.media_type == chosen), None)
 
 
-def _rendered(
-    render: Renderer, function: Callable[..., BaseModel], body: Any, *args: Any
-) -> Response:
-    return render(function(body, *args))
-
-
 async def answer(
     request: Request,
     compute: Callable[..., Awaitable[Any]],
     function: Callable[..., Answer],
     body: Any,
     *args: Any,
+    deadline_seconds: float | None = None,
 ) -> Answer:
     """Compute ``function(body, *args)`` and answer it in the representation ``Accept`` picks.
 
-    JSON answers are returned as models (FastAPI writes them, as for any route), except those
-    asking for ``encoding: "base64"``: their body is written in the worker-thread call that
-    computes them (:func:`~service.api.rendering.json_response`). Any other representation is
+    ``deadline_seconds`` replaces the computation deadline (``math.inf``: none, for a run that
+    ends itself at its own deadline).
+
+    A JSON answer is written in the worker-thread call that computes it
+    (:func:`~service.api.rendering.json_response`, base64 spliced in as bytes): the event loop
+    never serializes a response whose size grows with the request. Any other representation is
     computed with ``encoding: "binary"`` and rendered in the same worker-thread call.
 
     Raises
@@ -211,12 +209,15 @@ async def answer(
     encoding = getattr(body, "encoding", None)
     representation = negotiate(request, operation, encoding, body)
     if representation is None or representation.render is None:
-        if encoding == "base64":
-            # dumped in the worker thread, base64 spliced in as bytes (rendering.py)
-            return cast(Answer, await compute(_rendered, json_response, function, body, *args))
-        return cast(Answer, await compute(function, body, *args))
+        # FastAPI would write a returned model on the event loop: it is written here instead.
+        rendered = await compute(
+            function, body, *args, deadline_seconds=deadline_seconds, render=json_response
+        )
+        return cast(Answer, rendered)
     binary = body.model_copy(update={"encoding": "binary"})
-    rendered = await compute(_rendered, representation.render, function, binary, *args)
+    rendered = await compute(
+        function, binary, *args, deadline_seconds=deadline_seconds, render=representation.render
+    )
     # FastAPI sends a Response as it is, whatever the route's declared model.
     return cast(Answer, rendered)
 

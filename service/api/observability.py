@@ -4,19 +4,25 @@ Every request gets an id (the client's ``X-Request-ID`` when it is a short token
 The id is echoed in the ``X-Request-ID`` response header and in problem bodies, and every log line
 written while the request runs carries it. One JSON access-log line per request replaces uvicorn's.
 Metrics are kept in a registry owned by the app, so several apps in one process (the tests) do not
-collide; run one worker per container and scale by replicas so each scrape sees the whole process.
+collide. With several workers (``SERVICE_WORKERS > 1``) prometheus_client's multiprocess mode
+makes every scrape cover all of them (:meth:`Metrics.exposition`).
 """
 
 import json
 import logging
+import os
 import re
 import time
 import uuid
 from contextvars import ContextVar
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# The environment variable prometheus_client reads (at import) for its multiprocess mode.
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 REQUEST_ID_HEADER = "x-request-id"
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -46,14 +52,30 @@ class Metrics:
             "requests_refused_total", "Requests refused by a limit, by the setting that refused.",
             ["limit"], registry=self.registry,
         )  # fmt: skip
+        # With several workers each process writes its own value; "livesum" adds the live ones.
         self.in_flight = Gauge(
-            "computations_in_flight", "Engine computations running now.", registry=self.registry
-        )
+            "computations_in_flight", "Engine computations running now.", registry=self.registry,
+            multiprocess_mode="livesum",
+        )  # fmt: skip
         self.body_bytes = Gauge(
             "request_body_bytes_in_flight",
             "Request body bytes received and held by requests not yet answered.",
             registry=self.registry,
+            multiprocess_mode="livesum",
         )
+
+    def exposition(self) -> bytes:
+        """Return the text exposition: this process's metrics, or every worker's.
+
+        With ``SERVICE_WORKERS > 1``, ``python -m service`` sets ``PROMETHEUS_MULTIPROC_DIR``
+        before the workers start; each then writes its values there, and whichever worker answers
+        ``/metrics`` adds them all up (prometheus_client's multiprocess mode).
+        """
+        if os.environ.get(MULTIPROCESS_DIR):
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
+        return generate_latest(self.registry)
 
 
 def route_template(scope: Scope) -> str:

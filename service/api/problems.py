@@ -63,6 +63,16 @@ class Problem(BaseModel):
     estimate: int | None = Field(None, description="The estimated amount (limit problems).")
     limit: int | None = Field(None, description="The configured bound (limit problems).")
     hint: str | None = Field(None, description="What to do instead (limit problems).")
+    setting: str | None = Field(
+        None,
+        description="The setting that bounds the quantity (limit problems), e.g. 'max_work' "
+        "for SERVICE_MAX_WORK.",
+    )
+    error_count: int | None = Field(
+        None,
+        description="Present when `errors` (at most 50) is not the whole list: how many "
+        "failures the validator reported (each member of a union counts).",
+    )
     request_id: str | None = Field(
         None, description="The request's id, also in the X-Request-ID response header."
     )
@@ -80,6 +90,10 @@ class ProblemKind:
 
 class UnsupportedMediaType(Exception):
     """A request body of a type the service does not read: 415."""
+
+
+class InvalidBody(Exception):
+    """A request body that cannot be read at all, such as broken gzip: 400."""
 
 
 class NotAcceptable(Exception):
@@ -106,6 +120,17 @@ PROBLEM_TABLE: dict[type[BaseException], ProblemKind] = {
         422, "/problems/domain-error", "Input outside the domain"
     ),
     engine_errors.LimitExceeded: ProblemKind(413, "/problems/limit-exceeded", "Limit exceeded"),
+    InvalidBody: ProblemKind(400, "/problems/invalid-body", "Unreadable request body"),
+    # A computation stopped at a checkpoint: its deadline passed, or its client left.
+    engine_errors.DeadlineExceeded: ProblemKind(
+        504, "/problems/deadline-exceeded", "Computation deadline exceeded"
+    ),
+    engine_errors.Cancelled: ProblemKind(
+        400,
+        "/problems/cancelled",
+        "Computation cancelled",
+        "the client disconnected; its computation was stopped",
+    ),
     engine_errors.EngineError: ProblemKind(422, "/problems/engine-error", "Computation refused"),
     CodecError: ProblemKind(422, "/problems/invalid-tensor", "Invalid tensor"),
     UnsupportedMediaType: ProblemKind(
@@ -121,6 +146,7 @@ PROBLEM_TABLE: dict[type[BaseException], ProblemKind] = {
     ),
     Exception: ProblemKind(500, "/problems/internal-error", "Internal server error"),
 }
+INTERNAL_ERROR = PROBLEM_TABLE[Exception]  # the only kind whose detail is never shown
 # Problems raised outside the table: body limit (limit-exceeded), saturation and missing keys.
 PROBLEM_TYPES = sorted(
     {kind.type for kind in PROBLEM_TABLE.values()}
@@ -162,6 +188,17 @@ class RequestTimeout(StarletteHTTPException):
         super().__init__(408, f"no part of the request body arrived for {seconds:g} s")
 
 
+class BodyTooSlow(StarletteHTTPException):
+    """A body arriving below ``SERVICE_MIN_BODY_RATE_BYTES_PER_SECOND`` after the window: 408."""
+
+    def __init__(self, received: int, seconds: float, minimum: float) -> None:
+        super().__init__(
+            408,
+            f"the request body arrived at {received / max(seconds, 1e-9):.0f} bytes/s "
+            f"({received} bytes in {seconds:.1f} s), below the minimum of {minimum:g} bytes/s",
+        )
+
+
 def problem_kind(exc: BaseException) -> ProblemKind:
     """Return the table entry for the nearest class in ``exc``'s MRO."""
     for cls in type(exc).__mro__:
@@ -191,6 +228,7 @@ def body_too_large_problem(received: int, limit: int, instance: str | None) -> P
         quantity="request body bytes",
         estimate=received,
         limit=limit,
+        setting="max_body_bytes",
     )
 
 
@@ -271,12 +309,41 @@ _PYDANTIC_PREFIX = re.compile(r"^(Value error|Assertion failed), ")
 _NOT_ECHOED = frozenset(
     {"missing", "json_invalid", "unknown_tag", "missing_tag", "ragged", "extra_forbidden"}
 )
+# A problem lists at most this many validation failures (and says how many there were): 32,000
+# bad strings must not become a 2.6 MB error body.
+MAX_REPORTED_ERRORS = 50
+# Only the validator's first errors are mapped to pointers (a union reports one error per member,
+# so this still yields at least MAX_REPORTED_ERRORS places): mapping 10,000 took 2 s.
+MAX_MAPPED_ERRORS = 20 * MAX_REPORTED_ERRORS
+# Bodies up to this size are parsed again to tell union tags from places in pointers; a larger
+# body is not (its Python objects would take ~30x its size), and every part of a location is then
+# taken for a place.
+MAX_POINTER_DOCUMENT_BYTES = 1 << 20
+
+
+class RenderedValidationError(RequestValidationError):
+    """A body validation failure whose problem errors were rendered off the event loop.
+
+    Parameters
+    ----------
+    rendered : list of ProblemError
+        The failures, one per pointer (see :func:`validation_errors`), from the validator's
+        first ``MAX_MAPPED_ERRORS`` errors.
+    count : int
+        How many failures there were: the pointers when every error was mapped, the
+        validator's errors (one per union member) otherwise.
+    """
+
+    def __init__(self, rendered: list[ProblemError], count: int) -> None:
+        super().__init__([])
+        self.rendered = rendered
+        self.count = count
 
 
 def validation_errors(errors: list[dict[str, Any]], body: Any) -> list[ProblemError]:
     """Map pydantic errors to ``{detail, pointer}``: one per place, from the meant union member."""
     document: Any = None
-    if isinstance(body, bytes | bytearray):
+    if isinstance(body, bytes | bytearray) and len(body) <= MAX_POINTER_DOCUMENT_BYTES:
         try:
             document = json.loads(body)
         except (ValueError, RecursionError):  # nesting deeper than Python's parser goes
@@ -319,38 +386,30 @@ def refused_limit(exc: BaseException) -> str | None:
         return exc.setting
     if isinstance(exc, RequestTimeout):
         return "body_read_timeout_seconds"
-    if not isinstance(exc, engine_errors.LimitExceeded):
-        return None
-    quantity = exc.quantity.lower()
-    for words, setting in LIMIT_SETTINGS:
-        if all(word in quantity for word in words):
-            return setting
-    return "other"
-
-
-# Checked in order: the first entry whose words all occur in the quantity names the setting.
-LIMIT_SETTINGS: tuple[tuple[tuple[str, ...], str], ...] = (
-    (("dense",), "max_dense_jacobian_elements"),
-    (("visited",), "max_dense_jacobian_elements"),
-    (("non-zeros",), "max_coo_nnz"),
-    (("coo",), "max_coo_nnz"),
-    (("indices",), "max_index_count"),
-    (("trajectory",), "max_trajectory_elements"),
-    (("steps",), "max_descent_steps"),
-    (("elements",), "max_tensor_elements"),
-)
+    if isinstance(exc, BodyTooSlow):
+        return "min_body_rate_bytes_per_second"
+    if isinstance(exc, engine_errors.LimitExceeded):
+        return exc.setting
+    return None
 
 
 def _problem_for(request: Request, exc: Exception) -> tuple[Problem, dict[str, str] | None]:
     instance = request.url.path
     if isinstance(exc, RequestValidationError):
         kind = problem_kind(exc)
-        errors = validation_errors(list(exc.errors()), exc.body)
-        count = len(errors)
+        if isinstance(exc, RenderedValidationError):
+            errors, count = exc.rendered, exc.count
+        else:  # FastAPI's own (path, query): a few entries, rendered here
+            errors = validation_errors(list(exc.errors()), exc.body)
+            count = len(errors)
         detail = f"{count} validation error{'s' if count != 1 else ''} in the request"
+        capped = count > len(errors[:MAX_REPORTED_ERRORS])
+        if capped:
+            detail += f" (the first {MAX_REPORTED_ERRORS} are listed)"
         problem = Problem(
             type=kind.type, title=kind.title, status=kind.status, detail=detail,
-            instance=instance, errors=errors,
+            instance=instance, errors=errors[:MAX_REPORTED_ERRORS],
+            error_count=count if capped else None,
         )  # fmt: skip
         return problem, None
     if isinstance(exc, BodyTooLarge):
@@ -372,13 +431,19 @@ def _problem_for(request: Request, exc: Exception) -> tuple[Problem, dict[str, s
         problem = Problem(title=phrase, status=exc.status_code, detail=detail, instance=instance)
         return problem, dict(exc.headers) if exc.headers else None
     kind = problem_kind(exc)
-    if kind.status >= 500:
+    if kind is INTERNAL_ERROR:
         logger.error("unhandled error on %s %s", request.method, instance, exc_info=exc)
         detail = "the server failed to handle this request; the error has been logged"
         problem = Problem(
             type=kind.type, title=kind.title, status=kind.status, detail=detail, instance=instance
         )
         return problem, None
+    return expected_problem(exc, instance), None
+
+
+def expected_problem(exc: BaseException, instance: str | None) -> Problem:
+    """Render an expected (not internal) error as its problem; limits carry their fields."""
+    kind = problem_kind(exc)
     detail = str(exc) or kind.default_detail
     problem = Problem(
         type=kind.type, title=kind.title, status=kind.status, detail=detail, instance=instance
@@ -396,9 +461,10 @@ def _problem_for(request: Request, exc: Exception) -> tuple[Problem, dict[str, s
                 "estimate": exc.estimate,
                 "limit": exc.limit,
                 "hint": exc.hint or None,
+                "setting": exc.setting,
             }
         )
-    return problem, None
+    return problem
 
 
 async def handle_exception(request: Request, exc: Exception) -> JSONResponse:

@@ -4,6 +4,7 @@ from fastapi import APIRouter
 
 from .routes import (
     descent,
+    estimate,
     functions,
     health,
     minimize,
@@ -22,5 +23,6 @@ api_router.include_router(functions.router)
 api_router.include_router(descent.router)
 api_router.include_router(second_order.router)
 api_router.include_router(minimize.router)
+api_router.include_router(estimate.router)
 api_router.include_router(problem_pages.router)
 api_router.include_router(playground.router)

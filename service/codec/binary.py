@@ -183,7 +183,9 @@ def _check_descriptor(
         raise BinaryBodyError((*loc, "binary_data_size"), "binary_data_size must be an int >= 0")
     elements = math.prod(shape)
     if elements > max_elements:
-        raise LimitExceeded("elements of one tensor", elements, max_elements)
+        raise LimitExceeded(
+            "elements of one tensor", elements, max_elements, setting="max_tensor_elements"
+        )
     dtype = SEGMENT_DTYPES[dtype_name]
     expected = elements * dtype.itemsize
     if size != expected:

@@ -186,7 +186,7 @@ def _wire_length(values: Any, itemsize: int) -> int:
     return len(values)
 
 
-_SHAPE_LABEL = list[Annotated[int, Field(ge=1)]] | None
+_SHAPE_LABEL = Annotated[list[Annotated[int, Field(ge=1)]], Field(max_length=32)] | None
 # How each encoding writes row/col/data on the wire (binary: a segment descriptor object).
 _WRITTEN_AS: dict[str, tuple[type, str]] = {
     "list": (list, "lists"),
@@ -262,8 +262,8 @@ class CooJacobianIn(_JacobianInHeader):
         # A Jacobian's sides are the sizes of a function's input and output: tensor-sized.
         limit = limits_from(info).max_elements
         if max(shape) > limit:
-            defer_or_raise(LimitExceeded("rows or columns of an input Jacobian",
-                                         max(shape), limit), info)  # fmt: skip
+            defer_or_raise(LimitExceeded("rows or columns of an input Jacobian", max(shape), limit,
+                                         setting="max_tensor_elements"), info)  # fmt: skip
         return shape
 
     @field_validator("row", "col", "data")
@@ -274,7 +274,15 @@ class CooJacobianIn(_JacobianInHeader):
         entries = _wire_length(values, _WIRE_TYPES[name].itemsize)
         limit = limits_from(info).max_elements
         if entries > limit:
-            defer_or_raise(LimitExceeded("COO entries of an input Jacobian", entries, limit), info)
+            defer_or_raise(
+                LimitExceeded(
+                    "COO entries of an input Jacobian",
+                    entries,
+                    limit,
+                    setting="max_tensor_elements",
+                ),
+                info,
+            )
             return None
         return _decode_array(values, name, info)
 

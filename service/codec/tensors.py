@@ -142,7 +142,9 @@ def check_size(shape: list[int] | tuple[int, ...], limits: DecodeLimits) -> None
         raise ValueError(f"rank {len(shape)} exceeds the maximum rank {limits.max_rank}")
     size = math.prod(shape)
     if size > limits.max_elements:
-        raise LimitExceeded("elements of one tensor", size, limits.max_elements)
+        raise LimitExceeded(
+            "elements of one tensor", size, limits.max_elements, setting="max_tensor_elements"
+        )
 
 
 def _decode_list(data: Any, shape: list[int] | None, dtype: str) -> FloatArray:

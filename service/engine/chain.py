@@ -30,6 +30,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import layout as index_layout
+from .cancel import checkpoint
 from .errors import (
     DomainError,
     LimitExceeded,
@@ -153,8 +154,9 @@ def choose_strategy(
         candidates = [s for s in _PREFERENCE if admissible[s]]
         if not candidates:
             raise LimitExceeded(
-                "non-zeros of a chain-rule product (upper bound)", peak, max_nnz, _NNZ_HINT
-            )
+                "non-zeros of a chain-rule product (upper bound)", peak, max_nnz, _NNZ_HINT,
+                setting="max_coo_nnz",
+            )  # fmt: skip
         return min(candidates, key=costs.__getitem__)
     if not admissible[strategy]:
         if strategy == "chain":
@@ -163,12 +165,14 @@ def choose_strategy(
                 peak,
                 max_nnz,
                 hint="use strategy 'auto', or /v1/jvp or /v1/vjp",
+                setting="max_coo_nnz",
             )
         raise LimitExceeded(
             f"Jacobian entries visited by strategy '{strategy}'",
             dense_elements,
             max_dense_elements,
             hint=_WORK_HINT,
+            setting="max_dense_jacobian_elements",
         )
     return strategy
 
@@ -271,6 +275,7 @@ class Chain:
         """
         values = [self._input(x)]
         for index, op in enumerate(self._ops):
+            checkpoint()  # between operations: a cancelled or late computation stops here
             # An overflow is reported below as NonFiniteError, naming the operation.
             with _blame(index, op), np.errstate(over="ignore"):
                 y = op.forward(values[-1])
@@ -393,6 +398,7 @@ class Chain:
 
     def _push(self, values: tuple[FloatArray, ...], tangents: FloatArray) -> FloatArray:
         for index, op in enumerate(self._ops):
+            checkpoint()
             with _blame(index, op):
                 tangents = op.jvp(values[index], tangents)
         return tangents
@@ -400,6 +406,7 @@ class Chain:
     def _pull(self, values: tuple[FloatArray, ...], cotangents: FloatArray) -> FloatArray:
         for index in range(len(self._ops) - 1, -1, -1):
             op = self._ops[index]
+            checkpoint()
             with _blame(index, op):
                 cotangents = op.vjp(values[index], cotangents, output=values[index + 1])
         _require_finite(cotangents, "the VJP")
@@ -522,12 +529,14 @@ class Chain:
         nnz_bound = self.nnz_bound()
         if fmt == "dense" and dense_elements > max_dense_elements:
             raise LimitExceeded(
-                "dense Jacobian elements", dense_elements, max_dense_elements, hint=_DENSE_HINT
-            )
+                "dense Jacobian elements", dense_elements, max_dense_elements, hint=_DENSE_HINT,
+                setting="max_dense_jacobian_elements",
+            )  # fmt: skip
         if fmt == "coo" and nnz_bound > max_nnz:
             raise LimitExceeded(
-                "Jacobian non-zeros (upper bound)", nnz_bound, max_nnz, hint=_NNZ_HINT
-            )
+                "Jacobian non-zeros (upper bound)", nnz_bound, max_nnz, hint=_NNZ_HINT,
+                setting="max_coo_nnz",
+            )  # fmt: skip
         _, flops, peak = self._association()
         local_nnz = sum(self._bound(i, i).nnz for i in range(len(self._ops)))
         per_pass = sum(
@@ -625,6 +634,7 @@ class Chain:
         split, _, _ = self._association()
         local: list[Factor] = []
         for index, op in enumerate(self._ops):
+            checkpoint()
             with _blame(index, op):
                 local.append(op.local_factor(values[index], order))
 
@@ -633,7 +643,9 @@ class Chain:
             if i == j:
                 return local[i]
             k = split[(i, j)]
-            return matmul(product(i, k), product(k + 1, j))
+            left, right = product(i, k), product(k + 1, j)
+            checkpoint()
+            return matmul(left, right)
 
         return to_coo(product(0, len(self._ops) - 1))
 

@@ -87,24 +87,11 @@ def correlate(
     LimitExceeded
         If the output, a COO Jacobian or a dense Jacobian would exceed its bound.
     """
-    out_shape = xcorr.output_shape(x.shape, k.shape, geometry)
-    out_size = size_of(out_shape)
-    if out_size > limits.max_output_elements:
-        raise LimitExceeded("output elements", out_size, limits.max_output_elements)
-    workspace = xcorr.workspace_elements(x.shape, k.shape, geometry)
-    if workspace > limits.max_output_elements:
-        raise LimitExceeded("elements of the padded image", workspace, limits.max_output_elements)
+    out_shape = check_sizes(
+        x.shape, k.shape, geometry, jacobian=jacobian, wrt=wrt, method=method, limits=limits
+    )
     wanted = [] if jacobian == "none" else list(wrt)
-    nnz = {
-        "x": xcorr.nnz_x(x.shape, k.shape, geometry),
-        "kernel": xcorr.nnz_kernel(x.shape, k.shape, geometry),
-    }
-    in_sizes = {"x": x.size, "kernel": k.size}
-    for what in wanted:
-        _check_jacobian_size(what, in_sizes[what], out_size, nnz[what], jacobian, limits)
     if method == "jacobian":
-        # The identity route builds J_x whatever the client asked to receive.
-        check_nnz(nnz["x"], limits.max_nnz, "COO non-zeros of the Jacobian with respect to x")
         output = xcorr.forward_via_jacobian(x, k, geometry, order)
     else:
         output = xcorr.cross_correlate(x, k, geometry)
@@ -129,3 +116,62 @@ def correlate(
         coo = xcorr.jacobian_kernel(x, k.shape, geometry, order=order, layout=layout)
         jacobian_kernel = presented(coo, k.shape)
     return CorrelationResult(output, jacobian_x, jacobian_kernel)
+
+
+def check_sizes(
+    x_shape: Shape,
+    k_shape: Shape,
+    geometry: xcorr.XCorrGeometry,
+    *,
+    jacobian: JacobianRequest,
+    wrt: Sequence[Wrt],
+    method: Literal["direct", "jacobian"],
+    limits: CorrelationLimits,
+) -> Shape:
+    """Check every size of a correlation against its limit; return the output shape.
+
+    Parameters
+    ----------
+    x_shape, k_shape : tuple of int
+    geometry : XCorrGeometry
+    jacobian, wrt, method, limits
+        As in :func:`correlate`.
+
+    Returns
+    -------
+    tuple of int
+
+    Raises
+    ------
+    ShapeError, ParameterError
+        From the shape rule.
+    LimitExceeded
+        If the output, the padded image, a COO Jacobian or a dense Jacobian would exceed its
+        bound.
+    """
+    out_shape = xcorr.output_shape(x_shape, k_shape, geometry)
+    out_size = size_of(out_shape)
+    if out_size > limits.max_output_elements:
+        raise LimitExceeded(
+            "output elements", out_size, limits.max_output_elements, setting="max_tensor_elements"
+        )
+    workspace = xcorr.workspace_elements(x_shape, k_shape, geometry)
+    if workspace > limits.max_output_elements:
+        raise LimitExceeded(
+            "elements of the padded image",
+            workspace,
+            limits.max_output_elements,
+            setting="max_tensor_elements",
+        )
+    wanted = [] if jacobian == "none" else list(wrt)
+    nnz = {
+        "x": xcorr.nnz_x(x_shape, k_shape, geometry),
+        "kernel": xcorr.nnz_kernel(x_shape, k_shape, geometry),
+    }
+    in_sizes = {"x": size_of(x_shape), "kernel": size_of(k_shape)}
+    for what in wanted:
+        _check_jacobian_size(what, in_sizes[what], out_size, nnz[what], jacobian, limits)
+    if method == "jacobian":
+        # The identity route builds J_x whatever the client asked to receive.
+        check_nnz(nnz["x"], limits.max_nnz, "COO non-zeros of the Jacobian with respect to x")
+    return out_shape

@@ -52,12 +52,39 @@ class LimitExceeded(EngineError):
         The configured bound.
     hint : str, optional
         What the client can do instead.
+    setting : str
+        Name of the bound, as data: the service setting that configures it (``"max_coo_nnz"``
+        for ``SERVICE_MAX_COO_NNZ``). It names the refusal in problems and metrics, whatever
+        the wording of ``quantity``.
     """
 
-    def __init__(self, quantity: str, estimate: int, limit: int, hint: str = "") -> None:
+    def __init__(
+        self, quantity: str, estimate: int, limit: int, hint: str = "", *, setting: str
+    ) -> None:
         self.quantity = quantity
         self.estimate = estimate
         self.limit = limit
         self.hint = hint
+        self.setting = setting
         message = f"{quantity}: estimated {estimate} exceeds the limit {limit}"
         super().__init__(f"{message}; {hint}" if hint else message)
+
+
+class Cancelled(EngineError):
+    """A computation stopped at a checkpoint because its client went away."""
+
+
+class DeadlineExceeded(EngineError):
+    """A computation stopped at a checkpoint because its wall-clock deadline passed.
+
+    Parameters
+    ----------
+    seconds : float
+        The deadline, in seconds from the computation's start.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        super().__init__(
+            f"the computation did not finish within its deadline of {seconds:g} s and was stopped"
+        )

@@ -253,8 +253,9 @@ def fd_check(
     largest = max(min(n, max_directions) * m, min(m, max_directions) * n)
     if max_elements is not None and largest > max_elements:
         raise LimitExceeded(
-            "finite-difference check elements", largest, max_elements, "lower max_directions"
-        )
+            "finite-difference check elements", largest, max_elements, "lower max_directions",
+            setting="max_tensor_elements",
+        )  # fmt: skip
     chain.forward(x)  # validates the shape and the domain before any perturbation
     rng = np.random.default_rng(seed)
     h = RELATIVE_STEP * np.maximum(1.0, np.abs(x))  # (in_shape)

@@ -12,7 +12,8 @@ from typing import Literal
 import numpy as np
 import scipy.sparse as sp
 
-from .chain import Chain, ComputedBy, Strategy
+from .cancel import checkpoint
+from .chain import Chain, ComputedBy, JacobianPlan, Strategy
 from .errors import LimitExceeded, ShapeError
 from .fdcheck import Differentiable, FDCheck, fd_check
 from .jacobian import Format, Jacobian
@@ -66,13 +67,15 @@ def check_intermediates(chain: Chain, max_elements: int) -> None:
         size = size_of(shape)
         if size > max_elements:
             where = "the input" if index == 0 else f"the output of operation {index - 1}"
-            raise LimitExceeded(f"elements of {where}", size, max_elements)
+            raise LimitExceeded(
+                f"elements of {where}", size, max_elements, setting="max_tensor_elements"
+            )
     for index, (op, shape) in enumerate(zip(chain.ops, chain.shapes, strict=False)):
         workspace = op.workspace_elements(shape)
         if workspace > max_elements:
             raise LimitExceeded(
                 f"elements of operation {index} ({op.name})'s working array", workspace,
-                max_elements,
+                max_elements, setting="max_tensor_elements",
             )  # fmt: skip
 
 
@@ -86,7 +89,10 @@ def bounded_fd_check(
     """
     directions = min(FD_DIRECTIONS, limits.max_tensor_elements // largest)
     if directions < 1:
-        raise LimitExceeded("finite-difference check elements", largest, limits.max_tensor_elements)
+        raise LimitExceeded(
+            "finite-difference check elements", largest, limits.max_tensor_elements,
+            setting="max_tensor_elements",
+        )  # fmt: skip
     return fd_check(function, x, max_directions=directions, max_elements=limits.max_tensor_elements)
 
 
@@ -117,6 +123,39 @@ def _resolve_format(chain: Chain, requested: FormatRequest, limits: FunctionLimi
     dense = size_of(chain.in_shape) * size_of(chain.out_shape)
     sparse_enough = chain.nnz_bound() < _COO_DENSITY * dense
     return "coo" if sparse_enough or dense > limits.max_dense_elements else "dense"
+
+
+def plan_jacobian(
+    chain: Chain, *, fmt: FormatRequest, strategy: Strategy, limits: FunctionLimits
+) -> tuple[Format, JacobianPlan]:
+    """Resolve the format and plan the strategy of a Jacobian, from shapes alone.
+
+    Parameters
+    ----------
+    chain : Chain
+    fmt : {"coo", "dense", "auto"}
+    strategy : {"auto", "chain", "reverse", "forward"}
+    limits : FunctionLimits
+
+    Returns
+    -------
+    format : {"coo", "dense"}
+    plan : JacobianPlan
+
+    Raises
+    ------
+    LimitExceeded
+        If a tensor, the dense matrix or the non-zero bound is over a limit.
+    """
+    check_intermediates(chain, limits.max_tensor_elements)
+    resolved = _resolve_format(chain, fmt, limits)
+    plan = chain.plan(
+        strategy=strategy,
+        fmt=resolved,
+        max_dense_elements=limits.max_dense_elements,
+        max_nnz=limits.max_nnz,
+    )
+    return resolved, plan
 
 
 def jacobian(
@@ -155,14 +194,7 @@ def jacobian(
     LimitExceeded
         Before computing, if a tensor, the dense matrix or the non-zero bound is over a limit.
     """
-    check_intermediates(chain, limits.max_tensor_elements)
-    resolved = _resolve_format(chain, fmt, limits)
-    plan = chain.plan(
-        strategy=strategy,
-        fmt=resolved,
-        max_dense_elements=limits.max_dense_elements,
-        max_nnz=limits.max_nnz,
-    )
+    resolved, plan = plan_jacobian(chain, fmt=fmt, strategy=strategy, limits=limits)
     result = chain.jacobian(
         x,
         order=order,
@@ -284,6 +316,7 @@ def multiply(
         check_dense(rows, cols, max_dense_elements)
     product = sp.csr_array(factors[0])
     for factor in factors[1:]:
+        checkpoint()  # between the products of a long chain
         right = sp.csr_array(factor)
         # nnz(AB) <= sum_k nnz(A[:, k]) * nnz(B[k, :]): an exact bound from the two patterns.
         bound = int(

@@ -47,6 +47,7 @@ __all__ = [
     "HessianResult",
     "HvpResult",
     "hessian",
+    "hessian_format",
     "hessian_nnz_bound",
     "hvp",
     "program_hessian",
@@ -180,6 +181,20 @@ def hessian_nnz_bound(chain: Chain) -> int:
     return n * min(n, per_row)
 
 
+def hessian_format(
+    n: int, nnz_bound: int, fmt: HessianFormat, max_dense_elements: int
+) -> Literal["coo", "dense"]:
+    """Resolve ``"auto"`` for an ``n x n`` Hessian with at most ``nnz_bound`` non-zeros.
+
+    ``"auto"``: COO when the non-zero bound is below a third of the entries or a dense matrix
+    would exceed ``max_dense_elements``; dense otherwise.
+    """
+    if fmt != "auto":
+        return fmt
+    sparse_enough = nnz_bound < _COO_DENSITY * n * n
+    return "coo" if sparse_enough or n * n > max_dense_elements else "dense"
+
+
 def _curvature_matrix(
     chain: Chain,
     index: int,
@@ -257,16 +272,22 @@ def hessian(
     check_intermediates(chain, limits.max_tensor_elements)
     n = layout.size_of(chain.in_shape)
     bound = hessian_nnz_bound(chain)
-    if fmt == "auto":
-        sparse_enough = bound < _COO_DENSITY * n * n
-        fmt = "coo" if sparse_enough or n * n > limits.max_dense_elements else "dense"
+    fmt = hessian_format(n, bound, fmt, limits.max_dense_elements)
     if fmt == "dense" and n * n > limits.max_dense_elements:
         raise LimitExceeded(
-            "dense Hessian elements", n * n, limits.max_dense_elements, hint="ask for format 'coo'"
+            "dense Hessian elements",
+            n * n,
+            limits.max_dense_elements,
+            hint="ask for format 'coo'",
+            setting="max_dense_jacobian_elements",
         )
     if bound > limits.max_nnz:
         raise LimitExceeded(
-            "Hessian non-zeros (upper bound)", bound, limits.max_nnz, hint="use /v1/hvp"
+            "Hessian non-zeros (upper bound)",
+            bound,
+            limits.max_nnz,
+            hint="use /v1/hvp",
+            setting="max_coo_nnz",
         )
     blocks = [op.curvature_blocks(chain.shapes[i], order) for i, op in enumerate(chain.ops)]
     for index, group in enumerate(blocks):
@@ -281,6 +302,7 @@ def hessian(
                 f"elements of operation {index} ({chain.ops[index].name})'s curvature blocks",
                 work,
                 limits.max_tensor_elements,
+                setting="max_tensor_elements",
             )
     values = chain.trace(x)
     adjoints = _adjoints(chain, values)
@@ -330,8 +352,9 @@ def program_hessian(
     n = sum(sizes)
     if n * n > limits.max_dense_elements:
         raise LimitExceeded(
-            "dense Hessian elements", n * n, limits.max_dense_elements, hint="use /v1/hvp"
-        )
+            "dense Hessian elements", n * n, limits.max_dense_elements, hint="use /v1/hvp",
+            setting="max_dense_jacobian_elements",
+        )  # fmt: skip
     largest = max(layout.size_of(shape) for shape in program.shapes.values())
     step = max(1, limits.max_tensor_elements // largest)
     offsets = np.cumsum([0, *sizes])

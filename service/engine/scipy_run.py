@@ -17,6 +17,7 @@ import numpy as np
 import scipy.optimize
 
 from . import layout
+from .cancel import checkpoint
 from .descent import DescentState, Status, Stop, stopping_rule
 from .errors import DomainError, NonFiniteError
 from .minimize_params import (
@@ -243,6 +244,8 @@ class ScipyRun:
             while True:
                 with self._ready:
                     while not self._batch:
+                        # a client that left stops the run here; closing joins SciPy's thread
+                        checkpoint()
                         self._ready.wait(HANDOVER_SECONDS)
                     batch, self._batch = self._batch, []
                 for event in batch:

@@ -109,7 +109,7 @@ def coo_from_triplets(
 def check_nnz(estimate: int, limit: int, what: str = "COO non-zeros") -> None:
     """Raise :class:`LimitExceeded` if a COO result would hold more than ``limit`` entries."""
     if estimate > limit:
-        raise LimitExceeded(what, estimate, limit)
+        raise LimitExceeded(what, estimate, limit, setting="max_coo_nnz")
 
 
 def check_dense(rows: int, cols: int, limit: int) -> None:
@@ -121,6 +121,7 @@ def check_dense(rows: int, cols: int, limit: int) -> None:
             limit,
             hint=f"a dense matrix would need {rows * cols * DENSE_ENTRY_BYTES} bytes; "
             "ask for format 'coo', or for a JVP/VJP",
+            setting="max_dense_jacobian_elements",
         )
 
 

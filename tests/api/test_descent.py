@@ -249,6 +249,7 @@ async def test_limits_are_413_before_running_even_when_streaming(
         "quantity": "gradient-descent steps",
         "estimate": 20_001,
         "limit": 20_000,
+        "setting": "max_descent_steps",
     }
     # (4999 // 2 + 1) points x 2 elements = 5000 fits; one more point does not.
     fits = {**EXAMPLE, "max_steps": 4_999, "record_every": 2, "record_x": True}

@@ -7,6 +7,7 @@ endless stream must be cut off just past the limit.
 
 import json
 import math
+import time
 from collections.abc import AsyncIterator
 
 import anyio
@@ -93,6 +94,7 @@ def body_problem(received: int, path: str = "/v1/vec") -> dict:
         "quantity": "request body bytes",
         "estimate": received,
         "limit": LIMIT,
+        "setting": "max_body_bytes",
         "request_id": REQUEST_ID,
     }
 
@@ -176,6 +178,7 @@ def tensor_problem(path: str, estimate: int) -> dict:
         "quantity": "elements of one tensor",
         "estimate": estimate,
         "limit": 50,
+        "setting": "max_tensor_elements",
     }
 
 
@@ -218,6 +221,7 @@ def index_problem(path: str, estimate: int) -> dict:
         "quantity": "indices in one request",
         "estimate": estimate,
         "limit": 4,
+        "setting": "max_index_count",
     }
 
 
@@ -308,3 +312,26 @@ async def test_bodies_in_flight_share_one_budget() -> None:
     third = Driver(iter([{"type": "http.request", "body": b" " * 600, "more_body": False}]))
     await third.run(app, "/v1/vec", [])
     assert third.status == 422
+
+
+async def test_a_body_slower_than_the_minimum_rate_is_cut_off_with_408() -> None:
+    # One byte per pause, each pause well inside the read timeout: only the rate catches it.
+    slow_app = create_app(
+        Settings(body_read_timeout_seconds=5.0, min_body_rate_bytes_per_second=100.0,
+                 body_rate_window_seconds=0.2)
+    )  # fmt: skip
+
+    class Trickle(Driver):
+        async def receive(self) -> dict:
+            self.reads += 1
+            await anyio.sleep(0.05)  # the client's pace: 20 bytes/s
+            return {"type": "http.request", "body": b" ", "more_body": True}
+
+    driver = Trickle(iter(()))
+    start = time.perf_counter()
+    await driver.run(slow_app, "/v1/vec", [(b"content-length", b"1000")])
+    elapsed = time.perf_counter() - start
+    assert driver.status == 408
+    problem = driver.json()
+    assert "below the minimum of 100 bytes/s" in problem["detail"]
+    assert elapsed < 2.0  # 0.2 s window, then a few bytes' allowance; never the 5 s pause

@@ -9,7 +9,12 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.requests import ClientDisconnect
 
-from service.api.problems import PROBLEM_TABLE, NotAcceptable, UnsupportedMediaType
+from service.api.problems import (
+    PROBLEM_TABLE,
+    InvalidBody,
+    NotAcceptable,
+    UnsupportedMediaType,
+)
 from service.codec.errors import CodecError
 from service.config import Settings
 from service.engine import errors as engine_errors
@@ -106,7 +111,7 @@ CASES: dict[type[BaseException], tuple[Callable[[], BaseException], dict]] = {
     ),
     engine_errors.LimitExceeded: (
         lambda: engine_errors.LimitExceeded(
-            "dense Jacobian elements", 1200, 1000, hint="ask for coo"
+            "dense Jacobian elements", 1200, 1000, hint="ask for coo", setting="max_dense"
         ),
         {
             "type": "/problems/limit-exceeded",
@@ -117,6 +122,26 @@ CASES: dict[type[BaseException], tuple[Callable[[], BaseException], dict]] = {
             "estimate": 1200,
             "limit": 1000,
             "hint": "ask for coo",
+            "setting": "max_dense",
+        },
+    ),
+    engine_errors.DeadlineExceeded: (
+        lambda: engine_errors.DeadlineExceeded(0.25),
+        {
+            "type": "/problems/deadline-exceeded",
+            "title": "Computation deadline exceeded",
+            "status": 504,
+            "detail": "the computation did not finish within its deadline of 0.25 s and was "
+            "stopped",
+        },
+    ),
+    engine_errors.Cancelled: (
+        engine_errors.Cancelled,
+        {
+            "type": "/problems/cancelled",
+            "title": "Computation cancelled",
+            "status": 400,
+            "detail": "the client disconnected; its computation was stopped",
         },
     ),
     engine_errors.EngineError: (
@@ -135,6 +160,15 @@ CASES: dict[type[BaseException], tuple[Callable[[], BaseException], dict]] = {
             "title": "Invalid tensor",
             "status": 422,
             "detail": "tensor 'x' cannot be written as base64",
+        },
+    ),
+    InvalidBody: (
+        lambda: InvalidBody("the body is not valid gzip: incorrect header check"),
+        {
+            "type": "/problems/invalid-body",
+            "title": "Unreadable request body",
+            "status": 400,
+            "detail": "the body is not valid gzip: incorrect header check",
         },
     ),
     UnsupportedMediaType: (
@@ -182,7 +216,7 @@ class ShapeErrorWithoutEntry(engine_errors.ShapeError):
 
 EXTRA_CASES: dict[str, tuple[Callable[[], BaseException], dict]] = {
     "limit-without-hint": (
-        lambda: engine_errors.LimitExceeded("COO non-zeros", 11, 10),
+        lambda: engine_errors.LimitExceeded("COO non-zeros", 11, 10, setting="max_coo_nnz"),
         {
             "type": "/problems/limit-exceeded",
             "title": "Limit exceeded",
@@ -191,6 +225,7 @@ EXTRA_CASES: dict[str, tuple[Callable[[], BaseException], dict]] = {
             "quantity": "COO non-zeros",
             "estimate": 11,
             "limit": 10,
+            "setting": "max_coo_nnz",
         },
     ),
     "subclass-uses-parent": (

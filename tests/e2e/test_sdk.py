@@ -404,6 +404,23 @@ def drive_minimize(sdk: Sdk) -> None:
     assert out.evaluations.hvp >= 1
 
 
+def drive_estimate(sdk: Sdk) -> None:
+    m = sdk.models
+    request = m.EstimateRequest.from_dict(
+        {"path": "/v1/evaluate",
+         "body": {"x": {"data": [1.0, 2.0, 3.0]}, "function": [{"op": "square"}, {"op": "sum"}]}}
+    )  # fmt: skip
+    out = sdk.call("estimate", body=request).to_dict()
+    assert out["refused"] is False and out["work"] > 0 and out["peak_bytes"] > 0
+    assert out["facts"]["output_shape"] == []
+
+
+def drive_metadata(sdk: Sdk) -> None:
+    out = sdk.call("metadata").to_dict()
+    assert out["limits"]["max_work"] == 10_000_000_000
+    assert set(out["operations"]) == set(op_names())
+
+
 DRIVERS: dict[str, Callable[[Sdk], None]] = {
     "healthz": drive_healthz,
     "readyz": drive_readyz,
@@ -422,6 +439,8 @@ DRIVERS: dict[str, Callable[[Sdk], None]] = {
     "hvp": drive_hvp,
     "hessian": drive_hessian,
     "minimize": drive_minimize,
+    "estimate": drive_estimate,
+    "metadata": drive_metadata,
 }
 
 

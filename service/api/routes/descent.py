@@ -7,6 +7,7 @@ done before the first byte is sent, so refusals are ordinary problem responses e
 """
 
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Generator
 from typing import Annotated
@@ -32,10 +33,12 @@ from ...engine.descent import (
 from ...engine.graph.descent import descend_program
 from ...engine.types import FloatArray
 from ...pictures import PictureType, descent_picture
+from ..budget import check_request
+from ..costs import descent_cost
 from ..deps import Compute, ComputeDep, SettingsDep, body_openapi, json_body
 from ..negotiation import NDJSON, Representation, answer, check_accept, negotiate, offer
 from ..pictures import accepted_picture, picture_response, pictures
-from ..problems import PROBLEM_RESPONSES, Problem, problem_kind
+from ..problems import INTERNAL_ERROR, PROBLEM_RESPONSES, Problem, problem_kind
 from ..programs import build_program
 from ..representations import BINARY, npy
 from ..schemas.descent import (
@@ -82,13 +85,19 @@ Line = Callable[[DescentRecord | DescentSummary], bytes]
 
 
 def descent_limits(settings: Settings) -> DescentLimits:
-    """Return the engine's bounds on a run (descent and minimization) from the settings."""
+    """Return the engine's bounds on a run (descent and minimization) from the settings.
+
+    The run's own deadline (a result with status ``"deadline"``) is never later than every
+    computation's.
+    """
     return DescentLimits(
         max_steps=settings.max_descent_steps,
         max_trajectory_elements=settings.max_trajectory_elements,
         max_tensor_elements=settings.max_tensor_elements,
         max_nnz=settings.max_coo_nnz,
-        deadline_seconds=settings.descent_deadline_seconds,
+        deadline_seconds=min(
+            settings.descent_deadline_seconds, settings.computation_deadline_seconds
+        ),
     )
 
 
@@ -97,6 +106,7 @@ Unpack = Callable[[FloatArray], dict[str, FloatArray]] | None
 
 def _start(body: GradientDescentRequest, settings: Settings) -> tuple[Events, Unpack]:
     """Return the run's events, and for a program how to unpack ``x`` into its variables."""
+    check_request(descent_cost(body, settings), settings)
     limits = descent_limits(settings)
     if body.inputs is not None:
         inputs = {name: decode_tensor(tensor) for name, tensor in body.inputs.items()}
@@ -194,7 +204,7 @@ def _descent_picture(
 def _problem_line(error: Exception, instance: str, request_id: str | None) -> bytes:
     # The status line is long gone: a failure after the first byte is reported in-band.
     kind = problem_kind(error)
-    if kind.status >= 500:
+    if kind is INTERNAL_ERROR:
         logger.error("unhandled error while streaming %s", instance, exc_info=error)
         detail = "the server failed while streaming; the error has been logged"
     else:
@@ -285,10 +295,16 @@ async def gradient_descent(
     """Minimize f from x0 by x_(t+1) = x_t - γ ten(df/dx(x_t)) until a stopping rule fires."""
     picture = accepted_picture(request, "gradient_descent", body)
     if picture is not None:
-        content = await compute(_descent_picture, body, settings, picture)
+        # The run ends itself at its deadline: no computation deadline on top.
+        drawn = (_descent_picture, body, settings, picture)
+        content = await compute(*drawn, deadline_seconds=math.inf)
         return picture_response(content, picture)
     if negotiate(request, "gradient_descent", body.encoding, body) is not STREAM:
-        return await answer(request, compute, _gradient_descent, body, settings)
+        # The run ends itself at its deadline (status "deadline"); the token only carries the
+        # client's disconnect.
+        return await answer(
+            request, compute, _gradient_descent, body, settings, deadline_seconds=math.inf
+        )
     run = _Run(body, settings)
     return await stream(request, compute, run.start, run.line)
 

@@ -8,16 +8,24 @@ from ...codec import Tensor, TensorOut, decode_tensor, encode_tensor
 from ...codec.sparse import CooJacobian, DenseJacobian, encode_jacobian
 from ...config import Settings
 from ...engine import functions
-from ...engine.chain import Chain
 from ...engine.functions import Direction
 from ...engine.graph import requests as programs
 from ...engine.graph.nary import nary_classes
 from ...engine.graph.program import Program
 from ...engine.jacobian import Jacobian
 from ...engine.op import op_classes
-from ...engine.types import FloatArray, Order
+from ...engine.types import FloatArray
 from ...pictures import PictureType, spy_picture
+from ..budget import check_request
 from ..chain_inputs import chain_inputs
+from ..costs import (
+    chain_of,
+    chain_rule_cost,
+    evaluate_cost,
+    function_limits,
+    jacobian_cost,
+    product_cost,
+)
 from ..deps import ComputeDep, SettingsDep, body_openapi, json_body
 from ..negotiation import answer, check_accept, offer
 from ..pictures import accepted_picture, picture_response, pictures
@@ -42,7 +50,7 @@ from ..schemas.functions import (
     VjpRequest,
     VjpResponse,
 )
-from ..schemas.ops import REQUEST_WIDE, OpSpec
+from ..schemas.ops import REQUEST_WIDE
 from ..schemas.second_order import HessianRequest, HvpRequest
 
 router = APIRouter(
@@ -96,18 +104,6 @@ VjpBody = Annotated[VjpRequest, Depends(json_body(VjpRequest))]
 ChainRuleBody = Annotated[ChainRuleRequest, Depends(json_body(ChainRuleRequest))]
 
 
-def _chain(function: list[OpSpec], x: FloatArray, order: Order) -> Chain:
-    return Chain([spec.to_engine(order) for spec in function], x.shape)
-
-
-def _limits(settings: Settings) -> functions.FunctionLimits:
-    return functions.FunctionLimits(
-        max_tensor_elements=settings.max_tensor_elements,
-        max_dense_elements=settings.max_dense_jacobian_elements,
-        max_nnz=settings.max_coo_nnz,
-    )
-
-
 def _program(
     body: EvaluateRequest | JacobianRequest | JvpRequest | VjpRequest | HvpRequest | HessianRequest,
 ) -> tuple[Program, dict[str, FloatArray]]:
@@ -118,13 +114,14 @@ def _program(
 
 
 def _evaluate(body: EvaluateRequest, settings: Settings) -> EvaluateResponse:
+    check_request(evaluate_cost(body, settings), settings)
     if body.program:
         program, inputs = _program(body)
-        value = programs.evaluate(program, inputs, _limits(settings))
+        value = programs.evaluate(program, inputs, function_limits(settings))
         return EvaluateResponse(value=encode_tensor(value, body.encoding))
     assert body.x is not None and isinstance(body.function, list)
     x = decode_tensor(body.x)
-    value = functions.evaluate(_chain(body.function, x, body.order), x, _limits(settings))
+    value = functions.evaluate(chain_of(body.function, x, body.order), x, function_limits(settings))
     return EvaluateResponse(value=encode_tensor(value, body.encoding))
 
 
@@ -133,25 +130,27 @@ def _jacobian_result(body: JacobianRequest, settings: Settings) -> functions.Jac
     assert body.x is not None and isinstance(body.function, list)
     x = decode_tensor(body.x)
     return functions.jacobian(
-        _chain(body.function, x, body.order),
+        chain_of(body.function, x, body.order),
         x,
         fmt=body.format,
         strategy=body.strategy,
         layout=body.layout,
         order=body.order,
         check=body.check,
-        limits=_limits(settings),
+        limits=function_limits(settings),
     )
 
 
 def _jacobian(
     body: JacobianRequest, settings: Settings
 ) -> JacobianResponse | ProgramJacobianResponse:
+    check_request(jacobian_cost(body, settings), settings)
     if body.program:
         program, inputs = _program(body)
         found = programs.jacobian(
             program, inputs, body.wrt, fmt=body.format, strategy=body.strategy,
-            layout=body.layout, order=body.order, limits=_limits(settings), check=body.check,
+            layout=body.layout, order=body.order, limits=function_limits(settings),
+            check=body.check,
         )  # fmt: skip
         return ProgramJacobianResponse(
             value=encode_tensor(found.value, body.encoding),
@@ -170,13 +169,15 @@ def _jacobian(
 
 def _jacobian_picture(body: JacobianRequest, settings: Settings, media_type: PictureType) -> bytes:
     # A spy plot is drawn from the COO entries, whatever format the JSON answer would use.
-    coo = body.model_copy(update={"format": "coo"})
+    # A picture is sent, not a list: the Jacobian is costed as its raw bytes.
+    coo = body.model_copy(update={"format": "coo", "encoding": "binary"})
+    check_request(jacobian_cost(coo, settings), settings)
     if not body.program:
         return spy_picture("h", "x", _jacobian_result(coo, settings).jacobian, media_type)
     program, inputs = _program(coo)
     found = programs.jacobian(
         program, inputs, coo.wrt, fmt="coo", strategy=coo.strategy, layout=coo.layout,
-        order=coo.order, limits=_limits(settings),
+        order=coo.order, limits=function_limits(settings),
     )  # fmt: skip
     ((name, jacobian),) = found.jacobians.items()  # the route admitted one input in wrt
     return spy_picture("h", name, jacobian, media_type)
@@ -187,14 +188,14 @@ def _product(
 ) -> tuple[TensorOut, TensorOut, CheckReport | None]:
     assert body.x is not None and isinstance(body.function, list)
     x = decode_tensor(body.x)
-    chain = _chain(body.function, x, body.order)
+    chain = chain_of(body.function, x, body.order)
     result = functions.product(
         chain,
         x,
         decode_tensor(vector),
         direction=direction,
         check=body.check,
-        limits=_limits(settings),
+        limits=function_limits(settings),
     )
     return (
         encode_tensor(result.value, body.encoding),
@@ -204,13 +205,14 @@ def _product(
 
 
 def _jvp(body: JvpRequest, settings: Settings) -> JvpResponse:
+    check_request(product_cost(body, settings), settings)
     if body.program:
         assert body.tangents is not None
         program, inputs = _program(body)
         tangents = {name: decode_tensor(t) for name, t in body.tangents.items()}
         wrt = body.wrt if body.wrt is not None else list(tangents)
         found = programs.product(
-            program, inputs, tangents, wrt, direction="jvp", limits=_limits(settings),
+            program, inputs, tangents, wrt, direction="jvp", limits=function_limits(settings),
             check=body.check,
         )  # fmt: skip
         assert found.tangent is not None
@@ -225,11 +227,12 @@ def _jvp(body: JvpRequest, settings: Settings) -> JvpResponse:
 
 
 def _vjp(body: VjpRequest, settings: Settings) -> VjpResponse | ProgramVjpResponse:
+    check_request(product_cost(body, settings), settings)
     if body.program:
         program, inputs = _program(body)
         found = programs.product(
             program, inputs, decode_tensor(body.cotangent), body.wrt, direction="vjp",
-            limits=_limits(settings), check=body.check,
+            limits=function_limits(settings), check=body.check,
         )  # fmt: skip
         assert found.cotangents is not None
         return ProgramVjpResponse(
@@ -242,6 +245,7 @@ def _vjp(body: VjpRequest, settings: Settings) -> VjpResponse | ProgramVjpRespon
 
 
 def _chain_rule(body: ChainRuleRequest, settings: Settings) -> ChainRuleResponse:
+    check_request(chain_rule_cost(body, settings), settings)
     stated_order = body.order if "order" in body.model_fields_set else None
     inputs = chain_inputs(body.jacobians, body.layout, stated_order)
     product = functions.multiply(

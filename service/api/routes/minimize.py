@@ -5,6 +5,7 @@ The run model is gradient descent's (:mod:`.descent`): one engine generator
 line, every refusal made before the first byte.
 """
 
+import math
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -20,6 +21,8 @@ from ...engine.minimize import minimize_program
 from ...engine.minimize_params import Method, MinimizeRecord, MinimizeSummary
 from ...engine.types import FloatArray
 from ...pictures import PictureType, descent_picture
+from ..budget import check_request
+from ..costs import minimize_cost
 from ..deps import ComputeDep, SettingsDep, body_openapi, json_body
 from ..negotiation import NDJSON, Representation, answer, check_accept, negotiate, offer
 from ..pictures import accepted_picture, picture_response, pictures
@@ -82,6 +85,7 @@ MinimizeBody = Annotated[MinimizeRequest, Depends(json_body(MinimizeRequest))]
 
 
 def _start(body: MinimizeRequest, settings: Settings) -> tuple[Events, Unpack]:
+    check_request(minimize_cost(body, settings), settings)
     limits = descent_limits(settings)
     if body.inputs is not None:
         inputs = {name: decode_tensor(tensor) for name, tensor in body.inputs.items()}
@@ -177,10 +181,16 @@ async def minimize(
     """Minimize f from x0 by the chosen method until a stopping rule fires."""
     picture = accepted_picture(request, "minimize", body)
     if picture is not None:
-        content = await compute(_minimize_picture, body, settings, picture)
+        # The run ends itself at its deadline: no computation deadline on top.
+        drawn = (_minimize_picture, body, settings, picture)
+        content = await compute(*drawn, deadline_seconds=math.inf)
         return picture_response(content, picture)
     if negotiate(request, "minimize", body.encoding, body) is not STREAM:
-        return await answer(request, compute, _minimize, body, settings)
+        # The run ends itself at its deadline (status "deadline"): the token only carries the
+        # client's disconnect (see gradient_descent).
+        return await answer(
+            request, compute, _minimize, body, settings, deadline_seconds=math.inf
+        )
     run = _Run(body, settings)
     return await stream(request, compute, run.start, run.line)
 

@@ -41,13 +41,25 @@ PAGES: dict[str, tuple[int, str, str]] = {
     "invalid-tensor": (422, "A tensor that passed the schema but cannot be decoded (a dense "
         "Jacobian that is not 2-D, a COO index outside its shape, ...).", "Fix the tensor the "
         "detail names."),
-    "limit-exceeded": (413, "The body, a tensor, or the estimated work or memory is over a "
-        "configured limit. `quantity`, `estimate` and `limit` say which and by how much; `hint` "
-        "suggests a cheaper request (COO instead of dense, a JVP instead of a Jacobian).",
+    "limit-exceeded": (413, "The body, a tensor, or the estimated work, memory or response size "
+        "is over a configured limit. `quantity`, `estimate` and `limit` say which and by how much, "
+        "`setting` names the SERVICE_* setting; `hint` suggests a cheaper request (COO instead "
+        "of dense, a JVP instead of a Jacobian). POST /v1/estimate answers the same estimate "
+        "without computing.",
         "Send less, follow the hint, or raise the SERVICE_* setting on your own deployment."),
     "unsupported-media-type": (415, "A body that is neither application/json nor "
-        "application/octet-stream.", "Send Content-Type: application/json (or the binary form "
-        "of the conventions, section 3.1)."),
+        "application/octet-stream, or a Content-Encoding other than identity and gzip.",
+        "Send Content-Type: application/json (or the binary form of the conventions, section "
+        "3.1), uncompressed or gzip."),
+    "invalid-body": (400, "A body that cannot be read at all, such as a broken or truncated gzip "
+        "stream.", "Send the body again, compressed whole or not compressed."),
+    "deadline-exceeded": (504, "The computation ran past SERVICE_COMPUTATION_DEADLINE_SECONDS and "
+        "was stopped at its next checkpoint; its slot is free again. (Gradient descent and "
+        "minimization end with status 'deadline' instead.)", "Ask for less (POST /v1/estimate "
+        "says what a request costs), or raise the setting on your own deployment."),
+    "cancelled": (400, "The client disconnected while its computation ran; the computation was "
+        "stopped. Nobody normally sees this page's response: it is what the logs record.",
+        "Nothing to do; keep the connection open until the answer arrives."),
     "not-acceptable": (406, "No representation of the answer satisfies the Accept header.",
         "Accept application/json (errors are always application/problem+json)."),
     "incomplete-body": (400, "The client disconnected before its whole body arrived.",

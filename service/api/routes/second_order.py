@@ -17,12 +17,14 @@ from ...engine.hessian import hessian as compute_hessian
 from ...engine.hessian import hvp as compute_hvp
 from ...engine.jacobian import Jacobian
 from ...engine.layout import size_of
+from ..budget import check_request
+from ..costs import chain_of, function_limits, hessian_cost, hvp_cost
 from ..deps import ComputeDep, SettingsDep, body_openapi, json_body
 from ..negotiation import answer, check_accept, offer
 from ..problems import PROBLEM_RESPONSES
 from ..representations import BINARY, npz
 from ..schemas.second_order import HessianRequest, HessianResponse, HvpRequest, HvpResponse
-from .functions import _chain, _limits, _program
+from .functions import _program
 
 router = APIRouter(
     prefix="/v1",
@@ -38,6 +40,7 @@ HessianBody = Annotated[HessianRequest, Depends(json_body(HessianRequest))]
 
 
 def _hvp(body: HvpRequest, settings: Settings) -> HvpResponse:
+    check_request(hvp_cost(body, settings), settings)
     if body.program:
         program, inputs = _program(body)
         check_tensors(program, settings.max_tensor_elements)
@@ -49,7 +52,7 @@ def _hvp(body: HvpRequest, settings: Settings) -> HvpResponse:
         )
     assert body.x is not None and isinstance(body.function, list)
     x = decode_tensor(body.x)
-    chain = _chain(body.function, x, body.order)
+    chain = chain_of(body.function, x, body.order)
     vector = decode_tensor(body.vectors["x"])
     if vector.shape != x.shape:
         raise ShapeError(f"vectors.x has shape {list(vector.shape)}, x has {list(x.shape)}")
@@ -62,6 +65,7 @@ def _hvp(body: HvpRequest, settings: Settings) -> HvpResponse:
 
 
 def _hessian(body: HessianRequest, settings: Settings) -> HessianResponse:
+    check_request(hessian_cost(body, settings), settings)
     if body.program:
         program, inputs = _program(body)
         check_tensors(program, settings.max_tensor_elements)
@@ -69,7 +73,7 @@ def _hessian(body: HessianRequest, settings: Settings) -> HessianResponse:
         chain = as_chain(program)
         if chain is None or names != tuple(program.inputs):
             found = program_hessian(program, inputs, names, order=body.order, fmt=body.format,
-                                    limits=_limits(settings))  # fmt: skip
+                                    limits=function_limits(settings))  # fmt: skip
             size = sum(size_of(program.inputs[n]) for n in names)
             matrix = Jacobian(found.matrix, (size,), (size,), "in_out", body.order)
             return HessianResponse(
@@ -81,8 +85,9 @@ def _hessian(body: HessianRequest, settings: Settings) -> HessianResponse:
     else:
         assert body.x is not None and isinstance(body.function, list)
         x = decode_tensor(body.x)
-        chain = _chain(body.function, x, body.order)
-    result = compute_hessian(chain, x, order=body.order, fmt=body.format, limits=_limits(settings))
+        chain = chain_of(body.function, x, body.order)
+    limits = function_limits(settings)
+    result = compute_hessian(chain, x, order=body.order, fmt=body.format, limits=limits)
     matrix = Jacobian(result.matrix, x.shape, x.shape, "in_out", body.order)
     return HessianResponse(
         value=encode_tensor(result.value, body.encoding),

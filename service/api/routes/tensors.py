@@ -6,9 +6,13 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request
 
 from ...codec import decode_tensor, encode_tensor
+from ...config import Settings
 from ...engine import layout
+from ...engine.cost import Cost
 from ...engine.errors import LimitExceeded, ShapeError
-from ..deps import ComputeDep, body_openapi, json_body
+from ...engine.layout import size_of
+from ..budget import BodyCounts, RequestCost, check_request, float_payload, index_payload
+from ..deps import BodyItems, ComputeDep, body_openapi, json_body
 from ..negotiation import answer, check_accept, offer
 from ..problems import PROBLEM_RESPONSES
 from ..representations import BINARY, npy
@@ -32,22 +36,49 @@ router = APIRouter(
 offer("vec", BINARY, npy("vector", "vec(x)"))
 offer("ten", BINARY, npy("tensor", "ten(vector)"))
 
+
+
+def _flat_indices(counts: BodyCounts) -> int:
+    # {"index": [[...], ..., [...]], "dims": [...]}: one "[" per index, two more around them
+    return counts.brackets - 2
+
+
+def _unflat_indices(counts: BodyCounts) -> int:
+    # {"flat": [...], "dims": [...]}: commas = (indices - 1) + (dims - 1) + fields - 1, and
+    # dims has at most 32 entries
+    return counts.commas - 33
+
+
+_INDICES = "indices in one request"
 VecBody = Annotated[VecRequest, Depends(json_body(VecRequest))]
 TenBody = Annotated[TenRequest, Depends(json_body(TenRequest))]
-FlatBody = Annotated[FlatRequest, Depends(json_body(FlatRequest))]
-UnflatBody = Annotated[UnflatRequest, Depends(json_body(UnflatRequest))]
+FlatBody = Annotated[
+    FlatRequest,
+    Depends(json_body(FlatRequest, BodyItems(_flat_indices, _INDICES, "max_index_count"))),
+]
+UnflatBody = Annotated[
+    UnflatRequest,
+    Depends(json_body(UnflatRequest, BodyItems(_unflat_indices, _INDICES, "max_index_count"))),
+]
 
 
-def _vec(body: VecRequest) -> VecResponse:
+def _copy_cost(size: int, body: VecRequest | TenRequest) -> RequestCost:
+    # vec and ten copy at most once; the response is what costs
+    return RequestCost(Cost(0, 16 * size, 16 * size), float_payload(size, body.encoding))
+
+
+def _vec(body: VecRequest, settings: Settings) -> VecResponse:
     x = decode_tensor(body.x)
+    check_request(_copy_cost(x.size, body), settings)
     vector = layout.vec(x, body.order)
     return VecResponse(
         vector=encode_tensor(vector, body.encoding), in_shape=list(x.shape), order=body.order
     )
 
 
-def _ten(body: TenRequest) -> TenResponse:
+def _ten(body: TenRequest, settings: Settings) -> TenResponse:
     vector = decode_tensor(body.vector)
+    check_request(_copy_cost(vector.size, body), settings)
     if vector.ndim != 1:
         raise ShapeError(f"ten expects a rank-1 vector, got a tensor of shape {list(vector.shape)}")
     tensor = layout.ten(vector, body.shape, body.order)
@@ -56,12 +87,15 @@ def _ten(body: TenRequest) -> TenResponse:
 
 def _check_count(count: int, limit: int) -> None:
     if count > limit:
-        raise LimitExceeded("indices in one request", count, limit)
+        raise LimitExceeded(_INDICES, count, limit, setting="max_index_count")
 
 
-def _flat(body: FlatRequest, max_index_count: int) -> FlatResponse:
+def _flat(body: FlatRequest, settings: Settings) -> FlatResponse:
     many = bool(body.index) and isinstance(body.index[0], list)
-    _check_count(len(body.index) if many else 1, max_index_count)
+    count = len(body.index) if many else 1
+    _check_count(count, settings.max_index_count)
+    largest = size_of(body.dims)
+    check_request(RequestCost(Cost(), index_payload(count, largest, "list")), settings)
     lengths = {len(i) if isinstance(i, list) else -1 for i in body.index} if many else set()
     if len(lengths) > 1:
         raise ShapeError(
@@ -72,8 +106,13 @@ def _flat(body: FlatRequest, max_index_count: int) -> FlatResponse:
     return FlatResponse(flat=result.tolist(), dims=body.dims, order=body.order)
 
 
-def _unflat(body: UnflatRequest, max_index_count: int) -> UnflatResponse:
-    _check_count(len(body.flat) if isinstance(body.flat, list) else 1, max_index_count)
+def _unflat(body: UnflatRequest, settings: Settings) -> UnflatResponse:
+    count = len(body.flat) if isinstance(body.flat, list) else 1
+    _check_count(count, settings.max_index_count)
+    largest = max(body.dims, default=1)
+    check_request(
+        RequestCost(Cost(), index_payload(count * len(body.dims), largest, "list")), settings
+    )
     result = layout.unflat(np.asarray(body.flat, dtype=np.int64), body.dims, body.order)
     return UnflatResponse(index=result.tolist(), dims=body.dims, order=body.order)
 
@@ -81,24 +120,24 @@ def _unflat(body: UnflatRequest, max_index_count: int) -> UnflatResponse:
 @router.post("/vec", openapi_extra=body_openapi(VecRequest), summary="vec: tensor to vector")
 async def vec(request: Request, body: VecBody, compute: ComputeDep) -> VecResponse:
     """Flatten a tensor into a vector: v[flat(i)] = x[i] in the chosen order."""
-    return await answer(request, compute.light, _vec, body)
+    return await answer(request, compute.light, _vec, body, compute.settings)
 
 
 @router.post("/ten", openapi_extra=body_openapi(TenRequest), summary="ten: vector to tensor")
 async def ten(request: Request, body: TenBody, compute: ComputeDep) -> TenResponse:
     """Reshape a vector into a tensor of the given shape, the inverse of vec."""
-    return await answer(request, compute.light, _ten, body)
+    return await answer(request, compute.light, _ten, body, compute.settings)
 
 
 @router.post("/flat", openapi_extra=body_openapi(FlatRequest), summary="flat: multi-index to flat")
-async def flat(body: FlatBody, compute: ComputeDep) -> FlatResponse:
+async def flat(request: Request, body: FlatBody, compute: ComputeDep) -> FlatResponse:
     """Map multi-indices of a dims tensor to flat indices (F: sum_j i_j prod_{k<j} d_k)."""
-    return await compute.light(_flat, body, compute.settings.max_index_count)
+    return await answer(request, compute.light, _flat, body, compute.settings)
 
 
 @router.post(
     "/unflat", openapi_extra=body_openapi(UnflatRequest), summary="unflat: flat to multi-index"
 )
-async def unflat(body: UnflatBody, compute: ComputeDep) -> UnflatResponse:
+async def unflat(request: Request, body: UnflatBody, compute: ComputeDep) -> UnflatResponse:
     """Map flat indices of a dims tensor back to multi-indices, the inverse of flat."""
-    return await compute.light(_unflat, body, compute.settings.max_index_count)
+    return await answer(request, compute.light, _unflat, body, compute.settings)

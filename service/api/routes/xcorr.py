@@ -7,9 +7,12 @@ from fastapi import APIRouter, Depends, Request
 from ...codec import decode_tensor, encode_tensor
 from ...codec.sparse import CooJacobian, DenseJacobian, encode_jacobian
 from ...config import Settings
-from ...engine.correlation import CorrelationLimits, CorrelationResult, correlate
+from ...engine import estimates, xcorr
+from ...engine.correlation import CorrelationLimits, CorrelationResult, check_sizes, correlate
+from ...engine.layout import size_of
 from ...engine.types import FloatArray
 from ...pictures import PictureType, correlation_picture, spy_picture
+from ..budget import RequestCost, check_request, coo_payload, float_payload
 from ..deps import ComputeDep, SettingsDep, body_openapi, json_body
 from ..negotiation import answer, check_accept, offer
 from ..pictures import accepted_picture, picture_response, pictures
@@ -51,9 +54,50 @@ CrossCorrelationBody = Annotated[
 ]
 
 
+def _limits(settings: Settings) -> CorrelationLimits:
+    return CorrelationLimits(
+        max_output_elements=settings.max_tensor_elements,
+        max_nnz=settings.max_coo_nnz,
+        max_dense_elements=settings.max_dense_jacobian_elements,
+    )
+
+
+def cross_correlation_cost(body: CrossCorrelationRequest, settings: Settings) -> RequestCost:
+    """Estimate ``/v1/cross-correlation`` from shapes alone."""
+    x_shape, k_shape = decode_tensor(body.x).shape, decode_tensor(body.kernel).shape
+    geometry = body.geometry()
+    out_shape = check_sizes(
+        x_shape, k_shape, geometry, jacobian=body.jacobian, wrt=body.wrt, method=body.method,
+        limits=_limits(settings),
+    )  # fmt: skip
+    out_size = size_of(out_shape)
+    cost = estimates.correlation_cost(
+        x_shape, k_shape, geometry, jacobian=body.jacobian, wrt=body.wrt, method=body.method
+    )
+    payload = float_payload(out_size, body.encoding)
+    nnz = xcorr.nnz_x(x_shape, k_shape, geometry)
+    facts: dict[str, object] = {
+        "output_shape": list(out_shape),
+        "padding": [list(pair) for pair in xcorr.padding_pairs(x_shape, k_shape, geometry)],
+        "forward_method": "jacobian" if body.method == "jacobian"
+        else xcorr.choose_method(x_shape, k_shape, geometry),
+        "nnz_bound": nnz if body.jacobian != "none" else 0,
+    }  # fmt: skip
+    if body.jacobian != "none":
+        for what in body.wrt:
+            in_size = size_of(x_shape if what == "x" else k_shape)
+            payload = payload + (
+                coo_payload(nnz, in_size, out_size, body.encoding)
+                if body.jacobian == "coo"
+                else float_payload(in_size * out_size, body.encoding)
+            )
+    return RequestCost(cost, payload, facts)
+
+
 def _correlate(
     body: CrossCorrelationRequest, x: FloatArray, kernel: FloatArray, settings: Settings
 ) -> CorrelationResult:
+    check_request(cross_correlation_cost(body, settings), settings)
     return correlate(
         x,
         kernel,
@@ -63,11 +107,7 @@ def _correlate(
         order=body.order,
         layout=body.layout,
         method=body.method,
-        limits=CorrelationLimits(
-            max_output_elements=settings.max_tensor_elements,
-            max_nnz=settings.max_coo_nnz,
-            max_dense_elements=settings.max_dense_jacobian_elements,
-        ),
+        limits=_limits(settings),
     )
 
 
@@ -90,6 +130,8 @@ def _cross_correlation_picture(
     body: CrossCorrelationRequest, settings: Settings, media_type: PictureType
 ) -> bytes:
     x, kernel = decode_tensor(body.x), decode_tensor(body.kernel)
+    # A picture is sent, not a list: the answer's arrays are costed as their raw bytes.
+    body = body.model_copy(update={"encoding": "binary"})
     if body.jacobian == "none":
         output = _correlate(body, x, kernel, settings).output
         return correlation_picture(x, kernel, output, media_type)

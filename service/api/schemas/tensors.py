@@ -13,7 +13,7 @@ Dims = Annotated[
 ]
 # Bounded so that every index fits int64; the engine reports the ones outside their dimension.
 IndexComponent = Annotated[int, Field(ge=0, le=2**63 - 1)]
-Index = list[IndexComponent]
+Index = Annotated[list[IndexComponent], Field(max_length=32)]
 
 
 class VecRequest(StrictModel):

@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..cancel import checkpoint
 from ..chain import Chain
 from ..errors import DomainError, NonFiniteError, ShapeError
 from ..types import FloatArray
@@ -404,6 +405,9 @@ def run(
     previous: DescentState | None = None
     state = start
     while True:
+        # Only a client that left stops a run here: the token of a descent carries no deadline,
+        # the run's own deadline ends it with status "deadline" (a result).
+        checkpoint()
         stop = stopping_rule(previous, state, params, f_limit)
         if stop is None and deadline is not None and time.monotonic() > deadline:
             stop = Stop(

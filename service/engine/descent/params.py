@@ -201,7 +201,10 @@ def check_steps(x_size: int, params: DescentParams, limits: DescentLimits) -> No
         Elements of ``x`` (every variable), recorded per point when ``record_x``.
     """
     if params.max_steps > limits.max_steps:
-        raise LimitExceeded("gradient-descent steps", params.max_steps, limits.max_steps)
+        raise LimitExceeded(
+            "gradient-descent steps", params.max_steps, limits.max_steps,
+            setting="max_descent_steps",
+        )  # fmt: skip
     per_point = x_size if params.record_x else 1
     elements = params.recorded_points() * per_point
     if elements > limits.max_trajectory_elements:
@@ -212,4 +215,5 @@ def check_steps(x_size: int, params: DescentParams, limits: DescentLimits) -> No
             limits.max_trajectory_elements,
             hint="record less often (record_every)"
             + (" or without x (record_x false)" if params.record_x else ""),
+            setting="max_trajectory_elements",
         )

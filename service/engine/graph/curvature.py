@@ -24,10 +24,11 @@ import numpy as np
 import scipy.sparse as sp
 
 from .. import layout
+from ..cancel import checkpoint
 from ..descent import check_scalar_shape
 from ..errors import LimitExceeded
 from ..functions import FunctionLimits
-from ..hessian import _COO_DENSITY, HessianFormat, HessianResult, _symmetrized
+from ..hessian import HessianFormat, HessianResult, _symmetrized, hessian_format
 from ..hessian import program_hessian as dense_program_hessian
 from ..sparse import Factor, RowMap, coo_from_triplets, factor_of, matmul, to_coo
 from ..types import FloatArray, IndexArray, Order
@@ -91,17 +92,17 @@ class HessianPlan:
         if self.nnz_bound > limits.max_nnz:
             raise LimitExceeded(
                 "Hessian non-zeros (upper bound)", self.nnz_bound, limits.max_nnz,
-                hint="use /v1/hvp",
+                hint="use /v1/hvp", setting="max_coo_nnz",
             )  # fmt: skip
         if self.peak_nnz > limits.max_nnz:
             raise LimitExceeded(
                 "non-zeros of an intermediate Jacobian of the Hessian (upper bound)",
-                self.peak_nnz, limits.max_nnz, hint="use /v1/hvp",
+                self.peak_nnz, limits.max_nnz, hint="use /v1/hvp", setting="max_coo_nnz",
             )  # fmt: skip
         if self.block_elements > limits.max_tensor_elements:
             raise LimitExceeded(
                 "elements of an operation's curvature block", self.block_elements,
-                limits.max_tensor_elements, hint="use /v1/hvp",
+                limits.max_tensor_elements, hint="use /v1/hvp", setting="max_tensor_elements",
             )  # fmt: skip
 
 
@@ -266,6 +267,7 @@ def structural_hessian(
         if name in slots:
             transposed[name] = _transpose(reached[name])
     for node in program.nodes:
+        checkpoint()
         if node.id not in reads:
             continue
         args = [values[a] for a in node.args]
@@ -324,10 +326,7 @@ def program_hessian(
     """
     plan = hessian_plan(program, wrt)
     n = plan.size
-    if fmt == "auto":
-        sparse_enough = plan.nnz_bound < _COO_DENSITY * n * n
-        fmt = "coo" if sparse_enough or n * n > limits.max_dense_elements else "dense"
-    if fmt == "dense":
+    if hessian_format(n, plan.nnz_bound, fmt, limits.max_dense_elements) == "dense":
         return dense_program_hessian(program, inputs, plan.names, order=order, limits=limits)
     plan.check(limits)
     return structural_hessian(program, inputs, plan, order=order)

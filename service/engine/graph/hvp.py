@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..cancel import checkpoint
 from ..descent import check_scalar_shape
 from ..errors import NonFiniteError, ShapeError
 from ..op import batch_of
@@ -145,6 +146,7 @@ class Linearization:
         for node in self._nodes:
             if node.id not in self._needs:
                 continue
+            checkpoint()  # between operations: a cancelled or late computation stops here
             args = [values[a] for a in node.args]
             with blame(node):
                 images = [node.op._jvp(args, j, dots[a]) for j, a in enumerate(node.args)
@@ -155,6 +157,7 @@ class Linearization:
             u = self.adjoints.get(node.id)
             if u is None:
                 continue
+            checkpoint()
             u_dot = moved.pop(node.id, None)
             args = [values[a] for a in node.args]
             arg_dots = [dots.get(a) for a in node.args]

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import layout
+from ..cancel import checkpoint
 from ..errors import DomainError, NonFiniteError, ParameterError, ShapeError
 from ..op import Sparsity, batch_of
 from ..types import FloatArray, Shape
@@ -295,6 +296,7 @@ class Program:
         # (inf or nan), and only then are the values searched for the node that overflowed.
         with np.errstate(all="ignore"):
             for node in self.nodes:
+                checkpoint()  # between operations: a cancelled or late computation stops here
                 args = [values[a] for a in node.args]
                 with blame(node):
                     node.op.check_domain(args, differentiating=False)
@@ -332,6 +334,7 @@ class Program:
         for node in self.nodes:
             if not self._depends[node.id] & active:
                 continue
+            checkpoint()
             args = [values[a] for a in node.args]
             with blame(node):
                 node.op.check_domain(args, differentiating=True)
@@ -371,6 +374,7 @@ class Program:
         active = frozenset(wrt)
         pulled: dict[str, FloatArray] = {self.output: cotangents}
         for node in reversed(self.nodes):
+            checkpoint()
             u = pulled.pop(node.id, None)
             if u is None:
                 continue

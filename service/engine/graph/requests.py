@@ -32,6 +32,7 @@ __all__ = [
     "evaluate",
     "jacobian",
     "product",
+    "resolve_format",
 ]
 
 # A COO entry costs 24 bytes and a dense one 8 (as in functions._resolve_format).
@@ -72,7 +73,9 @@ def check_tensors(program: Program, max_elements: int) -> None:
     """Raise :class:`LimitExceeded` if a value or a workspace of the program is over the limit."""
     for what, elements in program.largest_tensors():
         if elements > max_elements:
-            raise LimitExceeded(f"elements of {what}", elements, max_elements)
+            raise LimitExceeded(
+                f"elements of {what}", elements, max_elements, setting="max_tensor_elements"
+            )
 
 
 class PackedProgram:
@@ -170,9 +173,10 @@ def evaluate(
     return program.trace(inputs)[program.output]
 
 
-def _resolve_format(
+def resolve_format(
     program: Program, wrt: Sequence[str], requested: FormatRequest, limits: FunctionLimits
 ) -> Format:
+    """Resolve ``"auto"``: COO when sparse enough or when dense would exceed its limit."""
     if requested != "auto":
         return requested
     probe = strategies.plan(program, wrt, fmt="coo", max_dense_elements=1 << 62,
@@ -227,7 +231,7 @@ def jacobian(
         return ProgramJacobians(
             result.value, {name: result.jacobian}, result.strategy, result.check
         )
-    resolved = _resolve_format(program, names, fmt, limits)
+    resolved = resolve_format(program, names, fmt, limits)
     chosen = strategies.plan(program, names, strategy=strategy, fmt=resolved,
                              max_dense_elements=limits.max_dense_elements,
                              max_nnz=limits.max_nnz)  # fmt: skip

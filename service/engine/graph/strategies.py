@@ -24,6 +24,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .. import layout as index_layout
+from ..cancel import checkpoint
 from ..chain import _SPARSE_COST, BLOCK_ELEMENTS, ComputedBy, Strategy, choose_strategy
 from ..errors import LimitExceeded, NonFiniteError, ParameterError
 from ..jacobian import Format, Jacobian
@@ -149,10 +150,12 @@ def plan(
         flops, local, peak = flops + f, local + lo, max(peak, pk)
     if fmt == "dense" and dense > max_dense_elements:
         raise LimitExceeded("dense Jacobian elements", dense, max_dense_elements,
-                            hint="ask for format 'coo', or use /v1/jvp or /v1/vjp")  # fmt: skip
+                            hint="ask for format 'coo', or use /v1/jvp or /v1/vjp",
+                            setting="max_dense_jacobian_elements")  # fmt: skip
     total_nnz = sum(nnz_bounds.values())
     if fmt == "coo" and total_nnz > max_nnz:
-        raise LimitExceeded("Jacobian non-zeros (upper bound)", total_nnz, max_nnz, _NNZ_HINT)
+        raise LimitExceeded("Jacobian non-zeros (upper bound)", total_nnz, max_nnz, _NNZ_HINT,
+                            setting="max_coo_nnz")  # fmt: skip
     costs = {
         "chain": _SPARSE_COST * (local + flops + total_nnz) + (dense if fmt == "dense" else 0),
         "reverse": m * _per_pass(program, frozenset(wrt)) + dense,
@@ -189,6 +192,7 @@ def _sum_over_paths(
         for arg in node.args:
             remaining[arg] += 1
     for node in program.nodes:
+        checkpoint()
         total: Factor | None = None
         if w in program.depends(node.id):
             args = [values[a] for a in node.args]
@@ -219,6 +223,7 @@ def _images(
     widest = max(index_layout.size_of(s) for s in program.shapes.values())
     step = max(1, BLOCK_ELEMENTS // widest)
     for start in range(0, size, step):
+        checkpoint()
         count = min(size, start + step) - start
         basis = np.zeros((count, size))
         basis[np.arange(count), np.arange(start, start + count)] = 1.0

@@ -188,6 +188,11 @@ class MaxPool2d(_Pool2d):
         m = layout.size_of(out_shape)
         return Sparsity(m, fan_of_windows(size, stride, out_shape[-2:]), 1)
 
+    def workspace_elements(self, in_shape: Shape) -> int:
+        """Every window's entries, copied by :meth:`_flat_windows` (per image of a batch)."""
+        (k_h, k_w), _ = self._geometry
+        return layout.size_of(self.out_shape(in_shape)) * k_h * k_w
+
     def _flat_windows(self, a: NDArray[T]) -> NDArray[T]:
         (k_h, k_w), stride = self._geometry
         view = windows(a, (k_h, k_w), stride)  # (..., h_out, w_out, k_h, k_w)

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from ...cancel import checkpoint
 from ...types import FloatArray, IndexArray
 from .geometry import _Plan
 
@@ -45,6 +46,7 @@ def _product(a: FloatArray, b: FloatArray, out: FloatArray) -> None:
     rows = np.concatenate([a, a]) if single else a
     block = max(1, GEMM_BLOCK // (rows.shape[0] * rows.shape[1]))
     for p0 in range(0, b.shape[-1], block):
+        checkpoint()  # a block is at most GEMM_BLOCK multiply-adds: well under a millisecond
         p1 = min(b.shape[-1], p0 + block)
         if single:
             # (2, c) @ (..., c, p) -> (..., 2, p); both rows are equal
@@ -107,6 +109,7 @@ def _column_blocks(
     rows = max(1, min(plan.h_out, COLUMN_BUFFER // per_row))
     buffer = np.empty(rows * per_row)
     for i0 in range(0, plan.h_out, rows):
+        checkpoint()
         i1 = min(plan.h_out, i0 + rows)
         block = np.transpose(windows[:, :, i0:i1], axes)
         cols = np.reshape(buffer[: (i1 - i0) * per_row], block.shape)

@@ -7,6 +7,7 @@ from typing import Literal
 
 import numpy as np
 
+from ...cancel import checkpoint
 from ...errors import ParameterError
 from ...layout import ten, ten_batch, vec, vec_batch
 from ...types import FloatArray, Order
@@ -116,6 +117,7 @@ def _gemm_shift(x_p: FloatArray, k4: FloatArray, plan: _Plan) -> FloatArray:
     planes4 = np.reshape(planes, (N, K, T, block + halo))
     out = np.empty((N, K, h1 * wp))
     for p0 in range(0, span, block):
+        checkpoint()
         p1 = min(span, p0 + block)
         width = p1 - p0 + halo
         # (K*T, C) @ (N, C, width) -> (N, K*T, width)
@@ -148,6 +150,7 @@ def _tap_gemm(x_p: FloatArray, k4: FloatArray, plan: _Plan) -> FloatArray:
     block = max(4096, COLUMN_BUFFER // (N * max(K, C)))
     tmp = np.empty((N, K, min(block, span)))
     for p0 in range(0, span, block):
+        checkpoint()
         p1 = min(span, p0 + block)
         acc = out[:, :, p0:p1]
         part = tmp[:, :, : p1 - p0]

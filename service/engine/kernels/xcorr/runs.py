@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from ...cancel import checkpoint
 from ...layout import place_values, vec
 from ...sparse import index_dtype as sparse_index_dtype
 from ...types import FloatArray, IndexArray, Order, Shape
@@ -261,6 +262,7 @@ def _build(pairing: _Pairing, order: Order, values: _ValueSource, zeros: bool) -
         if size > 1
     }
     for run_h in p_h.runs:
+        checkpoint()
         qh_term, ih_term = _run_terms(run_h, col_weight["h"], index_dtype)
         for run_w in p_w.runs:
             qw_term, jw_term = _run_terms(run_w, col_weight["w"], index_dtype)
