@@ -599,8 +599,8 @@ def test_kernel_vjp_in_blocks_is_the_loops_jacobian_times_the_cotangent(
     for (row, col), value in jac_k.items():
         expected[row] += value * u_vec[col]
     with pytest.MonkeyPatch.context() as patch:
-        # blocks of `tiny` positions (one kernel) or of tiny * C * K multiply-adds (several)
-        patch.setattr(xcorr_transpose, "MATVEC_ONE_THREAD", tiny * 3 + 1)
+        # blocks of a few positions (one kernel: tiny * 3 // C; several: tiny * 9 // (C K))
+        patch.setattr(xcorr_transpose, "COLUMN_BUFFER", tiny * 3)
         patch.setattr(xcorr_transpose, "GEMM_BLOCK", tiny * 9)
         actual = xcorr.vjp_kernel(x, u, case.k_shape, case.geometry)
     atol = EXACT["atol"] * max(1.0, float(np.sum(np.abs(x)))) * max(1.0, float(np.abs(u).max()))

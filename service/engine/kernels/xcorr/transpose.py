@@ -14,8 +14,8 @@ from ...errors import ShapeError
 from ...layout import ten_batch, vec_batch
 from ...types import FloatArray
 from .columns import (
+    COLUMN_BUFFER,
     GEMM_BLOCK,
-    MATVEC_ONE_THREAD,
     _column_blocks,
     _product,
     _stride1_positions,
@@ -117,8 +117,8 @@ def vjp_x(
 # product with a contiguous slice of the image:
 #   g[kk, c, t] = sum_n sum_p x_p[n, c, p + offsets[t]] pattern[n, p, kk].
 # Measured, x (3,224,224) k (3,3,3), median ms with the forward in the same run: forward 0.29,
-# this 0.31 (nine (3, 49506) matrix-vector products in one-thread blocks, about the L2
-# bandwidth), the im2col blocks below 0.62 (their copy of the windows is nine times the image).
+# this 0.24 (nine (3, 49506) matrix-vector products, about the L2 bandwidth), the im2col
+# blocks below 0.62 (their copy of the windows is nine times the image).
 # At any other stride the outputs skip pixels and the windows are copied, a block of output rows
 # at a time: per image a (K, rows*w_out) @ (rows*w_out, C*kh*kw) product.
 def vjp_kernel(
@@ -175,19 +175,22 @@ def _kernel_by_shifts(x_p: FloatArray, u4: FloatArray, plan: _Plan) -> FloatArra
     xf = vec_batch(x_p, 2, "C")
     # one kernel: matrix-vector products (a GEMM with one column is slower)
     single = K == 1
+    # Blocks of positions small enough for BLAS to stay on the calling thread (see GEMM_BLOCK).
+    # A (C, n) matrix-vector product stayed there up to 2^18 entries: OpenBLAS's worker thread
+    # used no CPU time over 20 000 products of (3, 87000), (64, 4096) or (256, 1024), and some
+    # for (16, 100000). Fewer, longer products: 0.24 ms here against 0.31 ms in blocks of 25 000.
+    block = max(1, COLUMN_BUFFER // C if single else GEMM_BLOCK // (C * K))
     grad = np.zeros((T, C) if single else (T, C, K))
-    part = np.empty(grad.shape[1:])
-    # Blocks of positions small enough for BLAS to stay on the calling thread (see GEMM_BLOCK):
-    # a threaded (3, 49506) product waited 8 ms for a scheduler tick once the machine was busy.
-    block = max(1, (MATVEC_ONE_THREAD - 1) // C if single else GEMM_BLOCK // (C * K))
+    part = np.empty(grad.shape)  # every tap's product of one block, added at once
     for n in range(N):
+        image = xf[n]
         for p0 in range(0, span, block):
             p1 = min(span, p0 + block)
             right = pattern[n, p0:p1, 0] if single else pattern[n, p0:p1]
             for t, offset in enumerate(offsets):
                 # (C, p1-p0) @ (p1-p0[, K]) -> (C[, K])
-                np.matmul(xf[n, :, offset + p0 : offset + p1], right, out=part)
-                grad[t] += part
+                np.matmul(image[:, offset + p0 : offset + p1], right, out=part[t])
+            grad += part
     # (T, C[, K]) -> (K, C, T) -> (K, C, kh, kw)
     moved = np.transpose(np.reshape(grad, (T, C, K)), (2, 1, 0))
     return np.reshape(moved, plan.k4_shape)
