@@ -16,7 +16,12 @@ from .problems import Problem, problem_response
 HEALTH_PATHS = ("/healthz", "/readyz")
 METRICS_PATHS = ("/metrics",)
 DOCS_PREFIXES = (
-    "/docs", "/redoc", "/openapi.json", "/static-offline-docs", "/problems", "/playground"
+    "/docs",
+    "/redoc",
+    "/openapi.json",
+    "/static-offline-docs",
+    "/problems",
+    "/playground",
 )
 
 

@@ -14,7 +14,7 @@ import scipy.sparse as sp
 
 from . import layout
 from .op import Op, coo_from_grids
-from .sparse import RowMap
+from .sparse import Factor, RowMap
 from .types import FloatArray, IndexArray, Order
 
 __all__ = ["weighted_hessian"]
@@ -22,7 +22,7 @@ __all__ = ["weighted_hessian"]
 
 def weighted_hessian(
     op: Op, x: FloatArray, cotangent: FloatArray, order: Order, blocks: IndexArray
-) -> sp.csr_array:
+) -> Factor:
     """Return ``D = sum_o u_o ∇²f_o(x)``, ``in_size x in_size``, from ``K`` products.
 
     Parameters
@@ -38,8 +38,9 @@ def weighted_hessian(
 
     Returns
     -------
-    scipy.sparse.csr_array, shape (in_size, in_size)
-        Canonical; entries only within groups.
+    RowMap or scipy.sparse.csr_array, shape (in_size, in_size)
+        A diagonal map for groups of one element, canonical CSR otherwise; entries only within
+        groups.
     """
     shape = x.shape
     size = layout.size_of(shape)
@@ -47,7 +48,7 @@ def weighted_hessian(
     if k == 1:
         # One element per group: the rule along the ones is the diagonal, as a map (no sort).
         diagonal = op.second_order(x, cotangent, np.ones((1, *shape)))[0]
-        return RowMap((size, size), layout.vec(diagonal, order)).to_csr()
+        return RowMap((size, size), layout.vec(diagonal, order))
     # Tangent c is 1 at the c-th member of every group: block diagonality keeps groups apart.
     basis = np.zeros((k, size))
     basis[np.arange(k)[np.newaxis, :], blocks] = 1.0  # (K, size), via (1, K) x (G, K) indices

@@ -206,7 +206,8 @@ def _curvature_matrix(
     """``D_i``: the weighted Hessian of operation ``index``, read off ``K`` products."""
     op = chain.ops[index]
     with _blame(index, op):
-        return weighted_hessian(op, values[index], adjoint, order, blocks)
+        matrix = weighted_hessian(op, values[index], adjoint, order, blocks)
+    return matrix.to_csr() if isinstance(matrix, RowMap) else matrix
 
 
 def _symmetrized(matrix: sp.csr_array) -> sp.coo_array:

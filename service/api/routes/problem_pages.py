@@ -78,12 +78,12 @@ def page(name: str) -> str:
     status, when, action = PAGES[name]
     title = name.replace("-", " ").capitalize()
     return (
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         f"<title>{escape(title)} — jacobian-service</title></head><body>"
         f"<h1>{escape(title)}</h1><p>type <code>/problems/{escape(name)}</code>, "
         f"HTTP {status}</p><h2>When</h2><p>{escape(when)}</p><h2>What to do</h2>"
         f"<p>{escape(action)}</p><p>Every problem is RFC 9457 application/problem+json; "
-        "all types: <a href=\"/problems\">/problems</a>.</p></body></html>"
+        'all types: <a href="/problems">/problems</a>.</p></body></html>'
     )
 
 
@@ -94,7 +94,7 @@ async def problem_index() -> HTMLResponse:
         f'<li><a href="{escape(t)}"><code>{escape(t)}</code></a></li>' for t in PROBLEM_TYPES
     )
     return HTMLResponse(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Problem types — "
+        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Problem types — '
         f"jacobian-service</title></head><body><h1>Problem types</h1><ul>{items}</ul></body></html>"
     )
 

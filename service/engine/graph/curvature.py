@@ -30,7 +30,7 @@ from ..errors import LimitExceeded
 from ..functions import FunctionLimits
 from ..hessian import HessianFormat, HessianResult, _symmetrized, hessian_format
 from ..hessian import program_hessian as dense_program_hessian
-from ..sparse import Factor, RowMap, coo_from_triplets, factor_of, matmul, to_coo
+from ..sparse import Factor, RowMap, coo_from_triplets, factor_of, index_dtype, matmul, to_coo
 from ..types import FloatArray, IndexArray, Order
 from .hvp import Linearization, _finite
 from .program import Node, Program, blame
@@ -51,7 +51,9 @@ class HessianPlan:
     nnz_bound : int
         Bound on the Hessian's entries.
     peak_nnz : int
-        Bound on the largest ``P_v`` held while it is built.
+        Bound on the entries held at once: the largest ``P_v`` while the Jacobians are built, or
+        three copies of those that the curvature terms read (``P_v^T``, stacked into ``Q^T``,
+        and ``Q``).
     block_elements : int
         The largest curvature workspace (a dense ``D_ij`` or ``K`` tangents of a group).
     """
@@ -64,6 +66,8 @@ class HessianPlan:
         # fan_out: elements of v one input element reaches; fan_in: inputs one element reads.
         fans = dict.fromkeys(self.names, (1, 1))
         per_row = peak = block = 0
+        bounds = {name: sizes[name] for name in self.names}  # entries of each P_v
+        read: set[str] = set()
         for node in program.nodes:
             if not program.depends(node.id) & active:
                 continue
@@ -75,16 +79,18 @@ class HessianPlan:
                     fan_out += fans[arg][0] * s.fan_out
                     fan_in += fans[arg][1] * s.fan_in
             fans[node.id] = (min(fan_out, sizes[node.id]), min(fan_in, n))
-            peak = max(peak, min(n * fans[node.id][0], sizes[node.id] * fans[node.id][1]))
+            bounds[node.id] = min(n * fans[node.id][0], sizes[node.id] * fans[node.id][1])
+            peak = max(peak, bounds[node.id])
             for i, j in _pairs(node, fans):
                 fan = node.op.curvature_fan(shapes, i, j)
                 if fan is None:
                     continue
                 a, b = node.args[i], node.args[j]
+                read |= {a, b}
                 per_row += fans[a][0] * fan * fans[b][1]
                 block = max(block, sizes[a] * fan, sizes[b] * fan)
         self.nnz_bound = n * min(n, per_row)
-        self.peak_nnz = peak
+        self.peak_nnz = max(peak, 3 * sum(bounds[v] for v in read))
         self.block_elements = block
 
     def check(self, limits: FunctionLimits) -> None:
@@ -129,7 +135,7 @@ def _pairs(node: Node, reached: Container[str]) -> Iterator[tuple[int, int]]:
                 yield i, j
 
 
-Blocks = dict[tuple[int, int], sp.csr_array]
+Blocks = dict[tuple[int, int], Factor]
 
 
 def _curved(point: Linearization, order: Order) -> dict[str, Blocks]:
@@ -186,7 +192,12 @@ def _curvature_matrix(
     """``M``: every block ``D_ij`` at (slot of argument i, slot of argument j), and ``D_ij^T``."""
     size = sum(layout.size_of(program.shapes[v]) for v in slots)
     blocks = [
-        (node.args[i], node.args[j], i == j, factor_of(block))
+        (
+            node.args[i],
+            node.args[j],
+            i == j,
+            block if isinstance(block, RowMap) else factor_of(block),
+        )
         for node in program.nodes
         for (i, j), block in curved.get(node.id, {}).items()
     ]
@@ -222,6 +233,18 @@ def _embedding(n: int, offset: int, size: int) -> RowMap:
 
 
 def _transpose(factor: Factor) -> sp.csr_array:
+    if isinstance(factor, RowMap) and factor.keeps_order():
+        # Columns increase along the rows: row c of the transpose holds the one row that maps to
+        # c, and the rows come out in order (a slice, a diagonal).
+        present = np.flatnonzero(factor.value)
+        dtype = index_dtype(factor.shape, present.size)
+        indptr = np.zeros(factor.shape[1] + 1, dtype=dtype)
+        np.cumsum(np.bincount(factor.columns()[present], minlength=factor.shape[1]), out=indptr[1:])
+        transposed = sp.csr_array(
+            (factor.value[present], present.astype(dtype), indptr), shape=factor.shape[::-1]
+        )
+        transposed.has_canonical_format = True
+        return transposed
     csr = factor.to_csr() if isinstance(factor, RowMap) else factor
     transposed = sp.csr_array(csr.T.tocsr())
     transposed.has_canonical_format = True  # CSC -> CSR sorts each row

@@ -28,7 +28,7 @@ from .. import layout
 from ..curvature import weighted_hessian
 from ..errors import ParameterError, ShapeError, UnknownOperation
 from ..op import Op, Sparsity, batch_of, check_order, get_op, op_classes
-from ..sparse import Factor, factor_of
+from ..sparse import Factor, RowMap, factor_of
 from ..types import FloatArray, Order, Shape
 
 __all__ = [
@@ -257,11 +257,12 @@ class NaryOp(abc.ABC):
         self._argument(arrays, i)
         self._argument(arrays, j)
         self.check_domain(arrays, differentiating=True)
-        return self._curvature(arrays, i, j, np.asarray(cotangent, dtype=np.float64), order)
+        block = self._curvature(arrays, i, j, np.asarray(cotangent, dtype=np.float64), order)
+        return block.to_csr() if isinstance(block, RowMap) else block
 
     def _curvature(
         self, values: Values, i: int, j: int, cotangent: FloatArray, order: Order
-    ) -> sp.csr_array:
+    ) -> Factor:
         # A dense block (the default fan): column c of D_ij is the second-order rule along the
         # c-th basis vector of argument j. The smaller argument is probed (D_ij = D_ji^T).
         sizes = [layout.size_of(v.shape) for v in values]
@@ -367,7 +368,7 @@ class Unary(NaryOp):
 
     def _curvature(
         self, values: Values, i: int, j: int, cotangent: FloatArray, order: Order
-    ) -> sp.csr_array:
+    ) -> Factor:
         blocks = self.op.curvature_blocks(values[0].shape, order)
         assert blocks is not None, "asked only where curvature_fan is not None"
         return weighted_hessian(self.op, values[0], cotangent, order, blocks)

@@ -16,7 +16,7 @@ import scipy.sparse as sp
 from .. import layout
 from ..errors import ParameterError, ShapeError
 from ..op import LinearOp, Sparsity, check_order, coo_from_grids, frozen_array, register
-from ..sparse import coo_from_triplets
+from ..sparse import Factor, RowMap, coo_from_triplets
 from ..types import FloatArray, Order, Shape
 from ._util import int_tuple
 
@@ -26,6 +26,14 @@ def _diagonal(x_shape: Shape, values: FloatArray | float, order: Order) -> sp.co
     grid = layout.flat_grid(x_shape, order)
     n = layout.size_of(x_shape)
     return coo_from_grids(grid, grid, values, (n, n))
+
+
+def _diagonal_factor(x_shape: Shape, values: FloatArray | float, order: Order) -> RowMap:
+    # The same diagonal as a map (zeros are empty rows), without sorting triplets.
+    n = layout.size_of(x_shape)
+    return RowMap(
+        (n, n), layout.vec(np.broadcast_to(np.asarray(values, dtype=np.float64), x_shape), order)
+    )
 
 
 @register
@@ -176,6 +184,9 @@ class Scale(LinearOp):
     def _local_jacobian(self, x: FloatArray, order: Order) -> sp.coo_array:
         return _diagonal(x.shape, self.factor, order)
 
+    def _local_factor(self, x: FloatArray, order: Order) -> Factor:
+        return _diagonal_factor(x.shape, self.factor, order)
+
 
 @dataclass(frozen=True, eq=False)
 class _WithConstant(LinearOp):
@@ -235,6 +246,9 @@ class Add(_WithConstant):
     def _local_jacobian(self, x: FloatArray, order: Order) -> sp.coo_array:
         return _diagonal(x.shape, 1.0, order)
 
+    def _local_factor(self, x: FloatArray, order: Order) -> Factor:
+        return _diagonal_factor(x.shape, 1.0, order)
+
 
 @register
 @dataclass(frozen=True, eq=False)
@@ -253,3 +267,6 @@ class Multiply(_WithConstant):
 
     def _local_jacobian(self, x: FloatArray, order: Order) -> sp.coo_array:
         return _diagonal(x.shape, np.broadcast_to(self.constant, x.shape), order)
+
+    def _local_factor(self, x: FloatArray, order: Order) -> Factor:
+        return _diagonal_factor(x.shape, self.constant, order)
