@@ -24,6 +24,7 @@ from service.config import Settings
 from service.engine.jacobian import Jacobian
 from service.main import create_app
 from service.pictures import spy_picture
+from tests.api.test_bounded_work import LONG_DESCENT
 from tests.api.test_xcorr import WORKED_J as XCORR_WORKED_J
 from tests.api.test_xcorr import b64
 from tests.artifacts import save_artifact
@@ -240,17 +241,11 @@ async def test_a_picture_past_its_deadline_stops_with_the_deadline_problem(kind:
 
 
 async def test_a_descent_picture_past_its_deadline_draws_the_deadline_status() -> None:
-    # 100,000 steps on 200,000 elements is minutes of work; descent ends with status
+    # Minutes of work (the bounded-work suite's long descent); descent ends with status
     # 'deadline' (not a 504), and its picture says so.
     app = create_app(Settings(computation_deadline_seconds=0.1))
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    body = {
-        "function": [{"op": "square"}, {"op": "sum"}],
-        "x0": b64(np.ones(200_000)),
-        "learning_rate": 1e-9,
-        "max_steps": 100_000,
-        "record_every": 1000,
-    }
+    body = {**LONG_DESCENT, "record_every": 1000}
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
         response = await c.post("/v1/gradient-descent", json=body, headers=SVG)
     assert response.status_code == 200
