@@ -271,7 +271,7 @@ async def bench_encoding(
     if response_field is None:
         raise RuntimeError("the /v1/vec route has no response field")
     parsed = VecRequest.model_validate_json(body, context=context)
-    result = _vec(parsed)
+    result = _vec(parsed, settings)
 
     def respond() -> bytes:
         value, errors = response_field.validate(result, {}, loc=("response",))
@@ -303,7 +303,7 @@ async def bench_encoding(
         ),
         (
             Row(encoding, "breakdown: `_vec` (layout.vec + encode_tensor)", "breakdown"),
-            lambda: _vec(parsed),
+            lambda: _vec(parsed, settings),
         ),
         (
             Row(

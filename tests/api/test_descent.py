@@ -18,7 +18,7 @@ from fastapi import FastAPI
 
 from service.api.schemas.descent import GradientDescentRequest
 from service.config import Settings
-from service.engine import descent as engine_descent
+from service.engine.descent import loop as engine_descent
 from service.main import create_app
 
 pytestmark = pytest.mark.anyio
