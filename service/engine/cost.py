@@ -180,7 +180,11 @@ def op_cost(op: Op, in_shape: Shape, batch: int = 1, forward: bool = False) -> C
     workspace = (
         op.forward_workspace_elements(in_shape) if forward else op.workspace_elements(in_shape)
     )
-    return rule_cost(n, m, workspace, op.sparsity(in_shape).nnz, 0, batch)
+    if not op.workspace_shared:
+        return rule_cost(n, m, workspace, op.sparsity(in_shape).nnz, 0, batch)
+    rule = rule_cost(n, m, 0, op.sparsity(in_shape).nnz, 0, batch)
+    once = 2 * FLOAT * workspace
+    return Cost(rule.flops, rule.bytes_touched + once, rule.peak_bytes + once)
 
 
 def _sizes(shapes: Sequence[Shape]) -> list[int]:

@@ -142,6 +142,10 @@ class Op(abc.ABC):
         """
         return 0
 
+    # True when the rules build their workspace once per call from ``x`` (max_pool2d's window
+    # argmax), not once per tangent or cotangent of a batch: the cost model then charges it once.
+    workspace_shared: ClassVar[bool] = False
+
     def forward_workspace_elements(self, in_shape: Shape) -> int:
         """Return the elements of the forward's largest temporary (default: the rules' bound).
 

@@ -188,8 +188,10 @@ class MaxPool2d(_Pool2d):
         m = layout.size_of(out_shape)
         return Sparsity(m, fan_of_windows(size, stride, out_shape[-2:]), 1)
 
+    workspace_shared: ClassVar[bool] = True
+
     def workspace_elements(self, in_shape: Shape) -> int:
-        """Every window's entries, copied by :meth:`_flat_windows` (per image of a batch)."""
+        """Every window's entries of ``x`` (or its index grid), copied once per call."""
         (k_h, k_w), _ = self._geometry
         return layout.size_of(self.out_shape(in_shape)) * k_h * k_w
 
@@ -214,10 +216,13 @@ class MaxPool2d(_Pool2d):
         return result
 
     def _jvp(self, x: FloatArray, tangents: FloatArray) -> FloatArray:
-        # Each output follows the tangent at its window's maximum.
-        index = self._argmax(x)[np.newaxis, ..., np.newaxis]  # (1, ..., h_out, w_out, 1)
-        picked = np.take_along_axis(self._flat_windows(tangents), index, axis=-1)
-        return picked[..., 0]  # (B, ..., h_out, w_out)
+        # Each output follows the tangent at its window's maximum, picked by its C-order flat
+        # index in x: the windows are copied once (of the index grid), not once per tangent.
+        index = self._argmax(x)[..., np.newaxis]  # (..., h_out, w_out, 1)
+        source = np.take_along_axis(self._flat_windows(layout.flat_grid(x.shape, "C")), index, -1)
+        flat = np.reshape(tangents, (len(tangents), -1))  # (B, *x.shape) -> (B, x.size), C order
+        picked: FloatArray = flat[:, source[..., 0]]
+        return picked  # (B, ..., h_out, w_out)
 
     def _vjp(self, x: FloatArray, cotangents: FloatArray) -> FloatArray:
         # Adjoint of "pick the maximum": each cotangent entry goes back to the input holding its
