@@ -148,11 +148,12 @@ def xcorr_forward_cost(
     n = layout.size_of(x_shape)
     cost = rule_cost(n, out, workspace, multiply_adds, FLOAT * multiply_adds, batch)
     # im2col's column buffer holds at least one output row's windows: 26.8 GiB for a 1 x 60000
-    # kernel on one pixel with "full" padding.
-    return cost.holding(FLOAT * out_shape[-1] * taps)
+    # kernel on one pixel with "full" padding; the shift methods hold their planes instead.
+    scratch = max(out_shape[-1] * taps, xcorr.scratch_elements(x_shape, k_shape, geometry))
+    return cost.holding(batch * FLOAT * scratch)
 
 
-def op_cost(op: Op, in_shape: Shape, batch: int = 1) -> Cost:
+def op_cost(op: Op, in_shape: Shape, batch: int = 1, forward: bool = False) -> Cost:
     """Return the cost of ``op`` (its forward, or one derivative rule) on a batch of inputs.
 
     Parameters
@@ -162,6 +163,8 @@ def op_cost(op: Op, in_shape: Shape, batch: int = 1) -> Cost:
         Shape of one input.
     batch : int
         Inputs pushed through at once (basis blocks, finite-difference directions).
+    forward : bool
+        The forward only: its workspace (``Op.forward_workspace_elements``), not the rules'.
 
     Returns
     -------
@@ -174,7 +177,9 @@ def op_cost(op: Op, in_shape: Shape, batch: int = 1) -> Cost:
         return xcorr_forward_cost(in_shape, op.kernel.shape, op.geometry, batch)
     n = layout.size_of(in_shape)
     m = layout.size_of(op.out_shape(in_shape))
-    workspace = op.workspace_elements(in_shape)
+    workspace = (
+        op.forward_workspace_elements(in_shape) if forward else op.workspace_elements(in_shape)
+    )
     return rule_cost(n, m, workspace, op.sparsity(in_shape).nnz, 0, batch)
 
 
@@ -199,7 +204,7 @@ def trace_cost(ops: Sequence[Op], shapes: Sequence[Shape], batch: int = 1) -> Co
     """
     total = Cost()
     for op, shape in zip(ops, shapes, strict=False):
-        total = total.then(op_cost(op, shape, batch))
+        total = total.then(op_cost(op, shape, batch, forward=True))
     return total.holding(values_bytes(shapes, batch))
 
 

@@ -142,6 +142,14 @@ class Op(abc.ABC):
         """
         return 0
 
+    def forward_workspace_elements(self, in_shape: Shape) -> int:
+        """Return the elements of the forward's largest temporary (default: the rules' bound).
+
+        The cost model charges this to evaluation; an operation whose forward reduces over a
+        strided view while its derivative rules copy that view says so here.
+        """
+        return self.workspace_elements(in_shape)
+
     def sparsity(self, in_shape: Shape) -> Sparsity:
         """Bound the local Jacobian's non-zeros from shapes alone (default: dense).
 

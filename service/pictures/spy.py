@@ -23,6 +23,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from numpy.typing import NDArray
 
+from ..engine.cancel import checkpoint
 from ..engine.jacobian import Jacobian
 from ..engine.types import IndexArray
 from .figure import PictureType, index_ticks, new_figure, render
@@ -89,10 +90,17 @@ def block_counts(
     Returns
     -------
     ndarray of int64, shape (rows.count, cols.count)
+
+    Raises
+    ------
+    DeadlineExceeded, Cancelled
+        Between chunks, when the running computation's deadline passed or its client left.
     """
     cells = rows.count * cols.count
     counts = np.zeros(cells, dtype=np.int64)
     for start in range(0, row.size, CHUNK):
+        # The plot runs under its computation's deadline: a 10^7-entry matrix is 10 chunks.
+        checkpoint()
         r = row[start : start + CHUNK].astype(np.int64) // rows.entries
         c = col[start : start + CHUNK].astype(np.int64) // cols.entries
         counts += np.bincount(r * cols.count + c, minlength=cells)

@@ -24,6 +24,7 @@ from service.config import Settings
 from service.engine.jacobian import Jacobian
 from service.main import create_app
 from service.pictures import spy_picture
+from tests.api.test_bounded_work import LONG_DESCENT
 from tests.api.test_xcorr import WORKED_J as XCORR_WORKED_J
 from tests.api.test_xcorr import b64
 from tests.artifacts import save_artifact
@@ -209,6 +210,46 @@ async def test_ten_million_nnz_spy_plot_through_the_api(client: httpx.AsyncClien
     elapsed = time.perf_counter() - start
     assert image.text["blocks"] == f"{math.ceil(1_009_000 / 768)},{math.ceil(1_000_000 / 768)}"
     assert elapsed < Settings().descent_deadline_seconds
+
+
+# About a second or more of work each, computing and drawing: the 10^7-nnz spy plot, and the
+# heatmaps of a 30 x 30 kernel over an image padded by 400 (830^2 outputs x 900 taps).
+SLOW_PICTURES = {
+    "spy": {
+        "x": b64(np.ones((1, 1000, 1009))),
+        "kernel": b64(np.ones((1, 1, 10))),
+        "jacobian": "coo",
+    },
+    "heatmaps": {
+        "x": {"data": [[[1.0]]]},
+        "kernel": b64(np.ones((1, 30, 30))),
+        "padding": [[400, 400], [400, 400]],
+    },
+}
+
+
+@pytest.mark.parametrize("kind", sorted(SLOW_PICTURES))
+async def test_a_picture_past_its_deadline_stops_with_the_deadline_problem(kind: str) -> None:
+    # With a 0.1 s deadline the picture stops at a checkpoint, as its JSON answer would.
+    app = create_app(Settings(computation_deadline_seconds=0.1))
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        response = await c.post(XCORR, json=SLOW_PICTURES[kind], headers=PNG)
+    assert response.status_code == 504, response.text[:300]
+    assert response.json()["type"] == "/problems/deadline-exceeded"
+    assert app.state.computations.busy == 0
+
+
+async def test_a_descent_picture_past_its_deadline_draws_the_deadline_status() -> None:
+    # Minutes of work (the bounded-work suite's long descent); descent ends with status
+    # 'deadline' (not a 504), and its picture says so.
+    app = create_app(Settings(computation_deadline_seconds=0.1))
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    body = {**LONG_DESCENT, "record_every": 1000}
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        response = await c.post("/v1/gradient-descent", json=body, headers=SVG)
+    assert response.status_code == 200
+    assert "gradient descent: deadline at step" in svg_texts(response.text)
 
 
 async def test_heatmaps_of_input_kernel_and_output(client: httpx.AsyncClient) -> None:

@@ -10,7 +10,7 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Generator
-from typing import Annotated
+from typing import Annotated, Generic, TypeVar
 
 import pydantic_core
 from fastapi import APIRouter, Depends, Request
@@ -173,24 +173,54 @@ def _gradient_descent(
     return GradientDescentResponse(**dict(summary), trajectory=trajectory)
 
 
-class _Run:
-    """A streamed run: ``start`` learns how to unpack a program's ``x``, ``line`` uses it."""
+Body = TypeVar("Body")
 
-    def __init__(self, body: GradientDescentRequest, settings: Settings) -> None:
-        self.body = body
-        self.settings = settings
-        self.unpack: Unpack = None
+
+class Run(Generic[Body]):
+    """A streamed run, gradient descent's or minimize's.
+
+    :meth:`start` learns how to unpack a program's ``x``; :meth:`line` uses it.
+
+    Parameters
+    ----------
+    body, settings
+        The request and the app's settings.
+    start : callable
+        ``(body, settings) -> (events, unpack)``: the route's checks and its engine generator.
+    line : callable
+        ``(event, body, unpack) -> bytes``: one NDJSON line.
+    """
+
+    def __init__(
+        self,
+        body: Body,
+        settings: Settings,
+        start: Callable[[Body, Settings], tuple[Events, Unpack]],
+        line: Callable[[DescentRecord | DescentSummary, Body, Unpack], bytes],
+    ) -> None:
+        self._body = body
+        self._settings = settings
+        self._start = start
+        self._line = line
+        self._unpack: Unpack = None
 
     def start(self) -> Events:
-        events, self.unpack = _start(self.body, self.settings)
+        """Check the request and start the engine's run; remember how to unpack ``x``."""
+        events, self._unpack = self._start(self._body, self._settings)
         return events
 
     def line(self, event: DescentRecord | DescentSummary) -> bytes:
-        encoding = self.body.encoding
-        if isinstance(event, DescentSummary):
-            return summary_line(_summary_fields(event, encoding, self.unpack))
-        point = _point(event, point_encoding(encoding), self.unpack)
-        return point.model_dump_json().encode() + b"\n"
+        """Return one NDJSON line for ``event``."""
+        return self._line(event, self._body, self._unpack)
+
+
+def _line(
+    event: DescentRecord | DescentSummary, body: GradientDescentRequest, unpack: Unpack
+) -> bytes:
+    if isinstance(event, DescentSummary):
+        return summary_line(_summary_fields(event, body.encoding, unpack))
+    point = _point(event, point_encoding(body.encoding), unpack)
+    return point.model_dump_json().encode() + b"\n"
 
 
 def _descent_picture(
@@ -305,7 +335,7 @@ async def gradient_descent(
         return await answer(
             request, compute, _gradient_descent, body, settings, deadline_seconds=math.inf
         )
-    run = _Run(body, settings)
+    run = Run(body, settings, _start, _line)
     return await stream(request, compute, run.start, run.line)
 
 

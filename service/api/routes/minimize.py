@@ -6,7 +6,6 @@ line, every refusal made before the first byte.
 """
 
 import math
-from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -40,7 +39,15 @@ from ..schemas.minimize import (
     ProgramMinimizeResponse,
     ProgramMinimizeSummaryLine,
 )
-from .descent import Events, descent_limits, point_encoding, stream, summary_line
+from .descent import (
+    Events,
+    Run,
+    Unpack,
+    descent_limits,
+    point_encoding,
+    stream,
+    summary_line,
+)
 
 router = APIRouter(
     prefix="/v1",
@@ -78,9 +85,6 @@ offer(
     npy("x_final", "the final iterate x_final (x0 form only)", lambda body: body.inputs is None),
     *pictures("f and ||grad f|| per recorded step (log scale when positive), status in the title"),
 )
-# For a program, how to turn the packed x into its variables; None in the x0 form.
-Unpack = Callable[[FloatArray], dict[str, FloatArray]] | None
-
 MinimizeBody = Annotated[MinimizeRequest, Depends(json_body(MinimizeRequest))]
 
 
@@ -191,21 +195,7 @@ async def minimize(
         return await answer(
             request, compute, _minimize, body, settings, deadline_seconds=math.inf
         )
-    run = _Run(body, settings)
+    run = Run(body, settings, _start, _line)
     return await stream(request, compute, run.start, run.line)
 
 
-class _Run:
-    """A streamed run; :meth:`start` also learns how :meth:`line` unpacks a program's ``x``."""
-
-    def __init__(self, body: MinimizeRequest, settings: Settings) -> None:
-        self._body = body
-        self._settings = settings
-        self._unpack: Unpack = None
-
-    def start(self) -> Events:
-        events, self._unpack = _start(self._body, self._settings)
-        return events
-
-    def line(self, event: DescentRecord | DescentSummary) -> bytes:
-        return _line(event, self._body, self._unpack)

@@ -214,8 +214,10 @@ def structural_hessian_cost(program: Program, plan: HessianPlan) -> Cost:
         nodes = nodes.then(second.then(sparse_build_cost(local, n, sizes[node.id])).then(product))
     blocks = FLOAT * 2 * plan.block_elements
     factors = SPARSE_COPIES * COO_ENTRY * peak * max(1, len(_active(program, names)))
-    result = spgemm_cost(n, n, n, bound, bound, bound).times(2).then(
-        sparse_build_cost(bound, n, n).times(2)
+    result = (
+        spgemm_cost(n, n, n, bound, bound, bound)
+        .times(2)
+        .then(sparse_build_cost(bound, n, n).times(2))
     )
     build = pass_cost(program, names, 1).then(nodes).then(result)
     return trace_cost(program).then(build.holding(blocks + factors))

@@ -193,6 +193,10 @@ class MaxPool2d(_Pool2d):
         (k_h, k_w), _ = self._geometry
         return layout.size_of(self.out_shape(in_shape)) * k_h * k_w
 
+    def forward_workspace_elements(self, in_shape: Shape) -> int:
+        """None: the forward's maximum reduces over the window view without copying it."""
+        return 0
+
     def _flat_windows(self, a: NDArray[T]) -> NDArray[T]:
         (k_h, k_w), stride = self._geometry
         view = windows(a, (k_h, k_w), stride)  # (..., h_out, w_out, k_h, k_w)

@@ -33,7 +33,7 @@ Public surface (also :mod:`service.engine.xcorr`): :class:`XCorrGeometry`,
 :func:`output_shape`, :func:`padding_pairs`, :func:`choose_method`, :func:`cross_correlate`,
 :func:`forward_via_jacobian`, :func:`jacobian_x` (and :func:`jacobian_x_csr`, the same matrix as
 CSR), :func:`jacobian_kernel`, :func:`nnz_x`, :func:`nnz_kernel`, :func:`vjp_x`,
-:func:`vjp_kernel`.
+:func:`vjp_kernel`, :func:`scratch_elements` (for the cost model).
 The op is bilinear, so its JVP is the forward itself:
 ``jvp = cross_correlate(dx, k) + cross_correlate(x, dk)``.
 """
@@ -44,6 +44,7 @@ from .forward import (
     choose_method,
     cross_correlate,
     forward_via_jacobian,
+    scratch_elements,
 )
 from .geometry import (
     DEFAULT_GEOMETRY,
@@ -78,6 +79,7 @@ __all__ = [
     "nnz_x",
     "output_shape",
     "padding_pairs",
+    "scratch_elements",
     "vjp_kernel",
     "vjp_x",
     "workspace_elements",

@@ -95,6 +95,49 @@ def _choose(plan: _Plan) -> Method:
     return "tap_gemm"
 
 
+def scratch_elements(
+    x_shape: Sequence[int], k_shape: Sequence[int], geometry: XCorrGeometry = DEFAULT_GEOMETRY
+) -> int:
+    """Return the elements of the arrays the ``"auto"`` forward holds besides ``x_p`` and ``y``.
+
+    The shift methods compute every stride-1 position (``N K h1 W_padded`` elements) before
+    cropping; ``gemm_shift`` also holds ``K kh kw`` planes of a block plus the largest tap
+    offset, which a tall dilated kernel makes larger than the column buffer. im2col's buffer is
+    the cost model's fixed allowance (one output row at least, charged there).
+
+    Parameters
+    ----------
+    x_shape, k_shape : sequence of int
+        As in :func:`output_shape`.
+    geometry : XCorrGeometry
+
+    Returns
+    -------
+    int
+    """
+    plan = _plan(x_shape, k_shape, geometry)
+    method = _choose(plan)
+    if method == "im2col":
+        return 0
+    h1, _, span, offsets = _stride1_positions(plan)
+    N, K, wp = plan.N, plan.K, plan.padded_shape[-1]
+    if method == "gemm_shift":
+        block, halo = _shift_block(plan, span, offsets[-1]), offsets[-1]
+        return N * K * h1 * wp + N * K * plan.kh * plan.kw * (block + halo)
+    return N * K * h1 * wp + N * K * min(_tap_block(plan), span)
+
+
+def _shift_block(plan: _Plan, span: int, halo: int) -> int:
+    # at least 4 halos per block, so recomputed halo planes cost at most a quarter more
+    return min(span, max(4 * halo, COLUMN_BUFFER // (plan.N * plan.K * plan.kh * plan.kw), 64))
+
+
+def _tap_block(plan: _Plan) -> int:
+    # blocks of about COLUMN_BUFFER elements of all images' inputs or outputs, but at least 4096
+    # positions: with 64 the per-call overhead made (3,224,224) k3 2.5x slower
+    return max(4096, COLUMN_BUFFER // (plan.N * max(plan.K, plan.C)))
+
+
 def _gemm_shift(x_p: FloatArray, k4: FloatArray, plan: _Plan) -> FloatArray:
     """Contract the channels first, then add the ``kh * kw`` shifted planes of the product.
 
@@ -106,8 +149,7 @@ def _gemm_shift(x_p: FloatArray, k4: FloatArray, plan: _Plan) -> FloatArray:
     K, T = plan.K, plan.kh * plan.kw
     h1, w1, span, offsets = _stride1_positions(plan)
     halo = offsets[-1]
-    # at least 4 halos per block, so recomputed halo planes cost at most a quarter more
-    block = min(span, max(4 * halo, COLUMN_BUFFER // (N * K * T), 64))
+    block = _shift_block(plan, span, halo)
     # (N, C, hp, wp) -> (N, C, hp*wp)
     xf = vec_batch(x_p, 2, "C")
     # (K, C, kh, kw) -> (K*T, C): row kk*T + t holds k[kk, :, h, w] for tap t = h*kw + w
@@ -145,9 +187,7 @@ def _tap_gemm(x_p: FloatArray, k4: FloatArray, plan: _Plan) -> FloatArray:
     # (K, C, kh, kw) -> (kh, kw, K, C) -> (T, K, C): one contiguous (K, C) matrix per tap t
     k_taps = np.reshape(np.ascontiguousarray(np.transpose(k4, (2, 3, 0, 1))), (T, K, C))
     out = np.empty((N, K, h1 * wp))
-    # blocks of about COLUMN_BUFFER elements of all images' inputs or outputs, but at least 4096
-    # positions: with 64 the per-call overhead made (3,224,224) k3 2.5x slower
-    block = max(4096, COLUMN_BUFFER // (N * max(K, C)))
+    block = _tap_block(plan)
     tmp = np.empty((N, K, min(block, span)))
     for p0 in range(0, span, block):
         checkpoint()
