@@ -6,7 +6,8 @@ then ``.venv/bin/python benchmarks/compare.py [--repeat 15] [--only forward,coo,
 torch and jax are required: a missing anchor stops the run with an error instead of dropping its
 column. CI never installs them and never runs this script.
 
-Every row is timed interleaved: in each repetition every variant of the row runs once, in turn,
+Every row is timed interleaved: in each repetition every variant of the row runs once, in turn
+(each repetition starting one variant later),
 so a change in the machine's load hits all of them alike; the figure is the median wall time
 (``--clock cpu`` times process CPU instead, see ``CLOCK``). The HTTP rows count requests per wall
 second, and the servers' CPU time per request. The ratio is
@@ -125,11 +126,15 @@ def interleaved(fns: dict[str, Callable[[], object]], repeat: int) -> dict[str, 
     for fn in fns.values():
         fn()
     samples: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeat):
+    names = list(fns)
+    for round_ in range(repeat):
         gc.collect()
-        for name, fn in fns.items():
+        # Each round starts one function later: whatever runs first after the collection, or
+        # right after torch's and XLA's calls, is not always the same variant.
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
             start = clock()
-            fn()
+            fns[name]()
             samples[name].append(clock() - start)
     return {name: 1e3 * statistics.median(values) for name, values in samples.items()}
 
