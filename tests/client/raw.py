@@ -107,3 +107,10 @@ def same_run(answer: dict[str, Any], result: Any, streamed: list[Any], final: An
             answer.get("method"),
             answer.get("evaluations"),
         )
+
+
+def get(base_url: str, path: str) -> Any:
+    """GET ``path`` and return the parsed 200 answer."""
+    response = httpx.get(f"{base_url}{path}", timeout=60.0)
+    assert response.status_code == 200, response.text
+    return response.json()

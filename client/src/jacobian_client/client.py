@@ -19,7 +19,7 @@ from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar, over
 import httpx
 import numpy.typing as npt
 
-from . import calls, runs, second_order
+from . import calls, estimates, runs, second_order
 from .errors import problem_from_response
 from .functions import Function
 from .results import DescentResult
@@ -246,6 +246,14 @@ class Client(_Base):
 
     gradient_descent: SyncRun = _sync_run(runs.gradient_descent)
     minimize: SyncRun = _sync_run(runs.minimize)
+    metadata = _sync(estimates.metadata)
+
+    def estimate(self, method: str, /, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """``POST /v1/estimate``: the cost of ``self.<method>(*args, **kwargs)``, not computed.
+
+        Example: ``client.estimate("jacobian", f, x=x, format="coo")["refused"]``.
+        """
+        return self.execute(estimates.estimate(self.encoding, method, *args, **kwargs))
 
 
 class AsyncClient(_Base):
@@ -325,3 +333,8 @@ class AsyncClient(_Base):
 
     gradient_descent: AsyncRun = _async_run(runs.gradient_descent)
     minimize: AsyncRun = _async_run(runs.minimize)
+    metadata = _async(estimates.metadata)
+
+    async def estimate(self, method: str, /, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """``POST /v1/estimate``; see :meth:`Client.estimate`."""
+        return await self.execute(estimates.estimate(self.encoding, method, *args, **kwargs))

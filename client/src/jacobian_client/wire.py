@@ -123,6 +123,11 @@ def _walk(value: Any, encoding: Encoding, segments: list[bytes]) -> Any:
     return value
 
 
+def write_json(value: Any, encoding: Literal["base64", "list"]) -> Any:
+    """Return ``value`` with its tensor markers written as JSON tensors (no binary segments)."""
+    return _walk(value, encoding, [])
+
+
 @dataclass(frozen=True)
 class Body:
     """An encoded request body: its bytes and the headers that describe them."""

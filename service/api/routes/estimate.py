@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from ... import __version__
 from ...config import Settings
 from ...engine.errors import EngineError
+from ...engine.graph.nary import nary_classes
 from ...engine.op import op_names
 from .. import costs
 from ..budget import RequestCost, check_request
@@ -184,6 +185,9 @@ class Metadata(ResponseModel):
     content_encodings: list[str] = Field(description="Request Content-Encoding values read.")
     extensions: list[str]
     operations: list[str] = Field(description="The op registry's names (GET /v1/ops details).")
+    program_operations: list[str] = Field(
+        description="The n-ary operations of program forms (expressions and graphs)."
+    )
     estimable_paths: list[str] = Field(description="Paths POST /v1/estimate accepts.")
 
 
@@ -206,5 +210,6 @@ async def metadata(settings: SettingsDep) -> Metadata:
         content_encodings=["identity", "gzip"],
         extensions=["binary tensor extension (CONVENTIONS 3.1, Inference-Header-Content-Length)"],
         operations=list(op_names()),
+        program_operations=list(nary_classes()),
         estimable_paths=list(ESTIMATORS),
     )
