@@ -29,11 +29,9 @@ from .cost import (
     xcorr_forward_cost,
     xcorr_jacobian_cost,
 )
+from .functions import FD_DIRECTIONS
 from .jacobian import Format
 from .types import FloatArray, IndexArray
-
-# Directions of the finite-difference check (functions.FD_DIRECTIONS).
-FD_DIRECTIONS = 32
 
 
 def evaluate_cost(chain: Chain) -> Cost:
