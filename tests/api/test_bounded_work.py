@@ -302,8 +302,9 @@ async def test_a_client_that_leaves_frees_its_slot_within_100_ms(
     total = time.perf_counter() - started
     assert freed_after[0] < 0.1, freed_after
     # The engine stopped: the slot is released only when the worker thread has returned, long
-    # before the seconds (evaluate) or minutes (descent) the whole computation takes.
-    assert total < 1.5
+    # before the seconds (evaluate) or minutes (descent, minimize) the whole computation takes
+    # (2.0 s measured for the descent's set-up and stop at load 8).
+    assert total < 5.0
     assert sent[0]["status"] == 400
     body = json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
     assert body["type"] == "/problems/cancelled"
