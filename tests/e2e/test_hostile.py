@@ -240,11 +240,14 @@ def test_a_computation_past_its_deadline_and_a_slow_body_are_stopped() -> None:
         "SERVICE_COMPUTATION_DEADLINE_SECONDS": "0.5",
         "SERVICE_BODY_RATE_WINDOW_SECONDS": "0.5",
         "SERVICE_MIN_BODY_RATE_BYTES_PER_SECOND": "50",
+        # The work limit would refuse this request before it starts; the deadline is under test.
+        "SERVICE_MAX_WORK": "100000000000",
     }
+    # About 3.4 s of one quiet core (padding 400 took 0.51 s there, and beat the 0.5 s deadline).
     slow = {
         "x": ONE_PIXEL,
         "function": [{"op": "xcorr2d", "kernel": KERNEL30,
-                      "padding": [[400, 400], [400, 400]]}, {"op": "sum"}],
+                      "padding": [[1000, 1000], [1000, 1000]]}, {"op": "sum"}],
     }  # fmt: skip
     with serve(settings) as live, httpx.Client(base_url=live.base_url, timeout=60) as client:
         cpu_before = live.cpu_seconds()
