@@ -19,6 +19,7 @@ from .cost import (
     SPARSE_COPIES,
     XCORR_ENTRY_BYTES,
     Cost,
+    Direction,
     dense_cost,
     op_cost,
     pass_cost,
@@ -88,7 +89,8 @@ def jacobian_cost(chain: Chain, plan: JacobianPlan, fmt: Format, check: bool) ->
         batch = min(count, max(1, BLOCK_ELEMENTS // widest))
         blocks = -(-count // batch)
         basis = FLOAT * batch * (n + m) * 2
-        one = pass_cost(chain.ops, chain.shapes, batch).holding(basis)
+        direction: Direction = "jvp" if plan.strategy == "forward" else "vjp"
+        one = pass_cost(chain.ops, chain.shapes, batch, direction).holding(basis)
         pieces = dense_cost(n, m, 1) if fmt == "dense" else sparse_build_cost(plan.nnz_bound, n, m)
         build = one.times(blocks).holding(pieces.peak_bytes).then(pieces)
     cost = trace.then(build.holding(held))
@@ -246,7 +248,7 @@ def hessian_cost(chain: Chain, nnz_bound: int, fmt: Format) -> Cost:
     """
     n = layout.size_of(chain.in_shape)
     trace = trace_cost(chain.ops, chain.shapes)
-    adjoints = pass_cost(chain.ops, chain.shapes, 1)
+    adjoints = pass_cost(chain.ops, chain.shapes, 1, "vjp")
     terms = Cost()
     for index, op in enumerate(chain.ops):
         shape = chain.shapes[index]

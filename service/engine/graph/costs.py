@@ -20,6 +20,7 @@ from ..cost import (
     FLOAT,
     SPARSE_COPIES,
     Cost,
+    Direction,
     dense_cost,
     op_cost,
     rule_cost,
@@ -47,7 +48,9 @@ __all__ = [
 ]
 
 
-def node_cost(op: NaryOp, shapes: Sequence[tuple[int, ...]], batch: int = 1) -> Cost:
+def node_cost(
+    op: NaryOp, shapes: Sequence[tuple[int, ...]], batch: int = 1, direction: Direction = "both"
+) -> Cost:
     """Return the cost of one node's forward (or one derivative rule) on a batch.
 
     Parameters
@@ -57,11 +60,13 @@ def node_cost(op: NaryOp, shapes: Sequence[tuple[int, ...]], batch: int = 1) -> 
         The shapes of the node's arguments.
     batch : int
         Tangents or cotangents pushed through at once.
+    direction : {"jvp", "vjp", "both"}
+        The rule's direction (``"jvp"`` for the forward).
     """
     if isinstance(op, Unary):
-        return op_cost(op.op, shapes[0], batch)
+        return op_cost(op.op, shapes[0], batch, direction=direction)
     if isinstance(op, XCorr2D):
-        return xcorr_forward_cost(shapes[0], shapes[1], op.geometry, batch)
+        return xcorr_forward_cost(shapes[0], shapes[1], op.geometry, batch, direction)
     n = sum(layout.size_of(shape) for shape in shapes)
     m = layout.size_of(op.out_shape(shapes))
     if isinstance(op, _Contraction):
@@ -85,7 +90,7 @@ def trace_cost(program: Program) -> Cost:
     """Return the cost of :meth:`Program.trace`: every node in order, every value held."""
     total = Cost()
     for node in program.nodes:
-        total = total.then(node_cost(node.op, _args(program, node)))
+        total = total.then(node_cost(node.op, _args(program, node), direction="jvp"))
     return total.holding(values_bytes(program))
 
 
@@ -94,15 +99,18 @@ def _active(program: Program, names: Iterable[str]) -> list[Node]:
     return [node for node in program.nodes if program.depends(node.id) & wanted]
 
 
-def pass_cost(program: Program, names: Iterable[str], batch: int) -> Cost:
+def pass_cost(
+    program: Program, names: Iterable[str], batch: int, direction: Direction = "both"
+) -> Cost:
     """Return the cost of one batched JVP or VJP through the nodes that ``names`` reach.
 
     A rule costs at most twice its forward (as :func:`~service.engine.cost.pass_cost`); the
     tangents or cotangents of every value are held at once (cotangents accumulate).
+    ``direction``: the pass's, or ``"both"`` when it is not known.
     """
     total = Cost()
     for node in _active(program, names):
-        rule = node_cost(node.op, _args(program, node), batch)
+        rule = node_cost(node.op, _args(program, node), batch, direction)
         arrays = rule.peak_bytes - BUFFERS
         total = total.then(Cost(2 * rule.flops, 2 * rule.bytes_touched, 2 * arrays + BUFFERS))
     return total.holding(values_bytes(program, batch))
@@ -161,7 +169,9 @@ def jacobian_cost(program: Program, plan: ProgramPlan, names: Sequence[str], fmt
             blocks = -(-count // batch)
             width = sum(sizes.values()) + m
             basis = FLOAT * batch * width * 2  # the basis, its images, their non-zero triplets
-            one = pass_cost(program, active, batch).holding(basis + 3 * FLOAT * batch * width)
+            direction: Direction = "jvp" if plan.strategy == "forward" else "vjp"
+            one = pass_cost(program, active, batch, direction)
+            one = one.holding(basis + 3 * FLOAT * batch * width)
             build = build.then(one.times(blocks))
     cost = trace_cost(program).then(build.holding(held)).then(results)
     if fmt == "dense":
@@ -219,7 +229,7 @@ def structural_hessian_cost(program: Program, plan: HessianPlan) -> Cost:
         .times(2)
         .then(sparse_build_cost(bound, n, n).times(2))
     )
-    build = pass_cost(program, names, 1).then(nodes).then(result)
+    build = pass_cost(program, names, 1, "vjp").then(nodes).then(result)
     return trace_cost(program).then(build.holding(blocks + factors))
 
 
@@ -234,7 +244,7 @@ def fd_check_cost(program: Program, names: Sequence[str]) -> Cost:
     directions = min(FD_DIRECTIONS, largest)
     probe = Cost()
     for node in program.nodes:
-        probe = probe.then(node_cost(node.op, _args(program, node), directions))
+        probe = probe.then(node_cost(node.op, _args(program, node), directions, "jvp"))
     probe = probe.holding(values_bytes(program, directions))
     derivative = pass_cost(program, names, directions)
     n = sum(layout.size_of(program.inputs[name]) for name in names)
