@@ -167,9 +167,9 @@ def xcorr_scratch(
     blocks are chosen for the whole stack (``xcorr.scratch_elements`` of it): the shift methods'
     blocks of planes shrink as the stack grows, so they are not charged once per image. im2col's
     column buffer holds at least one output row's windows of every image: 26.8 GiB for a
-    1 x 60000 kernel on one pixel with ``"full"`` padding. ``"vjp"``: the transposes hold one
-    ``C x h_out x w_out`` plane per image (image) or the cotangent laid on the padded rows,
-    ``K x h_out x W_padded`` (kernel, at stride 1), and a batch's kernel gradients.
+    1 x 60000 kernel on one pixel with ``"full"`` padding. ``"vjp"``: the transposes hold, per
+    image, ``C`` planes and the cotangent laid on the padded rows (``h_out x W_padded`` each;
+    the kernel's: ``K`` of them), and a batch's kernel gradients.
     """
     images = batch * (x_shape[0] if len(x_shape) == 4 else 1)
     channels, kh, kw = k_shape[-3:]
@@ -182,7 +182,9 @@ def xcorr_scratch(
     )
     (_, _), (left, right) = xcorr.padding_pairs(x_shape, k_shape, geometry)
     padded_width = x_shape[-1] + left + right
-    vjp = images * h_out * max(channels * w_out, kernels * padded_width)
+    # on the padded rows: the image's tap planes and cotangent (one kernel, stride 1), or the
+    # kernel's cotangent pattern; per tap GEMM planes of C x h_out x w_out otherwise
+    vjp = images * h_out * padded_width * (max(channels, kernels) + 1)
     vjp += batch * kernels * channels * kh * kw
     return {"jvp": jvp, "vjp": vjp, "both": max(jvp, vjp)}[direction]
 
