@@ -276,3 +276,20 @@ def descent_step_cost(chain: Chain) -> Cost:
     of steps it may take; this bounds what each step holds and does.
     """
     return product_cost(chain, check=False)
+
+
+def minimize_step_cost(step: Cost, product: Cost, size: int, method: str, memory: int) -> Cost:
+    """Return the cost of one iteration of a minimization, from one descent step's and HVP's.
+
+    ``gd`` and ``adam``: a value and gradient. ``lbfgs``: the same with L-BFGS-B's workspace held,
+    ``2 m n + 5 n + 11 m^2 + 8 m`` doubles (SciPy's ``setulb``, ``m = memory``). ``newton-cg`` and
+    ``trust-ncg``: one Hessian-vector product of their inner iterations on top, with CG's four
+    vectors. An L-BFGS iteration may evaluate several points (its line search) and a Newton one
+    many products: like the iterations, they are bounded by the run's deadline.
+    """
+    if method == "lbfgs":
+        workspace = 2 * memory * size + 5 * size + 11 * memory * memory + 8 * memory
+        return step.holding(FLOAT * workspace)
+    if method in ("newton-cg", "trust-ncg"):
+        return step.then(product).holding(4 * FLOAT * size)
+    return step
