@@ -38,11 +38,13 @@ def _requests(rng: np.random.Generator) -> list[tuple[str, dict[str, Any]]]:
     kernel = {"inputs": {"x": _data(x), "k": _data(np.zeros((2, 3, 3))), "y": _data(y)},
               "function": "mse(xcorr2d(x, k), y)", "variables": ["k"]}  # fmt: skip
     image = {"inputs": {"x": _data(np.zeros((2, 8, 8))), "k": _data(k), "y": _data(y)},
-             "function": "mse(xcorr2d(x, k), y) + 0.01 * sum(x ** 2)", "variables": ["x"]}  # fmt: skip
+             "function": "mse(xcorr2d(x, k), y) + 0.01 * sum(x ** 2)",
+             "variables": ["x"]}  # fmt: skip
     a, b = rng.standard_normal((4, 3)), rng.standard_normal((3, 5))
     c = rng.standard_normal((4, 5))
     two = {"inputs": {"a": _data(a), "b": _data(b), "c": _data(c)},
-           "function": "sum(square(a @ b - c)) + 0.1 * sum(a * a)", "variables": ["a", "b"]}  # fmt: skip
+           "function": "sum(square(a @ b - c)) + 0.1 * sum(a * a)",
+           "variables": ["a", "b"]}  # fmt: skip
     mixed_x = rng.uniform(0.5, 1.5, (3, 4))
     mixed = {
         "inputs": {"x": _data(mixed_x), "w": _data(rng.standard_normal(4)),
