@@ -293,21 +293,25 @@ def _hessian_estimate(cost: Cost, fmt: str, n: int, bound: int, encoding: Encodi
 def _run_objective(
     body: Any, settings: Settings, names: Sequence[str] | None
 ) -> tuple[Cost, Cost, dict[str, Shape]]:
-    """Return one value-and-gradient's cost, one HVP's, and the shapes of the variables."""
+    """Return one step's cost (the run's prepared matrices held), one HVP's, the shapes.
+
+    The run's limits use ``max_coo_nnz`` as the largest matrix it prepares (``descent_limits``).
+    """
     if body.inputs is not None:
         program = _program(body, settings)
         variables = program.check_wrt(names, "variables")
         shapes = {name: program.inputs[name] for name in variables}
         chain = as_chain(program)
         if chain is None:
-            gradient = graph_costs.product_cost(program, variables)
-            return gradient, graph_costs.hvp_cost(program, variables), shapes
+            step = graph_costs.run_step_cost(program, variables, settings.max_coo_nnz)
+            return step, graph_costs.hvp_cost(program, variables), shapes
     else:
         assert body.x0 is not None and isinstance(body.function, list)
         chain = chain_of(body.function, decode_tensor(body.x0), body.order)
         functions.check_intermediates(chain, settings.max_tensor_elements)
         shapes = {"x": chain.in_shape}
-    return estimates.descent_step_cost(chain), estimates.hvp_cost(chain), shapes
+    step = estimates.descent_step_cost(chain, settings.max_coo_nnz)
+    return step, estimates.hvp_cost(chain), shapes
 
 
 def _run_payload(points: int, size: int, record_x: bool, encoding: Encoding) -> Payload:

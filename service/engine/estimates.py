@@ -16,6 +16,7 @@ from .chain import BLOCK_ELEMENTS, Chain, JacobianPlan
 from .cost import (
     COO_ENTRY,
     FLOAT,
+    INDEX,
     SPARSE_COPIES,
     XCORR_ENTRY_BYTES,
     Cost,
@@ -30,6 +31,7 @@ from .cost import (
     xcorr_forward_cost,
     xcorr_jacobian_cost,
 )
+from .descent.objective import prepared_operations
 from .functions import FD_DIRECTIONS
 from .jacobian import Format
 from .types import FloatArray, IndexArray
@@ -269,13 +271,23 @@ def hessian_cost(chain: Chain, nnz_bound: int, fmt: Format) -> Cost:
     return cost.then(dense_cost(n, n)) if fmt == "dense" else cost
 
 
-def descent_step_cost(chain: Chain) -> Cost:
+def descent_step_cost(chain: Chain, max_prepared_nnz: int) -> Cost:
     """Return the cost of one gradient-descent step (value and gradient, line search aside).
 
+    The run prepares its mixing linear operations as sparse matrices first
+    (:func:`~service.engine.descent.objective.prepared_operations`): each is built once from its
+    local Jacobian and held, with its transpose, for the whole run (CSR, at most int64 indices).
     Descent is bounded in time by its own deadline (status ``"deadline"``), not by the number
     of steps it may take; this bounds what each step holds and does.
     """
-    return product_cost(chain, check=False)
+    build, held = Cost(), 0
+    for index in prepared_operations(chain, max_prepared_nnz):
+        op, shape = chain.ops[index], chain.shapes[index]
+        rows, cols = layout.size_of(shape), layout.size_of(chain.shapes[index + 1])
+        nnz = min(op.sparsity(shape).nnz, rows * cols)
+        build = build.then(sparse_build_cost(nnz, rows, cols).then(op_cost(op, shape)))
+        held += 2 * (FLOAT + INDEX) * nnz + INDEX * (rows + cols + 2)
+    return build.then(product_cost(chain, check=False)).holding(held)
 
 
 def minimize_step_cost(step: Cost, product: Cost, size: int, method: str, memory: int) -> Cost:

@@ -18,6 +18,7 @@ from ..cost import (
     BUFFERS,
     COO_ENTRY,
     FLOAT,
+    INDEX,
     SPARSE_COPIES,
     Cost,
     Direction,
@@ -28,8 +29,10 @@ from ..cost import (
     spgemm_cost,
     xcorr_forward_cost,
 )
+from ..descent.params import PREPARED_NNZ
 from ..functions import FD_DIRECTIONS
 from ..jacobian import Format
+from ..kernels.xcorr.columns import GATHER_COLUMNS
 from .curvature import HessianPlan
 from .nary import NaryOp, Unary
 from .ops.linalg import XCorr2D, _Contraction
@@ -44,6 +47,7 @@ __all__ = [
     "jacobian_cost",
     "node_cost",
     "product_cost",
+    "run_step_cost",
     "trace_cost",
 ]
 
@@ -179,14 +183,49 @@ def jacobian_cost(program: Program, plan: ProgramPlan, names: Sequence[str], fmt
     return cost
 
 
+def run_step_cost(program: Program, variables: Sequence[str], max_prepared_nnz: int) -> Cost:
+    """Return the cost of one step of a run over ``variables`` (value and gradient).
+
+    The run prepares each linear node of one varying argument as a matrix, CSR or (at half its
+    entries or more) dense, and holds it with its transpose (:mod:`.prepared`); every such node
+    with at most ``min(max_prepared_nnz, PREPARED_NNZ)`` entries is charged, whether it mixes
+    or not (an upper bound of the preparation's rule).
+    """
+    active = frozenset(variables)
+    budget = min(max_prepared_nnz, PREPARED_NNZ)
+    build, held = Cost(), 0
+    for node in _active(program, variables):
+        varying = [j for j, arg in enumerate(node.args) if program.depends(arg) & active]
+        linear = node.op.op.linear if isinstance(node.op, Unary) else node.op.linear
+        if len(varying) != 1 or not linear:
+            continue
+        j = varying[0]
+        n = layout.size_of(program.shapes[node.args[j]])
+        m = layout.size_of(program.shapes[node.id])
+        nnz = min(program.sparsity[(node.id, j)].nnz, n * m)
+        if nnz > budget:
+            continue
+        build = build.then(sparse_build_cost(nnz, n, m))
+        held += min(2 * (FLOAT + INDEX) * nnz + INDEX * (n + m + 2), 2 * FLOAT * n * m)
+    return build.then(product_cost(program, variables)).holding(held)
+
+
 def hvp_cost(program: Program, names: Sequence[str], batch: int = 1) -> Cost:
     """Return the cost of a batch of exact Hessian-vector products (forward over reverse).
 
     The trace, the tangents pushed forward, the cotangents pulled back with their second-order
-    terms: three passes, with the trace's values and the tangents' held.
+    terms: three passes, with the trace's values and the tangents' held; and per ``xcorr2d``
+    node the kernel's Jacobian a linearization may keep as columns (``GATHER_COLUMNS`` at most).
     """
     passes = pass_cost(program, names, batch).times(3)
-    return trace_cost(program).then(passes.holding(values_bytes(program, 1 + batch)))
+    columns = sum(
+        FLOAT * min(GATHER_COLUMNS, layout.size_of(program.shapes[node.id][-2:]) *
+                    layout.size_of(program.shapes[node.args[1]][-3:]))
+        for node in program.nodes
+        if isinstance(node.op, XCorr2D)
+    )  # fmt: skip
+    held = values_bytes(program, 1 + batch) + columns
+    return trace_cost(program).then(passes.holding(held))
 
 
 def dense_hessian_cost(program: Program, names: Sequence[str], max_tensor_elements: int) -> Cost:
