@@ -22,6 +22,7 @@ from service.engine import xcorr
 from service.engine.errors import ParameterError, ShapeError
 from service.engine.kernels.xcorr import builder as xcorr_builder
 from service.engine.kernels.xcorr import columns as xcorr_columns
+from service.engine.kernels.xcorr import forward as xcorr_forward
 from service.engine.kernels.xcorr import transpose as xcorr_transpose
 from tests import oracles
 
@@ -245,6 +246,37 @@ def test_long_run_blocks_and_border_rows_together_equal_the_loops(order: str, la
     for jacobian, expected in ((jacobian_x, expected_x), (jacobian_k, expected_k)):
         assert_canonical(jacobian)
         assert coo_dict(jacobian) == (expected if layout == "in_out" else transposed(expected))
+
+
+@pytest.mark.parametrize("blocks", ["one", "many"])
+@pytest.mark.parametrize(
+    ("stride", "dilation", "pairs"),
+    [
+        ((2, 2), (1, 1), ((0, 0), (0, 0))),
+        ((3, 2), (2, 1), ((1, 2), (0, 3))),
+        ((2, 3), (1, 3), ((0, 0), (2, 2))),
+    ],
+)
+def test_phase_shift_equals_the_loops(
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+    pairs: tuple[tuple[int, int], tuple[int, int]],
+    blocks: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Images split into stride phases (sizes not multiples of the stride, padding, dilation),
+    the positions in one block or in many (a tiny column buffer)."""
+    if blocks == "many":
+        monkeypatch.setattr(xcorr_forward, "COLUMN_BUFFER", 0)
+    rng = np.random.default_rng(7)
+    x, k = rng.standard_normal((2, 3, 23, 19)), rng.standard_normal((2, 3, 3, 2))
+    geometry = xcorr.XCorrGeometry(stride=stride, padding=pairs, dilation=dilation)
+    expected = oracles.xcorr_forward_loops(x, k, stride, pairs, dilation)
+    actual = xcorr.cross_correlate(x, k, geometry, method="phase_shift")
+    scale = float(
+        np.max(oracles.xcorr_forward_loops(np.abs(x), np.abs(k), stride, pairs, dilation))
+    )
+    np.testing.assert_allclose(actual, expected, rtol=EXACT["rtol"], atol=EXACT["atol"] * scale)
 
 
 @given(case=cases(), data=st.data(), gathered=st.booleans())
@@ -593,7 +625,13 @@ def test_order_layout_method_and_cotangent_are_checked() -> None:
 def test_choose_method_names_a_forward_method() -> None:
     assert xcorr.choose_method((3, 224, 224), (3, 3, 3)) == "gemm_shift"
     strided = xcorr.XCorrGeometry(stride=(2, 2))
-    assert xcorr.choose_method((3, 224, 224), (3, 3, 3), strided) == "im2col"
+    assert xcorr.choose_method((3, 224, 224), (3, 3, 3), strided) == "phase_shift"
+    assert xcorr.choose_method((16, 64, 64), (8, 16, 3, 3), strided) == "im2col"
+    assert xcorr.choose_method((1, 224, 224), (1, 3, 3), strided) == "im2col"
+    assert xcorr.choose_method((3, 16, 16), (3, 3, 3), strided) == "im2col"  # gathered
+    stride3 = xcorr.XCorrGeometry(stride=(3, 3))  # one tap per phase
+    assert xcorr.choose_method((3, 224, 224), (3, 3, 3), stride3) == "im2col"
+    assert xcorr.choose_method((3, 224, 224), (3, 5, 5), stride3) == "phase_shift"
     assert xcorr.choose_method((16, 64, 64), (8, 16, 3, 3)) == "tap_gemm"
     assert xcorr.choose_method((16, 64, 64), (16, 16, 3, 3)) == "im2col"
 
