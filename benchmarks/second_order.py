@@ -288,6 +288,13 @@ def lbfgs_row(repeat: int, n: int = 1000) -> dict[str, Any]:
             "ratio": times["service"] / times["scipy"], "overhead": overhead}  # fmt: skip
 
 
+def _hessian_table(title: str, label: str, row: dict[str, Any]) -> None:
+    print(f"\n| {title}, n = 10^6 (nnz {row['nnz']}) | gradient (ms) | Hessian (ms) | ratio |")
+    print("|---|---:|---:|---:|")
+    print(f"| {label} | {row['gradient'] * 1e3:.1f} | {row['hessian'] * 1e3:.1f} | "
+          f"{row['ratio']:.1f} |")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--repeat", type=int, default=5)
@@ -326,20 +333,11 @@ def main() -> None:
               f"per iteration; {rosen['status']}, max |x - 1| = {rosen['max_error']:.2g}, "
               f"evaluations {rosen['evaluations']}")  # fmt: skip
     if "hessian" in tables:
-        row = hessian_row(args.repeat)
-        print(f"\n| Hessian COO, n = 10^6 (nnz {row['nnz']}) | gradient (ms) | Hessian (ms) | "
-              "ratio |")  # fmt: skip
-        print("|---|---:|---:|---:|")
-        print(f"| sum(square(xcorr2d(x, [1, -1]))), x (1, 1000, 1000) | "
-              f"{row['gradient'] * 1e3:.1f} | {row['hessian'] * 1e3:.1f} | "
-              f"{row['ratio']:.1f} |")  # fmt: skip
+        _hessian_table("Hessian COO", "sum(square(xcorr2d(x, [1, -1]))), x (1, 1000, 1000)",
+                       hessian_row(args.repeat))  # fmt: skip
     if "program-hessian" in tables:
-        row = program_hessian_row(args.repeat)
-        print(f"\n| Program Hessian COO, n = 10^6 (nnz {row['nnz']}) | gradient (ms) | "
-              "Hessian (ms) | ratio |")  # fmt: skip
-        print("|---|---:|---:|---:|")
-        print(f"| Rosenbrock expression | {row['gradient'] * 1e3:.1f} | "
-              f"{row['hessian'] * 1e3:.1f} | {row['ratio']:.1f} |")  # fmt: skip
+        _hessian_table("Program Hessian COO", "Rosenbrock expression",
+                       program_hessian_row(args.repeat))  # fmt: skip
     if "lbfgs" in tables:
         row = lbfgs_row(args.repeat)
         print("\n| L-BFGS-B, mean((tanh(x) - y)²), n = 1000 | time (ms) | iterations |")
