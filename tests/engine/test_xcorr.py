@@ -50,9 +50,14 @@ class Case:
 
 
 @st.composite
-def cases(draw: st.DrawFn, max_side: int = 5) -> Case:
+def cases(
+    draw: st.DrawFn,
+    max_side: int = 5,
+    max_stride: int = 3,
+    kernel_counts: tuple[int | None, ...] = (None, 1, 3),
+) -> Case:
     kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    stride = (draw(st.integers(1, max_stride)), draw(st.integers(1, max_stride)))
     dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
     kind = draw(st.sampled_from(["valid", "same", "full", "explicit"]))
     extent = (dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1)
@@ -70,7 +75,7 @@ def cases(draw: st.DrawFn, max_side: int = 5) -> Case:
     W = draw(st.integers(low[1], low[1] + max_side - 1))
     C = draw(st.integers(1, 3))
     n_images = draw(st.sampled_from([None, 1, 2]))
-    n_kernels = draw(st.sampled_from([None, 1, 3]))
+    n_kernels = draw(st.sampled_from(kernel_counts))
     x_shape = ((n_images,) if n_images else ()) + (C, H, W)
     k_shape = ((n_kernels,) if n_kernels else ()) + (C, kh, kw)
     if kind == "same":
@@ -667,3 +672,37 @@ def test_kernel_vjp_in_blocks_is_the_loops_jacobian_times_the_cotangent(
         actual = xcorr.vjp_kernel(x, u, case.k_shape, case.geometry)
     atol = EXACT["atol"] * max(1.0, float(np.sum(np.abs(x)))) * max(1.0, float(np.abs(u).max()))
     np.testing.assert_allclose(np.reshape(actual, -1), expected, rtol=EXACT["rtol"], atol=atol)
+
+
+@given(case=cases(max_side=8, max_stride=1, kernel_counts=(None, 1)), data=st.data())
+def test_one_kernel_image_vjp_is_the_tap_by_tap_sum_bit_for_bit(
+    case: Case, data: st.DataObject
+) -> None:
+    """One kernel at stride 1 (the flat-row path): the sums keep their order, so their bits.
+
+    Each pixel adds the products k[c, h, w] u[n, i, j] tap after tap from +0, the order of the
+    GEMM-per-tap route; signs of zeros included.
+    """
+    y_shape = xcorr.output_shape(case.x_shape, case.k_shape, case.geometry)
+    k = data.draw(tensors(case.k_shape), label="k")
+    u = data.draw(tensors(y_shape), label="u")
+    signs = data.draw(arrays(np.bool_, y_shape), label="negative zeros")
+    u = np.where(signs & (u == 0), -0.0, u)
+    (top, _), (left, _) = case.pairs
+    x_shape = case.x_shape if len(case.x_shape) == 4 else (1, *case.x_shape)
+    N, C, H, W = x_shape
+    k3 = np.reshape(k, k.shape[-3:])
+    u3 = np.reshape(u, (N, *y_shape[-2:]))
+    h_out, w_out = y_shape[-2:]
+    kh, kw = k3.shape[-2:]
+    padded = np.zeros((N, C, H + sum(case.pairs[0]), W + sum(case.pairs[1])))
+    for h in range(kh):
+        for w in range(kw):
+            r, q = case.dilation[0] * h, case.dilation[1] * w
+            for n in range(N):
+                for c in range(C):
+                    padded[n, c, r : r + h_out, q : q + w_out] += k3[c, h, w] * u3[n]
+    expected = np.reshape(padded[:, :, top : top + H, left : left + W], case.x_shape)
+    actual = xcorr.vjp_x(k, u, case.x_shape, case.geometry)
+    assert actual.shape == expected.shape
+    assert actual.tobytes() == np.ascontiguousarray(expected).tobytes()

@@ -7,6 +7,7 @@ matrix from :func:`service.engine.xcorr.jacobian_x`, whatever ``x`` is. All arit
 :mod:`service.engine.xcorr`; this module only adapts it to the batched ``Op`` contract.
 """
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -75,9 +76,12 @@ class CrossCorrelate2D(LinearOp):
         object.__setattr__(self, "padding", geometry.padding)
         object.__setattr__(self, "dilation", geometry.dilation)
 
-    @property
+    @functools.cached_property
     def geometry(self) -> correlation.XCorrGeometry:
-        """Stride, padding and dilation as the kernel routines take them."""
+        """Stride, padding and dilation as the kernel routines take them.
+
+        Made once: every rule reads it, and building it validates the parameters again.
+        """
         return correlation.XCorrGeometry(self.stride, self.padding, self.dilation)
 
     def out_shape(self, in_shape: Shape) -> Shape:

@@ -343,6 +343,9 @@ class XCorr2D(NaryOp):
         x, k = values
         if i == 0:
             return self._in_image(k).apply(tangents)
+        if len(tangents) == 1:
+            # one tangent kernel (an HVP's, a JVP request's): no stack to build
+            return correlation.cross_correlate(x, tangents[0], self.geometry)[np.newaxis]
         return np.stack([correlation.cross_correlate(x, t, self.geometry) for t in tangents])
 
     def _second_order(
