@@ -5,7 +5,8 @@ Nothing here imports the service; the math is transcribed from ``seed-notes.md``
 oracles). Slow on purpose: keep the shapes tiny.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -80,6 +81,62 @@ def _out_size(size: int, pads: tuple[int, int], taps: int, stride: int, dilation
 # ------------------------------------------------------------------------------------------
 
 
+class _Term(NamedTuple):
+    """One product of the notes' loops: output ``(n, kk, i, j)`` reads pixel ``(c, r, q)``
+    through tap ``(c, h, w)`` of kernel ``kk``."""
+
+    n: int
+    kk: int
+    i: int
+    j: int
+    c: int
+    h: int
+    w: int
+    r: int
+    q: int
+
+
+def _xcorr_terms(
+    x_shape: Sequence[int],
+    k_shape: Sequence[int],
+    stride: tuple[int, int],
+    padding_pairs: tuple[tuple[int, int], tuple[int, int]],
+    dilation: tuple[int, int],
+) -> tuple[list[int], Iterator[_Term]]:
+    """The output shape and every product of the notes' seven loops whose pixel is real.
+
+    Generalized by zero padding (taps in the padding are skipped), dilation, ``K`` kernels
+    (output axis kk) and ``N`` images (output axis n). Terms come output by output, in C order
+    of ``(n, kk, i, j)``, then ``c, h, w``.
+    """
+    has_n, has_k, n_images, n_kernels = _unpack(x_shape, k_shape)
+    C, H, W = x_shape[-3:]
+    kh, kw = k_shape[-2:]
+    (pt, pb), (pl, pr) = padding_pairs
+    h_out = _out_size(H, (pt, pb), kh, stride[0], dilation[0])
+    w_out = _out_size(W, (pl, pr), kw, stride[1], dilation[1])
+    out_shape = [*([n_images] if has_n else []), *([n_kernels] if has_k else []), h_out, w_out]
+
+    def terms() -> Iterator[_Term]:
+        for n in range(n_images):
+            for kk in range(n_kernels):
+                for i in range(h_out):
+                    for j in range(w_out):
+                        for c in range(C):
+                            for h in range(kh):
+                                for w in range(kw):
+                                    r = stride[0] * i + dilation[0] * h - pt
+                                    q = stride[1] * j + dilation[1] * w - pl
+                                    if 0 <= r < H and 0 <= q < W:
+                                        yield _Term(n, kk, i, j, c, h, w, r, q)
+
+    return out_shape, terms()
+
+
+def _out_index(t: _Term, has_n: bool, has_k: bool) -> list[int]:
+    return [*([t.n] if has_n else []), *([t.kk] if has_k else []), t.i, t.j]
+
+
 def xcorr_jacobian_loops(
     x_shape: Sequence[int],
     k: np.ndarray,
@@ -90,34 +147,17 @@ def xcorr_jacobian_loops(
 ) -> dict[tuple[int, int], float]:
     """The notes' algorithm for d(x*k)/dx in the in_out layout, as ``{(row, col): value}``.
 
-    Generalized by zero padding (taps in the padding have no entry), dilation, ``K`` kernels
-    (output axis kk) and ``N`` images (output axis n; block diagonal). Zero values are kept,
-    exactly as the notes' assignment does.
+    Generalized as :func:`_xcorr_terms` says; block diagonal over ``N`` images. Zero values are
+    kept, exactly as the notes' assignment does.
     """
-    has_n, has_k, n_images, n_kernels = _unpack(x_shape, k.shape)
-    C, H, W = x_shape[-3:]
-    kh, kw = k.shape[-2:]
-    (pt, pb), (pl, pr) = padding_pairs
-    h_out = _out_size(H, (pt, pb), kh, stride[0], dilation[0])
-    w_out = _out_size(W, (pl, pr), kw, stride[1], dilation[1])
-    out_shape = [*([n_images] if has_n else []), *([n_kernels] if has_k else []), h_out, w_out]
+    has_n, has_k, _, _ = _unpack(x_shape, k.shape)
+    out_shape, terms = _xcorr_terms(x_shape, k.shape, stride, padding_pairs, dilation)
     J: dict[tuple[int, int], float] = {}
-    for n in range(n_images):
-        for kk in range(n_kernels):
-            for i in range(h_out):
-                for j in range(w_out):
-                    out_index = [*([n] if has_n else []), *([kk] if has_k else []), i, j]
-                    col = flat(out_index, out_shape, order)
-                    for c in range(C):
-                        for h in range(kh):
-                            for w in range(kw):
-                                r = stride[0] * i + dilation[0] * h - pt
-                                q = stride[1] * j + dilation[1] * w - pl
-                                if 0 <= r < H and 0 <= q < W:
-                                    in_index = [*([n] if has_n else []), c, r, q]
-                                    row = flat(in_index, list(x_shape), order)
-                                    value = k[kk, c, h, w] if has_k else k[c, h, w]
-                                    J[(row, col)] = float(value)
+    for t in terms:
+        col = flat(_out_index(t, has_n, has_k), out_shape, order)
+        in_index = [*([t.n] if has_n else []), t.c, t.r, t.q]
+        row = flat(in_index, list(x_shape), order)
+        J[(row, col)] = float(k[t.kk, t.c, t.h, t.w] if has_k else k[t.c, t.h, t.w])
     return J
 
 
@@ -130,30 +170,14 @@ def xcorr_kernel_jacobian_loops(
     order: str,
 ) -> dict[tuple[int, int], float]:
     """The same loops for d(x*k)/dk: row ``flat_k(kk, c, h, w)``, value the pixel it reads."""
-    has_n, has_k, n_images, n_kernels = _unpack(x.shape, k_shape)
-    C, H, W = x.shape[-3:]
-    kh, kw = k_shape[-2:]
-    (pt, pb), (pl, pr) = padding_pairs
-    h_out = _out_size(H, (pt, pb), kh, stride[0], dilation[0])
-    w_out = _out_size(W, (pl, pr), kw, stride[1], dilation[1])
-    out_shape = [*([n_images] if has_n else []), *([n_kernels] if has_k else []), h_out, w_out]
+    has_n, has_k, _, _ = _unpack(x.shape, k_shape)
+    out_shape, terms = _xcorr_terms(x.shape, k_shape, stride, padding_pairs, dilation)
     J: dict[tuple[int, int], float] = {}
-    for n in range(n_images):
-        for kk in range(n_kernels):
-            for i in range(h_out):
-                for j in range(w_out):
-                    out_index = [*([n] if has_n else []), *([kk] if has_k else []), i, j]
-                    col = flat(out_index, out_shape, order)
-                    for c in range(C):
-                        for h in range(kh):
-                            for w in range(kw):
-                                r = stride[0] * i + dilation[0] * h - pt
-                                q = stride[1] * j + dilation[1] * w - pl
-                                if 0 <= r < H and 0 <= q < W:
-                                    k_index = [*([kk] if has_k else []), c, h, w]
-                                    row = flat(k_index, list(k_shape), order)
-                                    value = x[n, c, r, q] if has_n else x[c, r, q]
-                                    J[(row, col)] = float(value)
+    for t in terms:
+        col = flat(_out_index(t, has_n, has_k), out_shape, order)
+        k_index = [*([t.kk] if has_k else []), t.c, t.h, t.w]
+        row = flat(k_index, list(k_shape), order)
+        J[(row, col)] = float(x[t.n, t.c, t.r, t.q] if has_n else x[t.c, t.r, t.q])
     return J
 
 
@@ -171,27 +195,13 @@ def xcorr_forward_loops(
 ) -> np.ndarray:
     """``y[n, kk, i, j] = sum_{c,h,w} x_p[n, c, s_h i + d_h h, s_w j + d_w w] k[kk, c, h, w]``."""
     has_n, has_k, n_images, n_kernels = _unpack(x.shape, k.shape)
-    C, H, W = x.shape[-3:]
-    kh, kw = k.shape[-2:]
-    (pt, pb), (pl, pr) = padding_pairs
-    h_out = _out_size(H, (pt, pb), kh, stride[0], dilation[0])
-    w_out = _out_size(W, (pl, pr), kw, stride[1], dilation[1])
-    y = np.zeros((n_images, n_kernels, h_out, w_out))
-    for n in range(n_images):
-        for kk in range(n_kernels):
-            for i in range(h_out):
-                for j in range(w_out):
-                    total = 0.0
-                    for c in range(C):
-                        for h in range(kh):
-                            for w in range(kw):
-                                r = stride[0] * i + dilation[0] * h - pt
-                                q = stride[1] * j + dilation[1] * w - pl
-                                if 0 <= r < H and 0 <= q < W:
-                                    pixel = x[n, c, r, q] if has_n else x[c, r, q]
-                                    tap = k[kk, c, h, w] if has_k else k[c, h, w]
-                                    total += pixel * tap
-                    y[n, kk, i, j] = total
+    out_shape, terms = _xcorr_terms(x.shape, k.shape, stride, padding_pairs, dilation)
+    y = np.zeros((n_images, n_kernels, *out_shape[-2:]))
+    for t in terms:
+        # Terms of one output come together and in (c, h, w) order: the naive sum's order.
+        pixel = x[t.n, t.c, t.r, t.q] if has_n else x[t.c, t.r, t.q]
+        tap = k[t.kk, t.c, t.h, t.w] if has_k else k[t.c, t.h, t.w]
+        y[t.n, t.kk, t.i, t.j] += pixel * tap
     keep = (slice(None) if has_n else 0, slice(None) if has_k else 0)
     return y[keep]
 

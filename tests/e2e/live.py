@@ -1,9 +1,8 @@
 """Start ``python -m service`` with chosen ``SERVICE_*`` settings and stop it by PID.
 
-Used by the fault tests (which need the server's PID for its memory and small limits) and by
-``benchmarks/load/run.py`` (which needs several workers). The session fixture of ``conftest.py``
-serves the default settings; this helper is for the runs that need others. No pytest here, so
-the benchmark can import it.
+Used by the session fixture of ``conftest.py`` (the default settings), the fault tests (which
+need the server's PID for its memory and small limits) and ``benchmarks/load/run.py`` (which
+needs several workers). No pytest here, so the benchmark can import it.
 
 Every wait is bounded: the start by ``start_timeout`` seconds, the stop by SIGTERM, a grace
 period, then SIGKILL of the server and of any worker process it left behind, each by its PID.

@@ -36,7 +36,15 @@ from ...pictures import PictureType, descent_picture
 from ..budget import check_request
 from ..costs import descent_cost
 from ..deps import Compute, ComputeDep, SettingsDep, body_openapi, json_body
-from ..negotiation import NDJSON, Representation, answer, check_accept, negotiate, offer
+from ..negotiation import (
+    NDJSON,
+    Answer,
+    Representation,
+    answer,
+    check_accept,
+    negotiate,
+    offer,
+)
 from ..pictures import accepted_picture, picture_response, pictures
 from ..problems import INTERNAL_ERROR, PROBLEM_RESPONSES, Problem, problem_kind
 from ..programs import build_program
@@ -48,6 +56,7 @@ from ..schemas.descent import (
     ProgramDescentResponse,
     ProgramDescentSummaryLine,
     ProgramTrajectoryPoint,
+    RunRequest,
     TrajectoryPoint,
     ndjson_schema,
 )
@@ -173,7 +182,7 @@ def _gradient_descent(
     return GradientDescentResponse(**dict(summary), trajectory=trajectory)
 
 
-Body = TypeVar("Body")
+Body = TypeVar("Body", bound=RunRequest)
 
 
 class Run(Generic[Body]):
@@ -323,19 +332,37 @@ async def gradient_descent(
     request: Request, body: GradientDescentBody, settings: SettingsDep, compute: ComputeDep
 ) -> GradientDescentResponse | ProgramDescentResponse | Response:
     """Minimize f from x0 by x_(t+1) = x_t - γ ten(df/dx(x_t)) until a stopping rule fires."""
-    picture = accepted_picture(request, "gradient_descent", body)
-    if picture is not None:
-        # The run ends itself at its deadline: no computation deadline on top.
-        drawn = (_descent_picture, body, settings, picture)
-        content = await compute(*drawn, deadline_seconds=math.inf)
-        return picture_response(content, picture)
-    if negotiate(request, "gradient_descent", body.encoding, body) is not STREAM:
-        # The run ends itself at its deadline (status "deadline"); the token only carries the
-        # client's disconnect.
-        return await answer(
-            request, compute, _gradient_descent, body, settings, deadline_seconds=math.inf
-        )
-    run = Run(body, settings, _start, _line)
+    return await respond_run(
+        request, "gradient_descent", body, settings, compute,
+        collected=_gradient_descent, picture=_descent_picture, start=_start, line=_line,
+    )  # fmt: skip
+
+
+async def respond_run(
+    request: Request,
+    route: str,
+    body: Body,
+    settings: Settings,
+    compute: Compute,
+    *,
+    collected: Callable[[Body, Settings], Answer],
+    picture: Callable[[Body, Settings, PictureType], bytes],
+    start: Callable[[Body, Settings], tuple[Events, Unpack]],
+    line: Callable[[DescentRecord | DescentSummary, Body, Unpack], bytes],
+) -> Answer | Response:
+    """Answer a run request (descent or minimize) as a picture, one JSON document or NDJSON.
+
+    A run ends itself at its deadline (status ``"deadline"``), so no computation deadline is
+    set on top: the cancellation token only carries the client's disconnect.
+    """
+    media_type = accepted_picture(request, route, body)
+    if media_type is not None:
+        content = await compute(picture, body, settings, media_type, deadline_seconds=math.inf)
+        return picture_response(content, media_type)
+    chosen = negotiate(request, route, body.encoding, body)
+    if chosen is None or chosen.media_type != NDJSON:
+        return await answer(request, compute, collected, body, settings, deadline_seconds=math.inf)
+    run = Run(body, settings, start, line)
     return await stream(request, compute, run.start, run.line)
 
 

@@ -5,7 +5,6 @@ The run model is gradient descent's (:mod:`.descent`): one engine generator
 line, every refusal made before the first byte.
 """
 
-import math
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -23,8 +22,8 @@ from ...pictures import PictureType, descent_picture
 from ..budget import check_request
 from ..costs import minimize_cost
 from ..deps import ComputeDep, SettingsDep, body_openapi, json_body
-from ..negotiation import NDJSON, Representation, answer, check_accept, negotiate, offer
-from ..pictures import accepted_picture, picture_response, pictures
+from ..negotiation import NDJSON, Representation, check_accept, offer
+from ..pictures import pictures
 from ..problems import PROBLEM_RESPONSES
 from ..programs import build_program
 from ..representations import BINARY, npy
@@ -41,11 +40,10 @@ from ..schemas.minimize import (
 )
 from .descent import (
     Events,
-    Run,
     Unpack,
     descent_limits,
     point_encoding,
-    stream,
+    respond_run,
     summary_line,
 )
 
@@ -183,19 +181,7 @@ async def minimize(
     request: Request, body: MinimizeBody, settings: SettingsDep, compute: ComputeDep
 ) -> MinimizeResponse | ProgramMinimizeResponse | Response:
     """Minimize f from x0 by the chosen method until a stopping rule fires."""
-    picture = accepted_picture(request, "minimize", body)
-    if picture is not None:
-        # The run ends itself at its deadline: no computation deadline on top.
-        drawn = (_minimize_picture, body, settings, picture)
-        content = await compute(*drawn, deadline_seconds=math.inf)
-        return picture_response(content, picture)
-    if negotiate(request, "minimize", body.encoding, body) is not STREAM:
-        # The run ends itself at its deadline (status "deadline"): the token only carries the
-        # client's disconnect (see gradient_descent).
-        return await answer(
-            request, compute, _minimize, body, settings, deadline_seconds=math.inf
-        )
-    run = Run(body, settings, _start, _line)
-    return await stream(request, compute, run.start, run.line)
-
-
+    return await respond_run(
+        request, "minimize", body, settings, compute,
+        collected=_minimize, picture=_minimize_picture, start=_start, line=_line,
+    )  # fmt: skip
