@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from . import __version__
 from .api.deps import REQUEST_MODELS, Computations
+from .api.dispatch import install as install_direct_routes
 from .api.middleware import BodyLimitMiddleware
 from .api.negotiation import document as document_representations
 from .api.observability import Metrics, RequestContextMiddleware, configure_logging
@@ -27,7 +28,7 @@ from .api.problems import (
     UnsupportedMediaType,
     handle_exception,
 )
-from .api.router import api_router
+from .api.router import ROUTERS
 from .api.security import ApiKeyMiddleware, PageContentSecurityPolicy, public_paths
 from .codec.errors import CodecError
 from .config import Settings, get_settings
@@ -136,7 +137,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     # Routes read these through an async dependency (deps.app_settings): no override, no hop.
     app.state.settings = settings
-    app.include_router(api_router)
+    for router in ROUTERS:
+        app.include_router(router)
     # Starlette sends exceptions whose only handler is Exception's to its outermost layer, which
     # always answers 500 and re-raises; every expected class is therefore registered by name.
     handled = (
@@ -179,4 +181,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         RequestContextMiddleware, metrics=metrics, log_every=settings.access_log_every
     )
     _install_openapi(app)
+    install_direct_routes(app)
     return app

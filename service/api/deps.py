@@ -195,6 +195,17 @@ def _validate(
         raise invalid.render() from None
 
 
+async def read_body(request: Request) -> bytes:
+    """Return the request's whole body; one that arrived in a single part is not copied.
+
+    Starlette's ``Request.body()`` always joins the parts it read (the body and an empty end
+    marker at least): a copy of every body, 0.6 ms for 8 MB. A binary body's segments become
+    views of the bytes returned here.
+    """
+    parts = [part async for part in request.stream() if part]
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
 def json_body(
     model: type[RequestModel], items: BodyItems | None = None
 ) -> Callable[..., Awaitable[RequestModel]]:
@@ -211,7 +222,7 @@ def json_body(
         settings: Settings = request.app.state.settings
         kind = body_kind(request)  # 415 before the body is read
         coding = content_coding(request)
-        raw = await request.body()
+        raw = await read_body(request)
         header_length = request.headers.get(HEADER_LENGTH) if kind == "binary" else None
         # A gzip body may expand to anything: it is never decompressed on the loop.
         small = len(raw) <= INLINE_BODY_BYTES and coding == "identity"

@@ -24,7 +24,7 @@ from pydantic import BaseModel
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from ..codec.binary import HEADER_LENGTH, Segment, split_segments
+from ..codec.binary import HEADER_LENGTH, Segment, pad_header, split_segments
 from ..codec.sparse import CooJacobian, DenseJacobian
 from .negotiation import NPY, NPZ, OCTET_STREAM, Representation
 
@@ -55,9 +55,14 @@ class SegmentsResponse(Response):
 
 
 def render_binary(answer: BaseModel) -> Response:
-    """Write an answer as a binary body (header, then segments in header order)."""
+    """Write an answer as a binary body (header, then segments in header order).
+
+    The JSON header is padded with spaces (insignificant JSON whitespace) to a multiple of
+    :data:`SEGMENT_ALIGNMENT` bytes, so that a client's ``numpy.frombuffer`` views of the
+    float64 and int64 segments are aligned, as they are in the server's memory.
+    """
     header, segments = split_segments(answer.model_dump(mode="python"))
-    return SegmentsResponse(pydantic_core.to_json(header), segments)
+    return SegmentsResponse(pad_header(pydantic_core.to_json(header)), segments)
 
 
 def _array(tensor: Any) -> np.ndarray[Any, Any]:

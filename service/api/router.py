@@ -1,4 +1,4 @@
-"""All routers of the service, in one place."""
+"""All routers of the service, in one place (in the order of the OpenAPI document)."""
 
 from fastapi import APIRouter
 
@@ -15,14 +15,18 @@ from .routes import (
     xcorr,
 )
 
-api_router = APIRouter()
-api_router.include_router(health.router)
-api_router.include_router(tensors.router)
-api_router.include_router(xcorr.router)
-api_router.include_router(functions.router)
-api_router.include_router(descent.router)
-api_router.include_router(second_order.router)
-api_router.include_router(minimize.router)
-api_router.include_router(estimate.router)
-api_router.include_router(problem_pages.router)
-api_router.include_router(playground.router)
+# Included into the app one by one, not through one umbrella router: FastAPI matches an included
+# router by asking each of its routers in turn, twice per level (once to find the route, once to
+# hand it the request), so a level less is a few microseconds less on every request.
+ROUTERS: tuple[APIRouter, ...] = (
+    health.router,
+    tensors.router,
+    xcorr.router,
+    functions.router,
+    descent.router,
+    second_order.router,
+    minimize.router,
+    estimate.router,
+    problem_pages.router,
+    playground.router,
+)

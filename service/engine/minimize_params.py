@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 from .descent import (
-    Descendable,
     DescentEvent,
     DescentParams,
     DescentRecord,
@@ -18,6 +17,7 @@ from .descent import (
     DescentSummary,
     Evaluation,
     LineSearch,
+    QuietObjective,
 )
 from .errors import ParameterError
 from .types import FloatArray, Shape
@@ -166,18 +166,21 @@ class MinimizeSummary(DescentSummary):
 MinimizeEvent = MinimizeRecord | MinimizeSummary | None
 
 
-class CountingObjective:
-    """``f`` as the loop sees it (a ``Descendable``), counted, with exact Hessian-vector products.
+class CountingObjective(QuietObjective):
+    """``f`` as the loop sees it, counted, with exact Hessian-vector products.
 
     Parameters
     ----------
-    inner : Descendable
-        An op list's :class:`~service.engine.descent.Objective` or a program's objective.
+    inner : QuietObjective
+        An op list's :class:`~service.engine.descent.Objective` or a program's
+        :class:`~service.engine.graph.prepared.ProgramObjective`.
     hvp : callable
         ``(x, v) -> H(x) v``, both of shape ``inner.in_shape``.
     """
 
-    def __init__(self, inner: Descendable, hvp: Callable[[FloatArray, FloatArray], FloatArray]):
+    def __init__(
+        self, inner: QuietObjective, hvp: Callable[[FloatArray, FloatArray], FloatArray]
+    ) -> None:
         self._inner = inner
         self._hvp = hvp
         self.function_calls = 0
@@ -189,15 +192,15 @@ class CountingObjective:
         """Shape of ``x``."""
         return self._inner.in_shape
 
-    def evaluate(self, x: FloatArray) -> Evaluation:
-        """Evaluate ``f(x)`` (counted)."""
+    def evaluate_quietly(self, x: FloatArray) -> Evaluation:
+        """Evaluate ``f(x)`` (counted) inside the caller's ``np.errstate``."""
         self.function_calls += 1
-        return self._inner.evaluate(x)
+        return self._inner.evaluate_quietly(x)
 
-    def gradient(self, evaluation: Evaluation) -> FloatArray:
-        """Return the gradient at an evaluated point (counted)."""
+    def gradient_unchecked(self, evaluation: Evaluation) -> FloatArray:
+        """Return the gradient at an evaluated point (counted), not tested for overflow."""
         self.gradient_calls += 1
-        return self._inner.gradient(evaluation)
+        return self._inner.gradient_unchecked(evaluation)
 
     def hvp(self, x: FloatArray, v: FloatArray) -> FloatArray:
         """Return ``H(x) v`` (counted), exactly."""

@@ -1,15 +1,17 @@
 """Per-request overhead: no thread-pool hops for small work, no overrides, a sampled access log."""
 
+import io
 import json
 import logging
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
-from service.api import deps
+from service.api import deps, observability
 from service.config import Settings
 from service.main import create_app
 
@@ -83,3 +85,74 @@ async def test_one_successful_request_in_n_is_logged_and_every_error(
     lines = [r for r in caplog.records if r.name == "service.access"]
     # requests 3 and 6 of the seven successes, and the refused one
     assert [getattr(r, "status", None) for r in lines] == [200, 200, 422]
+
+
+# -- the access line written without the logging module ------------------------------------------
+
+
+@pytest.fixture
+def service_handler(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
+    """Let the root logger keep only a service JSON handler writing to a buffer (call phase).
+
+    pytest adds its capture handlers to the root logger around each test phase, so the handlers
+    are replaced when the test body first logs: :func:`only_service_handler` does it.
+    """
+    buffer = io.StringIO()
+    level = logging.root.level
+    logging.root.setLevel(logging.INFO)
+    yield buffer
+    logging.root.setLevel(level)
+
+
+def only_service_handler(monkeypatch: pytest.MonkeyPatch, buffer: io.StringIO) -> None:
+    handler = observability._JsonHandler(buffer)
+    handler.setFormatter(observability.JsonFormatter())
+    monkeypatch.setattr(logging.root, "handlers", [handler])
+
+
+ODD_PATH = '/v1/"odd" path\\é\n'
+
+
+def test_the_direct_access_line_is_the_line_the_formatter_writes(
+    service_handler: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    only_service_handler(monkeypatch, service_handler)
+    assert observability._direct_handler() is logging.root.handlers[0]
+    observability.write_access_line("POST", ODD_PATH, "/v1/flat", 200, 0.0123456, "id-1")
+    direct = service_handler.getvalue()
+    assert direct.count("\n") == 1
+    # Another handler present: the same fields go through the logging module and its formatter.
+    monkeypatch.setattr(logging.root, "handlers", [*logging.root.handlers, logging.NullHandler()])
+    assert observability._direct_handler() is None
+    service_handler.seek(0)
+    service_handler.truncate()
+    token = observability.request_id_var.set("id-1")  # the formatter reads the running request's
+    try:
+        observability.write_access_line("POST", ODD_PATH, "/v1/flat", 200, 0.0123456, "id-1")
+    finally:
+        observability.request_id_var.reset(token)
+    formatted = json.loads(service_handler.getvalue())
+    line = json.loads(direct)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4}", line.pop("time"))
+    formatted.pop("time")
+    assert line == formatted
+    assert line["path"] == ODD_PATH and line["duration_ms"] == 12.346
+
+
+async def test_requests_write_one_direct_line_each(
+    service_handler: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = create_app(Settings())
+    only_service_handler(monkeypatch, service_handler)
+    async with client_for(app) as client:
+        for request_id in ("first", "second"):
+            response = await client.post(
+                "/v1/flat", json=FLAT, headers={"X-Request-ID": request_id}
+            )
+            assert response.status_code == 200
+    lines = [json.loads(text) for text in service_handler.getvalue().splitlines()]
+    access = [line for line in lines if line["logger"] == "service.access"]
+    assert [(line["request_id"], line["route"], line["status"]) for line in access] == [
+        ("first", "/v1/flat", 200),
+        ("second", "/v1/flat", 200),
+    ]

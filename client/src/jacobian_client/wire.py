@@ -155,6 +155,9 @@ def encode_body(body: Mapping[str, Any], encoding: Encoding) -> Body:
     header = json.dumps(_walk(body, encoding, segments), separators=(",", ":")).encode()
     if encoding != "binary":
         return Body(header, {"Content-Type": "application/json"})
+    # Trailing spaces (valid JSON) up to a multiple of 8 bytes: the server uses aligned float64
+    # and int64 segments in place instead of copying them.
+    header += b" " * (-len(header) % 8)
     return Body(
         b"".join([header, *segments]),
         {"Content-Type": OCTET_STREAM, HEADER_LENGTH: str(len(header))},

@@ -73,7 +73,7 @@ from .loop import (
     stopping_rule,
     update,
 )
-from .objective import Descendable, Evaluation, Objective
+from .objective import PROPAGATING, Descendable, Evaluation, Objective, QuietObjective
 from .params import (
     ARMIJO_C,
     BACKTRACK_FACTOR,
@@ -98,6 +98,7 @@ __all__ = [
     "LINE_SEARCHES",
     "MAX_BACKTRACKS",
     "PREPARED_NNZ",
+    "PROPAGATING",
     "STATUSES",
     "arrive",
     "check_scalar",
@@ -117,6 +118,7 @@ __all__ = [
     "init",
     "LineSearch",
     "Objective",
+    "QuietObjective",
     "run",
     "Status",
     "Step",

@@ -15,7 +15,14 @@ from ..cancel import checkpoint
 from ..chain import Chain
 from ..errors import DomainError, NonFiniteError, ShapeError
 from ..types import FloatArray
-from .objective import Descendable, Evaluation, Objective, _all_finite, _nonfinite_gradient
+from .objective import (
+    Descendable,
+    Evaluation,
+    Objective,
+    QuietObjective,
+    _all_finite,
+    _nonfinite_gradient,
+)
 from .params import (
     ARMIJO_C,
     BACKTRACK_FACTOR,
@@ -293,8 +300,8 @@ def update(
             velocity = g if state.velocity is None else beta * state.velocity + g
             direction = g + beta * velocity if params.nesterov else velocity
             x = state.x - gamma * direction
-        if isinstance(objective, Objective):
-            # An op list evaluates inside this one errstate block (the fast path).
+        if isinstance(objective, QuietObjective):
+            # A prepared op list or program evaluates inside this one errstate block.
             rules = (objective.evaluate_quietly, objective.gradient_unchecked)
             return arrive(objective, state.step + 1, x, velocity, gamma, rules=rules)
     return arrive(objective, state.step + 1, x, velocity, gamma)

@@ -3,6 +3,7 @@
 Part of :mod:`service.engine.descent`, whose docstring describes the preparation.
 """
 
+import abc
 import math
 from typing import NamedTuple, Protocol
 
@@ -21,9 +22,11 @@ from ..types import FloatArray, Shape
 from .params import PREPARED_NNZ, check_scalar
 
 __all__ = [
+    "PROPAGATING",
     "Descendable",
     "Evaluation",
     "Objective",
+    "QuietObjective",
 ]
 
 class _Stage(Protocol):
@@ -127,7 +130,7 @@ def _all_finite(a: FloatArray) -> bool:
 # with other entries or squared stays inf or NaN. The output of the operation before one of
 # them need not be checked: the next check sees any overflow, and the first non-finite output
 # is found again only then (:meth:`Objective._overflow`).
-_PROPAGATING = (Add, Scale, Multiply, Reshape, Transpose, Sum, Mean, SquaredNorm, MeanSquaredError)
+PROPAGATING = (Add, Scale, Multiply, Reshape, Transpose, Sum, Mean, SquaredNorm, MeanSquaredError)
 
 
 def _nonfinite_gradient() -> NonFiniteError:
@@ -174,7 +177,97 @@ class Evaluation(NamedTuple):
     values: tuple[FloatArray, ...]
 
 
-class Objective:
+class QuietObjective(abc.ABC):
+    """A prepared objective whose rules can run inside the caller's ``np.errstate``.
+
+    The descent loop enters ``np.errstate`` once per step and calls :meth:`evaluate_quietly` and
+    :meth:`gradient_unchecked` inside it (:func:`~service.engine.descent.update`), testing the
+    gradient through the norm it needs anyway; :meth:`evaluate` and :meth:`gradient` are the
+    same rules for any other caller. Op lists (:class:`Objective`) and programs
+    (:mod:`service.engine.graph.prepared`) provide them.
+    """
+
+    __slots__ = ()
+
+    @property
+    @abc.abstractmethod
+    def in_shape(self) -> Shape:
+        """Shape of ``x``."""
+
+    @abc.abstractmethod
+    def evaluate_quietly(self, x: FloatArray) -> "Evaluation":
+        """:meth:`evaluate` for a caller that already ignores floating-point errors.
+
+        The loop enters ``np.errstate`` once per step instead of once per call (2 µs each).
+        """
+
+    @abc.abstractmethod
+    def gradient_unchecked(self, evaluation: "Evaluation") -> FloatArray:
+        """:meth:`gradient` for a caller that ignores floating-point errors and tests the result.
+
+        The loop tests the gradient's norm, which it needs anyway (:func:`_state`); a second pass
+        over the entries would only repeat that test.
+        """
+
+    def evaluate(self, x: FloatArray) -> "Evaluation":
+        """Evaluate ``f(x)`` and keep the intermediates.
+
+        Parameters
+        ----------
+        x : ndarray, shape ``in_shape``
+
+        Returns
+        -------
+        Evaluation
+
+        Raises
+        ------
+        NonFiniteError, DomainError
+            Naming the operation whose result is not finite or whose domain ``x`` leaves.
+        """
+        with np.errstate(all="ignore"):
+            return self.evaluate_quietly(x)
+
+    def gradient(self, evaluation: "Evaluation") -> FloatArray:
+        """Return ``ten(∂f/∂x)`` at an evaluated point.
+
+        Parameters
+        ----------
+        evaluation : Evaluation
+            From :meth:`evaluate`.
+
+        Returns
+        -------
+        ndarray, shape ``in_shape``
+
+        Raises
+        ------
+        NonFiniteError, DomainError
+            If the gradient is not finite, or an operation has no derivative at its input.
+        """
+        with np.errstate(all="ignore"):
+            u = self.gradient_unchecked(evaluation)
+        if not _all_finite(u):
+            raise _nonfinite_gradient()
+        return u
+
+    def value_and_gradient(self, x: FloatArray) -> tuple["Evaluation", FloatArray]:
+        """Return :meth:`evaluate` and :meth:`gradient` at ``x``, under one ``np.errstate``.
+
+        Raises
+        ------
+        NonFiniteError, DomainError
+            As :meth:`evaluate` and :meth:`gradient`.
+        """
+        with np.errstate(all="ignore"):
+            evaluation = self.evaluate_quietly(x)
+            u = self.gradient_unchecked(evaluation)
+        if not _all_finite(u):
+            raise _nonfinite_gradient()
+        return evaluation, u
+
+
+class Objective(QuietObjective):
     """A scalar function prepared for many evaluations of ``f`` and its gradient.
 
     Parameters
@@ -223,7 +316,7 @@ class Objective:
         # Whether operation i's output is tested for overflow; the last one's, f, is tested as
         # a float after the loop.
         self._checked = tuple(
-            not isinstance(following, _PROPAGATING) for following in chain.ops[1:]
+            not isinstance(following, PROPAGATING) for following in chain.ops[1:]
         ) + (False,)
         self._names = tuple(f"operation {i} ({op.name})" for i, op in enumerate(chain.ops))
         self._ones = np.ones(chain.out_shape)
@@ -234,30 +327,8 @@ class Objective:
         """Shape of ``x``."""
         return self.chain.in_shape
 
-    def evaluate(self, x: FloatArray) -> Evaluation:
-        """Evaluate ``f(x)`` and keep the intermediates.
-
-        Parameters
-        ----------
-        x : ndarray, shape ``in_shape``
-
-        Returns
-        -------
-        Evaluation
-
-        Raises
-        ------
-        NonFiniteError, DomainError
-            Naming the operation whose result is not finite or whose domain ``x`` leaves.
-        """
-        with np.errstate(all="ignore"):
-            return self.evaluate_quietly(x)
-
     def evaluate_quietly(self, x: FloatArray) -> Evaluation:
-        """:meth:`evaluate` for a caller that already ignores floating-point errors.
-
-        The loop enters ``np.errstate`` once per step instead of once per call (2 µs each).
-        """
+        """Evaluate ``f(x)``, keeping the intermediates, inside the caller's ``np.errstate``."""
         values = [x]
         for index, stage in enumerate(self._stages):
             try:
@@ -286,35 +357,8 @@ class Objective:
             first += 1
         raise NonFiniteError(f"{self._names[first]}: the result has non-finite entries (overflow)")
 
-    def gradient(self, evaluation: Evaluation) -> FloatArray:
-        """Return ``ten(∂f/∂x)``: the VJP of the cotangent 1 through the stored intermediates.
-
-        Parameters
-        ----------
-        evaluation : Evaluation
-            From :meth:`evaluate`.
-
-        Returns
-        -------
-        ndarray, shape ``in_shape``
-
-        Raises
-        ------
-        NonFiniteError, DomainError
-            If the gradient is not finite, or an operation has no derivative at its input.
-        """
-        with np.errstate(all="ignore"):
-            u = self.gradient_unchecked(evaluation)
-        if not _all_finite(u):
-            raise _nonfinite_gradient()
-        return u
-
     def gradient_unchecked(self, evaluation: Evaluation) -> FloatArray:
-        """:meth:`gradient` for a caller that ignores floating-point errors and tests the result.
-
-        The loop tests the gradient's norm, which it needs anyway (:func:`_state`); a second pass
-        over the entries would only repeat that test.
-        """
+        """Return ``ten(∂f/∂x)``, the VJP of the cotangent 1 through the stored intermediates."""
         u: FloatArray = self._ones
         values = evaluation.values
         for index in range(len(self._stages) - 1, -1, -1):
