@@ -20,8 +20,7 @@ from ..descent import check_scalar_shape
 from ..errors import NonFiniteError, ShapeError
 from ..op import batch_of
 from ..types import FloatArray
-from .nary import LinearMap
-from .program import Node, Program, blame
+from .program import Program, blame
 
 __all__ = ["Linearization", "ProgramHvp", "program_hvp"]
 
@@ -73,7 +72,6 @@ class Linearization:
             with blame(node):
                 node.op.check_domain([values[a] for a in node.args], differentiating=True)
         self._varying = {name for name in program.shapes if program.depends(name) & active}
-        self._maps = self._linearized()
         pulled: dict[str, FloatArray] = {program.output: np.ones((1, *program.out_shape))}
         for node in reversed(program.nodes):
             u = pulled.get(node.id)
@@ -83,37 +81,9 @@ class Linearization:
             for j, arg in enumerate(node.args):
                 if arg in self._varying:
                     with blame(node):
-                        g = self._pull(node, args, j, u)
+                        g = node.op._vjp(args, j, u)
                     pulled[arg] = g if arg not in pulled else pulled[arg] + g
         self.adjoints = pulled  # (1, *shape) per value that the output depends on
-
-    def _linearized(self) -> dict[str, LinearMap]:
-        """Prepare the nodes linear in their one varying argument, the others fixed.
-
-        The gradient's pullback and every product go through such a node: an operation that can
-        apply its ``J_j`` more cheaply once prepared (:meth:`NaryOp.linearized`: ``xcorr2d`` of
-        a small fixed image in its kernel) does it here, once per point.
-        """
-        maps: dict[str, LinearMap] = {}
-        for node in self._nodes:
-            varying = [j for j, a in enumerate(node.args) if a in self._varying]
-            if len(varying) != 1 or not node.op.linear:
-                continue
-            (j,) = varying
-            if node.args.count(node.args[j]) == 1:
-                with blame(node):
-                    found = node.op.linearized([self.values[a] for a in node.args], j)
-                if found is not None:
-                    maps[node.id] = found
-        return maps
-
-    def _pull(self, node: Node, args: list[FloatArray], j: int, u: FloatArray) -> FloatArray:
-        found = self._maps.get(node.id)
-        return node.op._vjp(args, j, u) if found is None else found.pull(u)
-
-    def _push(self, node: Node, args: list[FloatArray], j: int, t: FloatArray) -> FloatArray:
-        found = self._maps.get(node.id)
-        return node.op._jvp(args, j, t) if found is None else found.push(t)
 
     @functools.cached_property
     def _needs(self) -> set[str]:
@@ -179,7 +149,7 @@ class Linearization:
             checkpoint()  # between operations: a cancelled or late computation stops here
             args = [values[a] for a in node.args]
             with blame(node):
-                images = [self._push(node, args, j, dots[a]) for j, a in enumerate(node.args)
+                images = [node.op._jvp(args, j, dots[a]) for j, a in enumerate(node.args)
                           if a in dots]  # fmt: skip
             dots[node.id] = functools.reduce(np.add, images)
         moved: dict[str, FloatArray] = {}
@@ -195,7 +165,7 @@ class Linearization:
                 if arg not in self._varying:
                     continue
                 with blame(node):
-                    terms = [] if u_dot is None else [self._pull(node, args, j, u_dot)]
+                    terms = [] if u_dot is None else [node.op._vjp(args, j, u_dot)]
                     second = node.op._second_order(args, j, u[0], arg_dots)
                 if second is not None:
                     terms.append(second)

@@ -32,7 +32,6 @@ from ..sparse import Factor, RowMap, factor_of
 from ..types import FloatArray, Order, Shape
 
 __all__ = [
-    "LinearMap",
     "NaryOp",
     "Unary",
     "build_op",
@@ -44,22 +43,6 @@ __all__ = [
 Values = Sequence[FloatArray]
 # Elements of one batch of probe tangents' images when a curvature block is read off densely.
 _PROBE_ELEMENTS = 1 << 21
-
-
-class LinearMap(abc.ABC):
-    """``J_i`` of an operation prepared at fixed values of its other arguments.
-
-    For an operation linear in argument ``i`` (:meth:`NaryOp.linearized`): the products a
-    Hessian-vector product repeats at one point, without the rules' per-call fixed costs.
-    """
-
-    @abc.abstractmethod
-    def push(self, tangents: FloatArray) -> FloatArray:
-        """(B, *shape_i) -> (B, *out_shape): ``ten(J_i^T vec(v))``, as :meth:`NaryOp._jvp`."""
-
-    @abc.abstractmethod
-    def pull(self, cotangents: FloatArray) -> FloatArray:
-        """(B, *out_shape) -> (B, *shape_i): ``ten(J_i vec(u))``, as :meth:`NaryOp._vjp`."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -148,14 +131,6 @@ class NaryOp(abc.ABC):
 
     def _local_factor(self, values: Values, i: int, order: Order) -> Factor:
         return factor_of(self._local_jacobian(values, i, order))
-
-    def linearized(self, values: Values, i: int) -> LinearMap | None:
-        """Return ``J_i`` prepared for many products at ``values``, or None (the default).
-
-        Asked only of an operation linear in argument ``i`` whose other arguments stay fixed
-        while the products run; the answers may differ from the rules' in the last bits only.
-        """
-        return None
 
     # -- validated public surface ---------------------------------------------------------------
 

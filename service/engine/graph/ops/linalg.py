@@ -23,7 +23,7 @@ from ...op import Sparsity, coo_from_grids
 from ...ops.xcorr import CrossCorrelate2D
 from ...sparse import Factor
 from ...types import FloatArray, Order, Shape
-from ..nary import LinearMap, NaryOp, Values, multilinear_second_order, register_nary
+from ..nary import NaryOp, Values, multilinear_second_order, register_nary
 
 _LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -380,16 +380,6 @@ class XCorr2D(NaryOp):
         # (B K, C, kh, kw) -> (B, *k_shape)
         return np.reshape(grad, (batch, *k_shape))
 
-    def linearized(self, values: Values, i: int) -> LinearMap | None:
-        """Return the kernel's ``J_k`` at a small fixed image as a dense matrix, or None."""
-        if i != 1:
-            return None
-        x, k = values
-        columns = correlation.kernel_columns(x, k.shape, self.geometry)
-        if columns is None:
-            return None
-        return _KernelColumns(columns, k.shape, self.out_shape([x.shape, k.shape]))
-
     def _local_jacobian(self, values: Values, i: int, order: Order) -> sp.coo_array:
         x, k = values
         if i == 0:
@@ -400,22 +390,3 @@ class XCorr2D(NaryOp):
         if i == 0:
             return self._in_image(values[1])._local_factor(values[0], order)
         return super()._local_factor(values, i, order)
-
-
-@dataclass(frozen=True, eq=False)
-class _KernelColumns(LinearMap):
-    """``J_k`` of one small image, gathered once (:func:`service.engine.xcorr.kernel_columns`).
-
-    The sums run in BLAS's order, not the forward's or the transpose routine's: the same
-    numbers up to rounding.
-    """
-
-    columns: FloatArray  # (C*kh*kw, h_out*w_out)
-    k_shape: Shape  # (C, kh, kw) or (K, C, kh, kw)
-    out_shape: Shape  # (h_out, w_out) or (K, h_out, w_out)
-
-    def push(self, tangents: FloatArray) -> FloatArray:
-        return correlation.columns_push(self.columns, tangents, self.out_shape)
-
-    def pull(self, cotangents: FloatArray) -> FloatArray:
-        return correlation.columns_pull(self.columns, cotangents, self.k_shape)

@@ -33,9 +33,7 @@ Public surface (also :mod:`service.engine.xcorr`): :class:`XCorrGeometry`,
 :func:`output_shape`, :func:`padding_pairs`, :func:`choose_method`, :func:`cross_correlate`,
 :func:`forward_via_jacobian`, :func:`jacobian_x` (and :func:`jacobian_x_csr`, the same matrix as
 CSR), :func:`jacobian_kernel`, :func:`nnz_x`, :func:`nnz_kernel`, :func:`vjp_x`,
-:func:`vjp_kernel`, :func:`kernel_columns` (``J_k`` of a small image as a dense matrix) with
-:func:`columns_push` and :func:`columns_pull` (its products),
-:func:`scratch_elements` (for the cost model).
+:func:`vjp_kernel`, :func:`scratch_elements` (for the cost model).
 The op is bilinear, so its JVP is the forward itself:
 ``jvp = cross_correlate(dx, k) + cross_correlate(x, dk)``.
 """
@@ -60,7 +58,7 @@ from .geometry import (
     workspace_elements,
 )
 from .jacobian import jacobian_kernel, jacobian_x, jacobian_x_csr, nnz_kernel, nnz_x
-from .transpose import columns_pull, columns_push, kernel_columns, vjp_kernel, vjp_x
+from .transpose import vjp_kernel, vjp_x
 
 __all__ = [
     "DEFAULT_GEOMETRY",
@@ -72,14 +70,11 @@ __all__ = [
     "PaddingPairs",
     "XCorrGeometry",
     "choose_method",
-    "columns_pull",
-    "columns_push",
     "cross_correlate",
     "forward_via_jacobian",
     "jacobian_kernel",
     "jacobian_x",
     "jacobian_x_csr",
-    "kernel_columns",
     "nnz_kernel",
     "nnz_x",
     "output_shape",

@@ -12,14 +12,12 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ...errors import ShapeError
-from ...layout import ten_batch, vec, vec_batch
+from ...layout import ten_batch, vec_batch
 from ...types import FloatArray
 from .columns import (
     COLUMN_BUFFER,
     GEMM_BLOCK,
     _column_blocks,
-    _gather_index,
-    _gathered,
     _product,
     _stride1_positions,
     _windows,
@@ -272,91 +270,3 @@ def _kernel_by_columns(x_p: FloatArray, u4: FloatArray, plan: _Plan) -> FloatArr
             )
             grad += part
     return grad
-
-
-def kernel_columns(
-    x: FloatArray, k_shape: Sequence[int], geometry: XCorrGeometry = DEFAULT_GEOMETRY
-) -> FloatArray | None:
-    """Return ``J_k`` of one small image as a dense matrix (its im2col columns), or None.
-
-    The correlation is linear in the kernel, and for a fixed image ``J_k`` holds the windows:
-    ``J_k[(c, h, w), (i, j)] = x_p[c, s_h i + d_h h, s_w j + d_w w]`` (the notes' ``in_out``
-    layout, both sides in C order), the same for each of ``K`` kernels. A caller that applies
-    ``J_k`` several times at one image (a Hessian-vector product at a point: the gradient's
-    pullback, the tangent's forward, its pullback) gathers it once, one ``take`` with the
-    forward's cached index, and then pays one small product per use instead of a transpose
-    routine's fixed cost (measured, x (3,32,32) k3: ~0.03 ms per :func:`vjp_kernel` call against
-    a few microseconds per product).
-
-    Parameters
-    ----------
-    x : ndarray, shape (C, H, W)
-        One image (None is returned for a stack).
-    k_shape : sequence of int
-        ``(C, kh, kw)`` or ``(K, C, kh, kw)``.
-    geometry : XCorrGeometry
-
-    Returns
-    -------
-    ndarray of float64, shape (C*kh*kw, h_out*w_out), or None
-        None when ``x`` is a stack of images or the matrix would have more than
-        ``GATHER_COLUMNS`` entries (the forward's bound for gathering columns at once).
-
-    Raises
-    ------
-    ShapeError
-        As in :func:`output_shape`.
-    """
-    x = _as_float(x)
-    plan = _plan(x.shape, k_shape, geometry)
-    if x.ndim != 3 or not _gathered(plan):
-        return None
-    # (1, C, hp, wp)[0] -> (C*hp*wp,)[index] -> (C*kh*kw, h_out*w_out)
-    columns: FloatArray = np.take(vec(_pad(_as4(x), plan)[0], "C"), _gather_index(plan))
-    return columns
-
-
-# With J_k as ``columns`` (C kh kw, h_out w_out), C order on both sides, each of the K kernels
-# meets the same windows: the forward in the kernel is k_flat @ columns, its transpose
-# u_flat @ columns^T, one product per batch on the calling thread (_product).
-def columns_push(columns: FloatArray, tangents: FloatArray, out_shape: Sequence[int]) -> FloatArray:
-    """(B, [K,] C, kh, kw) -> (B, *out_shape): the forward in the kernel through ``columns``.
-
-    Parameters
-    ----------
-    columns : ndarray, shape (C*kh*kw, h_out*w_out)
-        From :func:`kernel_columns`.
-    tangents : ndarray, shape (B, *k_shape)
-    out_shape : sequence of int
-        ``(h_out, w_out)`` or ``(K, h_out, w_out)``.
-
-    Returns
-    -------
-    ndarray, shape (B, *out_shape)
-    """
-    # (B, [K,] C, kh, kw) -> (B*K, C*kh*kw) @ (C*kh*kw, P) -> (B*K, P)
-    rows = np.reshape(tangents, (-1, columns.shape[0]))
-    out = np.empty((len(rows), columns.shape[1]))
-    _product(rows, columns, out)
-    return np.reshape(out, (len(tangents), *out_shape))
-
-
-def columns_pull(columns: FloatArray, cotangents: FloatArray, k_shape: Sequence[int]) -> FloatArray:
-    """(B, *out_shape) -> (B, *k_shape): the kernel VJP through ``columns``.
-
-    Parameters
-    ----------
-    columns : ndarray, shape (C*kh*kw, h_out*w_out)
-        From :func:`kernel_columns`.
-    cotangents : ndarray, shape (B, [K,] h_out, w_out)
-    k_shape : sequence of int
-
-    Returns
-    -------
-    ndarray, shape (B, *k_shape)
-    """
-    # (B, [K,] h_out, w_out) -> (B*K, P) @ (P, C*kh*kw) -> (B*K, C*kh*kw)
-    rows = np.reshape(cotangents, (-1, columns.shape[1]))
-    out = np.empty((len(rows), columns.shape[0]))
-    _product(rows, columns.T, out)
-    return np.reshape(out, (len(cotangents), *k_shape))
