@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from service.api.programs import build_program
 from service.engine.cost import BUFFERS, Cost
@@ -140,4 +142,55 @@ def test_runs_are_bounded_per_step(expression: str, shapes: dict[str, tuple[int,
         lambda: list(minimize_program(program, inputs, None, lbfgs, RUN_LIMITS)[0]),
         size,
         STEPS,
+    )
+
+
+# The same checks on random shapes, for one program of each family whose shapes vary freely.
+def random_program(data: st.DataObject) -> tuple[str, dict[str, tuple[int, ...]]]:
+    m, n, k = (data.draw(st.integers(1, 60)) for _ in range(3))
+    c, h, w = (data.draw(st.integers(lo, hi)) for lo, hi in ((1, 3), (3, 16), (3, 16)))
+    kh, kw = data.draw(st.integers(1, h)), data.draw(st.integers(1, w))
+    padding = data.draw(st.sampled_from(["'valid'", "'same'", "'full'"]))
+    return data.draw(st.sampled_from([
+        ("sum(tanh(matmul(A, x)))", {"A": (m, n), "x": (n,)}),
+        ("sum(matmul(A, B))", {"A": (m, n), "B": (n, k)}),
+        (f"sum(square(xcorr2d(x, k, padding={padding})))",
+         {"x": (c, h, w), "k": (data.draw(st.integers(1, 3)), c, kh, kw)}),
+        ("sum(a * b + c)", {"a": (m, 1), "b": (1, n), "c": (n,)}),
+        ("sum(concatenate(exp(a), sin(b)))", {"a": (m,), "b": (n,)}),
+    ]))  # fmt: skip
+
+
+@settings(max_examples=6, deadline=None)
+@given(data=st.data())
+def test_programs_on_random_shapes_are_bounded(data: st.DataObject) -> None:
+    expression, shapes = random_program(data)
+    program, inputs, size = setup(expression, shapes)
+    names = tuple(program.inputs)
+    check(costs.trace_cost(program), lambda: program.trace(inputs), size)
+    cotangent = np.ones(program.out_shape)
+    check(
+        costs.product_cost(program, names),
+        lambda: programs.product(program, inputs, cotangent, None, direction="vjp", limits=LIMITS),
+        size,
+    )
+    vectors = {name: np.ones((1, *shape)) for name, shape in shapes.items()}
+    check(costs.hvp_cost(program, names), lambda: program_hvp(program, inputs, vectors), 2 * size)
+    for strategy in ("chain", "forward", "reverse"):
+        plan = strategies.plan(program, names, strategy=strategy, fmt="coo",  # type: ignore[arg-type]
+                               max_dense_elements=10**8, max_nnz=10**8)  # fmt: skip
+        check(
+            costs.jacobian_cost(program, plan, names, "coo"),
+            lambda: programs.jacobian(  # noqa: B023
+                program, inputs, None, fmt="coo", strategy=strategy, layout="in_out",  # type: ignore[arg-type]  # noqa: B023
+                order="F", limits=LIMITS,
+            ),
+            size,
+        )  # fmt: skip
+    plan = hessian_plan(program, names)
+    check(
+        costs.structural_hessian_cost(program, plan),
+        lambda: program_hessian(program, inputs, None, order="F", fmt="coo", limits=LIMITS),
+        size,
+        STRUCTURAL_FACTOR,
     )
