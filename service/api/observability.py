@@ -179,6 +179,19 @@ def _json_string(text: str) -> str:
     return f'"{text}"' if _PLAIN.fullmatch(text) else json.dumps(text)
 
 
+# JSON strings of methods and route templates, which come from small sets (bounded anyway).
+_written: dict[str, str] = {}
+
+
+def _known_string(text: str) -> str:
+    written = _written.get(text)
+    if written is None:
+        written = _json_string(text)
+        if len(_written) < 1024:
+            _written[text] = written
+    return written
+
+
 def _direct_handler() -> logging.StreamHandler | None:  # type: ignore[type-arg]
     """Return the service's handler when an access line would reach it and nothing else.
 
@@ -223,8 +236,8 @@ def write_access_line(
     line = (
         f'{{"time": "{_stamp(int(time.time()))}", "level": "info", "logger": "service.access", '
         f'"message": "request", "request_id": {_json_string(request_id)}, '
-        f'"method": {_json_string(method)}, "path": {_json_string(path)}, '
-        f'"route": {_json_string(route)}, "status": {status}, "duration_ms": {duration_ms!r}}}\n'
+        f'"method": {_known_string(method)}, "path": {_json_string(path)}, '
+        f'"route": {_known_string(route)}, "status": {status}, "duration_ms": {duration_ms!r}}}\n'
     )
     with handler.lock:  # type: ignore[union-attr]
         handler.stream.write(line)

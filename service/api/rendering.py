@@ -87,8 +87,7 @@ class PiecesResponse(Response):
 
     def __init__(self, pieces: list[bytes]) -> None:
         self.pieces = pieces
-        super().__init__(b"")
-        self.headers["content-length"] = str(sum(len(piece) for piece in pieces))
+        super().__init__(b"", headers={"content-length": str(sum(map(len, pieces)))})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Send the start, then every piece (``more_body`` until the last)."""
