@@ -1,6 +1,10 @@
 """Second derivatives and optimizers: HVP and Hessian costs against a gradient, L-BFGS overhead.
 
-Run: ``.venv/bin/python benchmarks/second_order.py [--repeat 5]`` (any cwd).
+Run: ``.venv/bin/python benchmarks/second_order.py [--repeat 5] [--clock cpu] [--only ROWS]``
+(any cwd). ``--clock wall`` (the default) times with ``time.perf_counter``; ``--clock cpu`` with
+``time.process_time``, the CPU time of the whole process (the SciPy worker thread included), which
+a loaded machine inflates far less. ``--only`` runs some tables: ``hvp``, ``programs``,
+``rosenbrock``, ``hessian``, ``program-hessian``, ``lbfgs`` (comma-separated).
 
 OpenBLAS is limited to one thread (set before NumPy loads): on the shared 2-core machines its
 threads made SciPy's L-BFGS-B 20x slower under load, for SciPy and the service alike. Every table
@@ -73,6 +77,11 @@ from service.main import create_app  # noqa: E402
 LIMITS = FunctionLimits(max_tensor_elements=10**8, max_dense_elements=10**8, max_nnz=10**8)
 
 
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+clock = CLOCKS["wall"]
+TABLES = ("hvp", "programs", "rosenbrock", "hessian", "program-hessian", "lbfgs")
+
+
 def interleaved(rows: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
     """Return the median seconds of each row, the rows run in turn ``repeat`` times."""
     for run in rows.values():
@@ -80,9 +89,9 @@ def interleaved(rows: dict[str, Callable[[], object]], repeat: int) -> dict[str,
     times: dict[str, list[float]] = {name: [] for name in rows}
     for _ in range(repeat):
         for name, run in rows.items():
-            start = time.perf_counter()
+            start = clock()
             run()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(clock() - start)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -279,53 +288,67 @@ def lbfgs_row(repeat: int, n: int = 1000) -> dict[str, Any]:
             "ratio": times["service"] / times["scipy"], "overhead": overhead}  # fmt: skip
 
 
+def _hessian_table(title: str, label: str, row: dict[str, Any]) -> None:
+    print(f"\n| {title}, n = 10^6 (nnz {row['nnz']}) | gradient (ms) | Hessian (ms) | ratio |")
+    print("|---|---:|---:|---:|")
+    print(f"| {label} | {row['gradient'] * 1e3:.1f} | {row['hessian'] * 1e3:.1f} | "
+          f"{row['ratio']:.1f} |")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall")
+    parser.add_argument("--only", default=",".join(TABLES))
     args = parser.parse_args()
+    global clock
+    clock = CLOCKS[args.clock]
+    tables = set(args.only.split(","))
     logging.disable(logging.CRITICAL)
-    print("| function | gradient (ms) | HVP (ms) | HVP / gradient |")
-    print("|---|---:|---:|---:|")
-    for row in hvp_rows(args.repeat):
-        print(f"| {row['case']} | {row['gradient'] * 1e3:.3f} | {row['hvp'] * 1e3:.3f} | "
-              f"{row['ratio']:.2f} |")  # fmt: skip
-    print("\n| program | gradient (ms) | HVP (ms) | HVP / gradient | HVP at an evaluated point "
-          "(ms) | / gradient |")  # fmt: skip
-    print("|---|---:|---:|---:|---:|---:|")
-    for row in program_rows(args.repeat):
-        print(f"| {row['case']} | {row['gradient'] * 1e3:.3f} | {row['hvp'] * 1e3:.3f} | "
-              f"{row['ratio']:.2f} | {row['at_point'] * 1e3:.3f} | "
-              f"{row['point_ratio']:.2f} |")  # fmt: skip
-    rosen = rosenbrock_lbfgs_row(min(args.repeat, 3))
-    print("\n| Rosenbrock n = 1000, L-BFGS-B | time (s) | iterations | f |")
-    print("|---|---:|---:|---:|")
-    print(f"| scipy.optimize.minimize(rosen, jac=rosen_der) | {rosen['scipy']:.2f} | "
-          f"{rosen['scipy_iterations']} | {rosen['scipy_f']:.3g} |")  # fmt: skip
-    print(f"| POST /v1/minimize, expression, in process | {rosen['service']:.2f} | "
-          f"{rosen['service_iterations']} | {rosen['service_f']:.3g} |")  # fmt: skip
-    print(f"\nservice / scipy {rosen['ratio']:.2f}; overhead {rosen['overhead'] * 1e3:.3f} ms per "
-          f"iteration; {rosen['status']}, max |x - 1| = {rosen['max_error']:.2g}, evaluations "
-          f"{rosen['evaluations']}")  # fmt: skip
-    row = hessian_row(args.repeat)
-    print(f"\n| Hessian COO, n = 10^6 (nnz {row['nnz']}) | gradient (ms) | Hessian (ms) | ratio |")
-    print("|---|---:|---:|---:|")
-    print(f"| sum(square(xcorr2d(x, [1, -1]))), x (1, 1000, 1000) | {row['gradient'] * 1e3:.1f} "
-          f"| {row['hessian'] * 1e3:.1f} | {row['ratio']:.1f} |")  # fmt: skip
-    row = program_hessian_row(args.repeat)
-    print(f"\n| Program Hessian COO, n = 10^6 (nnz {row['nnz']}) | gradient (ms) | Hessian (ms) | "
-          "ratio |")  # fmt: skip
-    print("|---|---:|---:|---:|")
-    print(f"| Rosenbrock expression | {row['gradient'] * 1e3:.1f} | {row['hessian'] * 1e3:.1f} | "
-          f"{row['ratio']:.1f} |")  # fmt: skip
-    row = lbfgs_row(args.repeat)
-    print("\n| L-BFGS-B, mean((tanh(x) - y)²), n = 1000 | time (ms) | iterations |")
-    print("|---|---:|---:|")
-    print(f"| scipy.optimize.minimize, direct | {row['scipy'] * 1e3:.1f} | "
-          f"{row['iterations_scipy']} |")  # fmt: skip
-    print(f"| POST /v1/minimize, in process | {row['service'] * 1e3:.1f} | "
-          f"{row['iterations_service']} |")  # fmt: skip
-    print(f"\nservice / scipy {row['ratio']:.2f}; overhead {row['overhead'] * 1e3:.3f} ms per "
-          "iteration")  # fmt: skip
+    print(f"clock: {args.clock}; load average (1, 5, 15 min) at start: "
+          + " ".join(f"{v:.2f}" for v in os.getloadavg()))  # fmt: skip
+    if "hvp" in tables:
+        print("| function | gradient (ms) | HVP (ms) | HVP / gradient |")
+        print("|---|---:|---:|---:|")
+        for row in hvp_rows(args.repeat):
+            print(f"| {row['case']} | {row['gradient'] * 1e3:.3f} | {row['hvp'] * 1e3:.3f} | "
+                  f"{row['ratio']:.2f} |")  # fmt: skip
+    if "programs" in tables:
+        print("\n| program | gradient (ms) | HVP (ms) | HVP / gradient | HVP at an evaluated point "
+              "(ms) | / gradient |")  # fmt: skip
+        print("|---|---:|---:|---:|---:|---:|")
+        for row in program_rows(args.repeat):
+            print(f"| {row['case']} | {row['gradient'] * 1e3:.3f} | {row['hvp'] * 1e3:.3f} | "
+                  f"{row['ratio']:.2f} | {row['at_point'] * 1e3:.3f} | "
+                  f"{row['point_ratio']:.2f} |")  # fmt: skip
+    if "rosenbrock" in tables:
+        rosen = rosenbrock_lbfgs_row(min(args.repeat, 3))
+        print("\n| Rosenbrock n = 1000, L-BFGS-B | time (s) | iterations | f |")
+        print("|---|---:|---:|---:|")
+        print(f"| scipy.optimize.minimize(rosen, jac=rosen_der) | {rosen['scipy']:.2f} | "
+              f"{rosen['scipy_iterations']} | {rosen['scipy_f']:.3g} |")  # fmt: skip
+        print(f"| POST /v1/minimize, expression, in process | {rosen['service']:.2f} | "
+              f"{rosen['service_iterations']} | {rosen['service_f']:.3g} |")  # fmt: skip
+        print(f"\nservice / scipy {rosen['ratio']:.2f}; overhead {rosen['overhead'] * 1e3:.3f} ms "
+              f"per iteration; {rosen['status']}, max |x - 1| = {rosen['max_error']:.2g}, "
+              f"evaluations {rosen['evaluations']}")  # fmt: skip
+    if "hessian" in tables:
+        _hessian_table("Hessian COO", "sum(square(xcorr2d(x, [1, -1]))), x (1, 1000, 1000)",
+                       hessian_row(args.repeat))  # fmt: skip
+    if "program-hessian" in tables:
+        _hessian_table("Program Hessian COO", "Rosenbrock expression",
+                       program_hessian_row(args.repeat))  # fmt: skip
+    if "lbfgs" in tables:
+        row = lbfgs_row(args.repeat)
+        print("\n| L-BFGS-B, mean((tanh(x) - y)²), n = 1000 | time (ms) | iterations |")
+        print("|---|---:|---:|")
+        print(f"| scipy.optimize.minimize, direct | {row['scipy'] * 1e3:.1f} | "
+              f"{row['iterations_scipy']} |")  # fmt: skip
+        print(f"| POST /v1/minimize, in process | {row['service'] * 1e3:.1f} | "
+              f"{row['iterations_service']} |")  # fmt: skip
+        print(f"\nservice / scipy {row['ratio']:.2f}; overhead {row['overhead'] * 1e3:.3f} ms per "
+              "iteration")  # fmt: skip
+    print("load average (1, 5, 15 min) at end: " + " ".join(f"{v:.2f}" for v in os.getloadavg()))
 
 
 if __name__ == "__main__":

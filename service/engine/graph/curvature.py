@@ -289,6 +289,8 @@ def structural_hessian(
         offset += size
         if name in slots:
             transposed[name] = _transpose(reached[name])
+    # P_w of the only input is the identity: P_w J = J, without composing with it
+    identity = names[0] if len(names) == 1 else None
     for node in program.nodes:
         checkpoint()
         if node.id not in reads:
@@ -298,7 +300,8 @@ def structural_hessian(
         for j, arg in enumerate(node.args):
             if arg in reads[node.id]:
                 with blame(node):
-                    image = matmul(reached[arg], node.op._local_factor(args, j, order))
+                    local = node.op._local_factor(args, j, order)
+                image = local if arg == identity else matmul(reached[arg], local)
                 factor = _add(factor, image)
         for arg in reads[node.id]:
             uses[arg] -= 1

@@ -38,16 +38,13 @@ import scipy.sparse as sp
 from .. import layout
 from ..descent import PREPARED_NNZ, PROPAGATING, Evaluation, QuietObjective
 from ..errors import DomainError, NonFiniteError
-from ..op import ElementwiseOp, Op
-from ..ops.affine import Add, Multiply, Scale
 from ..ops.elementwise import Power
-from ..ops.reduce import Mean, Sum
 from ..sparse import CsrMatVec
 from ..types import FloatArray, Shape
 from .nary import NaryOp, Unary
 from .ops import broadcast
-from .ops.structure import Slice
 from .program import Node, Program, blame
+from .rules import Overflow, finite, node_steps
 
 __all__ = ["Packing", "ProgramObjective"]
 
@@ -151,12 +148,6 @@ def _prepare(
     return _Matrix(jacobian, at_zero if np.any(at_zero) else None, shapes[j], at_zero.shape)
 
 
-def _has_domain(op: NaryOp) -> bool:
-    if isinstance(op, Unary):
-        return type(op.op).check_domain is not Op.check_domain
-    return type(op).check_domain is not NaryOp.check_domain
-
-
 def _propagates(op: NaryOp) -> bool:
     """Whether a non-finite argument entry always gives a non-finite output entry, no error."""
     if isinstance(op, Unary):
@@ -164,121 +155,6 @@ def _propagates(op: NaryOp) -> bool:
         positive_power = isinstance(inner, Power) and inner.p > 0 and inner.p.is_integer()
         return isinstance(inner, PROPAGATING) or positive_power
     return isinstance(op, _PROPAGATING_NODES)
-
-
-def _reduces_all(op: Op, shape: Shape) -> bool:
-    """Whether ``op`` is ``sum`` or ``mean`` over every axis of ``shape``."""
-    if type(op) is not Sum and type(op) is not Mean:
-        return False
-    return len(op._axes(shape)) == len(shape)
-
-
-def _unary_pullback(op: Op, shape: Shape) -> Pullback:
-    """Return the pullback of a one-input op: its VJP on a batch of one, or those floats unbatched.
-
-    Each unbatched rule is the op's ``_vjp`` with the batch axis left out: the same elementwise
-    products (a leading axis of length 1 changes no float), the same broadcast copies.
-    """
-    kind = type(op)
-    if kind is Scale:
-        factor = cast(Scale, op).factor
-        return lambda args, y, u: factor * u
-    if kind is Add:
-        return lambda args, y, u: u  # the identity; the copy the op makes is not needed here
-    if kind is Multiply:
-        constant = cast(Multiply, op).constant
-        return lambda args, y, u: u * constant
-    if kind is Sum or kind is Mean:
-        reduction = cast(Sum | Mean, op)
-        axes = reduction._axes(shape)
-        weight = reduction._weight(shape, axes)
-        if _reduces_all(op, shape):  # every element receives w u
-            return lambda args, y, u: np.full(shape, weight * u)
-        return lambda args, y, u: np.array(np.broadcast_to(weight * np.expand_dims(u, axes),
-                                                           shape))  # fmt: skip
-    if isinstance(op, ElementwiseOp) and kind._vjp is ElementwiseOp._vjp:
-        # g'(x) * u, g'(x) from the stored value where the op has that rule: elementwise
-        return lambda args, y, u: op._vjp_given(args[0], y, u)
-    return lambda args, y, u: op._vjp(args[0], u[np.newaxis])[0]
-
-
-def _pullback(program: Program, node: Node, j: int) -> Pullback:
-    """Return the pullback of argument ``j`` of ``node`` (see :func:`_unary_pullback`)."""
-    op = node.op
-    shape = program.shapes[node.args[j]]
-    if isinstance(op, Unary):
-        return _unary_pullback(op.op, shape)
-    if isinstance(op, Slice):
-        index = op.index
-
-        def scatter(args: Sequence[FloatArray], y: FloatArray, u: FloatArray) -> FloatArray:
-            grad = np.zeros(shape)
-            grad[index] = u  # basic slicing selects each element at most once
-            return grad
-
-        return scatter
-    kind = type(op)
-    shapes = [program.shapes[a] for a in node.args]
-    if kind is broadcast.MeanSquaredError and shape == broadcast.broadcast_shape(shapes, op.name):
-        # (a - b) * (±2 / N) * u, with nothing to sum over broadcast axes
-        mse = cast(broadcast.MeanSquaredError, op)
-        return lambda args, y, u: mse._partial(args, j) * u
-    if kind._vjp is broadcast._Broadcasting._vjp and shape == program.shapes[node.id]:
-        elementwise = cast(broadcast._Broadcasting, op)
-
-        def scaled(args: Sequence[FloatArray], y: FloatArray, u: FloatArray) -> FloatArray:
-            partial = elementwise.partial(args, j)
-            if isinstance(partial, float) and abs(partial) == 1.0:
-                return u if partial > 0 else np.negative(u)
-            return np.multiply(u, partial)
-
-        return scaled
-    return lambda args, y, u: op._vjp(args, j, u[np.newaxis])[0]
-
-
-class _Rule:
-    """One varying node as an evaluation runs it."""
-
-    __slots__ = ("args", "checked", "domain", "forward", "label", "node", "out", "pulls")
-
-    def __init__(self, program: Program, node: Node, slot: Mapping[str, int],
-                 fixed: Mapping[str, FloatArray], checked: bool, budget: int) -> None:  # fmt: skip
-        self.node = node
-        self.label = node.label
-        self.out = slot[node.id]
-        self.args = tuple(slot[a] for a in node.args)
-        self.checked = checked  # whether the output is tested for overflow
-        varying = [j for j, a in enumerate(node.args) if a not in fixed]
-        matrix = _prepare(program, node, varying[0], fixed, budget) if len(varying) == 1 else None
-        self.domain = matrix is None and _has_domain(node.op)
-        self.forward: Callable[[Sequence[FloatArray]], FloatArray]
-        pulls: list[tuple[int, Pullback]] = []
-        if matrix is not None:
-            (j,) = varying
-            self.forward = lambda args: matrix.forward(args[j])
-            pulls.append((j, lambda args, y, u: matrix.pullback(u)))
-        else:
-            op = node.op
-            if isinstance(op, Unary):
-                inner = op.op
-                shape = program.shapes[node.args[0]]
-                # LinearOp's forward, apply(x[newaxis])[0] + offset, without the batch axis
-                if type(inner) is Scale:
-                    factor = inner.factor
-                    self.forward = lambda args: factor * args[0]
-                elif type(inner) is Add:
-                    constant = inner.constant
-                    self.forward = lambda args: args[0] + constant
-                elif _reduces_all(inner, shape):
-                    # w * sum over every axis: NumPy sums a batch of one in the same order
-                    weight = cast(Sum | Mean, inner)._weight(shape, tuple(range(len(shape))))
-                    self.forward = lambda args: cast(FloatArray, weight * np.sum(args[0]))
-                else:
-                    self.forward = lambda args: inner._forward(args[0])
-            else:
-                self.forward = op._forward
-            pulls.extend((j, _pullback(program, node, j)) for j in varying)
-        self.pulls = tuple((j, self.args[j], pull) for j, pull in pulls)
 
 
 class ProgramObjective(QuietObjective):
@@ -301,7 +177,8 @@ class ProgramObjective(QuietObjective):
         If a value computed from the fixed inputs alone is not finite or not defined.
     """
 
-    __slots__ = ("_base", "_in_shape", "_ones", "_output", "_rules", "_spans", "packing", "program")
+    __slots__ = ("_backs", "_base", "_in_shape", "_labels", "_ones", "_output", "_outs", "_spans",
+                 "_steps", "packing", "program")  # fmt: skip
 
     def __init__(
         self,
@@ -334,11 +211,23 @@ class ProgramObjective(QuietObjective):
             for arg in node.args:
                 consumers.get(arg, []).append(node.op)
         budget = min(max_prepared_nnz, PREPARED_NNZ)
-        self._rules = tuple(
-            _Rule(program, node, slot, fixed, node.id != program.output and (
-                not consumers[node.id] or not all(map(_propagates, consumers[node.id]))), budget)
-            for node in varying_nodes
-        )  # fmt: skip
+        steps, backs = [], []
+        for node in varying_nodes:
+            varying = [j for j, a in enumerate(node.args) if a not in fixed]
+            matrix = None
+            if len(varying) == 1:
+                matrix = _prepare(program, node, varying[0], fixed, budget)
+            checked = node.id != program.output and (
+                not consumers[node.id] or not all(map(_propagates, consumers[node.id]))
+            )
+            prepared = None if matrix is None else (matrix.forward, matrix.pullback)
+            step, back = node_steps(program, node, slot, varying, prepared, checked)
+            steps.append(step)
+            backs.append(back)
+        self._steps = tuple(steps)
+        self._backs = tuple(reversed(backs))
+        self._labels = tuple(node.label for node in varying_nodes)
+        self._outs = tuple(slot[node.id] for node in varying_nodes)
         self._base: list[FloatArray | None] = [*fixed.values()] + [None] * (len(names) - len(fixed))
         # (slot, start, stop, shape) of each variable in x: an evaluation unpacks by slicing
         ends = np.cumsum([0, *(layout.size_of(shape) for shape in self.packing.shapes)])
@@ -368,21 +257,21 @@ class ProgramObjective(QuietObjective):
         for k, start, stop, shape in self._spans:
             # ten_C of the variable's part of x is NumPy's reshape (see Packing)
             values[k] = x[start:stop].reshape(shape)
-        for index, rule in enumerate(self._rules):
-            args = [values[k] for k in rule.args]
-            try:
-                if rule.domain:
-                    rule.node.op.check_domain(args, differentiating=False)
-                y = rule.forward(args)
-            except (DomainError, NonFiniteError) as error:
-                self._overflow(values, index)  # an earlier overflow is what failed first
-                raise type(error)(f"{rule.label}: {error}") from error
-            values[rule.out] = y
-            if rule.checked and not _finite(y):
-                self._overflow(values, index + 1)
+        index = 0
+        try:
+            for step in self._steps:
+                step(values)
+                index += 1
+        except Overflow:
+            self._overflow(values, index + 1)
+            raise NonFiniteError(f"{self._labels[index]}: the result has non-finite entries "
+                                 "(overflow)") from None  # fmt: skip
+        except (DomainError, NonFiniteError) as error:
+            self._overflow(values, index)  # an earlier overflow is what failed first
+            raise type(error)(f"{self._labels[index]}: {error}") from error
         f = float(values[self._output].item())
         if not math.isfinite(f):
-            self._overflow(values, len(self._rules))
+            self._overflow(values, len(self._steps))
         return Evaluation(f, tuple(values))
 
     def _overflow(self, values: Sequence[FloatArray], stop: int) -> None:
@@ -391,9 +280,9 @@ class ProgramObjective(QuietObjective):
         The nodes are searched in order: the first non-finite output is where a test after every
         node would have stopped. Returns when all of them are finite.
         """
-        for rule in self._rules[:stop]:
-            if not _finite(values[rule.out]):
-                raise NonFiniteError(f"{rule.label}: the result has non-finite entries (overflow)")
+        for label, out in zip(self._labels[:stop], self._outs, strict=False):
+            if not finite(values[out]):
+                raise NonFiniteError(f"{label}: the result has non-finite entries (overflow)")
 
     def gradient_unchecked(self, evaluation: Evaluation) -> FloatArray:
         """Return ``∇f`` with respect to every variable, packed like ``x``.
@@ -406,20 +295,14 @@ class ProgramObjective(QuietObjective):
         values = evaluation.values
         pulled: list[FloatArray | None] = [None] * len(values)
         pulled[self._output] = self._ones
-        for rule in reversed(self._rules):
-            u = pulled[rule.out]
-            if u is None:
-                continue
-            args = [values[k] for k in rule.args]
-            try:
-                if rule.domain:
-                    rule.node.op.check_domain(args, differentiating=True)
-                for _, k, pull in rule.pulls:
-                    g = pull(args, values[rule.out], u)
-                    before = pulled[k]
-                    pulled[k] = g if before is None else before + g
-            except (DomainError, NonFiniteError) as error:
-                raise type(error)(f"{rule.label}: {error}") from error
+        index = 0
+        try:
+            for back in self._backs:
+                back(values, pulled)
+                index += 1
+        except (DomainError, NonFiniteError) as error:
+            label = self._labels[len(self._labels) - 1 - index]
+            raise type(error)(f"{label}: {error}") from error
         parts = [pulled[k] for k, *_ in self._spans]
         if len(parts) == 1 and parts[0] is not None:
             # one variable: its gradient, vec_C (NumPy's reshape), a copy as packing makes
@@ -429,7 +312,3 @@ class ProgramObjective(QuietObjective):
             for shape, part in zip(self.packing.shapes, parts, strict=True)
         )
         return self.packing.pack(dict(zip(self.packing.names, zero_filled, strict=True)))
-
-
-def _finite(a: FloatArray) -> bool:
-    return math.isfinite(a) if a.ndim == 0 else bool(np.isfinite(a).all())

@@ -33,15 +33,16 @@ def test_rosenbrock_value_and_gradient_are_scipys(n: int) -> None:
     assert objective.value_and_gradient(np.ones(n))[0].f == 0.0
 
 
-# Each term reaches one of the unbatched pullbacks (scale, add and multiply by a constant, sum and
-# mean over all or some axes, derivatives from the stored value, slices, elementwise pairs of equal
-# and broadcast shapes, mse of equal and broadcast shapes, where) or the general VJP (softplus,
-# divide, maximum, matmul, logsumexp).
+# Each term reaches one of the unbatched rules (scale, add and multiply by a constant, sum and mean
+# over all or some axes, powers with and without a domain, derivatives from the stored value,
+# slices, elementwise pairs of equal and broadcast shapes, mse of equal and broadcast shapes,
+# where) or the general VJP (softplus, divide, maximum, matmul, logsumexp).
 PROGRAMS = [
     "sum(2.5 * x + 1) + mean(x * y) + sum(sum(x, axes=[0]) ** 2) + mean(mean(x, axes=[1]))",
     "sum(tanh(x) * exp(-x) + sigmoid(y)) + sum(x[1:, :2] - y[:-1, ::2] * x[:-1, 1:])",
     "mse(x, y) + mse(x, b) + sum(x * b - y / (1 + x ** 2)) + sum(where(x, y, mask=[1, 0, 1]))",
     "sum(softplus(x @ b)) + sum(maximum(x, y) ** 3) + logsumexp(x - b)",
+    "sum(x ** 0.5 * 3 + x ** -2 + x ** 0 + x ** 1) + mean(sum(y * x, axes=[1]) ** 2)",
 ]
 
 
