@@ -15,7 +15,8 @@ ours ÷ best anchor (below 1: the engine is faster). All arithmetic is float64; 
 run on ``--anchor-threads`` threads (default 1, as the engine's BLAS calls). Before each
 section the 1-minute load average is printed; on a loaded machine compare ratios, not times.
 
-Sections (``--only``):
+Sections (``--only``; ``--rows REGEX`` keeps only the forward cases and COO layouts whose label
+matches, e.g. ``--only forward --rows '32,32|stride'``):
 
 * ``forward``: ``cross_correlate`` against ``torch.nn.functional.conv2d`` and a jitted
   ``jax.lax.conv_general_dilated`` (precision HIGHEST).
@@ -49,6 +50,7 @@ import gc
 import json
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -114,6 +116,8 @@ CLOCK = {"cpu": time.process_time, "wall": time.perf_counter}
 clock = CLOCK["wall"]
 # A checkout of the previous release (--baseline): the e2e section serves the same request from it.
 BASELINE: Path | None = None
+# --rows: only the forward cases and COO layouts whose label matches this regular expression.
+ROWS = re.compile("")
 
 
 def interleaved(fns: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
@@ -223,6 +227,8 @@ def forward_rows(repeat: int) -> list[Row]:
     rng = np.random.default_rng(0)
     rows = []
     for label, x_shape, k_shape, stride, target in FORWARD_CASES:
+        if not ROWS.search(label):
+            continue
         x, k = rng.standard_normal(x_shape), rng.standard_normal(k_shape)
         x4 = x if x.ndim == 4 else x[np.newaxis]
         k4 = k if k.ndim == 4 else k[np.newaxis]
@@ -269,6 +275,8 @@ def coo_rows(repeat: int) -> list[Row]:
     reference = xcorr.jacobian_x(k, x_shape, layout="out_in")
     rows = []
     for lay in ("in_out", "out_in"):
+        if not ROWS.search(f"COO (3,224,224) k3 {lay}"):
+            continue
         built = xcorr.jacobian_x(k, x_shape, layout=lay)
         expected = reference if lay == "out_in" else reference.T
         difference = sp.csr_array(built) - sp.csr_array(expected)
@@ -604,9 +612,13 @@ def main() -> None:
     parser.add_argument(
         "--baseline", type=Path, help="checkout of the previous release: e2e serves it too"
     )
+    parser.add_argument(
+        "--rows", default="", help="regular expression: only the forward/COO rows it matches"
+    )
     args = parser.parse_args()
-    global clock, BASELINE
+    global clock, BASELINE, ROWS
     clock = CLOCK[args.clock]
+    ROWS = re.compile(args.rows)
     BASELINE = args.baseline.resolve() if args.baseline else None
     chosen = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = set(chosen) - set(SECTIONS)

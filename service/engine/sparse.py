@@ -14,7 +14,7 @@ from typing import Any, TypeAlias
 import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
-from scipy.sparse._sparsetools import csr_matvec
+from scipy.sparse._sparsetools import csr_matvec, expandptr
 
 from .errors import LimitExceeded, ShapeError
 from .types import FloatArray, IndexArray, Shape
@@ -267,8 +267,18 @@ def to_coo(factor: Factor) -> sp.coo_array:
         col = row if factor.col is None else factor.col[row]
         coo = sp.coo_array((factor.value[present], (row, col)), shape=factor.shape)
     else:
-        # CSR rows are sorted and unique: only the row indices need to be expanded.
-        coo = factor.tocoo(copy=False)
+        # CSR rows are sorted and unique: only the row indices need to be expanded (SciPy's
+        # compiled pass that tocoo uses; np.repeat took 1.5x as long). The arrays are set on an
+        # empty COO: SciPy's constructor (and tocoo) would check every index against the shape,
+        # four O(nnz) reductions that cost more than the expansion (0.4 of 1.0 ms for the 1.3M
+        # entries of a (3,224,224) k3 cross-correlation Jacobian).
+        nnz = factor.nnz
+        col = factor.indices[:nnz]
+        row = np.empty(nnz, dtype=col.dtype)
+        expandptr(factor.shape[0], factor.indptr.astype(col.dtype, copy=False), row)
+        coo = sp.coo_array(factor.shape, dtype=factor.dtype)
+        coo.coords = (row, col)
+        coo.data = factor.data[:nnz]
     coo.has_canonical_format = True
     return coo
 

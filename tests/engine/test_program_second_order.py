@@ -144,3 +144,53 @@ def test_one_linearization_answers_many_products() -> None:
         found = point.products({"x": vectors}, 2)["x"]
         expected = np.stack([scipy.optimize.rosen_hess_prod(x, v) for v in vectors])
         np.testing.assert_allclose(found, expected, rtol=1e-12, atol=1e-12 * abs(expected).max())
+
+
+@pytest.mark.parametrize(
+    ("parameters", "stride", "dilation", "k_shape"),
+    [
+        ("", (1, 1), (1, 1), (3, 3, 3)),
+        (", stride=[2, 2], padding='same'", (2, 2), (1, 1), (3, 3, 3)),
+        (", dilation=[2, 2], padding='full'", (1, 1), (2, 2), (2, 3, 3, 2)),
+    ],
+)
+def test_kernel_recovery_hvp_is_the_loops_gauss_newton_form(
+    parameters: str, stride: tuple[int, int], dilation: tuple[int, int], k_shape: tuple[int, ...]
+) -> None:
+    """mse(xcorr2d(x, k), y) over k with x fixed, against the loops' kernel Jacobian.
+
+    With J the loops' d(x*k)/dk (in_out, C order) and P outputs, the gradient is
+    (2/P) J (J^T k - y) and H v = (2/P) J J^T v, one-off and at an evaluated point.
+    """
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(3, 7, 8))
+    k = rng.normal(size=k_shape)
+    kh, kw = k_shape[-2:]
+    if "same" in parameters:
+        pairs = (oracles.same_padding(7, kh, stride[0], dilation[0]),
+                 oracles.same_padding(8, kw, stride[1], dilation[1]))  # fmt: skip
+    elif "full" in parameters:
+        pairs = (((kh - 1) * dilation[0],) * 2, ((kw - 1) * dilation[1],) * 2)
+    else:
+        pairs = ((0, 0), (0, 0))
+    y_shape = oracles.xcorr_forward_loops(x, k, stride, pairs, dilation).shape
+    out_size = int(np.prod(y_shape))
+    J = np.zeros((k.size, out_size))
+    for (row, col), value in oracles.xcorr_kernel_jacobian_loops(
+        x, k_shape, stride, pairs, dilation, "C"
+    ).items():
+        J[row, col] = value
+    y = rng.normal(size=y_shape)
+    inputs = {"x": x, "k": k, "y": y}
+    program = build_program(f"mse(xcorr2d(x, k{parameters}), y)",
+                            {name: v.shape for name, v in inputs.items()}, "F")  # fmt: skip
+    vectors = rng.normal(size=(2, *k_shape))
+    point = Linearization(program, inputs, ["k"])
+    gradient = 2.0 / out_size * J @ (J.T @ np.reshape(k, -1) - np.reshape(y, -1))
+    products = 2.0 / out_size * (J @ (J.T @ np.reshape(vectors, (2, -1)).T)).T
+    found = program_hvp(program, inputs, {"k": vectors})
+    np.testing.assert_allclose(np.reshape(found.gradient["k"], -1), gradient, rtol=1e-12,
+                               atol=1e-12 * abs(gradient).max())  # fmt: skip
+    for pulled in (found.products["k"], point.products({"k": vectors}, 2)["k"]):
+        np.testing.assert_allclose(np.reshape(pulled, (2, -1)), products, rtol=1e-12,
+                                   atol=1e-12 * abs(products).max())  # fmt: skip

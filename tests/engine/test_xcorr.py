@@ -20,8 +20,9 @@ from hypothesis.extra.numpy import arrays
 
 from service.engine import xcorr
 from service.engine.errors import ParameterError, ShapeError
+from service.engine.kernels.xcorr import builder as xcorr_builder
 from service.engine.kernels.xcorr import columns as xcorr_columns
-from service.engine.kernels.xcorr import jacobian as xcorr_jacobian
+from service.engine.kernels.xcorr import forward as xcorr_forward
 from service.engine.kernels.xcorr import transpose as xcorr_transpose
 from tests import oracles
 
@@ -202,11 +203,12 @@ def test_jacobian_kernel_equals_the_loops(
     assert coo_dict(jacobian) == (expected if layout == "in_out" else transposed(expected))
 
 
-@given(case=cases(), data=st.data(), order=orders, direct=st.booleans())
-def test_both_in_out_builds_equal_the_notes_loops(
-    case: Case, data: st.DataObject, order: str, direct: bool
+@given(case=cases(), data=st.data(), order=orders, long_run=st.sampled_from([1, 2, 2**62]))
+def test_blocks_and_border_pass_equal_the_notes_loops(
+    case: Case, data: st.DataObject, order: str, long_run: int
 ) -> None:
-    """in_out is written directly, or as out_in and transposed below TRANSPOSE_BELOW entries."""
+    """Runs of LONG_RUN rows or more are written as strided blocks, the other rows by the border
+    pass: 1 writes every run as blocks, 2**62 every row by the border pass."""
     k = data.draw(tensors(case.k_shape), label="k")
     x = data.draw(tensors(case.x_shape), label="x")
     expected_x = nonzero(
@@ -218,7 +220,7 @@ def test_both_in_out_builds_equal_the_notes_loops(
         )
     )
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(xcorr_jacobian, "TRANSPOSE_BELOW", 0 if direct else 2**62)
+        patch.setattr(xcorr_builder, "LONG_RUN", long_run)
         jacobian_x = xcorr.jacobian_x(k, case.x_shape, case.geometry, order=order)
         jacobian_k = xcorr.jacobian_kernel(x, case.k_shape, case.geometry, order=order)
     for jacobian, expected in ((jacobian_x, expected_x), (jacobian_k, expected_k)):
@@ -226,6 +228,60 @@ def test_both_in_out_builds_equal_the_notes_loops(
         # int32 indices wherever the shape allows (SciPy would convert int64 on every product)
         assert jacobian.row.dtype == jacobian.col.dtype == np.int32
         assert coo_dict(jacobian) == expected
+
+
+@pytest.mark.parametrize("order", ["F", "C"])
+@pytest.mark.parametrize("layout", ["in_out", "out_in"])
+def test_long_run_blocks_and_border_rows_together_equal_the_loops(order: str, layout: str) -> None:
+    """An image large enough for long runs on both axes, with borders of every kind around them.
+
+    Two images and two kernels, stride (1, 2), dilation (2, 1) and uneven padding: each axis has
+    interior runs (one per stride residue) next to short border runs, so one matrix holds strided
+    blocks and border-pass rows side by side.
+    """
+    rng = np.random.default_rng(12)
+    x_shape, k = (2, 3, 14, 17), rng.uniform(0.5, 1.5, (2, 3, 3, 2))
+    x = rng.uniform(0.5, 1.5, x_shape)
+    stride, pairs, dilation = (1, 2), ((2, 1), (0, 3)), (2, 1)
+    geometry = xcorr.XCorrGeometry(stride=stride, padding=pairs, dilation=dilation)
+    expected_x = oracles.xcorr_jacobian_loops(x_shape, k, stride, pairs, dilation, order)
+    expected_k = oracles.xcorr_kernel_jacobian_loops(x, k.shape, stride, pairs, dilation, order)
+    jacobian_x = xcorr.jacobian_x(k, x_shape, geometry, order=order, layout=layout)
+    jacobian_k = xcorr.jacobian_kernel(x, k.shape, geometry, order=order, layout=layout)
+    for jacobian, expected in ((jacobian_x, expected_x), (jacobian_k, expected_k)):
+        assert_canonical(jacobian)
+        assert coo_dict(jacobian) == (expected if layout == "in_out" else transposed(expected))
+
+
+@pytest.mark.parametrize("blocks", ["one", "many"])
+@pytest.mark.parametrize(
+    ("stride", "dilation", "pairs"),
+    [
+        ((2, 2), (1, 1), ((0, 0), (0, 0))),
+        ((3, 2), (2, 1), ((1, 2), (0, 3))),
+        ((2, 3), (1, 3), ((0, 0), (2, 2))),
+    ],
+)
+def test_phase_shift_equals_the_loops(
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+    pairs: tuple[tuple[int, int], tuple[int, int]],
+    blocks: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Images split into stride phases (sizes not multiples of the stride, padding, dilation),
+    the positions in one block or in many (a tiny column buffer)."""
+    if blocks == "many":
+        monkeypatch.setattr(xcorr_forward, "COLUMN_BUFFER", 0)
+    rng = np.random.default_rng(7)
+    x, k = rng.standard_normal((2, 3, 23, 19)), rng.standard_normal((2, 3, 3, 2))
+    geometry = xcorr.XCorrGeometry(stride=stride, padding=pairs, dilation=dilation)
+    expected = oracles.xcorr_forward_loops(x, k, stride, pairs, dilation)
+    actual = xcorr.cross_correlate(x, k, geometry, method="phase_shift")
+    scale = float(
+        np.max(oracles.xcorr_forward_loops(np.abs(x), np.abs(k), stride, pairs, dilation))
+    )
+    np.testing.assert_allclose(actual, expected, rtol=EXACT["rtol"], atol=EXACT["atol"] * scale)
 
 
 @given(case=cases(), data=st.data(), gathered=st.booleans())
@@ -574,7 +630,13 @@ def test_order_layout_method_and_cotangent_are_checked() -> None:
 def test_choose_method_names_a_forward_method() -> None:
     assert xcorr.choose_method((3, 224, 224), (3, 3, 3)) == "gemm_shift"
     strided = xcorr.XCorrGeometry(stride=(2, 2))
-    assert xcorr.choose_method((3, 224, 224), (3, 3, 3), strided) == "im2col"
+    assert xcorr.choose_method((3, 224, 224), (3, 3, 3), strided) == "phase_shift"
+    assert xcorr.choose_method((16, 64, 64), (8, 16, 3, 3), strided) == "im2col"
+    assert xcorr.choose_method((1, 224, 224), (1, 3, 3), strided) == "im2col"
+    assert xcorr.choose_method((3, 16, 16), (3, 3, 3), strided) == "im2col"  # gathered
+    stride3 = xcorr.XCorrGeometry(stride=(3, 3))  # one tap per phase
+    assert xcorr.choose_method((3, 224, 224), (3, 3, 3), stride3) == "im2col"
+    assert xcorr.choose_method((3, 224, 224), (3, 5, 5), stride3) == "phase_shift"
     assert xcorr.choose_method((16, 64, 64), (8, 16, 3, 3)) == "tap_gemm"
     assert xcorr.choose_method((16, 64, 64), (16, 16, 3, 3)) == "im2col"
 

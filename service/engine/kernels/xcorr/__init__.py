@@ -26,7 +26,8 @@ Modules, by concern:
 * ``geometry``: :class:`XCorrGeometry` and the shape rule (the plan), padding;
 * ``columns``: one-thread GEMM blocks and im2col columns shared by forward and transpose;
 * ``forward``: the measured forward methods and the notes' ``ten(J^T vec(x))``;
-* ``runs`` and ``jacobian``: the sparse Jacobians w.r.t. ``x`` and ``k`` and their sizes;
+* ``runs``, ``builder``, ``border`` and ``jacobian``: the sparse Jacobians w.r.t. ``x`` and
+  ``k`` (axis pairings and runs; long-run blocks; border rows) and their sizes;
 * ``transpose``: the VJPs.
 
 Public surface (also :mod:`service.engine.xcorr`): :class:`XCorrGeometry`,

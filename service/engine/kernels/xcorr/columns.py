@@ -12,14 +12,16 @@ from ...cancel import checkpoint
 from ...types import FloatArray, IndexArray
 from .geometry import _Plan
 
-# OpenBLAS runs a GEMM on the calling thread only while M*N*K stays below about 7e5 (measured
-# here: 720 000 stayed on one thread, 830 000 used two), and it threads a matrix-vector product
-# (a GEMM with M = 1) from about 3e4 elements on. On this 2-core machine a two-thread call waits
-# for a scheduler tick whenever the other core is busy (another worker, another request): medians
-# of the same call jumped from 0.04 ms to exactly 8.00 or 16.00 ms. So every product below goes
-# through `_product`, in column blocks of at most GEMM_BLOCK multiply-adds, which keeps it on the
+# OpenBLAS runs a GEMM on the calling thread only while M*N*K stays below 2 * 65536 * 4 = 2**19
+# (0.3.31's interface/gemm.c: two threads from 2 * SMP_THRESHOLD_MIN * GEMM_MULTITHREAD_THRESHOLD
+# on; some shapes stayed on one thread up to 7e5 through its small-matrix path, but a (16, 16) @
+# (16, 2048) block of exactly 2**19 used two), and it threads a matrix-vector product (a GEMM with
+# M = 1) from about 3e4 elements on. On this 2-core machine a two-thread call waits for a
+# scheduler tick whenever the other core is busy (another worker, another request): medians of
+# the same call jumped from 0.04 ms to exactly 8.00 or 16.00 ms. So every product below goes
+# through `_product`, in column blocks of fewer than 2**19 multiply-adds, which keeps it on the
 # calling thread, in cache, and predictable under load.
-GEMM_BLOCK = 2**19
+GEMM_BLOCK = 2**19 - 1
 # A matrix-vector product below this many multiply-adds stays on the calling thread (see
 # GEMM_BLOCK) and skips _product's two-row GEMM, whose copies cost 10 of 13 us at (1,27)@(27,900).
 MATVEC_ONE_THREAD = 25_000

@@ -158,6 +158,11 @@ def _plan(x_shape: Sequence[int], k_shape: Sequence[int], geometry: XCorrGeometr
     return _cached_plan(tuple(int(v) for v in x_shape), tuple(int(v) for v in k_shape), geometry)
 
 
+def _plan_of_arrays(x: FloatArray, k: FloatArray, geometry: XCorrGeometry) -> _Plan:
+    """:func:`_plan` for two arrays, whose shapes are tuples of ints already (one call less)."""
+    return _cached_plan(x.shape, k.shape, geometry)
+
+
 # The plan is a pure function of the shapes and the geometry; a small convolution spent a fifth
 # of its time deriving it (0.01 of 0.05 ms for (3,32,32) k3).
 @functools.lru_cache(maxsize=512)

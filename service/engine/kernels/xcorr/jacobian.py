@@ -10,20 +10,11 @@ import scipy.sparse as sp
 
 from ...errors import ParameterError
 from ...layout import LAYOUTS, ORDERS
-from ...sparse import index_dtype as sparse_index_dtype
 from ...sparse import to_coo
 from ...types import FloatArray, Layout, Order
+from .builder import _build
 from .geometry import DEFAULT_GEOMETRY, XCorrGeometry, _as4, _as_float, _Plan, _plan
-from .runs import _align, _aux_index, _axis_pattern, _build, _Pairing, _Run
-
-# An in_out Jacobian with fewer entries than this is built as out_in and transposed. Its direct
-# build writes one block per pair of row runs (25 for a 3x3 kernel without padding) at about
-# 35 us of NumPy calls each, a fixed ~1 ms, while out_in is one block and SciPy's transpose
-# costs a few ns per entry, until its scattered writes leave the caches. Measured, CPU ms,
-# direct / out_in + transpose: (3,16,16) k3, 5,292 entries: 1.14 / 0.17; (3,32,32): 1.23 /
-# 0.32; N=2 (3,40,40): 77,976: 1.28 / 0.33; (3,64,64): 103,788: 1.87 / 3.20; (3,224,224):
-# 1,330,668: 2.10 / 8.92.
-TRANSPOSE_BELOW = 65_536
+from .runs import _axis_pattern, _Pairing, _Values
 
 
 def _check_order_layout(order: str, layout: str) -> None:
@@ -69,31 +60,10 @@ def _paired_jacobian(
     axis of the output, its axis 1 is ``c``, and axes 2 and 3 are the auxiliary coordinates
     of the runs.
     """
-    if layout == "in_out" and _structural_nnz(plan) < TRANSPOSE_BELOW:
-        return _transposed(_paired_jacobian(plan, wrt, other4, order, "out_in"))
     # in_out: axis 0 belongs to the columns only and c to the rows only; out_in swaps them
-    first_axis, c_axis = ("V", "U") if layout == "in_out" else ("U", "V")
-
-    def values(run_h: _Run, run_w: _Run, block: Sequence[str]) -> FloatArray:
-        # (A, C, P, Q) -> (A, C, Qh, Ih, Q) -> (A, C, Qh, Ih, Qw, Jw): the entry of each pair
-        picked = np.take(np.take(other4, _aux_index(run_h), axis=2), _aux_index(run_w), axis=4)
-        return _align(picked, [first_axis, c_axis, "Qh", "Ih", "Qw", "Jw"], block)
-
+    axes = ("V", "U") if layout == "in_out" else ("U", "V")
+    values = _Values(np.ascontiguousarray(other4), axes)
     return _build(_pairing(plan, wrt, layout), order, values, zeros=not np.all(other4))
-
-
-def _transposed(matrix: sp.csr_array) -> sp.csr_array:
-    """Return the canonical CSR of ``matrix.T`` (SciPy's compiled CSR -> CSC pass).
-
-    The pass visits rows in order, so every column's entries come out sorted; the values are the
-    same numbers, moved. Indices keep the type the direct build would give them.
-    """
-    result = matrix.T.tocsr()
-    dtype = sparse_index_dtype(result.shape, result.nnz)
-    result.indices = result.indices.astype(dtype, copy=False)
-    result.indptr = result.indptr.astype(dtype, copy=False)
-    result.has_canonical_format = True
-    return result
 
 
 def jacobian_x(

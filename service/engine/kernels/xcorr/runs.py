@@ -4,20 +4,13 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 
-from ...cancel import checkpoint
 from ...layout import place_values, vec
-from ...sparse import index_dtype as sparse_index_dtype
 from ...types import FloatArray, IndexArray, Order, Shape
-
-# Target length of the contiguous inner loops that write Jacobian entries (see _build).
-INNER_LOOP = 2048
-
 
 # --------------------------------------------------------------------------------------------
 # Sparse Jacobians
@@ -35,11 +28,14 @@ INNER_LOOP = 2048
 # One non-spatial axis is shared by row and column (n for J_x, kk for J_k), one belongs to the
 # rows only and one to the columns only. For one spatial axis the (row, partner) pairs are a
 # short list (at most h_out * kh); rows with the same pattern of partners, shifted by a constant,
-# form a "run" (all interior rows of one stride residue, or a single border row). For one run of
-# each spatial axis, every entry's position in the canonical (row, col) order, its column index
-# and its value are affine in (or gathered along) the run counters, so the whole block is written
-# through strided views with broadcast index arithmetic; the row indices follow from the pair
-# counts as a CSR indptr that SciPy expands. Entries come out sorted and are never sorted.
+# form a "run" (all interior rows of one stride residue, or a single border row). For one long
+# run of each spatial axis, every entry's position in the canonical (row, col) order, its column
+# index and its value are affine in (or gathered along) the run counters, so the whole block is
+# written through strided views with broadcast index arithmetic. The rows of short runs (the
+# borders: 24 of the 25 blocks of a 3x3 kernel, about 35 us of NumPy calls each) are written in
+# one pass that gathers their partners from per-row tables and scatters the entries to their
+# canonical positions. The row indices follow from the pair counts as a CSR indptr. Entries come
+# out sorted and are never sorted.
 
 
 @dataclass(slots=True)
@@ -62,13 +58,20 @@ class _Run:
     before_step: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _AxisPattern:
-    """The (row, partner, aux) pairs of one spatial axis: pairs per row, total, and runs."""
+    """The (row, partner, aux) pairs of one spatial axis: pairs per row, total, and runs.
+
+    ``partners[a, l]`` and ``aux[a, l]`` are row ``a``'s ``l``-th pair (``l < counts[a]``; zero
+    beyond), shape (rows, longest list). All read-only. Compared and hashed by identity: equal
+    geometries share one cached pattern, so a pairing can key the caches of the builders.
+    """
 
     counts: IndexArray
     total: int
     runs: tuple[_Run, ...]
+    partners: IndexArray
+    aux: IndexArray
 
 
 @functools.lru_cache(maxsize=256)
@@ -125,8 +128,18 @@ def _axis_pattern(
         waiting[a + step] = run
         start = stop
     runs.extend(waiting.values())
-    counts.flags.writeable = False
-    return _AxisPattern(counts, start, tuple(runs))
+
+    # row a's pairs, padded to the longest list: (rows, longest)
+    rows = coords[row_role][by_row]
+    rank = np.arange(start) - (np.cumsum(counts) - counts)[rows]
+    width = max(1, int(counts.max(initial=0)))
+    partners = np.zeros((counts.size, width), dtype=np.int64)
+    aux_table = np.zeros((counts.size, width), dtype=np.int64)
+    partners[rows, rank] = coords[partner_role][by_row]
+    aux_table[rows, rank] = coords[aux_role][by_row]
+    for array in (counts, partners, aux_table):
+        array.flags.writeable = False
+    return _AxisPattern(counts, start, tuple(runs), partners, aux_table)
 
 
 def _continues(run: _Run, partners: list[int], auxes: list[int], before: int) -> bool:
@@ -153,9 +166,7 @@ def _aux_index(run: _Run) -> IndexArray:
 
 # The seven axes of one block of entries: "S" the shared axis, "U" the row-only axis, "Qh"/"Qw"
 # the run counters of the row's spatial coordinates, "V" the column-only axis, "Ih"/"Jw" the rank
-# in the partner list of the row's h / w coordinate. A value source returns the values of a block
-# aligned to the block's axis order (size 1 along the axes they do not depend on).
-_ValueSource = Callable[[_Run, _Run, Sequence[str]], FloatArray]
+# in the partner list of the row's h / w coordinate.
 
 
 @dataclass(frozen=True)
@@ -168,6 +179,25 @@ class _Pairing:
     col_shared: int
     pattern_h: _AxisPattern
     pattern_w: _AxisPattern
+
+
+@dataclass(frozen=True)
+class _Values:
+    """Where the entries come from: ``other (A, C, P, Q)``, entry ``other[a, c, aux_h, aux_w]``.
+
+    The op is bilinear, so every entry of one Jacobian is an entry of the other operand.
+    ``axes`` names its axes 0 and 1 among the block axes ``"U"`` (row-only) and ``"V"``
+    (column-only); axes 2 and 3 are the auxiliary coordinates of the runs.
+    """
+
+    other: FloatArray
+    axes: tuple[str, str]
+
+    def block(self, run_h: _Run, run_w: _Run, block: Sequence[str]) -> FloatArray:
+        """Values of one block, aligned to the block's axis order (size 1 where they are fixed)."""
+        # (A, C, P, Q) -> (A, C, Qh, Ih, Q) -> (A, C, Qh, Ih, Qw, Jw): the entry of each pair
+        picked = np.take(np.take(self.other, _aux_index(run_h), axis=2), _aux_index(run_w), axis=4)
+        return _align(picked, [*self.axes, "Qh", "Ih", "Qw", "Jw"], block)
 
 
 def _significance(weights: dict[str, int], order: Order) -> list[str]:
@@ -189,174 +219,60 @@ def _align(values: np.ndarray, axes: Sequence[str], block: Sequence[str]) -> np.
     return np.reshape(moved, tuple(sizes.get(name, 1) for name in block))
 
 
-def _along(vector: np.ndarray, axis: int, ndim: int) -> np.ndarray:
-    """Reshape a 1-D ``vector`` to lie along ``axis`` of ``ndim`` axes (size 1 elsewhere)."""
-    shape = [1] * ndim
-    shape[axis] = vector.shape[0]
-    return np.reshape(vector, shape)
+@dataclass(frozen=True)
+class _Weights:
+    """Sizes of the non-spatial block axes, flat-index weights, and the axes' significance.
 
-
-def _run_terms(run: _Run, weight: int, dtype: type) -> tuple[np.ndarray, np.ndarray]:
-    """Column-index terms of a run: ``q * partner_step * weight`` and ``partner * weight``."""
-    return (
-        np.arange(run.count, dtype=dtype) * (run.partner_step * weight),
-        np.asarray(run.partner, dtype=dtype) * weight,
-    )
-
-
-def _strided(
-    target: np.ndarray, base: int, shape: Sequence[int], strides: Sequence[int]
-) -> np.ndarray:
-    """Return a writable view of ``target[base:]``; ``shape`` and ``strides`` count elements.
-
-    The caller has checked that the view stays inside ``target`` (cf. ``as_strided``, whose
-    per-call overhead was a tenth of a block's time for small blocks).
+    ``S`` is the shared axis, ``U`` the row-only and ``V`` the column-only one; ``h``/``w`` the
+    spatial axes of the row (``row``) or column (``col``) tensor. ``row_levels`` and
+    ``col_levels`` list them from the most significant in a flat index of the order.
     """
-    step = target.itemsize
-    view: np.ndarray = np.ndarray(
-        tuple(shape),
-        target.dtype,
-        buffer=target,
-        offset=base * step,
-        strides=tuple(step * t for t in strides),
-    )
-    return view
+
+    S: int
+    U: int
+    V: int
+    row: dict[str, int]  # "S", "U", "h", "w"
+    col: dict[str, int]  # "S", "V", "h", "w"
+    row_levels: list[str]
+    col_levels: list[str]
 
 
-def _build(pairing: _Pairing, order: Order, values: _ValueSource, zeros: bool) -> sp.csr_array:
-    """Write all entries of a paired Jacobian in canonical (row, col) order, block by block.
-
-    The column indices and values are written into CSR arrays whose ``indptr`` follows from the
-    pair counts (:func:`to_coo` then expands the row indices in O(nnz) compiled code). ``zeros``
-    says whether the values may contain exact zeros, which are then dropped.
-    """
+def _weights(pairing: _Pairing, order: Order) -> _Weights:
+    """Return the sizes and flat-index weights of a pairing in ``order`` (the notes' flat: F)."""
     row_shape, col_shape = pairing.row_shape, pairing.col_shape
-    p_h, p_w = pairing.pattern_h, pairing.pattern_w
-    S, U = row_shape[pairing.row_shared], row_shape[1 - pairing.row_shared]
-    V = col_shape[1 - pairing.col_shared]
-    nnz = S * U * V * p_h.total * p_w.total
-    shape = (math.prod(row_shape), math.prod(col_shape))
-    index_dtype = sparse_index_dtype(shape, nnz)
-    col_out = np.empty(nnz, dtype=index_dtype)
-    data_out = np.empty(nnz)
-
-    # Flat-index weight of each named axis: the notes' flat (order F) or its C analogue.
+    shared_r, shared_c = pairing.row_shared, pairing.col_shared
     rw = [int(v) for v in place_values(row_shape, order)]
     cw = [int(v) for v in place_values(col_shape, order)]
-    shared_r, shared_c = pairing.row_shared, pairing.col_shared
-    row_weight = {"S": rw[shared_r], "U": rw[1 - shared_r], "h": rw[2], "w": rw[3]}
-    col_weight = {"V": cw[1 - shared_c], "h": cw[2], "w": cw[3]}
-    row_levels = _significance(row_weight, order)
-    col_levels = _significance(col_weight, order)
-    row_names = {"S": "S", "U": "U", "h": "Qh", "w": "Qw"}
-    col_names = {"V": "V", "h": "Ih", "w": "Jw"}
-    block = [row_names[a] for a in row_levels] + [col_names[a] for a in col_levels]
-    regular = {"S": S, "U": U}
-    totals = {"h": p_h.total, "w": p_w.total}
+    row = {"S": rw[shared_r], "U": rw[1 - shared_r], "h": rw[2], "w": rw[3]}
+    col = {"V": cw[1 - shared_c], "h": cw[2], "w": cw[3]}
+    return _Weights(
+        row_shape[shared_r],
+        row_shape[1 - shared_r],
+        col_shape[1 - shared_c],
+        row,
+        {"S": cw[shared_c], **col},
+        _significance(row, order),
+        _significance(col, order),
+    )
 
-    # Column-index terms that do not depend on the block (every term is one component of a
-    # valid index, so it fits the index dtype); a size-1 axis contributes nothing.
-    fixed_terms = {
-        name: np.arange(size, dtype=index_dtype) * weight
-        for name, size, weight in (("S", S, cw[shared_c]), ("V", V, col_weight["V"]))
-        if size > 1
-    }
-    for run_h in p_h.runs:
-        checkpoint()
-        qh_term, ih_term = _run_terms(run_h, col_weight["h"], index_dtype)
-        for run_w in p_w.runs:
-            qw_term, jw_term = _run_terms(run_w, col_weight["w"], index_dtype)
-            runs = {"h": run_h, "w": run_w}
-            lengths = {"h": len(run_h.partner), "w": len(run_w.partner)}
-            # Position = (entries in all smaller rows) + (rank inside the row). Walking the row
-            # axes from the most significant, one unit of an axis skips `rest` entries: the
-            # column-only axis, times every less significant row axis in full (a spatial one by
-            # its total pair count), times the partner count of the more significant spatial
-            # axes (fixed by then). A spatial axis at run counter q skips
-            # before + q * before_step of its pairs.
-            base = 0
-            strides: dict[str, int] = {}
-            for level, axis in enumerate(row_levels):
-                rest = V
-                for other in row_levels[level + 1 :]:
-                    rest *= totals[other] if other in runs else regular[other]
-                for other in row_levels[:level]:
-                    rest *= lengths[other] if other in runs else 1
-                if axis in runs:
-                    base += runs[axis].before * rest
-                    strides[row_names[axis]] = runs[axis].before_step * rest
-                else:
-                    strides[axis] = rest
-            unit = 1
-            for axis in reversed(col_levels):
-                strides[col_names[axis]] = unit
-                unit *= lengths[axis] if axis in runs else V
-            sizes = {
-                "S": S,
-                "U": U,
-                "Qh": run_h.count,
-                "Qw": run_w.count,
-                "V": V,
-                "Ih": lengths["h"],
-                "Jw": lengths["w"],
-            }
-            block_shape = [sizes[name] for name in block]
-            block_strides = [strides[name] for name in block]
-            last = base + sum((n - 1) * t for n, t in zip(block_shape, block_strides, strict=True))
-            assert 0 <= base and last < nnz, "xcorr: a Jacobian block overruns its arrays"
-            # A suffix of block axes that is contiguous in the arrays and about INNER_LOOP long
-            # becomes one inner loop over a precomputed template; the prefix axes index where
-            # each copy of it starts. (Broadcast writes straight into the 7-D view ran at a
-            # third of the copy bandwidth: their inner loops were only kh * kw long.)
-            split, extent = len(block), 1
-            while (
-                split
-                and extent < INNER_LOOP
-                and (block_shape[split - 1] == 1 or block_strides[split - 1] == extent)
-            ):
-                split -= 1
-                extent *= block_shape[split]
-            prefix, suffix = block[:split], block[split:]
-            prefix_shape, suffix_shape = block_shape[:split], block_shape[split:]
-            prefix_strides = block_strides[:split]
 
-            # col index = sum of one term per axis; b = partner[I] + q * partner_step
-            terms = {**fixed_terms, "Qh": qh_term, "Qw": qw_term, "Ih": ih_term, "Jw": jw_term}
-            start: np.ndarray = np.zeros(prefix_shape, dtype=index_dtype)
-            template: np.ndarray = np.zeros(suffix_shape, dtype=index_dtype)
-            for name, term in terms.items():
-                if name in prefix:
-                    start = start + _along(term, block.index(name), split)
-                else:
-                    template = template + _along(term, block.index(name) - split, len(suffix))
-            # (prefix..., 1) + (extent,) -> (prefix..., extent)
-            np.add(
-                start[..., np.newaxis],
-                vec(template, "C"),
-                out=_strided(col_out, base, [*prefix_shape, extent], [*prefix_strides, 1]),
-            )
+def _matrix_dims(pairing: _Pairing, weights: _Weights) -> tuple[tuple[int, int], int]:
+    """``(rows, cols)`` and ``nnz`` of the matrix (what decides its index type)."""
+    p_h, p_w = pairing.pattern_h, pairing.pattern_w
+    nnz = weights.S * weights.U * weights.V * p_h.total * p_w.total
+    return (math.prod(pairing.row_shape), math.prod(pairing.col_shape)), nnz
 
-            block_values = values(run_h, run_w, block)
-            if all(n == 1 for n in block_values.shape[:split]):
-                # values vary along the suffix only: write one template per prefix index
-                pattern = np.broadcast_to(block_values[(0,) * split], suffix_shape)
-                np.copyto(
-                    _strided(data_out, base, [*prefix_shape, extent], [*prefix_strides, 1]),
-                    vec(pattern, "C"),
-                )
-            else:
-                np.copyto(_strided(data_out, base, block_shape, block_strides), block_values)
 
-    # pairs of the row tensor's element (a0, a1, a_h, a_w): V * counts_h[a_h] * counts_w[a_w]
-    # (in the index dtype throughout: a casting cumsum ran 3x slower)
-    counts_h, counts_w = p_h.counts.astype(index_dtype), p_w.counts.astype(index_dtype)
-    per_row = V * counts_h[:, np.newaxis] * counts_w[np.newaxis, :]
-    per_row4 = np.broadcast_to(per_row, row_shape)
-    indptr = np.zeros(shape[0] + 1, dtype=index_dtype)
-    np.cumsum(vec(per_row4, order), out=indptr[1:])
-    matrix = sp.csr_array((data_out, col_out, indptr), shape=shape)
-    # Sorted and duplicate-free by construction; saying so spares SciPy an O(nnz) check.
-    matrix.has_canonical_format = True
-    if zeros:
-        matrix.eliminate_zeros()
-    return matrix
+def _indptr(pairing: _Pairing, weights: _Weights, order: Order, dtype: type) -> IndexArray:
+    """Return the CSR row pointers of a pairing's matrix, rows in flat order of ``order``.
+
+    The row tensor's element ``(a0, a1, a_h, a_w)`` holds ``V * counts_h[a_h] * counts_w[a_w]``
+    entries.
+    """
+    # in the index dtype throughout: a casting cumsum ran 3x slower
+    counts_h: IndexArray = pairing.pattern_h.counts.astype(dtype)
+    counts_w: IndexArray = pairing.pattern_w.counts.astype(dtype)
+    per_row = weights.V * counts_h[:, np.newaxis] * counts_w[np.newaxis, :]
+    indptr: IndexArray = np.zeros(math.prod(pairing.row_shape) + 1, dtype=dtype)
+    np.cumsum(vec(np.broadcast_to(per_row, pairing.row_shape), order), out=indptr[1:])
+    return indptr
