@@ -21,6 +21,7 @@ import numpy as np
 
 from ..codec import Encoding
 from ..config import Settings
+from ..engine.cancel import checkpoint
 from ..engine.cost import Cost, CostLimits, check_cost
 from ..engine.errors import LimitExceeded
 
@@ -202,6 +203,9 @@ def check_request(estimate: RequestCost, settings: Settings) -> None:
             setting="max_response_bytes",
         )  # fmt: skip
     check_cost(estimate.total, cost_limits(settings))
+    # Estimating may have taken a while (a program's shapes, the chain rule's patterns): stop
+    # here rather than start computing for a client that left.
+    checkpoint()
 
 
 def cost_limits(settings: Settings) -> CostLimits:

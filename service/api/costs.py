@@ -15,7 +15,7 @@ from ..codec.sparse import CooJacobianIn, DenseJacobianIn
 from ..config import Settings
 from ..engine import estimates, functions
 from ..engine.chain import Chain
-from ..engine.cost import FLOAT, Cost
+from ..engine.cost import Cost
 from ..engine.graph import costs as graph_costs
 from ..engine.graph import strategies
 from ..engine.graph.curvature import hessian_plan
@@ -293,21 +293,25 @@ def _hessian_estimate(cost: Cost, fmt: str, n: int, bound: int, encoding: Encodi
 def _run_objective(
     body: Any, settings: Settings, names: Sequence[str] | None
 ) -> tuple[Cost, Cost, dict[str, Shape]]:
-    """Return one value-and-gradient's cost, one HVP's, and the shapes of the variables."""
+    """Return one step's cost (the run's prepared matrices held), one HVP's, the shapes.
+
+    The run's limits use ``max_coo_nnz`` as the largest matrix it prepares (``descent_limits``).
+    """
     if body.inputs is not None:
         program = _program(body, settings)
         variables = program.check_wrt(names, "variables")
         shapes = {name: program.inputs[name] for name in variables}
         chain = as_chain(program)
         if chain is None:
-            gradient = graph_costs.product_cost(program, variables)
-            return gradient, graph_costs.hvp_cost(program, variables), shapes
+            step = graph_costs.run_step_cost(program, variables, settings.max_coo_nnz)
+            return step, graph_costs.hvp_cost(program, variables), shapes
     else:
         assert body.x0 is not None and isinstance(body.function, list)
         chain = chain_of(body.function, decode_tensor(body.x0), body.order)
         functions.check_intermediates(chain, settings.max_tensor_elements)
         shapes = {"x": chain.in_shape}
-    return estimates.descent_step_cost(chain), estimates.hvp_cost(chain), shapes
+    step = estimates.descent_step_cost(chain, settings.max_coo_nnz)
+    return step, estimates.hvp_cost(chain), shapes
 
 
 def _run_payload(points: int, size: int, record_x: bool, encoding: Encoding) -> Payload:
@@ -330,12 +334,6 @@ def descent_cost(body: GradientDescentRequest, settings: Settings) -> RequestCos
     return RequestCost(step, payload, facts)
 
 
-# L-BFGS-B's workspace in doubles: 2 m n + 5 n + 11 m^2 + 8 m (SciPy's setulb), and the
-# history the service keeps for its records.
-def _lbfgs_bytes(size: int, memory: int) -> int:
-    return FLOAT * (2 * memory * size + 5 * size + 11 * memory * memory + 8 * memory)
-
-
 def minimize_cost(body: MinimizeRequest, settings: Settings) -> RequestCost:
     """Estimate one iteration of ``/v1/minimize`` and its whole JSON response.
 
@@ -347,10 +345,7 @@ def minimize_cost(body: MinimizeRequest, settings: Settings) -> RequestCost:
     names = body.variables if body.inputs is not None else None
     step, product, shapes = _run_objective(body, settings, names)
     size = sum(size_of(shape) for shape in shapes.values())
-    if body.method == "lbfgs":
-        step = step.holding(_lbfgs_bytes(size, body.memory))
-    elif body.method in ("newton-cg", "trust-ncg"):
-        step = step.then(product).holding(4 * FLOAT * size)  # CG's vectors
+    step = estimates.minimize_step_cost(step, product, size, body.method, body.memory)
     points = body.params(shapes).descent_params().recorded_points()
     payload = _run_payload(points, size, body.record_x, body.encoding)
     facts = {"recorded_points": points, "step": "work and peak memory are for one iteration",

@@ -441,10 +441,17 @@ def _problem_for(request: Request, exc: Exception) -> tuple[Problem, dict[str, s
     return expected_problem(exc, instance), None
 
 
+# An engine message may quote what the client sent (a parameter, a shape): the detail is cut to
+# this many characters, so that an echo stays small whatever was sent.
+MAX_DETAIL_CHARS = 1000
+
+
 def expected_problem(exc: BaseException, instance: str | None) -> Problem:
     """Render an expected (not internal) error as its problem; limits carry their fields."""
     kind = problem_kind(exc)
     detail = str(exc) or kind.default_detail
+    if len(detail) > MAX_DETAIL_CHARS:
+        detail = f"{detail[: MAX_DETAIL_CHARS - 40]}... ({len(detail)} characters in all)"
     problem = Problem(
         type=kind.type, title=kind.title, status=kind.status, detail=detail, instance=instance
     )

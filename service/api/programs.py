@@ -8,21 +8,30 @@ tensor parameter is decoded exactly as in an op list; a bare list or number is t
 ``data``.
 """
 
+import dataclasses
+import functools
 import json
+import typing
 from collections.abc import Mapping, Sequence
 from typing import Any, get_args
 
+import numpy as np
 from pydantic import ValidationError
 
 from ..codec import Tensor
 from ..engine.errors import ParameterError, ShapeError, UnknownOperation
 from ..engine.graph.expression import compile_expression
-from ..engine.graph.nary import Unary, build_op
+from ..engine.graph.nary import Unary, build_op, nary_classes
 from ..engine.graph.program import GraphError, Node, Program
 from ..engine.op import Op
 from ..engine.types import Order, Shape
 from .schemas.ops import OP_SPECS, OpSpec
-from .schemas.programs import GraphSpec
+from .schemas.programs import (
+    MAX_PARAMETER_DEPTH,
+    MAX_PARAMETER_ITEMS,
+    MAX_PARAMETER_TEXT,
+    GraphSpec,
+)
 
 __all__ = ["build_program"]
 
@@ -62,9 +71,65 @@ def _unary_builder(order: Order, pointer: str) -> Any:
     return build
 
 
+@functools.cache
+def _tensor_parameters(name: str) -> frozenset[str]:
+    """Return the parameters of operation ``name`` that are tensors (one-input or n-ary)."""
+    names: set[str] = set()
+    spec = _SPECS.get(name)
+    if spec is not None:
+        names.update(key for key in spec.model_fields if _is_tensor_field(spec, key))
+    cls = nary_classes().get(name)
+    if cls is not None:
+        hints = typing.get_type_hints(cls)
+        names.update(f.name for f in dataclasses.fields(cls) if hints[f.name] is np.ndarray)
+    return frozenset(names)
+
+
+def _escape(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def _check_bounded(value: Any, name: str, pointer: str, graph: bool, depth: int = 0) -> None:
+    """Refuse a non-tensor parameter value longer or deeper than its bounds (``NodeSpec``).
+
+    The bounds come before the operation sees the value, so that a 200,000-entry stride is a 422
+    with a pointer, not a message echoing it.
+
+    ``graph``: the pointer is the value's, and goes down into it (an expression's is its own).
+    """
+    if isinstance(value, str) and len(value) > MAX_PARAMETER_TEXT:
+        raise GraphError(f"{name}: a string of {len(value)} characters; at most "
+                         f"{MAX_PARAMETER_TEXT}", pointer)  # fmt: skip
+    if not isinstance(value, list | dict):
+        return
+    if depth >= MAX_PARAMETER_DEPTH:
+        raise GraphError(f"{name}: nested {depth + 1} deep; a parameter's lists nest at most "
+                         f"{MAX_PARAMETER_DEPTH} deep", pointer)  # fmt: skip
+    if len(value) > MAX_PARAMETER_ITEMS:
+        raise GraphError(f"{name}: {len(value)} entries; a parameter that is not a tensor has "
+                         f"at most {MAX_PARAMETER_ITEMS}", pointer)  # fmt: skip
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    for key, item in items:
+        inner = f"{pointer}/{_escape(str(key))}" if graph else pointer
+        _check_bounded(item, name, inner, graph, depth + 1)
+
+
+def _check_parameters(op: str, params: Mapping[str, Any], pointer: str, graph: bool) -> None:
+    """Bound a node's parameters (see MAX_PARAMETER_ITEMS); ``graph``: point into the node."""
+    tensors = _tensor_parameters(op)
+    for key, value in params.items():
+        where = f"{pointer}/{_escape(key)}" if graph and len(key) <= MAX_PARAMETER_TEXT else pointer
+        if len(key) > MAX_PARAMETER_TEXT:
+            raise GraphError(f"{op}: a parameter name of {len(key)} characters; at most "
+                             f"{MAX_PARAMETER_TEXT}", where)  # fmt: skip
+        if key not in tensors:
+            _check_bounded(value, f"{op}: {key}", where, graph)
+
+
 def _node(raw: Mapping[str, Any], order: Order, pointer: str, where: str = "") -> Node:
     params = {k: v for k, v in raw.items() if k not in ("id", "op", "args")}
     args = tuple(raw["args"])
+    _check_parameters(raw["op"], params, pointer, graph=not where)
     try:
         op = build_op(raw["op"], len(args), params, _unary_builder(order, pointer))
     except GraphError:

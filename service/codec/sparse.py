@@ -53,7 +53,12 @@ def _array_schema(item: str) -> dict[str, Any]:
                 "properties": {
                     "encoding": {"const": "binary"},
                     "dtype": {"const": "float64" if item == "number" else "int64"},
-                    "shape": {"type": "array", "items": {"type": "integer", "minimum": 1}},
+                    "shape": {
+                        "type": "array",
+                        "items": {"type": "integer", "minimum": 1},
+                        "minItems": 1,
+                        "maxItems": 1,
+                    },
                     "binary_data_size": {"type": "integer", "minimum": 0},
                 },
                 "required": ["encoding", "dtype", "shape", "binary_data_size"],

@@ -71,9 +71,14 @@ class CancelToken:
     def run(
         self, function: Callable[Params, Result], *args: Params.args, **kwargs: Params.kwargs
     ) -> Result:
-        """Call ``function`` with this token as the current one (in the calling thread)."""
+        """Call ``function`` with this token as the current one (in the calling thread).
+
+        The token is checked first: a client that left while the call waited for its thread
+        costs nothing more.
+        """
         reset = _CURRENT.set(self)
         try:
+            self.check()
             return function(*args, **kwargs)
         finally:
             _CURRENT.reset(reset)

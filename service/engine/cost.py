@@ -24,6 +24,7 @@ sparsity bound and workspace, which covers every registered operation (and new o
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from . import layout, xcorr
 from .errors import LimitExceeded
@@ -31,6 +32,9 @@ from .op import Op
 from .ops.xcorr import CrossCorrelate2D
 from .types import Shape
 
+# Which derivative passes a batch goes through: tangents pushed forward, cotangents pulled back,
+# or either (the larger cost of the two).
+Direction = Literal["jvp", "vjp", "both"]
 FLOAT = 8
 INDEX = 8
 # A COO entry: int64 row and column, float64 value.
@@ -133,27 +137,61 @@ def rule_cost(n: int, m: int, workspace: int, multiply_adds: int, copied: int, b
 
 
 def xcorr_forward_cost(
-    x_shape: Shape, k_shape: Shape, geometry: xcorr.XCorrGeometry, batch: int = 1
+    x_shape: Shape,
+    k_shape: Shape,
+    geometry: xcorr.XCorrGeometry,
+    batch: int = 1,
+    direction: Direction = "both",
 ) -> Cost:
-    """Return the cost of :func:`xcorr.cross_correlate` (any method but ``"jacobian"``).
+    """Return the cost of :func:`xcorr.cross_correlate` (any method but ``"jacobian"``) on a batch.
 
     Every method multiplies over the padded image, zeros included: ``N K C kh kw h_out w_out``
-    multiply-adds; im2col copies each window once (as many floats as multiply-adds over ``K``).
+    multiply-adds per batch entry; im2col copies each window once (as many floats as
+    multiply-adds over ``K``). On top, the scratch of the direction (:func:`xcorr_scratch`).
     """
     out_shape = xcorr.output_shape(x_shape, k_shape, geometry)
     out = layout.size_of(out_shape)
-    taps = math.prod(k_shape[-3:])
-    multiply_adds = out * taps
+    multiply_adds = out * math.prod(k_shape[-3:])
     workspace = xcorr.workspace_elements(x_shape, k_shape, geometry)
     n = layout.size_of(x_shape)
     cost = rule_cost(n, out, workspace, multiply_adds, FLOAT * multiply_adds, batch)
-    # im2col's column buffer holds at least one output row's windows: 26.8 GiB for a 1 x 60000
-    # kernel on one pixel with "full" padding; the shift methods hold their planes instead.
-    scratch = max(out_shape[-1] * taps, xcorr.scratch_elements(x_shape, k_shape, geometry))
-    return cost.holding(batch * FLOAT * scratch)
+    return cost.holding(FLOAT * xcorr_scratch(x_shape, k_shape, geometry, batch, direction))
 
 
-def op_cost(op: Op, in_shape: Shape, batch: int = 1, forward: bool = False) -> Cost:
+def xcorr_scratch(
+    x_shape: Shape, k_shape: Shape, geometry: xcorr.XCorrGeometry, batch: int, direction: Direction
+) -> int:
+    """Return the elements of a batch's cross-correlation scratch, beyond padding and results.
+
+    ``"jvp"`` (and the forward): the batch's images go through one forward, whose method and
+    blocks are chosen for the whole stack (``xcorr.scratch_elements`` of it): the shift methods'
+    blocks of planes shrink as the stack grows, so they are not charged once per image. im2col's
+    column buffer holds at least one output row's windows of every image: 26.8 GiB for a
+    1 x 60000 kernel on one pixel with ``"full"`` padding. ``"vjp"``: the transposes hold, per
+    image, ``C`` planes and the cotangent laid on the padded rows (``h_out x W_padded`` each;
+    the kernel's: ``K`` of them), and a batch's kernel gradients.
+    """
+    images = batch * (x_shape[0] if len(x_shape) == 4 else 1)
+    channels, kh, kw = k_shape[-3:]
+    kernels = k_shape[0] if len(k_shape) == 4 else 1
+    h_out, w_out = xcorr.output_shape(x_shape, k_shape, geometry)[-2:]
+    jvp = max(
+        xcorr.scratch_elements((images, *x_shape[-3:]), k_shape, geometry),
+        xcorr.scratch_elements(x_shape, k_shape, geometry),  # a program's kernel JVP: per image
+        images * w_out * channels * kh * kw,
+    )
+    (_, _), (left, right) = xcorr.padding_pairs(x_shape, k_shape, geometry)
+    padded_width = x_shape[-1] + left + right
+    # on the padded rows: the image's tap planes and cotangent (one kernel, stride 1), or the
+    # kernel's cotangent pattern; per tap GEMM planes of C x h_out x w_out otherwise
+    vjp = images * h_out * padded_width * (max(channels, kernels) + 1)
+    vjp += batch * kernels * channels * kh * kw
+    return {"jvp": jvp, "vjp": vjp, "both": max(jvp, vjp)}[direction]
+
+
+def op_cost(
+    op: Op, in_shape: Shape, batch: int = 1, forward: bool = False, direction: Direction = "both"
+) -> Cost:
     """Return the cost of ``op`` (its forward, or one derivative rule) on a batch of inputs.
 
     Parameters
@@ -165,6 +203,8 @@ def op_cost(op: Op, in_shape: Shape, batch: int = 1, forward: bool = False) -> C
         Inputs pushed through at once (basis blocks, finite-difference directions).
     forward : bool
         The forward only: its workspace (``Op.forward_workspace_elements``), not the rules'.
+    direction : {"jvp", "vjp", "both"}
+        The rule's direction (the forward's scratch is a JVP's).
 
     Returns
     -------
@@ -174,7 +214,8 @@ def op_cost(op: Op, in_shape: Shape, batch: int = 1, forward: bool = False) -> C
         plus twice the workspace held at once.
     """
     if isinstance(op, CrossCorrelate2D):
-        return xcorr_forward_cost(in_shape, op.kernel.shape, op.geometry, batch)
+        way = "jvp" if forward else direction
+        return xcorr_forward_cost(in_shape, op.kernel.shape, op.geometry, batch, way)
     n = layout.size_of(in_shape)
     m = layout.size_of(op.out_shape(in_shape))
     workspace = (
@@ -217,15 +258,18 @@ def values_bytes(shapes: Sequence[Shape], batch: int = 1) -> int:
     return batch * FLOAT * sum(_sizes(shapes))
 
 
-def pass_cost(ops: Sequence[Op], shapes: Sequence[Shape], batch: int) -> Cost:
+def pass_cost(
+    ops: Sequence[Op], shapes: Sequence[Shape], batch: int, direction: Direction = "both"
+) -> Cost:
     """Return the cost of pushing (JVP) or pulling (VJP) a batch through every operation.
 
     Derivative rules cost at most what the forward does, twice (rule and its transpose's
-    temporaries); the values of the trace are held by the caller.
+    temporaries); the values of the trace are held by the caller. ``direction``: the pass's,
+    or ``"both"`` when it is not known (a product of either kind, a check that does both).
     """
     total = Cost()
     for op, shape in zip(ops, shapes, strict=False):
-        rule = op_cost(op, shape, batch)
+        rule = op_cost(op, shape, batch, direction=direction)
         arrays = rule.peak_bytes - BUFFERS
         total = total.then(Cost(2 * rule.flops, 2 * rule.bytes_touched, 2 * arrays + BUFFERS))
     return total

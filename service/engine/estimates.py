@@ -16,9 +16,11 @@ from .chain import BLOCK_ELEMENTS, Chain, JacobianPlan
 from .cost import (
     COO_ENTRY,
     FLOAT,
+    INDEX,
     SPARSE_COPIES,
     XCORR_ENTRY_BYTES,
     Cost,
+    Direction,
     dense_cost,
     op_cost,
     pass_cost,
@@ -29,6 +31,7 @@ from .cost import (
     xcorr_forward_cost,
     xcorr_jacobian_cost,
 )
+from .descent.objective import prepared_operations
 from .functions import FD_DIRECTIONS
 from .jacobian import Format
 from .types import FloatArray, IndexArray
@@ -88,7 +91,8 @@ def jacobian_cost(chain: Chain, plan: JacobianPlan, fmt: Format, check: bool) ->
         batch = min(count, max(1, BLOCK_ELEMENTS // widest))
         blocks = -(-count // batch)
         basis = FLOAT * batch * (n + m) * 2
-        one = pass_cost(chain.ops, chain.shapes, batch).holding(basis)
+        direction: Direction = "jvp" if plan.strategy == "forward" else "vjp"
+        one = pass_cost(chain.ops, chain.shapes, batch, direction).holding(basis)
         pieces = dense_cost(n, m, 1) if fmt == "dense" else sparse_build_cost(plan.nnz_bound, n, m)
         build = one.times(blocks).holding(pieces.peak_bytes).then(pieces)
     cost = trace.then(build.holding(held))
@@ -246,7 +250,7 @@ def hessian_cost(chain: Chain, nnz_bound: int, fmt: Format) -> Cost:
     """
     n = layout.size_of(chain.in_shape)
     trace = trace_cost(chain.ops, chain.shapes)
-    adjoints = pass_cost(chain.ops, chain.shapes, 1)
+    adjoints = pass_cost(chain.ops, chain.shapes, 1, "vjp")
     terms = Cost()
     for index, op in enumerate(chain.ops):
         shape = chain.shapes[index]
@@ -267,10 +271,37 @@ def hessian_cost(chain: Chain, nnz_bound: int, fmt: Format) -> Cost:
     return cost.then(dense_cost(n, n)) if fmt == "dense" else cost
 
 
-def descent_step_cost(chain: Chain) -> Cost:
+def descent_step_cost(chain: Chain, max_prepared_nnz: int) -> Cost:
     """Return the cost of one gradient-descent step (value and gradient, line search aside).
 
+    The run prepares its mixing linear operations as sparse matrices first
+    (:func:`~service.engine.descent.objective.prepared_operations`): each is built once from its
+    local Jacobian and held, with its transpose, for the whole run (CSR, at most int64 indices).
     Descent is bounded in time by its own deadline (status ``"deadline"``), not by the number
     of steps it may take; this bounds what each step holds and does.
     """
-    return product_cost(chain, check=False)
+    build, held = Cost(), 0
+    for index in prepared_operations(chain, max_prepared_nnz):
+        op, shape = chain.ops[index], chain.shapes[index]
+        rows, cols = layout.size_of(shape), layout.size_of(chain.shapes[index + 1])
+        nnz = min(op.sparsity(shape).nnz, rows * cols)
+        build = build.then(sparse_build_cost(nnz, rows, cols).then(op_cost(op, shape)))
+        held += 2 * (FLOAT + INDEX) * nnz + INDEX * (rows + cols + 2)
+    return build.then(product_cost(chain, check=False)).holding(held)
+
+
+def minimize_step_cost(step: Cost, product: Cost, size: int, method: str, memory: int) -> Cost:
+    """Return the cost of one iteration of a minimization, from one descent step's and HVP's.
+
+    ``gd`` and ``adam``: a value and gradient. ``lbfgs``: the same with L-BFGS-B's workspace held,
+    ``2 m n + 5 n + 11 m^2 + 8 m`` doubles (SciPy's ``setulb``, ``m = memory``). ``newton-cg`` and
+    ``trust-ncg``: one Hessian-vector product of their inner iterations on top, with CG's four
+    vectors. An L-BFGS iteration may evaluate several points (its line search) and a Newton one
+    many products: like the iterations, they are bounded by the run's deadline.
+    """
+    if method == "lbfgs":
+        workspace = 2 * memory * size + 5 * size + 11 * memory * memory + 8 * memory
+        return step.holding(FLOAT * workspace)
+    if method in ("newton-cg", "trust-ncg"):
+        return step.then(product).holding(4 * FLOAT * size)
+    return step

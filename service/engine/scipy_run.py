@@ -8,6 +8,7 @@ quoted in the reason. Closing the event generator stops SciPy at its next functi
 iteration.
 """
 
+import contextvars
 import math
 import threading
 import time
@@ -251,7 +252,11 @@ class ScipyRun:
             return
         if self._deadline_seconds is not None:
             self._deadline = time.monotonic() + self._deadline_seconds
-        worker = threading.Thread(target=self._work, name="minimize", daemon=True)
+        # SciPy's thread runs under this one's cancellation token (its context): the kernels of
+        # an evaluation stop at their checkpoints when the client leaves, not at its end.
+        context = contextvars.copy_context()
+        worker = threading.Thread(target=context.run, args=(self._work,), name="minimize",
+                                  daemon=True)  # fmt: skip
         worker.start()
         try:
             while True:

@@ -14,13 +14,19 @@ import pytest
 
 from service.api.programs import build_program
 from service.engine.cost import BUFFERS, Cost
+from service.engine.descent import DescentParams, collect
+from service.engine.estimates import minimize_step_cost
 from service.engine.functions import FunctionLimits
 from service.engine.graph import costs, strategies
 from service.engine.graph import requests as programs
 from service.engine.graph.curvature import hessian_plan, program_hessian
+from service.engine.graph.descent import descend_program
 from service.engine.graph.hvp import program_hvp
 from service.engine.graph.program import Program
+from service.engine.minimize import minimize_program
+from service.engine.minimize_params import MinimizeParams
 from tests.engine.test_cost import FACTOR, FD_CHECK_FACTOR, NS_PER_UNIT, measured
+from tests.engine.test_cost_second_order import RUN_LIMITS, STEPS, check_run
 
 LIMITS = FunctionLimits(10**8, 10**8, 10**8)
 # A structural Hessian is costed from its non-zero bound, which lets every element a curved node
@@ -115,3 +121,23 @@ def test_jacobians_are_bounded_per_strategy_and_format(
         ),
         size,
     )  # fmt: skip
+
+
+@pytest.mark.parametrize(("expression", "shapes"), PROGRAMS, ids=[e for e, _ in PROGRAMS])
+def test_runs_are_bounded_per_step(expression: str, shapes: dict[str, tuple[int, ...]]) -> None:
+    """A few steps of descent and of L-BFGS over every input: one step's peak, the trajectory."""
+    program, inputs, size = setup(expression, shapes)
+    names = tuple(program.inputs)
+    step = costs.run_step_cost(program, names, RUN_LIMITS.max_nnz)
+    params = DescentParams(learning_rate=1e-3, max_steps=STEPS, record_x=True)
+    check_run(step, lambda: collect(descend_program(program, inputs, None, params, RUN_LIMITS)[0]),
+              size, STEPS)  # fmt: skip
+    n = sum(int(np.prod(shape)) for shape in shapes.values())
+    lbfgs = MinimizeParams(method="lbfgs", max_steps=STEPS, record_x=True)
+    per_iteration = minimize_step_cost(step, Cost(), n, "lbfgs", lbfgs.memory)
+    check_run(
+        per_iteration,
+        lambda: list(minimize_program(program, inputs, None, lbfgs, RUN_LIMITS)[0]),
+        size,
+        STEPS,
+    )

@@ -10,6 +10,12 @@ from .ops import Function
 
 MAX_INPUTS = 16
 MAX_NODES = 512
+# A graph node's parameters are its further members, any JSON: those that are not tensors are
+# short (pairs, paddings, axes, slice indices, einsum subscripts), and bounded so (tensors are
+# bounded by the tensor limits).
+MAX_PARAMETER_ITEMS = 32
+MAX_PARAMETER_DEPTH = 2
+MAX_PARAMETER_TEXT = 200
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 
 Inputs = Annotated[
@@ -41,7 +47,11 @@ Wrt = Annotated[
 
 
 class NodeSpec(StrictModel):
-    """``id = op(*args)``; the operation's parameters are further members of the object."""
+    """``id = op(*args)``; the operation's parameters are further members of the object.
+
+    A parameter that is not a tensor (a pair, a padding, axes, a slice index, subscripts) holds
+    lists of at most 32 entries nested at most 2 deep, and strings of at most 200 characters.
+    """
 
     model_config = ConfigDict(extra="allow", strict=True, frozen=True)
 

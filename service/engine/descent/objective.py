@@ -137,6 +137,21 @@ def _nonfinite_gradient() -> NonFiniteError:
     return NonFiniteError("the gradient has non-finite entries (overflow)")
 
 
+def prepared_operations(chain: Chain, max_prepared_nnz: int = PREPARED_NNZ) -> tuple[int, ...]:
+    """Return the indices of the operations :class:`Objective` prepares as sparse matrices.
+
+    From shapes alone, so that the cost model charges their two CSR copies
+    (:func:`~service.engine.estimates.descent_step_cost`).
+    """
+    budget = min(max_prepared_nnz, PREPARED_NNZ)
+    return tuple(
+        index
+        for index, op in enumerate(chain.ops)
+        if isinstance(op, LinearOp)
+        and _is_stencil(op, chain.shapes[index], chain.shapes[index + 1], budget)
+    )
+
+
 def _is_stencil(op: LinearOp, in_shape: Shape, out_shape: Shape, max_nnz: int) -> bool:
     """Whether preparing ``op`` as a sparse matrix pays: mixing, sparse and small enough."""
     bound = op.sparsity(in_shape)
@@ -300,14 +315,13 @@ class Objective(QuietObjective):
     def __init__(self, chain: Chain, *, max_prepared_nnz: int = PREPARED_NNZ) -> None:
         check_scalar(chain)
         self.chain = chain
-        budget = min(max_prepared_nnz, PREPARED_NNZ)
         stages: list[_Stage] = []
-        prepared: list[int] = []
+        prepared = prepared_operations(chain, max_prepared_nnz)
         for index, op in enumerate(chain.ops):
             in_shape, out_shape = chain.shapes[index], chain.shapes[index + 1]
-            if isinstance(op, LinearOp) and _is_stencil(op, in_shape, out_shape, budget):
+            if index in prepared:
+                assert isinstance(op, LinearOp)  # prepared_operations checked it
                 stages.append(_MatrixStage(op, in_shape, out_shape))
-                prepared.append(index)
             elif isinstance(op, Add):
                 stages.append(_OffsetStage(op.constant))
             else:
@@ -320,7 +334,7 @@ class Objective(QuietObjective):
         ) + (False,)
         self._names = tuple(f"operation {i} ({op.name})" for i, op in enumerate(chain.ops))
         self._ones = np.ones(chain.out_shape)
-        self.prepared: tuple[int, ...] = tuple(prepared)
+        self.prepared: tuple[int, ...] = prepared
 
     @property
     def in_shape(self) -> Shape:

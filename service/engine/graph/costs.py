@@ -18,8 +18,10 @@ from ..cost import (
     BUFFERS,
     COO_ENTRY,
     FLOAT,
+    INDEX,
     SPARSE_COPIES,
     Cost,
+    Direction,
     dense_cost,
     op_cost,
     rule_cost,
@@ -27,8 +29,10 @@ from ..cost import (
     spgemm_cost,
     xcorr_forward_cost,
 )
+from ..descent.params import PREPARED_NNZ
 from ..functions import FD_DIRECTIONS
 from ..jacobian import Format
+from ..kernels.xcorr.columns import GATHER_COLUMNS
 from .curvature import HessianPlan
 from .nary import NaryOp, Unary
 from .ops.linalg import XCorr2D, _Contraction
@@ -43,11 +47,14 @@ __all__ = [
     "jacobian_cost",
     "node_cost",
     "product_cost",
+    "run_step_cost",
     "trace_cost",
 ]
 
 
-def node_cost(op: NaryOp, shapes: Sequence[tuple[int, ...]], batch: int = 1) -> Cost:
+def node_cost(
+    op: NaryOp, shapes: Sequence[tuple[int, ...]], batch: int = 1, direction: Direction = "both"
+) -> Cost:
     """Return the cost of one node's forward (or one derivative rule) on a batch.
 
     Parameters
@@ -57,11 +64,13 @@ def node_cost(op: NaryOp, shapes: Sequence[tuple[int, ...]], batch: int = 1) -> 
         The shapes of the node's arguments.
     batch : int
         Tangents or cotangents pushed through at once.
+    direction : {"jvp", "vjp", "both"}
+        The rule's direction (``"jvp"`` for the forward).
     """
     if isinstance(op, Unary):
-        return op_cost(op.op, shapes[0], batch)
+        return op_cost(op.op, shapes[0], batch, direction=direction)
     if isinstance(op, XCorr2D):
-        return xcorr_forward_cost(shapes[0], shapes[1], op.geometry, batch)
+        return xcorr_forward_cost(shapes[0], shapes[1], op.geometry, batch, direction)
     n = sum(layout.size_of(shape) for shape in shapes)
     m = layout.size_of(op.out_shape(shapes))
     if isinstance(op, _Contraction):
@@ -85,7 +94,7 @@ def trace_cost(program: Program) -> Cost:
     """Return the cost of :meth:`Program.trace`: every node in order, every value held."""
     total = Cost()
     for node in program.nodes:
-        total = total.then(node_cost(node.op, _args(program, node)))
+        total = total.then(node_cost(node.op, _args(program, node), direction="jvp"))
     return total.holding(values_bytes(program))
 
 
@@ -94,15 +103,18 @@ def _active(program: Program, names: Iterable[str]) -> list[Node]:
     return [node for node in program.nodes if program.depends(node.id) & wanted]
 
 
-def pass_cost(program: Program, names: Iterable[str], batch: int) -> Cost:
+def pass_cost(
+    program: Program, names: Iterable[str], batch: int, direction: Direction = "both"
+) -> Cost:
     """Return the cost of one batched JVP or VJP through the nodes that ``names`` reach.
 
     A rule costs at most twice its forward (as :func:`~service.engine.cost.pass_cost`); the
     tangents or cotangents of every value are held at once (cotangents accumulate).
+    ``direction``: the pass's, or ``"both"`` when it is not known.
     """
     total = Cost()
     for node in _active(program, names):
-        rule = node_cost(node.op, _args(program, node), batch)
+        rule = node_cost(node.op, _args(program, node), batch, direction)
         arrays = rule.peak_bytes - BUFFERS
         total = total.then(Cost(2 * rule.flops, 2 * rule.bytes_touched, 2 * arrays + BUFFERS))
     return total.holding(values_bytes(program, batch))
@@ -161,7 +173,9 @@ def jacobian_cost(program: Program, plan: ProgramPlan, names: Sequence[str], fmt
             blocks = -(-count // batch)
             width = sum(sizes.values()) + m
             basis = FLOAT * batch * width * 2  # the basis, its images, their non-zero triplets
-            one = pass_cost(program, active, batch).holding(basis + 3 * FLOAT * batch * width)
+            direction: Direction = "jvp" if plan.strategy == "forward" else "vjp"
+            one = pass_cost(program, active, batch, direction)
+            one = one.holding(basis + 3 * FLOAT * batch * width)
             build = build.then(one.times(blocks))
     cost = trace_cost(program).then(build.holding(held)).then(results)
     if fmt == "dense":
@@ -169,14 +183,49 @@ def jacobian_cost(program: Program, plan: ProgramPlan, names: Sequence[str], fmt
     return cost
 
 
+def run_step_cost(program: Program, variables: Sequence[str], max_prepared_nnz: int) -> Cost:
+    """Return the cost of one step of a run over ``variables`` (value and gradient).
+
+    The run prepares each linear node of one varying argument as a matrix, CSR or (at half its
+    entries or more) dense, and holds it with its transpose (:mod:`.prepared`); every such node
+    with at most ``min(max_prepared_nnz, PREPARED_NNZ)`` entries is charged, whether it mixes
+    or not (an upper bound of the preparation's rule).
+    """
+    active = frozenset(variables)
+    budget = min(max_prepared_nnz, PREPARED_NNZ)
+    build, held = Cost(), 0
+    for node in _active(program, variables):
+        varying = [j for j, arg in enumerate(node.args) if program.depends(arg) & active]
+        linear = node.op.op.linear if isinstance(node.op, Unary) else node.op.linear
+        if len(varying) != 1 or not linear:
+            continue
+        j = varying[0]
+        n = layout.size_of(program.shapes[node.args[j]])
+        m = layout.size_of(program.shapes[node.id])
+        nnz = min(program.sparsity[(node.id, j)].nnz, n * m)
+        if nnz > budget:
+            continue
+        build = build.then(sparse_build_cost(nnz, n, m))
+        held += min(2 * (FLOAT + INDEX) * nnz + INDEX * (n + m + 2), 2 * FLOAT * n * m)
+    return build.then(product_cost(program, variables)).holding(held)
+
+
 def hvp_cost(program: Program, names: Sequence[str], batch: int = 1) -> Cost:
     """Return the cost of a batch of exact Hessian-vector products (forward over reverse).
 
     The trace, the tangents pushed forward, the cotangents pulled back with their second-order
-    terms: three passes, with the trace's values and the tangents' held.
+    terms: three passes, with the trace's values and the tangents' held; and per ``xcorr2d``
+    node the kernel's Jacobian a linearization may keep as columns (``GATHER_COLUMNS`` at most).
     """
     passes = pass_cost(program, names, batch).times(3)
-    return trace_cost(program).then(passes.holding(values_bytes(program, 1 + batch)))
+    columns = sum(
+        FLOAT * min(GATHER_COLUMNS, layout.size_of(program.shapes[node.id][-2:]) *
+                    layout.size_of(program.shapes[node.args[1]][-3:]))
+        for node in program.nodes
+        if isinstance(node.op, XCorr2D)
+    )  # fmt: skip
+    held = values_bytes(program, 1 + batch) + columns
+    return trace_cost(program).then(passes.holding(held))
 
 
 def dense_hessian_cost(program: Program, names: Sequence[str], max_tensor_elements: int) -> Cost:
@@ -219,7 +268,7 @@ def structural_hessian_cost(program: Program, plan: HessianPlan) -> Cost:
         .times(2)
         .then(sparse_build_cost(bound, n, n).times(2))
     )
-    build = pass_cost(program, names, 1).then(nodes).then(result)
+    build = pass_cost(program, names, 1, "vjp").then(nodes).then(result)
     return trace_cost(program).then(build.holding(blocks + factors))
 
 
@@ -234,7 +283,7 @@ def fd_check_cost(program: Program, names: Sequence[str]) -> Cost:
     directions = min(FD_DIRECTIONS, largest)
     probe = Cost()
     for node in program.nodes:
-        probe = probe.then(node_cost(node.op, _args(program, node), directions))
+        probe = probe.then(node_cost(node.op, _args(program, node), directions, "jvp"))
     probe = probe.holding(values_bytes(program, directions))
     derivative = pass_cost(program, names, directions)
     n = sum(layout.size_of(program.inputs[name]) for name in names)

@@ -232,14 +232,26 @@ def _embedding(n: int, offset: int, size: int) -> RowMap:
     return RowMap((n, size), value, col)
 
 
+def _is_identity(factor: Factor) -> bool:
+    # a square diagonal of ones: composing with it changes no entry (RowMap's empty rows aside)
+    if not isinstance(factor, RowMap) or factor.col is not None:
+        return False
+    return factor.shape[0] == factor.shape[1] and bool(np.all(factor.value == 1.0))
+
+
 def _transpose(factor: Factor) -> sp.csr_array:
     if isinstance(factor, RowMap) and factor.keeps_order():
         # Columns increase along the rows: row c of the transpose holds the one row that maps to
         # c, and the rows come out in order (a slice, a diagonal).
         present = np.flatnonzero(factor.value)
         dtype = index_dtype(factor.shape, present.size)
-        indptr = np.zeros(factor.shape[1] + 1, dtype=dtype)
-        np.cumsum(np.bincount(factor.columns()[present], minlength=factor.shape[1]), out=indptr[1:])
+        if present.size == factor.shape[1]:
+            # increasing columns, as many as there are: each is hit once (a slice onto its range)
+            indptr = np.arange(present.size + 1, dtype=dtype)
+        else:
+            indptr = np.zeros(factor.shape[1] + 1, dtype=dtype)
+            counts = np.bincount(factor.columns()[present], minlength=factor.shape[1])
+            np.cumsum(counts, out=indptr[1:])
         transposed = sp.csr_array(
             (factor.value[present], present.astype(dtype), indptr), shape=factor.shape[::-1]
         )
@@ -289,7 +301,8 @@ def structural_hessian(
         offset += size
         if name in slots:
             transposed[name] = _transpose(reached[name])
-    # P_w of the only input is the identity: P_w J = J, without composing with it
+    # P_w of the only input is the identity: P_w J = J, without composing with it; likewise a
+    # local Jacobian that is the identity
     identity = names[0] if len(names) == 1 else None
     for node in program.nodes:
         checkpoint()
@@ -301,7 +314,12 @@ def structural_hessian(
             if arg in reads[node.id]:
                 with blame(node):
                     local = node.op._local_factor(args, j, order)
-                image = local if arg == identity else matmul(reached[arg], local)
+                if arg == identity:
+                    image = local
+                elif _is_identity(local):  # P J = P (add, subtract's first argument)
+                    image = reached[arg]
+                else:
+                    image = matmul(reached[arg], local)
                 factor = _add(factor, image)
         for arg in reads[node.id]:
             uses[arg] -= 1
