@@ -23,6 +23,7 @@ from service.engine.errors import ParameterError, ShapeError
 from service.engine.kernels.xcorr import builder as xcorr_builder
 from service.engine.kernels.xcorr import columns as xcorr_columns
 from service.engine.kernels.xcorr import forward as xcorr_forward
+from service.engine.kernels.xcorr import runs as xcorr_runs
 from service.engine.kernels.xcorr import transpose as xcorr_transpose
 from tests import oracles
 
@@ -232,13 +233,19 @@ def test_blocks_and_border_pass_equal_the_notes_loops(
 
 @pytest.mark.parametrize("order", ["F", "C"])
 @pytest.mark.parametrize("layout", ["in_out", "out_in"])
-def test_long_run_blocks_and_border_rows_together_equal_the_loops(order: str, layout: str) -> None:
+@pytest.mark.parametrize("cached_pointers", [True, False])
+def test_long_run_blocks_and_border_rows_together_equal_the_loops(
+    order: str, layout: str, cached_pointers: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An image large enough for long runs on both axes, with borders of every kind around them.
 
     Two images and two kernels, stride (1, 2), dilation (2, 1) and uneven padding: each axis has
     interior runs (one per stride residue) next to short border runs, so one matrix holds strided
-    blocks and border-pass rows side by side.
+    blocks and border-pass rows side by side. Row pointers come from the per-geometry cache or
+    are computed afresh.
     """
+    if not cached_pointers:
+        monkeypatch.setattr(xcorr_runs, "INDPTR_CACHE_ROWS", 0)
     rng = np.random.default_rng(12)
     x_shape, k = (2, 3, 14, 17), rng.uniform(0.5, 1.5, (2, 3, 3, 2))
     x = rng.uniform(0.5, 1.5, x_shape)

@@ -36,6 +36,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .. import layout
+from ..cancel import checkpoint
 from ..descent import PREPARED_NNZ, PROPAGATING, Evaluation, QuietObjective
 from ..errors import DomainError, NonFiniteError
 from ..ops.elementwise import Power
@@ -125,6 +126,10 @@ class _Matrix:
         return y if self.offset is None else y + self.offset
 
 
+# Values (elements, all varying nodes together) from which a step checks for cancellation.
+STOPPABLE_ELEMENTS = 1 << 16
+
+
 def _linear(op: NaryOp) -> bool:
     return op.op.linear if isinstance(op, Unary) else op.linear
 
@@ -178,7 +183,7 @@ class ProgramObjective(QuietObjective):
     """
 
     __slots__ = ("_backs", "_base", "_in_shape", "_labels", "_ones", "_output", "_outs", "_spans",
-                 "_steps", "packing", "program")  # fmt: skip
+                 "_steps", "_stoppable", "packing", "program")  # fmt: skip
 
     def __init__(
         self,
@@ -238,6 +243,11 @@ class ProgramObjective(QuietObjective):
         )  # fmt: skip
         self._output = slot[program.output]
         self._ones = np.ones(program.out_shape)
+        # A step over large values takes milliseconds per node: a client that left stops it
+        # between nodes (a checkpoint each; skipped for small programs, whose whole step is
+        # microseconds and which the run checks once a step anyway).
+        sizes = (layout.size_of(program.shapes[node.id]) for node in varying_nodes)
+        self._stoppable = sum(sizes) >= STOPPABLE_ELEMENTS
 
     @property
     def in_shape(self) -> Shape:
@@ -258,8 +268,11 @@ class ProgramObjective(QuietObjective):
             # ten_C of the variable's part of x is NumPy's reshape (see Packing)
             values[k] = x[start:stop].reshape(shape)
         index = 0
+        stoppable = self._stoppable
         try:
             for step in self._steps:
+                if stoppable:
+                    checkpoint()
                 step(values)
                 index += 1
         except Overflow:
@@ -296,8 +309,11 @@ class ProgramObjective(QuietObjective):
         pulled: list[FloatArray | None] = [None] * len(values)
         pulled[self._output] = self._ones
         index = 0
+        stoppable = self._stoppable
         try:
             for back in self._backs:
+                if stoppable:
+                    checkpoint()
                 back(values, pulled)
                 index += 1
         except (DomainError, NonFiniteError) as error:

@@ -263,16 +263,36 @@ def _matrix_dims(pairing: _Pairing, weights: _Weights) -> tuple[tuple[int, int],
     return (math.prod(pairing.row_shape), math.prod(pairing.col_shape)), nnz
 
 
+# Row pointers of matrices with at most this many rows are cached per geometry (read-only, at
+# most 8 of at most 2 MiB); a call copies them: 0.04 ms instead of 0.4 ms for the 150,528 rows of
+# a (3,224,224) image, a sixth of its in_out COO.
+INDPTR_CACHE_ROWS = 2**19
+
+
 def _indptr(pairing: _Pairing, weights: _Weights, order: Order, dtype: type) -> IndexArray:
     """Return the CSR row pointers of a pairing's matrix, rows in flat order of ``order``.
 
     The row tensor's element ``(a0, a1, a_h, a_w)`` holds ``V * counts_h[a_h] * counts_w[a_w]``
-    entries.
+    entries. A fresh, writable array (SciPy's in-place methods may change it).
     """
+    if math.prod(pairing.row_shape) > INDPTR_CACHE_ROWS:
+        return _pointers(pairing, weights.V, order, dtype)
+    cached: IndexArray = _cached_pointers(pairing, weights.V, order, dtype).copy()
+    return cached
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_pointers(pairing: _Pairing, V: int, order: Order, dtype: type) -> IndexArray:
+    indptr = _pointers(pairing, V, order, dtype)
+    indptr.flags.writeable = False
+    return indptr
+
+
+def _pointers(pairing: _Pairing, V: int, order: Order, dtype: type) -> IndexArray:
     # in the index dtype throughout: a casting cumsum ran 3x slower
     counts_h: IndexArray = pairing.pattern_h.counts.astype(dtype)
     counts_w: IndexArray = pairing.pattern_w.counts.astype(dtype)
-    per_row = weights.V * counts_h[:, np.newaxis] * counts_w[np.newaxis, :]
+    per_row = V * counts_h[:, np.newaxis] * counts_w[np.newaxis, :]
     indptr: IndexArray = np.zeros(math.prod(pairing.row_shape) + 1, dtype=dtype)
     np.cumsum(vec(np.broadcast_to(per_row, pairing.row_shape), order), out=indptr[1:])
     return indptr
