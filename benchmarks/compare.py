@@ -51,14 +51,10 @@ import json
 import os
 import platform
 import re
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,12 +65,12 @@ import scipy.sparse as sp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.transport_flat import flat_vs_echo, uvicorn_server  # noqa: E402
 from service.engine import functions, layout, xcorr  # noqa: E402
 from service.engine.chain import Chain  # noqa: E402
 from service.engine.correlation import CorrelationLimits, correlate  # noqa: E402
 from service.engine.descent import DescentLimits, DescentParams, collect, descend  # noqa: E402
 from service.engine.op import get_op  # noqa: E402
-from tests.e2e.live import cpu_seconds, free_port  # noqa: E402
 
 # Anchor threads, set before jax starts its runtime: 1 by default, like the engine, whose BLAS
 # calls stay on one thread; on this shared 2-core machine the anchors' two-thread kernels wait
@@ -502,151 +498,22 @@ def descent_rows(repeat: int, steps: int = 1000) -> list[Row]:
 # HTTP
 # ------------------------------------------------------------------------------------------------
 
-ECHO_APP = """
-from typing import Any
-from fastapi import FastAPI
-
-def create_app() -> FastAPI:
-    app = FastAPI()
-
-    @app.post("/echo")
-    async def echo(payload: dict[str, Any]) -> dict[str, Any]:
-        return payload
-
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    return app
-"""
-
-
-@dataclass
-class Server:
-    """A started uvicorn: its base URL and PID."""
-
-    base: str
-    pid: int
-
-
-@contextlib.contextmanager
-def uvicorn_server(app: str, app_dir: Path, env: dict[str, str]) -> Iterator[Server]:
-    """Start ``uvicorn APP --factory`` with the settings both apps share; stop it by PID."""
-    port = free_port()
-    log = tempfile.NamedTemporaryFile(prefix="compare-uvicorn-", suffix=".log", delete=False)
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        app,
-        "--factory",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--no-access-log",
-        "--log-level",
-        "warning",
-        "--app-dir",
-        str(app_dir),
-    ]
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=app_dir)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/healthz", timeout=1):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(
-                        f"{app} did not start: {Path(log.name).read_text()[-2000:]}"
-                    ) from None
-                time.sleep(0.1)
-        yield Server(base, process.pid)
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-        os.unlink(log.name)
-
-
-def wrk(url: str, body: bytes, seconds: int, connections: int) -> tuple[float, int]:
-    """Requests per second and count of ``wrk`` POSTing ``body`` to ``url``; errors fail."""
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(
-            'wrk.method = "POST"\n'
-            f"wrk.body = {json.dumps(body.decode())}\n"
-            'wrk.headers["Content-Type"] = "application/json"\n'
-        )
-    try:
-        out = subprocess.run(
-            ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", script.name, url],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=seconds + 30,
-        ).stdout
-    finally:
-        os.unlink(script.name)
-    if "Non-2xx" in out:
-        raise SystemExit(f"wrk against {url}: error answers\n{out}")
-    rate = re.search(r"Requests/sec:\s+([0-9.]+)", out)
-    count = re.search(r"([0-9]+) requests in", out)
-    if rate is None or count is None:
-        raise SystemExit(f"wrk printed no rate:\n{out}")
-    return float(rate.group(1)), int(count.group(1))
-
 
 def http_rows(rounds: int, seconds: int = 3, connections: int = 8) -> list[Row]:
-    if shutil.which("wrk") is None:
-        raise SystemExit("the http section needs wrk (apt-get install wrk)")
-    env = {**os.environ, "SERVICE_LOG_LEVEL": os.environ.get("SERVICE_LOG_LEVEL", "info")}
-    with tempfile.TemporaryDirectory() as folder:
-        Path(folder, "echo_app.py").write_text(ECHO_APP)
-        with (
-            uvicorn_server("service.main:create_app", ROOT, env) as service,
-            uvicorn_server("echo_app:create_app", Path(folder), env) as echo,
-        ):
-            check = urllib.request.Request(
-                f"{service.base}/v1/flat",
-                data=FLAT_BODY,
-                headers={"Content-Type": "application/json"},
-            )
-            with urllib.request.urlopen(check) as response:
-                if json.loads(response.read())["flat"] != 23:
-                    raise SystemExit("/v1/flat answered a wrong index")
-            rates: dict[str, list[float]] = {"flat": [], "echo": []}
-            cpu: dict[str, list[float]] = {"flat": [], "echo": []}
-            targets = {"flat": (service, "/v1/flat"), "echo": (echo, "/echo")}
-            for _ in range(rounds):
-                for name, (server, path) in targets.items():
-                    before = cpu_seconds(server.pid)
-                    rate, count = wrk(server.base + path, FLAT_BODY, seconds, connections)
-                    rates[name].append(rate)
-                    cpu[name].append(1e6 * (cpu_seconds(server.pid) - before) / count)
-    flat, echo_rate = statistics.median(rates["flat"]), statistics.median(rates["echo"])
-    # Server CPU time per request does not depend on what else runs on the machine.
-    flat_cpu, echo_cpu = statistics.median(cpu["flat"]), statistics.median(cpu["echo"])
+    rates, cpu = flat_vs_echo(rounds, seconds, connections)
     return [
         Row(
             f"/v1/flat req/s vs FastAPI echo (wrk -c{connections}, {rounds}x{seconds}s)",
-            flat,
-            {"echo": echo_rate},
+            statistics.median(rates["flat"]),
+            {"echo": statistics.median(rates["echo"])},
             0.5,
             unit="req/s",
             higher_is_better=True,
         ),
         Row(
             "/v1/flat server CPU µs per request vs FastAPI echo",
-            flat_cpu,
-            {"echo": echo_cpu},
+            statistics.median(cpu["flat"]),
+            {"echo": statistics.median(cpu["echo"])},
             None,
             unit="µs",
         ),

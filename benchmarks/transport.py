@@ -9,7 +9,8 @@ What is timed (all in one process and one event loop; no sockets, no uvicorn):
 * **server round trip (httpx)**: the same POST with the body already encoded; the response is
   read as bytes but not decoded. This is the service's own cost plus httpx's in-process transport.
 * **server round trip (ASGI direct)**: ``await app(scope, receive, send)`` with the pre-encoded
-  body and no httpx; the difference from the row above is httpx's share.
+  body and no httpx, the response body parts kept as sent (not joined); the difference from the
+  row above is httpx's share (its request stream and the join of the answer).
 * **binary** rows (CONVENTIONS 3.1): the request is a JSON header plus ``x.tobytes()`` as an
   ``application/octet-stream`` body, the answer the same; the client decodes with
   ``np.frombuffer``. Only round trips are timed (there is no JSON data to parse or write), and the
@@ -167,8 +168,12 @@ def verify(
 
 async def call_asgi(
     app: Any, body: bytes, headers: dict[str, str] | None = None
-) -> tuple[int, bytes]:
-    """POST ``body`` to ``app`` as a bare ASGI call; returns (status, response body)."""
+) -> tuple[int, list[bytes]]:
+    """POST ``body`` to ``app`` as a bare ASGI call; returns (status, response body parts).
+
+    The parts are kept as the app sent them: joining them is the client's work (an 8 MB copy),
+    which this row leaves out; ``b"".join`` them to read the body.
+    """
     extra = [(k.lower().encode(), v.encode()) for k, v in (headers or HEADERS).items()]
     scope = {
         "type": "http",
@@ -211,7 +216,7 @@ async def call_asgi(
                 done.set()
 
     await app(scope, receive, send)
-    return status, b"".join(chunks)
+    return status, chunks
 
 
 async def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -255,11 +260,12 @@ async def bench_encoding(
     async def server_httpx() -> bytes:
         return (await client.post(PATH, content=body, headers=HEADERS)).content
 
-    async def server_direct() -> bytes:
-        status, content = await call_asgi(app, body)
+    async def server_direct() -> list[bytes]:
+        status, parts = await call_asgi(app, body)
         if status != 200:
-            raise RuntimeError(f"{encoding}: direct ASGI call answered {status}: {content[:300]!r}")
-        return content
+            content = b"".join(parts)[:300]
+            raise RuntimeError(f"{encoding}: direct ASGI call answered {status}: {content!r}")
+        return parts
 
     # Server breakdown: the route's own steps, one at a time. FastAPI includes routers lazily, so
     # the route is taken from the router that declares it; the serializer check below proves it
@@ -389,11 +395,12 @@ async def bench_binary(
     async def server_httpx() -> bytes:
         return (await client.post(PATH, content=body, headers=headers)).content
 
-    async def server_direct() -> bytes:
-        status, content = await call_asgi(app, body, headers)
+    async def server_direct() -> list[bytes]:
+        status, parts = await call_asgi(app, body, headers)
         if status != 200:
-            raise RuntimeError(f"binary: direct ASGI call answered {status}: {content[:300]!r}")
-        return content
+            content = b"".join(parts)[:300]
+            raise RuntimeError(f"binary: direct ASGI call answered {status}: {content!r}")
+        return parts
 
     def baseline() -> object:
         return np.frombuffer(body, dtype="<f8", offset=len(body) - x.nbytes).tobytes()

@@ -13,7 +13,23 @@ peak RSS is reset (``echo 5 > /proc/PID/clear_refs``), the case's request is sen
 peak's rise above the RSS before the request (``VmHWM - VmRSS``) is compared with the size of the
 response body. Linux only; reading and resetting another process's counters needs the same user.
 
-Run: ``.venv/bin/python benchmarks/transport_http.py [--repeat 7]`` (any cwd).
+Against the previous release (``--previous DIR``, a checkout of it, e.g. ``git archive 9a2b376 |
+tar -x -C /tmp/previous``): the base64 request with ``wrt: ["x"]`` is sent to a server of each
+release, each answer read by each of two clients, the four (server, client) pairs interleaved:
+
+* the **standard-library client**, the previous release's README: ``json.dumps`` +
+  ``base64.b64encode`` to send, ``json.loads`` + ``base64.b64decode`` to read the output and the
+  COO ``row``/``col``/``data`` into ndarrays;
+* **this release's client** (``client/``, ``jacobian_client.wire``): ``pybase64`` to send,
+  ``wire.loads`` (base64 text left in the response bytes) and ``pybase64`` to read the same
+  arrays.
+
+The headline ratio is this release with its client over the previous release with its client:
+what a user of each release waits for. The same-client ratios split it into the server's and the
+client's shares, and each server's CPU time per request is printed too. All four decode the same
+arrays, checked equal outside the timer.
+
+Run: ``.venv/bin/python benchmarks/transport_http.py [--repeat 7] [--previous DIR]`` (any cwd).
 """
 
 from __future__ import annotations
@@ -31,9 +47,14 @@ from typing import Any
 import httpx
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "client" / "src"))
 
-from tests.e2e.live import LiveServer, proc_status, serve  # noqa: E402
+import pybase64  # noqa: E402
+from jacobian_client import wire  # noqa: E402
+
+from tests.e2e.live import LiveServer, cpu_seconds, proc_status, serve  # noqa: E402
 
 PATH = "/v1/cross-correlation"
 HEADER = "Inference-Header-Content-Length"
@@ -61,6 +82,7 @@ def binary_request(
 
     header = json.dumps({"x": descriptor(x), "kernel": descriptor(kernel), "jacobian": "coo",
                          "wrt": list(wrt), "encoding": "binary"}).encode()  # fmt: skip
+    header += b" " * (-len(header) % 8)  # aligned segments are used in place (README)
     body = b"".join([header, x.astype("<f8").tobytes(), kernel.astype("<f8").tobytes()])
     return body, {"content-type": "application/octet-stream", HEADER: str(len(header))}
 
@@ -148,13 +170,107 @@ def _hwm(server: LiveServer) -> int:
     return proc_status(server.pid)["VmHWM"]
 
 
+def fast_round_trip(client: httpx.Client, x: np.ndarray, kernel: np.ndarray) -> dict[str, Any]:
+    """This release's Python client: pybase64 to send, ``wire.loads`` + pybase64 to read."""
+
+    def tensor(a: np.ndarray) -> dict[str, Any]:
+        data = pybase64.b64encode(np.ascontiguousarray(a, dtype="<f8")).decode("ascii")
+        return {"encoding": "base64", "shape": list(a.shape), "data": data}
+
+    body = json.dumps({"x": tensor(x), "kernel": tensor(kernel), "jacobian": "coo",
+                       "wrt": ["x"], "encoding": "base64"}).encode()  # fmt: skip
+    response = client.post(PATH, content=body, headers={"content-type": "application/json"})
+    response.raise_for_status()
+    doc = wire.loads(response.content)
+    jacobian = doc["jacobian_x"]
+    return {
+        "output": wire.decode_tensor(doc["output"]),
+        "jacobian_x": {
+            "row": wire.decode_array(jacobian["row"], "int64"),
+            "col": wire.decode_array(jacobian["col"], "int64"),
+            "data": wire.decode_array(jacobian["data"], "float64"),
+            "shape": jacobian["shape"],
+        },
+    }
+
+
+def previous_release(previous: Path, repeat: int, x: np.ndarray, kernel: np.ndarray) -> None:
+    """Time the base64 request on both releases with both clients, interleaved; print a table."""
+    clients = {
+        "stdlib": lambda c: round_trip(c, x, kernel, (("x",), "base64"))[0],
+        "jacobian_client": lambda c: fast_round_trip(c, x, kernel),
+    }
+    with (
+        serve() as now,
+        serve(root=previous) as before,
+        httpx.Client(base_url=now.base_url, timeout=300) as now_client,
+        httpx.Client(base_url=before.base_url, timeout=300) as before_client,
+    ):
+        servers = {"this release": (now, now_client), "previous": (before, before_client)}
+        pairs = [(s, c) for s in servers for c in clients]
+        wall: dict[tuple[str, str], list[float]] = {pair: [] for pair in pairs}
+        cpu: dict[tuple[str, str], list[float]] = {pair: [] for pair in pairs}
+        for rep in range(repeat + 1):
+            answers = []
+            shift = rep % len(pairs)  # each repetition starts with another pair
+            for pair in pairs[shift:] + pairs[:shift]:
+                server, http = servers[pair[0]]
+                cpu_before, start = cpu_seconds(server.pid), time.perf_counter()
+                answers.append(clients[pair[1]](http))
+                if rep:
+                    wall[pair].append(time.perf_counter() - start)
+                    cpu[pair].append(cpu_seconds(server.pid) - cpu_before)
+            for other in answers[1:]:  # outside the timer: the same arrays every time
+                check(answers[0], other, x)
+
+    def median(series: list[float]) -> float:
+        return statistics.median(series)
+
+    base = median(wall[("previous", "stdlib")])
+    print(f"\n## Base64 end to end against the previous release ({previous})\n")
+    print("| server | client | median s | min–max s | server CPU s | ÷ previous with stdlib |")
+    print("|---|---|---:|---:|---:|---:|")
+    for pair in pairs:
+        series = wall[pair]
+        cells = [pair[0], pair[1], f"{median(series):.3f}",
+                 f"{min(series):.3f}–{max(series):.3f}", f"{median(cpu[pair]):.3f}",
+                 f"**{median(series) / base:.2f}**"]  # fmt: skip
+        print("| " + " | ".join(cells) + " |")
+    headline = median(wall[("this release", "jacobian_client")]) / base
+    same_server = median(wall[("this release", "stdlib")]) / base
+    same_client = median(wall[("this release", "jacobian_client")]) / median(
+        wall[("previous", "jacobian_client")]
+    )
+    print(
+        f"\n- this release with its client ÷ the previous release with its client (stdlib): "
+        f"**{headline:.2f}**; with the stdlib client on both: {same_server:.2f}; with"
+        f" jacobian_client on both: {same_client:.2f}"
+    )
+    print(
+        f"- median of {repeat} interleaved repetitions after 1 warm-up; server CPU = user +"
+        " system seconds of the server process during the request (/proc/PID/stat, 10 ms ticks)"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the interleaved timings and the memory measurements; print Markdown tables."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=7, help="timed repetitions (default 7)")
+    parser.add_argument(
+        "--previous", type=Path, help="a checkout of the previous release: base64 against it"
+    )
+    parser.add_argument(
+        "--only-previous", action="store_true", help="only the section against --previous"
+    )
     args = parser.parse_args(argv)
+    if args.only_previous and args.previous is None:
+        parser.error("--only-previous needs --previous")
     rng = np.random.default_rng(SEED)
     x, kernel = rng.standard_normal((3, 224, 224)), rng.standard_normal((3, 3, 3))
+    if args.previous is not None:
+        previous_release(args.previous.resolve(), args.repeat, x, kernel)
+        if args.only_previous:
+            return 0
     times: dict[Any, list[float]] = {case: [] for case in CASES}
     sizes: dict[Any, int] = {}
     load_before = os.getloadavg()

@@ -14,6 +14,7 @@ from jacobian_client.wire import (
     decode_array,
     decode_tensor,
     encode_body,
+    loads,
     split_binary,
 )
 
@@ -110,3 +111,54 @@ def test_decoders_read_every_encoding() -> None:
         4,
     ]
     assert decode_array([1, 2], "int64").dtype == np.int64
+
+
+# -- loads: long base64 strings stay in the response bytes ---------------------------------------
+
+LONG = "A" * 5000
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"a": 1, "b": [1.5, None, True], "s": "short"},
+        {"data": LONG, "row": [LONG, {"x": LONG + "=="}], "n": 3},
+        {"escaped": 'quote " inside', "slashes": "\\\\", "tail\\": "\\" * 5001 + '"' + LONG},
+        {"long with escape": LONG + "\n" + LONG, "unicode": "é" * 3000 + LONG},
+        [LONG, "\u0000not a tag", ""],
+    ],
+)
+def test_loads_reads_what_json_loads_reads(document: object) -> None:
+    content = json.dumps(document).encode()
+    parsed = loads(content)
+
+    def as_text(value: object) -> object:
+        if isinstance(value, memoryview):
+            return bytes(value).decode("ascii")
+        if isinstance(value, dict):
+            return {key: as_text(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [as_text(item) for item in value]
+        return value
+
+    assert as_text(parsed) == json.loads(content)
+
+
+def test_loads_leaves_long_escape_free_strings_as_views_that_decode() -> None:
+    x = np.linspace(-1.0, 1.0, 1000).reshape(10, 100)
+    text = base64.b64encode(x.astype("<f8").tobytes()).decode()
+    content = json.dumps(
+        {"vector": {"encoding": "base64", "shape": [10, 100], "dtype": "float64", "data": text},
+         "row": text, "detail": "x" * 5000 + "\\n"}
+    ).encode()  # fmt: skip
+    answer = loads(content)
+    assert isinstance(answer["vector"]["data"], memoryview)
+    assert bytes(answer["vector"]["data"]) == text.encode()
+    assert isinstance(answer["detail"], str)  # it holds an escape
+    assert np.array_equal(decode_tensor(answer["vector"]), x)
+    assert np.array_equal(decode_array(answer["row"], "float64"), x.ravel())
+
+
+def test_loads_of_invalid_json_raises_like_json_loads() -> None:
+    with pytest.raises(json.JSONDecodeError):
+        loads(b'{"a": "' + b"A" * 5000)

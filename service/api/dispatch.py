@@ -154,7 +154,10 @@ class DirectRoutes:
         self.fastapi_app = fastapi_app
         self.plans: dict[tuple[str, str], _Plan] = {}
         for path, route in _routes(fastapi_app.routes):
-            if "{" in path or not _request_only(route.dependant):
+            # FastAPI's own body limit (none is set here: BodyLimitMiddleware bounds bodies)
+            # wraps the route's handler, which direct dispatch would bypass.
+            limited = getattr(route, "max_body_size", None) is not None
+            if "{" in path or limited or not _request_only(route.dependant):
                 continue
             for method in route.methods or ():
                 # The first route of a (method, path) wins, as in FastAPI's matching.

@@ -136,9 +136,9 @@ def choose(accept: str | None, offered: list[str]) -> str:
     NotAcceptable
         If ``accept`` gives every offered type quality 0 (406).
     """
-    ranges = _ranges(accept or "")
     if not accept or not accept.strip():
         return offered[0]
+    ranges = _ranges(accept)
     scored = []
     for index, media_type in enumerate(offered):
         quality, position = _match(media_type, ranges)

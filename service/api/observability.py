@@ -8,6 +8,7 @@ collide. With several workers (``SERVICE_WORKERS > 1``) prometheus_client's mult
 makes every scrape cover all of them (:meth:`Metrics.exposition`).
 """
 
+import itertools
 import json
 import logging
 import os
@@ -100,6 +101,13 @@ class RequestContextMiddleware:
         # Labelled metric children by (route, method, status): `labels()` takes a lock and
         # validates its arguments on every call. Bounded: route templates times statuses.
         self._labelled: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        # Ids: 16 random hex digits per process, then a 16-digit count (32 in all, as a uuid4's
+        # hex). Unique without reading the OS's random source on every request.
+        self._id_prefix = uuid.uuid4().hex[:16]
+        self._ids = itertools.count()
+
+    def _new_id(self) -> str:
+        return f"{self._id_prefix}{next(self._ids):016x}"
 
     def _children(self, route: str, method: str, status: int) -> tuple[Counter, Histogram]:
         key = (route, method, status)
@@ -120,7 +128,7 @@ class RequestContextMiddleware:
         offered = (
             dict(scope.get("headers", [])).get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1")
         )
-        request_id = offered if _CLIENT_ID.fullmatch(offered) else uuid.uuid4().hex
+        request_id = offered if _CLIENT_ID.fullmatch(offered) else self._new_id()
         scope.setdefault("state", {})["request_id"] = request_id
         token = request_id_var.set(request_id)
         status = 500  # what the client gets if the app raises before answering
@@ -171,6 +179,19 @@ def _json_string(text: str) -> str:
     return f'"{text}"' if _PLAIN.fullmatch(text) else json.dumps(text)
 
 
+# JSON strings of methods and route templates, which come from small sets (bounded anyway).
+_written: dict[str, str] = {}
+
+
+def _known_string(text: str) -> str:
+    written = _written.get(text)
+    if written is None:
+        written = _json_string(text)
+        if len(_written) < 1024:
+            _written[text] = written
+    return written
+
+
 def _direct_handler() -> logging.StreamHandler | None:  # type: ignore[type-arg]
     """Return the service's handler when an access line would reach it and nothing else.
 
@@ -215,8 +236,8 @@ def write_access_line(
     line = (
         f'{{"time": "{_stamp(int(time.time()))}", "level": "info", "logger": "service.access", '
         f'"message": "request", "request_id": {_json_string(request_id)}, '
-        f'"method": {_json_string(method)}, "path": {_json_string(path)}, '
-        f'"route": {_json_string(route)}, "status": {status}, "duration_ms": {duration_ms!r}}}\n'
+        f'"method": {_known_string(method)}, "path": {_json_string(path)}, '
+        f'"route": {_known_string(route)}, "status": {status}, "duration_ms": {duration_ms!r}}}\n'
     )
     with handler.lock:  # type: ignore[union-attr]
         handler.stream.write(line)

@@ -20,6 +20,9 @@ from ..codec.tensors import Base64Text
 
 # Base64 strings at least this long are spliced in; shorter ones are dumped as usual.
 SPLICE_MIN = 4096
+# The placeholders' prefix: random per process (no client can write it into an answer), made once
+# (uuid4 reads the OS's random source, a system call that small answers would pay every time).
+_TAG = f"splice-{uuid.uuid4().hex}-"
 
 
 def _swap(model: BaseModel, tag: str, texts: list[str]) -> BaseModel:
@@ -61,7 +64,7 @@ def json_pieces(model: BaseModel) -> list[bytes]:
         A :class:`~service.codec.tensors.Base64Text` is a piece as the bytes it keeps.
     """
     texts: list[str] = []
-    tag = f"splice-{uuid.uuid4().hex}-"
+    tag = _TAG
     skeleton = _swap(model, tag, texts)
     dumped = skeleton.__pydantic_serializer__.to_json(skeleton, by_alias=True)
     pieces: list[bytes] = []
@@ -84,8 +87,7 @@ class PiecesResponse(Response):
 
     def __init__(self, pieces: list[bytes]) -> None:
         self.pieces = pieces
-        super().__init__(b"")
-        self.headers["content-length"] = str(sum(len(piece) for piece in pieces))
+        super().__init__(b"", headers={"content-length": str(sum(map(len, pieces)))})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Send the start, then every piece (``more_body`` until the last)."""

@@ -12,9 +12,9 @@ import fastapi.routing
 import httpx
 import numpy as np
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 
-from service.api.dispatch import planned
+from service.api.dispatch import DirectRoutes, planned
 from service.api.routes import tensors
 from service.config import Settings
 from service.main import create_app
@@ -137,3 +137,18 @@ async def test_a_binary_answer_through_the_direct_route_reads_back() -> None:
     response = await _send(create_app(Settings()), "POST", "/v1/vec", BINARY_BODY, BINARY_HEADERS)
     answer = decode(response.content, int(response.headers[HEADER]))
     assert np.array_equal(answer["vector"], X.ravel(order="F"))
+
+
+def test_routes_with_fastapis_own_body_limit_take_fastapis_way() -> None:
+    app = create_app(Settings())
+
+    @app.post("/limited", max_body_size=16)
+    async def limited(request: Request) -> dict[str, str]:
+        return {"ok": "yes"}
+
+    @app.post("/unlimited")
+    async def unlimited(request: Request) -> dict[str, str]:
+        return {"ok": "yes"}
+
+    routes = DirectRoutes(app.router, app).plans
+    assert ("POST", "/unlimited") in routes and ("POST", "/limited") not in routes

@@ -143,6 +143,7 @@ def serve(
     start_timeout: float = 60.0,
     stop_grace: float = 10.0,
     log_dir: Path | None = None,
+    root: Path = ROOT,
 ) -> Iterator[LiveServer]:
     """Run ``python -m service`` on a free 127.0.0.1 port until the block ends.
 
@@ -158,6 +159,9 @@ def serve(
         Seconds between SIGTERM and SIGKILL.
     log_dir : Path, optional
         Where to write ``server.log``; a temporary directory (removed afterwards) by default.
+    root : Path, optional
+        The checkout whose service runs (another release's, for a benchmark); this one's by
+        default.
     """
     port = free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("SERVICE_")}
@@ -172,7 +176,7 @@ def serve(
         sink = stack.enter_context(log_path.open("wb"))
         process = subprocess.Popen(
             [sys.executable, "-m", "service"],
-            cwd=ROOT,
+            cwd=root,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=sink,

@@ -19,7 +19,7 @@ import httpx
 from .calls import Call
 from .errors import ProblemError, problem_from_dict, problem_from_response
 from .results import DescentRecord, DescentResult, decode_descent, decode_record
-from .wire import HEADER_LENGTH, OCTET_STREAM, Encoding, encode_body, split_binary
+from .wire import HEADER_LENGTH, OCTET_STREAM, Encoding, encode_body, loads, split_binary
 
 NDJSON = "application/x-ndjson"
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -102,7 +102,7 @@ def read_answer(response: httpx.Response) -> Any:
         raise problem_from_response(response)
     if response.headers.get("content-type", "").startswith(OCTET_STREAM):
         return split_binary(response.content, int(response.headers[HEADER_LENGTH]))
-    return json.loads(response.content)
+    return loads(response.content)
 
 
 def key_headers(api_key: str | None) -> dict[str, str]:
