@@ -14,6 +14,7 @@ import numpy as np
 from . import layout, xcorr
 from .chain import BLOCK_ELEMENTS, Chain, JacobianPlan
 from .cost import (
+    BUFFERS,
     COO_ENTRY,
     FLOAT,
     INDEX,
@@ -49,7 +50,8 @@ def fd_check_cost(chain: Chain) -> Cost:
     derivative = pass_cost(chain.ops, chain.shapes, batch=directions)
     # Both sides' quotients, the perturbations, the compared products and the rules' batched
     # temporaries (max_pool2d: 65 MB for 32 directions of a 6000-element input) together.
-    held = 12 * probe.peak_bytes
+    # The kernels' fixed buffers (BUFFERS) are in probe's peak once, not in each of these.
+    held = 12 * (probe.peak_bytes - BUFFERS)
     return probe.times(2).then(derivative).holding(held)
 
 

@@ -164,33 +164,8 @@ def random_program(data: st.DataObject) -> tuple[str, dict[str, tuple[int, ...]]
 @settings(max_examples=6, deadline=None)
 @given(data=st.data())
 def test_programs_on_random_shapes_are_bounded(data: st.DataObject) -> None:
+    """Every check of the fixed programs above, and the COO Jacobians by every strategy."""
     expression, shapes = random_program(data)
-    program, inputs, size = setup(expression, shapes)
-    names = tuple(program.inputs)
-    check(costs.trace_cost(program), lambda: program.trace(inputs), size)
-    cotangent = np.ones(program.out_shape)
-    check(
-        costs.product_cost(program, names),
-        lambda: programs.product(program, inputs, cotangent, None, direction="vjp", limits=LIMITS),
-        size,
-    )
-    vectors = {name: np.ones((1, *shape)) for name, shape in shapes.items()}
-    check(costs.hvp_cost(program, names), lambda: program_hvp(program, inputs, vectors), 2 * size)
+    test_evaluate_products_and_second_order_are_bounded(expression, shapes)
     for strategy in ("chain", "forward", "reverse"):
-        plan = strategies.plan(program, names, strategy=strategy, fmt="coo",  # type: ignore[arg-type]
-                               max_dense_elements=10**8, max_nnz=10**8)  # fmt: skip
-        check(
-            costs.jacobian_cost(program, plan, names, "coo"),
-            lambda: programs.jacobian(  # noqa: B023
-                program, inputs, None, fmt="coo", strategy=strategy, layout="in_out",  # type: ignore[arg-type]  # noqa: B023
-                order="F", limits=LIMITS,
-            ),
-            size,
-        )  # fmt: skip
-    plan = hessian_plan(program, names)
-    check(
-        costs.structural_hessian_cost(program, plan),
-        lambda: program_hessian(program, inputs, None, order="F", fmt="coo", limits=LIMITS),
-        size,
-        STRUCTURAL_FACTOR,
-    )
+        test_jacobians_are_bounded_per_strategy_and_format(expression, shapes, strategy, "coo")
