@@ -6,7 +6,8 @@ tensors hold their arrays (:class:`service.codec.binary.Segment`), so nothing is
 * ``application/octet-stream`` (CONVENTIONS 3.1): the JSON header (its length in the
   ``Inference-Header-Content-Length`` response header), then one segment per binary tensor in
   header order; a COO Jacobian's ``row``, ``col`` (int64) and ``data`` (float64) are three. The
-  segments are sent from the arrays themselves, never joined into one more copy.
+  segments are sent from the arrays themselves, never joined into one more copy; int32 indices
+  are widened to int64 a chunk at a time while they are sent.
 * ``application/x-npz``: a COO Jacobian is exactly what ``scipy.sparse.save_npz`` writes for the
   ``coo_array`` in the requested layout; a dense one is ``numpy.savez`` of ``jacobian``,
   ``in_shape``, ``out_shape``, ``layout`` and ``order``.
@@ -34,10 +35,10 @@ class SegmentsResponse(Response):
 
     media_type = OCTET_STREAM
 
-    def __init__(self, header: bytes, segments: list[np.ndarray[Any, Any]]) -> None:
-        views = [memoryview(s).cast("B") for s in segments if s.nbytes]  # type: ignore[arg-type]
-        self._chunks = [header, *views]
-        length = sum(len(chunk) for chunk in self._chunks)
+    def __init__(self, header: bytes, segments: list[Segment]) -> None:
+        self._header = header
+        self._segments = segments
+        length = len(header) + sum(segment.nbytes for segment in segments)
         super().__init__(
             header,
             headers={"content-length": str(length), HEADER_LENGTH: str(len(header))},
@@ -45,13 +46,15 @@ class SegmentsResponse(Response):
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Send the start, then the header and the segments as body parts."""
+        """Send the start, then the header and the segments' chunks as body parts."""
         await send(
             {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
         )
-        last = len(self._chunks) - 1
-        for index, chunk in enumerate(self._chunks):
-            await send({"type": "http.response.body", "body": chunk, "more_body": index < last})
+        await send({"type": "http.response.body", "body": self._header, "more_body": True})
+        for segment in self._segments:
+            for chunk in segment.chunks():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def render_binary(answer: BaseModel) -> Response:
@@ -70,7 +73,7 @@ def _array(tensor: Any) -> np.ndarray[Any, Any]:
     data = tensor["data"] if isinstance(tensor, dict) else tensor.data
     if not isinstance(data, Segment):
         raise TypeError("the answer was not computed with encoding 'binary'")
-    return data.array
+    return data.array.astype(data.dtype, copy=False)  # the wire dtype (int64 COO indices)
 
 
 def jacobian_matrix(jacobian: CooJacobian | DenseJacobian) -> sp.coo_array | np.ndarray[Any, Any]:

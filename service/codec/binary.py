@@ -25,6 +25,7 @@ the header, which is the order of the segments after it.
 
 import json
 import math
+from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +46,8 @@ SEGMENT_DTYPES: dict[str, np.dtype[Any]] = {
 # Segments start at multiples of this many bytes when the JSON header is padded to it
 # (:func:`pad_header`): the largest itemsize of SEGMENT_DTYPES.
 SEGMENT_ALIGNMENT = 8
+# A segment whose array is narrower than its wire dtype is widened this many bytes at a time.
+WIDEN_CHUNK_BYTES = 1 << 20
 _DESCRIPTOR_KEYS = ("encoding", "shape", "dtype", "binary_data_size")
 Loc = tuple[str | int, ...]
 
@@ -77,16 +80,38 @@ class BinaryBodyError(CodecError):
 
 
 class Segment:
-    """The array of one binary tensor of a response (little-endian, C-contiguous).
+    """The array of one binary tensor of a response, and the dtype it has on the wire.
+
+    ``array`` is C-contiguous. When its dtype is the wire dtype (little-endian), the segment is
+    sent straight from its buffer; otherwise (int32 COO indices, whose wire dtype is int64) it is
+    widened :data:`WIDEN_CHUNK_BYTES` at a time while it is sent, so that a full-size widened
+    copy never sits next to the engine's array.
 
     Deliberately not a dataclass: pydantic passes unknown objects through ``model_dump``
     unchanged, where it would turn a dataclass into a dict.
     """
 
-    __slots__ = ("array",)
+    __slots__ = ("array", "dtype")
 
-    def __init__(self, array: np.ndarray[Any, Any]) -> None:
+    def __init__(self, array: np.ndarray[Any, Any], dtype: np.dtype[Any] | None = None) -> None:
         self.array = array
+        self.dtype = array.dtype if dtype is None else dtype
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the segment on the wire."""
+        return self.array.size * self.dtype.itemsize
+
+    def chunks(self) -> Iterator[memoryview]:
+        """Yield the segment's wire bytes: one view of the array, or widened chunks of it."""
+        flat = self.array.reshape(-1)
+        if flat.dtype == self.dtype:
+            if flat.size:
+                yield memoryview(flat).cast("B")  # type: ignore[arg-type]
+            return
+        step = max(WIDEN_CHUNK_BYTES // self.dtype.itemsize, 1)
+        for start in range(0, flat.size, step):
+            yield memoryview(flat[start : start + step].astype(self.dtype)).cast("B")  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -301,17 +326,28 @@ def segment_for(data: Any, info: ValidationInfo) -> np.ndarray[Any, Any]:
 
 
 def binary_array(values: np.ndarray[Any, Any], dtype: str) -> dict[str, Any]:
-    """Write a 1-D array as a binary tensor of a response (COO ``row``/``col``/``data``)."""
-    array = np.ascontiguousarray(values, dtype=SEGMENT_DTYPES[dtype])
+    """Write a 1-D array as a binary tensor of a response (COO ``row``/``col``/``data``).
+
+    Integer indices narrower than int64 (the engine builds int32 where they fit) are kept as
+    they are and widened only while they are sent (:meth:`Segment.chunks`).
+    """
+    wire = SEGMENT_DTYPES[dtype]
+    narrow = (
+        wire.kind == "i"
+        and np.asarray(values).dtype.kind == "i"
+        and np.asarray(values).dtype.isnative
+        and np.little_endian
+    )
+    array = np.ascontiguousarray(values) if narrow else np.ascontiguousarray(values, dtype=wire)
     return {
         "encoding": "binary",
         "dtype": dtype,
         "shape": list(array.shape),
-        "data": Segment(array),
+        "data": Segment(array, wire),
     }
 
 
-def split_segments(document: Any) -> tuple[Any, list[np.ndarray[Any, Any]]]:
+def split_segments(document: Any) -> tuple[Any, list[Segment]]:
     """Replace each tensor's :class:`Segment` by its ``binary_data_size``; return the arrays.
 
     Parameters
@@ -324,18 +360,18 @@ def split_segments(document: Any) -> tuple[Any, list[np.ndarray[Any, Any]]]:
     -------
     header : dict
         The document with ``binary_data_size`` in place of each segment.
-    segments : list of ndarray
-        The arrays in header order (JSON text order of the header).
+    segments : list of Segment
+        The segments in header order (JSON text order of the header).
     """
-    segments: list[np.ndarray[Any, Any]] = []
+    segments: list[Segment] = []
 
     def walk(node: Any) -> Any:
         if isinstance(node, dict):
             data = node.get("data")
             if isinstance(data, Segment):
-                segments.append(data.array)
+                segments.append(data)
                 out = {key: value for key, value in node.items() if key != "data"}
-                out["binary_data_size"] = data.array.nbytes
+                out["binary_data_size"] = data.nbytes
                 return out
             return {key: walk(value) for key, value in node.items()}
         if isinstance(node, list):

@@ -15,6 +15,7 @@ import httpx
 import numpy as np
 import pytest
 
+from service.codec import tensors as tensors_codec
 from service.config import Settings
 from service.main import create_app
 from tests.binary_wire import (
@@ -214,6 +215,30 @@ async def test_a_coo_jacobian_is_three_segments_in_header_order(client) -> None:
     assert "data" not in header["value"] and header["value"]["binary_data_size"] == 5 * 8
     # value (5 floats) comes first in the header, so its segment comes first in the body.
     assert len(response.content) == length + 5 * 8 + 3 * 8 * nnz
+
+
+@pytest.mark.parametrize("name", ["jacobian-coo", "cross-correlation", "chain-rule-coo"])
+async def test_int32_indices_widened_chunk_by_chunk_are_the_base64_int64_indices(
+    client, monkeypatch, name
+) -> None:
+    """The engine's int32 COO indices go out as int64 in 16-byte chunks: the same numbers."""
+    monkeypatch.setattr("service.codec.binary.WIDEN_CHUNK_BYTES", 16)
+    index_dtypes: list[np.dtype] = []
+    write = tensors_codec.binary_array
+
+    def recording(values: np.ndarray, dtype: str) -> dict[str, Any]:
+        if dtype == "int64":
+            index_dtypes.append(np.asarray(values).dtype)
+        return write(values, dtype)
+
+    monkeypatch.setattr(tensors_codec, "binary_array", recording)
+    path, build = ENDPOINTS[name]
+    as_base64 = await client.post(path, json={**build("base64"), "encoding": "base64"})
+    assert as_base64.status_code == 200, as_base64.text
+    binary = await post_binary(client, path, {**build("binary"), "encoding": "binary"})
+    assert_identical(normalize_binary(decoded(binary)), base64_arrays(as_base64.json()))
+    if name == "cross-correlation":  # its builder writes int32 indices: the widening path
+        assert np.dtype(np.int32) in index_dtypes
 
 
 async def test_descent_stream_keeps_json_lines_and_ends_with_a_binary_summary(client) -> None:

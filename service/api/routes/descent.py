@@ -263,7 +263,7 @@ def summary_line(summary: DescentSummaryLine | ProgramDescentSummaryLine) -> byt
     """Write the last line of a stream; binary final tensors' bytes follow its newline."""
     header, segments = split_segments(summary.model_dump(mode="python"))
     line = pydantic_core.to_json(header) + b"\n"
-    return b"".join([line, *(segment.tobytes() for segment in segments)])
+    return b"".join([line, *(chunk for segment in segments for chunk in segment.chunks())])
 
 
 def point_encoding(encoding: Encoding) -> Encoding:
