@@ -332,13 +332,10 @@ def binary_array(values: np.ndarray[Any, Any], dtype: str) -> dict[str, Any]:
     they are and widened only while they are sent (:meth:`Segment.chunks`).
     """
     wire = SEGMENT_DTYPES[dtype]
-    narrow = (
-        wire.kind == "i"
-        and np.asarray(values).dtype.kind == "i"
-        and np.asarray(values).dtype.isnative
-        and np.little_endian
-    )
-    array = np.ascontiguousarray(values) if narrow else np.ascontiguousarray(values, dtype=wire)
+    source = np.asarray(values)
+    # Signed integers of any width or byte order become the wire's int64 chunk by chunk.
+    keep = source.dtype.kind == wire.kind == "i"
+    array = np.ascontiguousarray(source if keep else source.astype(wire, copy=False))
     return {
         "encoding": "binary",
         "dtype": dtype,
