@@ -569,8 +569,13 @@ class ElementwiseOp(Op):
 
     def _local_jacobian(self, x: FloatArray, order: Order) -> sp.coo_array:
         # diag(vec(g'(x))) needs no index arithmetic: the row of entry i is i.
+        return to_coo(self._local_factor(x, order))
+
+    def _local_factor(self, x: FloatArray, order: Order) -> Factor:
+        # The diagonal factor_of reads off that COO, without building it: a zero derivative is
+        # no entry, a +0.0 in the RowMap (so -0.0 + 0.0), every other value is kept.
         n = layout.size_of(x.shape)
-        return to_coo(RowMap((n, n), layout.vec(self.derivative(x), order)))
+        return RowMap((n, n), np.add(layout.vec(self.derivative(x), order), 0.0))
 
 
 def coo_from_grids(
