@@ -14,9 +14,10 @@ nothing satisfies is a 406 problem. Errors are ``application/problem+json`` what
 says. The OpenAPI document lists every registered representation (:func:`document`).
 """
 
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
 from fastapi import Request
 from pydantic import BaseModel
@@ -34,6 +35,7 @@ NDJSON = "application/x-ndjson"
 
 Renderer = Callable[[BaseModel], Response]
 Answer = TypeVar("Answer", bound=BaseModel)
+Model = TypeVar("Model", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -182,6 +184,28 @@ def negotiate(
     return next((r for r in offers if r.media_type == chosen), None)
 
 
+@dataclass(frozen=True)
+class DeferredBody(Generic[Model]):
+    """A large request body that was read but not yet validated (see :func:`answer`).
+
+    ``validate`` returns the request model or raises what body validation raises (422, 413);
+    it runs in the worker-thread call that then computes and renders the answer, so that such a
+    request crosses to the thread pool once instead of twice (each crossing is a thread switch
+    and an event-loop wake-up: about 0.3 ms of a 10^6-element binary ``vec`` on a loaded machine).
+    """
+
+    validate: Callable[[], Model]
+
+
+def _prepare(request: Request, operation: str, body: Any) -> tuple[Any, Callable[[Any], Any]]:
+    """Return the body to compute with and the renderer of its answer (406 if none fits)."""
+    representation = negotiate(request, operation, getattr(body, "encoding", None), body)
+    if representation is None or representation.render is None:
+        # FastAPI would write a returned model on the event loop: it is written here instead.
+        return body, json_response
+    return body.model_copy(update={"encoding": "binary"}), representation.render
+
+
 async def answer(
     request: Request,
     compute: Callable[..., Awaitable[Any]],
@@ -198,7 +222,8 @@ async def answer(
     A JSON answer is written in the worker-thread call that computes it
     (:func:`~service.api.rendering.json_response`, base64 spliced in as bytes): the event loop
     never serializes a response whose size grows with the request. Any other representation is
-    computed with ``encoding: "binary"`` and rendered in the same worker-thread call.
+    computed with ``encoding: "binary"`` and rendered in the same worker-thread call. A
+    :class:`DeferredBody` is validated in that call too, before the representation is chosen.
 
     Raises
     ------
@@ -206,18 +231,19 @@ async def answer(
         Before computing, if no representation satisfies ``Accept`` (406).
     """
     operation = getattr(request.scope.get("route"), "name", "")
-    encoding = getattr(body, "encoding", None)
-    representation = negotiate(request, operation, encoding, body)
-    if representation is None or representation.render is None:
-        # FastAPI would write a returned model on the event loop: it is written here instead.
+    if isinstance(body, DeferredBody):
+
+        @functools.wraps(function)  # the hop keeps the computation's name (metrics, tests)
+        def respond(deferred: DeferredBody[Any]) -> Any:
+            parsed, render = _prepare(request, operation, deferred.validate())
+            return render(function(parsed, *args))
+
+        rendered = await compute(respond, body, deadline_seconds=deadline_seconds)
+    else:
+        parsed, render = _prepare(request, operation, body)
         rendered = await compute(
-            function, body, *args, deadline_seconds=deadline_seconds, render=json_response
+            function, parsed, *args, deadline_seconds=deadline_seconds, render=render
         )
-        return cast(Answer, rendered)
-    binary = body.model_copy(update={"encoding": "binary"})
-    rendered = await compute(
-        function, binary, *args, deadline_seconds=deadline_seconds, render=representation.render
-    )
     # FastAPI sends a Response as it is, whatever the route's declared model.
     return cast(Answer, rendered)
 

@@ -12,8 +12,8 @@ from ...engine.cost import Cost
 from ...engine.errors import LimitExceeded, ShapeError
 from ...engine.layout import size_of
 from ..budget import BodyCounts, RequestCost, check_request, float_payload, index_payload
-from ..deps import BodyItems, ComputeDep, body_openapi, json_body
-from ..negotiation import answer, check_accept, offer
+from ..deps import BodyItems, ComputeDep, body_openapi, deferred_body
+from ..negotiation import DeferredBody, answer, check_accept, offer
 from ..problems import PROBLEM_RESPONSES
 from ..representations import BINARY, npy
 from ..schemas.tensors import (
@@ -37,7 +37,6 @@ offer("vec", BINARY, npy("vector", "vec(x)"))
 offer("ten", BINARY, npy("tensor", "ten(vector)"))
 
 
-
 def _flat_indices(counts: BodyCounts) -> int:
     # {"index": [[...], ..., [...]], "dims": [...]}: one "[" per index, two more around them
     return counts.brackets - 2
@@ -50,15 +49,17 @@ def _unflat_indices(counts: BodyCounts) -> int:
 
 
 _INDICES = "indices in one request"
-VecBody = Annotated[VecRequest, Depends(json_body(VecRequest))]
-TenBody = Annotated[TenRequest, Depends(json_body(TenRequest))]
+# The operators do nothing with a body but compute with it: a large one is validated in the same
+# worker-thread call as the computation (deferred_body).
+VecBody = Annotated[VecRequest | DeferredBody[VecRequest], Depends(deferred_body(VecRequest))]
+TenBody = Annotated[TenRequest | DeferredBody[TenRequest], Depends(deferred_body(TenRequest))]
 FlatBody = Annotated[
-    FlatRequest,
-    Depends(json_body(FlatRequest, BodyItems(_flat_indices, _INDICES, "max_index_count"))),
+    FlatRequest | DeferredBody[FlatRequest],
+    Depends(deferred_body(FlatRequest, BodyItems(_flat_indices, _INDICES, "max_index_count"))),
 ]
 UnflatBody = Annotated[
-    UnflatRequest,
-    Depends(json_body(UnflatRequest, BodyItems(_unflat_indices, _INDICES, "max_index_count"))),
+    UnflatRequest | DeferredBody[UnflatRequest],
+    Depends(deferred_body(UnflatRequest, BodyItems(_unflat_indices, _INDICES, "max_index_count"))),
 ]
 
 
