@@ -50,6 +50,7 @@ import gc
 import json
 import os
 import platform
+import random
 import re
 import statistics
 import sys
@@ -118,6 +119,8 @@ clock = CLOCK["wall"]
 BASELINE: Path | None = None
 # --rows: only the forward cases and COO layouts whose label matches this regular expression.
 ROWS = re.compile("")
+# Seed of the order of the variants in each round of interleaved().
+SEED = 12
 
 
 def interleaved(fns: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
@@ -126,12 +129,15 @@ def interleaved(fns: dict[str, Callable[[], object]], repeat: int) -> dict[str, 
         fn()
     samples: dict[str, list[float]] = {name: [] for name in fns}
     names = list(fns)
-    for round_ in range(repeat):
+    order = random.Random(SEED)
+    for _ in range(repeat):
         gc.collect()
-        # Each round starts one function later: whatever runs first after the collection, or
-        # right after torch's and XLA's calls, is not always the same variant.
-        shift = round_ % len(names)
-        for name in names[shift:] + names[:shift]:
+        # A fresh order every round: whatever runs first after the collection, or right after
+        # torch's and XLA's calls (whose pool threads spin on after returning), is not always
+        # the same variant. (A rotation kept the neighbours fixed: the engine's descent always
+        # ran right after jax's compile, 6 ms of its 48 ms wall time.)
+        order.shuffle(names)
+        for name in names:
             start = clock()
             fns[name]()
             samples[name].append(clock() - start)

@@ -21,7 +21,7 @@ Sizes are estimated, and limits enforced, before anything is allocated. Errors r
 operation are re-raised with its position: ``"operation 2 (sum): ..."`` (0-based, as ``/ops/2``).
 """
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal, get_args
@@ -31,6 +31,7 @@ import scipy.sparse as sp
 
 from . import layout as index_layout
 from .cancel import checkpoint
+from .chain_dense import multiply, stencil_dense
 from .errors import (
     DomainError,
     LimitExceeded,
@@ -40,7 +41,7 @@ from .errors import (
 )
 from .jacobian import Format, Jacobian
 from .op import Op, Sparsity, batch_of, check_order
-from .sparse import Factor, canonicalize, coo_from_triplets, matmul, to_coo, to_dense
+from .sparse import Factor, canonicalize, coo_from_triplets, to_coo, to_dense
 from .types import FloatArray, IndexArray, Layout, Order, Shape
 
 __all__ = [
@@ -68,6 +69,9 @@ BLOCK_ELEMENTS = 1 << 21
 # Measured on the 2-core machines over six chain shapes (xcorr, pooling, linear, softmax): the
 # sparse product ran at 1.3-9.5 ns per estimated unit, the batched basis passes at 0.3-6 ns.
 _SPARSE_COST = 8
+
+# Plans kept per chain (one per strategy, format and limits asked for; a chain is immutable).
+_PLANS_KEPT = 16
 
 _DENSE_HINT = "ask for format 'coo', or use /v1/jvp or /v1/vjp"
 _NNZ_HINT = "use /v1/jvp or /v1/vjp"
@@ -201,7 +205,7 @@ class Chain:
     whose shapes do not compose fails without touching its data.
     """
 
-    __slots__ = ("_bounds", "_ops", "_shapes", "_sparsity")
+    __slots__ = ("_association_memo", "_bounds", "_ops", "_plans", "_shapes", "_sparsity")
 
     def __init__(self, ops: Sequence[Op], in_shape: Sequence[int]) -> None:
         if not ops:
@@ -219,6 +223,9 @@ class Chain:
         self._shapes: tuple[Shape, ...] = tuple(shapes)
         self._sparsity: tuple[Sparsity, ...] = tuple(sparsity)
         self._bounds: dict[tuple[int, int], _Bound] = {}
+        # Shapes decide both; a small dense Jacobian spent a sixth of its time re-planning.
+        self._association_memo: tuple[dict[tuple[int, int], int], int, int] | None = None
+        self._plans: dict[tuple[str, str, int, int], JacobianPlan] = {}
 
     @property
     def ops(self) -> tuple[Op, ...]:
@@ -443,8 +450,13 @@ class Chain:
 
         Multiplying ``A = J_i..J_k`` by ``B = J_{k+1}..J_j`` takes
         ``sum_t nnz(A[:, t]) nnz(B[t, :])`` multiply-adds, at most
-        ``min(nnz(A) fan_out(B), nnz(B) fan_in(A))``.
+        ``min(nnz(A) fan_out(B), nnz(B) fan_in(A))``. Computed once per chain.
         """
+        if self._association_memo is None:
+            self._association_memo = self._associate()
+        return self._association_memo
+
+    def _associate(self) -> tuple[dict[tuple[int, int], int], int, int]:
         n = len(self._ops)
         cost: dict[tuple[int, int], int] = {(i, i): 0 for i in range(n)}
         split: dict[tuple[int, int], int] = {}
@@ -520,6 +532,9 @@ class Chain:
         forward. ``forward``/``reverse`` are admissible when ``in_size * out_size <=
         max_dense_elements``, ``chain`` when its peak matrix bound is ``<= max_nnz``.
         """
+        key = (strategy, fmt, max_dense_elements, max_nnz)
+        if key in self._plans:
+            return self._plans[key]
         if strategy not in STRATEGIES:
             raise ParameterError(f"strategy must be one of {list(STRATEGIES)}, got {strategy!r}")
         if fmt not in _FORMATS:
@@ -550,7 +565,10 @@ class Chain:
             "forward": n * per_pass + dense_elements,
         }
         chosen = choose_strategy(strategy, costs, peak, max_nnz, dense_elements, max_dense_elements)
-        return JacobianPlan(chosen, costs, nnz_bound, peak, dense_elements)
+        plan = JacobianPlan(chosen, costs, nnz_bound, peak, dense_elements)
+        if len(self._plans) < _PLANS_KEPT:
+            self._plans[key] = plan
+        return plan
 
     # -- Jacobian --------------------------------------------------------------------------------
 
@@ -607,6 +625,10 @@ class Chain:
             strategy=strategy, fmt=fmt, max_dense_elements=max_dense_elements, max_nnz=max_nnz
         )
         values = self.trace(x)
+        if plan.strategy == "chain" and fmt == "dense":
+            written = self._dense_chain_rule(values, order, layout)
+            if written is not None:
+                return Jacobian(written, self.in_shape, self.out_shape, layout, order)
         if plan.strategy == "chain":
             coo = self._chain_rule(values, order)
         elif fmt == "dense":
@@ -630,24 +652,36 @@ class Chain:
             matrix = canonicalize(index_layout.orient_coo(coo, layout))
         return Jacobian(matrix, self.in_shape, self.out_shape, layout, order)
 
-    def _chain_rule(self, values: tuple[FloatArray, ...], order: Order) -> sp.coo_array:
-        split, _, _ = self._association()
-        local: list[Factor] = []
-        for index, op in enumerate(self._ops):
+    def _local(self, values: tuple[FloatArray, ...], order: Order) -> Callable[[int], Factor]:
+        """Return ``t -> J_t``, the local factor of operation ``t`` (its errors name it)."""
+
+        def local(index: int) -> Factor:
+            op = self._ops[index]
             checkpoint()
             with _blame(index, op):
-                local.append(op.local_factor(values[index], order))
+                return op.local_factor(values[index], order)
 
-        def product(i: int, j: int) -> Factor:
-            # J_i ... J_j, associated as the dynamic program decided.
-            if i == j:
-                return local[i]
-            k = split[(i, j)]
-            left, right = product(i, k), product(k + 1, j)
-            checkpoint()
-            return matmul(left, right)
+        return local
 
-        return to_coo(product(0, len(self._ops) - 1))
+    def _chain_rule(self, values: tuple[FloatArray, ...], order: Order) -> sp.coo_array:
+        split, _, _ = self._association()
+        # Every local factor first, in application order (an operation's error comes first),
+        # then the product as the dynamic program decided.
+        local = [self._local(values, order)(index) for index in range(len(self._ops))]
+        return to_coo(multiply(local.__getitem__, split, 0, len(self._ops) - 1))
+
+    def _dense_chain_rule(
+        self, values: tuple[FloatArray, ...], order: Order, layout: Layout
+    ) -> FloatArray | None:
+        # A stencil followed by elementwise operations writes its dense Jacobian (chain_dense).
+        split, _, _ = self._association()
+        found = stencil_dense(self._ops, split, self._local(values, order))
+        if found is None:
+            return None
+        writer, scale = found
+        # Not under _blame: the writer checks its entries and reports a non-finite one as
+        # "the Jacobian has non-finite entries", like the sparse route (x passed the trace).
+        return writer.scaled_dense_jacobian(values[0], order, layout, scale)
 
     def _blocks(self, count: int) -> Iterator[tuple[int, int]]:
         # Basis vectors per block, so that a block and all its images fit in BLOCK_ELEMENTS.

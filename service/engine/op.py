@@ -569,8 +569,19 @@ class ElementwiseOp(Op):
 
     def _local_jacobian(self, x: FloatArray, order: Order) -> sp.coo_array:
         # diag(vec(g'(x))) needs no index arithmetic: the row of entry i is i.
+        return to_coo(self._diagonal(x, order))
+
+    def _local_factor(self, x: FloatArray, order: Order) -> Factor:
+        if type(self)._local_jacobian is not ElementwiseOp._local_jacobian:
+            return super()._local_factor(x, order)  # the subclass's own rule, read off
+        # The diagonal factor_of would read off that COO, without the COO.
+        return self._diagonal(x, order)
+
+    def _diagonal(self, x: FloatArray, order: Order) -> RowMap:
+        # A zero derivative is no entry of the COO and a +0.0 in the RowMap (-0.0 + 0.0 = +0.0);
+        # every other value is kept.
         n = layout.size_of(x.shape)
-        return to_coo(RowMap((n, n), layout.vec(self.derivative(x), order)))
+        return RowMap((n, n), np.add(layout.vec(self.derivative(x), order), 0.0))
 
 
 def coo_from_grids(

@@ -106,3 +106,21 @@ def test_a_gradient_overflowing_mid_run_is_diverged_on_either_path(wrap: bool) -
     state = DescentState(0, x, -735.0, np.array([1e-320]), 1e-320, None, None)
     following = descent.update(objective, state, DescentParams(learning_rate=1.0, max_steps=5))
     assert following == Stop("diverged", "step 1: the gradient has non-finite entries (overflow)")
+
+
+@pytest.mark.parametrize("last", [True, False])
+def test_a_final_loss_hands_back_its_gradient(last: bool) -> None:
+    # The loss as the last operation passes its gradient back as is (times the seed 1.0 it is
+    # the same float); anywhere else it is the op's VJP. Oracle: the derivative by hand,
+    # f = ||3 x||^2 + 0 or mean((3 x - t)^2) * 0.5, evaluated in the op's order of operations.
+    rng = np.random.default_rng(8)
+    x, target = rng.standard_normal((2, 3)), rng.standard_normal((2, 3))
+    for loss, gradient in (
+        (op("squared_norm"), 2.0 * (3.0 * x)),
+        (op("mse", target=target), 2.0 * (3.0 * x - target) / x.size),
+    ):
+        tail = [] if last else [op("scale", factor=0.5)]
+        objective = Objective(Chain([op("scale", factor=3.0), loss, *tail], x.shape))
+        expected = 3.0 * (gradient if last else gradient * 0.5)
+        got = objective.gradient(objective.evaluate(x))
+        np.testing.assert_array_equal(got, expected)

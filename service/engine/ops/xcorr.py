@@ -19,7 +19,7 @@ import scipy.sparse as sp
 from .. import xcorr as correlation
 from ..op import LinearOp, Sparsity, frozen_array, register
 from ..sparse import Factor, factor_of
-from ..types import FloatArray, Order, Shape
+from ..types import FloatArray, Layout, Order, Shape
 
 
 @register
@@ -136,3 +136,31 @@ class CrossCorrelate2D(LinearOp):
         # The CSR arrays the matrix is built in, before their row indices are expanded to COO.
         jacobian = correlation.jacobian_x_csr(self.kernel, x.shape, self.geometry, order, "in_out")
         return factor_of(jacobian)
+
+    def scaled_dense_jacobian(
+        self, x: FloatArray, order: Order, layout: Layout, scale: FloatArray | None
+    ) -> FloatArray:
+        """Return ``J diag(scale)`` at ``x`` as a dense matrix (``chain_dense.DenseWriter``).
+
+        Parameters
+        ----------
+        x : ndarray, shape ``in_shape``
+        order : {"F", "C"}
+        layout : {"in_out", "out_in"}
+        scale : ndarray, shape (out_size,), or None
+            A factor per output element, flat in ``order``.
+
+        Returns
+        -------
+        ndarray, shape (in_size, out_size), or its transpose for ``out_in``
+            Bit for bit the dense form of ``local_factor(x, order) @ diag(scale)``.
+
+        Raises
+        ------
+        NonFiniteError
+            If an entry is not finite (``"the Jacobian has non-finite entries (overflow)"``).
+        """
+        x = self._differentiable(x, order)
+        return correlation.jacobian_x_dense(
+            self.kernel, x.shape, self.geometry, order, layout, scale
+        )

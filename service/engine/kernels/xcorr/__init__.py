@@ -28,17 +28,20 @@ Modules, by concern:
 * ``forward``: the measured forward methods and the notes' ``ten(J^T vec(x))``;
 * ``runs``, ``builder``, ``border`` and ``jacobian``: the sparse Jacobians w.r.t. ``x`` and
   ``k`` (axis pairings and runs; long-run blocks; border rows) and their sizes;
+* ``dense``: the Jacobian w.r.t. ``x`` written densely (columns scaled), for small dense requests;
 * ``transpose``: the VJPs.
 
 Public surface (also :mod:`service.engine.xcorr`): :class:`XCorrGeometry`,
 :func:`output_shape`, :func:`padding_pairs`, :func:`choose_method`, :func:`cross_correlate`,
 :func:`forward_via_jacobian`, :func:`jacobian_x` (and :func:`jacobian_x_csr`, the same matrix as
-CSR), :func:`jacobian_kernel`, :func:`nnz_x`, :func:`nnz_kernel`, :func:`vjp_x`,
+CSR, and :func:`jacobian_x_dense`, dense with columns scaled), :func:`jacobian_kernel`,
+:func:`nnz_x`, :func:`nnz_kernel`, :func:`vjp_x`,
 :func:`vjp_kernel`, :func:`scratch_elements` (for the cost model).
 The op is bilinear, so its JVP is the forward itself:
 ``jvp = cross_correlate(dx, k) + cross_correlate(x, dk)``.
 """
 
+from .dense import jacobian_x_dense
 from .forward import (
     FORWARD_METHODS,
     Method,
@@ -76,6 +79,7 @@ __all__ = [
     "jacobian_kernel",
     "jacobian_x",
     "jacobian_x_csr",
+    "jacobian_x_dense",
     "nnz_kernel",
     "nnz_x",
     "output_shape",
