@@ -119,3 +119,16 @@ async def test_a_valid_large_body_waits_for_a_slot_like_a_small_one(
         assert response.status_code == 503, (size, response.text[:300])
         assert response.json()["type"] == "/problems/saturated"
         assert int(response.headers["retry-after"]) >= 1
+
+
+async def test_a_large_body_no_representation_satisfies_is_a_406_while_every_slot_is_held(
+    saturated: httpx.AsyncClient,
+) -> None:
+    # encoding "binary" rules JSON out; the request takes JSON only (CONVENTIONS: 406).
+    document = {"x": {"data": [1.0] * LARGE}, "encoding": "binary"}
+    body, headers = json_request(document)
+    response = await saturated.post(
+        "/v1/vec", content=body, headers={**headers, "accept": "application/json"}
+    )
+    assert response.status_code == 406, response.text[:300]
+    assert response.headers["content-type"] == PROBLEM_JSON
