@@ -60,7 +60,9 @@ def vec_with_a_string(size: int, encoding: str) -> tuple[bytes, dict[str, str]]:
     return json_request({"x": {"data": [1.0] * (size - 1) + ["one"]}})
 
 
-async def post(client: httpx.AsyncClient, path: str, request: tuple[bytes, dict[str, str]]):
+async def post(
+    client: httpx.AsyncClient, path: str, request: tuple[bytes, dict[str, str]]
+) -> httpx.Response:
     body, headers = request
     return await client.post(path, content=body, headers=headers)
 
@@ -77,7 +79,8 @@ async def test_an_invalid_large_body_is_a_422_while_every_slot_is_held(
         assert response.headers["content-type"] == PROBLEM_JSON
         assert response.json()["type"] == "/problems/request-validation"
         pointers = [error["pointer"] for error in response.json()["errors"]]
-        assert pointers == ([f"/x/data/{size - 1}"] if encoding == "list" else ["/x/binary_data_size"]), pointers
+        expected = f"/x/data/{size - 1}" if encoding == "list" else "/x/binary_data_size"
+        assert pointers == [expected], pointers
 
 
 async def test_a_large_body_over_the_index_limit_is_a_413_while_every_slot_is_held(
