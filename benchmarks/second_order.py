@@ -163,7 +163,8 @@ def program_rows(repeat: int) -> list[dict[str, Any]]:
             {
                 "gradient": lambda o=objective, x=x: o.gradient(o.evaluate(x)),
                 "one_off": lambda p=program, i=inputs, w=wrt: requests.product(
-                    p, i, np.ones(()), w, direction="vjp", limits=LIMITS),
+                    p, i, np.ones(()), w, direction="vjp", limits=LIMITS
+                ),
                 "hvp": lambda p=program, i=inputs, v=vectors: graph_hvp.program_hvp(p, i, v),
                 "at_point": lambda a=point, v=vectors: a.products(v, 1),
             },

@@ -195,7 +195,9 @@ def program_jacobian_cost(body: JacobianRequest, settings: Settings) -> RequestC
         cost = estimates.jacobian_cost(chain, plan, fmt, body.check)
         payload += jacobian_payload(fmt, plan.nnz_bound, n, m, body.encoding)
         facts: dict[str, Any] = {
-            "format": fmt, "strategy": plan.strategy, "nnz_bounds": {names[0]: plan.nnz_bound}
+            "format": fmt,
+            "strategy": plan.strategy,
+            "nnz_bounds": {names[0]: plan.nnz_bound},
         }
     else:
         fmt = resolve_format(program, names, body.format, limits)

@@ -28,6 +28,8 @@ OPERATIONS = [
     for path, item in DOCUMENT["paths"].items()
     for method, operation in item.items()
 ]
+
+
 def _own_statuses() -> dict[tuple[str, str], set[int]]:
     app = create_app(Settings())
     found: dict[tuple[str, str], set[int]] = {}

@@ -93,8 +93,11 @@ def _gradient(program: Program, inputs: dict[str, np.ndarray], names: list[str],
         ("sum(tanh(x * w) + exp(w) / (1 + x ** 2))", {"x": (3, 4), "w": (4,)}, None),
         ("sum(softmax(x) * w) + logsumexp(x @ w)", {"x": (3, 4), "w": (4,)}, ["w", "x"]),
         ("sum(x ** (w * w + 1)) + mse(x, w)", {"x": (3, 4), "w": (4,)}, None),
-        ("sum(maximum(x, w) * x) + sum(einsum(x, w, subscripts='ij,j->i') ** 2)",
-         {"x": (3, 4), "w": (4,)}, None),
+        (
+            "sum(maximum(x, w) * x) + sum(einsum(x, w, subscripts='ij,j->i') ** 2)",
+            {"x": (3, 4), "w": (4,)},
+            None,
+        ),
         ("sum(concatenate(x, x * x, axis=0)[1:, ::2] ** 3)", {"x": (3, 4)}, None),
     ],  # fmt: skip
 )
