@@ -70,6 +70,11 @@ def test_products_through_the_output_leave_their_inputs_alone(
         expected = np.stack([operation.derivative(x) * v for v in kept[2]])
         assert result.shape == (batch, *shape)
         assert result.tobytes() == expected.tobytes()
+    # the programs' rules hand one unbatched vector (a 0-d one for a scalar)
+    for vector in vectors:
+        single = operation._vjp_given(x, y, vector)
+        assert single.shape == shape
+        assert single.tobytes() == (operation.derivative(x) * vector).tobytes()
     for before, after in zip(kept, (x, y, vectors), strict=True):
         assert before.tobytes() == after.tobytes()
 

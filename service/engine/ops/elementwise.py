@@ -52,13 +52,22 @@ class _DerivativeOfOutput(ElementwiseOp):
         return self._times_derivative(x, y, cotangents)
 
     def _times_derivative(self, x: FloatArray, y: FloatArray, batch: FloatArray) -> FloatArray:
-        # g'(x) * batch: (in) * (B, *in) -> (B, *in). For one vector, into the derivative when it
-        # is a fresh array: a large VJP's fresh temporaries are page faults (same floats).
+        # g'(x) * batch: (in) * (B, *in) -> (B, *in), or (in) * (in) for the programs' rules.
+        # One vector is multiplied into the derivative when that is a fresh array: a large
+        # VJP's fresh temporaries are page faults (same floats).
         derivative = self.derivative_given(x, y)
-        fresh = isinstance(derivative, np.ndarray) and derivative is not y and derivative is not x
-        if fresh and len(batch) == 1 and derivative.flags.writeable:
+        fresh = (
+            isinstance(derivative, np.ndarray)
+            and derivative is not y
+            and derivative is not x
+            and derivative.flags.writeable
+        )
+        if fresh and np.shape(batch) == (1, *derivative.shape):
             np.multiply(derivative, batch[0], out=derivative)
             return derivative[np.newaxis]
+        if fresh and np.shape(batch) == derivative.shape:
+            np.multiply(derivative, batch, out=derivative)
+            return derivative
         result: FloatArray = derivative * batch
         return result
 
