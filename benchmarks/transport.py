@@ -36,8 +36,10 @@ MB, so "x baseline" = baseline ms / row ms (> 1: faster than the baseline).
 
 Correctness: every client round trip (the warm-up included) is checked outside the timer. It must
 return status 200, echo ``in_shape`` and ``order``, and return a vector that equals
-``x.ravel(order="F")`` bit for bit. The input is 2-D, so F and C order differ. The breakdown's
-serializer must also reproduce the HTTP response body byte for byte.
+``x.ravel(order="F")`` bit for bit. The input is 2-D by default (``--shape square``), so F and C
+order differ and ``vec`` is a transposing copy that both encodings pay; ``--shape vector`` sends
+the 10^6 values as one vector, whose ``vec`` is the identity, which leaves the transport alone.
+The breakdown's serializer must also reproduce the HTTP response body byte for byte.
 
 Run: ``.venv/bin/python benchmarks/transport.py [--n 1000000] [--repeat 7]`` (any cwd).
 """
@@ -501,11 +503,11 @@ def format_table(rows: list[Row], mb: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
-async def run(n: int, repeat: int) -> None:
-    """Benchmark both encodings and print the report."""
-    shape = near_square_shape(n)
+async def run(n: int, repeat: int, vector: bool = False) -> None:
+    """Benchmark both encodings and print the report (``vector``: x of shape (n,))."""
+    shape = (n,) if vector else near_square_shape(n)
     x = np.random.default_rng(SEED).standard_normal(shape)
-    if min(shape) > 1 and np.array_equal(x.ravel(order="F"), x.ravel(order="C")):
+    if not vector and min(shape) > 1 and np.array_equal(x.ravel(order="F"), x.ravel(order="C")):
         raise RuntimeError("F and C order coincide; the correctness check would not discriminate")
     app = create_app()
     # create_app configures INFO logging; httpx would log every request to stderr while timed.
@@ -583,12 +585,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Wire throughput of POST /v1/vec, in-process.")
     parser.add_argument("--n", type=int, default=1_000_000, help="float64 elements (default 10^6)")
     parser.add_argument("--repeat", type=int, default=7, help="timed repetitions, >= 5 (default 7)")
+    parser.add_argument(
+        "--shape",
+        choices=("square", "vector"),
+        default="square",
+        help="x as a near-square matrix (vec transposes) or as one vector (vec is the identity)",
+    )
     args = parser.parse_args(argv)
     if args.n < 1:
         parser.error("--n must be >= 1")
     if args.repeat < 5:
         parser.error("--repeat must be >= 5")
-    asyncio.run(run(args.n, args.repeat))
+    asyncio.run(run(args.n, args.repeat, args.shape == "vector"))
     return 0
 
 
