@@ -64,3 +64,36 @@ async def test_concurrent_requests_each_get_the_matrix_of_their_own_parameters()
     for index, got in enumerate(answers):
         k, geometry, order, layout = cases[index % len(cases)]
         assert same_bits(got, relu_oracle(x, k, geometry, order, layout)), index
+
+
+@pytest.mark.parametrize(
+    ("kernel_value", "x_value", "tail", "detail"),
+    [
+        # y = 4e308 overflows in the cross-correlation itself: the operation is named
+        (1e308, 1e308, ["square"], "operation 0 (xcorr2d): the result has non-finite entries"),
+        (1.0, 1e200, ["square", "tanh"], "operation 1 (square): the result has non-finite"),
+        # y = 4 is finite, square' = 8 times the tap 1e308 is not: an entry of J overflows
+        (1e308, 1e-308, ["square"], "the Jacobian has non-finite entries (overflow)"),
+    ],
+)
+@pytest.mark.parametrize("strategy", ["chain", "forward"])
+async def test_overflow_in_a_dense_jacobian_is_a_non_finite_problem(
+    kernel_value: float, x_value: float, tail: list[str], detail: str, strategy: str
+) -> None:
+    request = {
+        "x": {"data": np.full((1, 3, 3), x_value).tolist()},
+        "function": [
+            {"op": "xcorr2d", "kernel": {"data": np.full((1, 2, 2), kernel_value).tolist()}}
+        ]
+        + [{"op": name} for name in tail],
+        "format": "dense",
+        "strategy": strategy,
+    }
+    transport = httpx.ASGITransport(app=create_app(Settings()))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        response = await client.post("/v1/jacobian", json=request)
+    assert response.status_code == 422, response.text[:300]
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["type"] == "/problems/non-finite"
+    assert problem["detail"].startswith(detail), problem["detail"]
