@@ -371,3 +371,18 @@ def test_the_association_order_avoids_a_large_intermediate() -> None:
     split, _, peak = chain._association()
     assert split[(0, 2)] == 0  # J_1 (J_2 J_3)
     assert peak == n * n
+
+
+def test_a_plan_is_kept_per_request_and_a_refusal_is_never_kept() -> None:
+    # Plans are a function of the shapes and the arguments: kept once made; a refusal is made
+    # again each time (nothing is remembered of it), and other limits get their own plan.
+    chain = Chain([get_op("tanh")(), get_op("sum")(axes=(1,))], (4, 5))
+    first = chain.plan(fmt="dense", max_dense_elements=100, max_nnz=100)
+    assert chain.plan(fmt="dense", max_dense_elements=100, max_nnz=100) is first
+    assert first.dense_elements == 20 * 4 and first.strategy in ("chain", "reverse", "forward")
+    other = chain.plan(strategy="forward", fmt="dense", max_dense_elements=100, max_nnz=100)
+    assert other.strategy == "forward"
+    for _ in range(2):
+        with pytest.raises(LimitExceeded):
+            chain.plan(fmt="dense", max_dense_elements=79, max_nnz=100)
+    assert chain.plan(fmt="dense", max_dense_elements=80, max_nnz=100).dense_elements == 80

@@ -1,7 +1,8 @@
 """Issue 12's cheaper JVP/VJP rules give the same floats as before, and the oracles still hold.
 
 * ``tanh``, ``sigmoid`` and ``exp`` take their derivative from the stored output: bit for bit
-  the formula in ``x`` (the old rule), and central differences at 1e-6.
+  the formula in ``x`` (the old rule), and central differences at 1e-6; one vector is multiplied
+  into that fresh derivative, leaving ``x``, the output and the vector alone.
 * ``avg_pool2d`` with disjoint windows averages by tile adds and pulls back by one broadcast
   add: bit for bit ``np.mean`` over the window view (the old forward) and the naive loops of
   ``tests/oracles.py`` at 1e-12; the VJP is ``<J^T v, u> = <v, J u>`` against the forward.
@@ -46,6 +47,36 @@ def test_derivative_from_the_output_is_the_derivative_bit_for_bit(name: str) -> 
     h = 1e-6
     slope = (operation.forward(x + h) - operation.forward(x - h)) / (2 * h)
     np.testing.assert_allclose(given[moderate], slope[moderate], rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", ["tanh", "sigmoid", "exp"])
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("shape", [(), (4, 5)])
+def test_products_through_the_output_leave_their_inputs_alone(
+    name: str, batch: int, shape: tuple[int, ...]
+) -> None:
+    # One vector is multiplied into the fresh derivative: neither x, nor the stored output
+    # (exp's derivative is the output itself), nor the vectors change; each product is
+    # g'(x) v_b, the old formula in x, bit for bit.
+    operation = get_op(name)()
+    rng = np.random.default_rng(2)
+    x, vectors = rng.standard_normal(shape), rng.standard_normal((batch, *shape))
+    y = operation.forward(x)
+    kept = (x.copy(), y.copy(), vectors.copy())
+    for result in (
+        operation.vjp(x, vectors, output=y),
+        operation.jvp(x, vectors, output=y),
+    ):
+        expected = np.stack([operation.derivative(x) * v for v in kept[2]])
+        assert result.shape == (batch, *shape)
+        assert result.tobytes() == expected.tobytes()
+    # the programs' rules hand one unbatched vector (a 0-d one for a scalar)
+    for vector in vectors:
+        single = operation._vjp_given(x, y, vector)
+        assert single.shape == shape
+        assert single.tobytes() == (operation.derivative(x) * vector).tobytes()
+    for before, after in zip(kept, (x, y, vectors), strict=True):
+        assert before.tobytes() == after.tobytes()
 
 
 def _window_mean(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -294,7 +294,9 @@ def update(
     velocity: FloatArray | None = None
     with np.errstate(all="ignore"):
         if params.momentum == 0:
-            x = state.x - gamma * g  # the notes' rule, exactly
+            # the notes' rule, exactly: x_t - γ g, written over the fresh γ g
+            x = np.multiply(g, gamma)
+            np.subtract(state.x, x, out=x)
         else:
             beta = params.momentum
             velocity = g if state.velocity is None else beta * state.velocity + g

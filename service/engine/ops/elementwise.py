@@ -46,10 +46,30 @@ class _DerivativeOfOutput(ElementwiseOp):
         """Return ``g'(x)`` from ``y = g(x)``, bit for bit :meth:`derivative`."""
 
     def _jvp_given(self, x: FloatArray, y: FloatArray, tangents: FloatArray) -> FloatArray:
-        return self.derivative_given(x, y) * tangents
+        return self._times_derivative(x, y, tangents)
 
     def _vjp_given(self, x: FloatArray, y: FloatArray, cotangents: FloatArray) -> FloatArray:
-        return self.derivative_given(x, y) * cotangents
+        return self._times_derivative(x, y, cotangents)
+
+    def _times_derivative(self, x: FloatArray, y: FloatArray, batch: FloatArray) -> FloatArray:
+        # g'(x) * batch: (in) * (B, *in) -> (B, *in), or (in) * (in) for the programs' rules.
+        # One vector is multiplied into the derivative when that is a fresh array: a large
+        # VJP's fresh temporaries are page faults (same floats).
+        derivative = self.derivative_given(x, y)
+        fresh = (
+            isinstance(derivative, np.ndarray)
+            and derivative is not y
+            and derivative is not x
+            and derivative.flags.writeable
+        )
+        if fresh and np.shape(batch) == (1, *derivative.shape):
+            np.multiply(derivative, batch[0], out=derivative)
+            return derivative[np.newaxis]
+        if fresh and np.shape(batch) == derivative.shape:
+            np.multiply(derivative, batch, out=derivative)
+            return derivative
+        result: FloatArray = derivative * batch
+        return result
 
 
 @register
@@ -262,8 +282,9 @@ class Tanh(_DerivativeOfOutput):
         return 1.0 - np.square(np.tanh(x))
 
     def derivative_given(self, x: FloatArray, y: FloatArray) -> FloatArray:
-        """Return ``1 - y**2`` for ``y = tanh(x)``."""
-        return 1.0 - np.square(y)
+        """Return ``1 - y**2`` for ``y = tanh(x)`` (a fresh array, computed in place)."""
+        result: FloatArray = np.square(y, out=np.empty(np.shape(y)))
+        return np.subtract(1.0, result, out=result)
 
     def second_derivative(self, x: FloatArray) -> FloatArray:
         """Return ``-2 tanh(x) (1 - tanh(x)**2)``."""
