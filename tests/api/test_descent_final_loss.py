@@ -94,3 +94,26 @@ async def test_the_trajectory_is_the_notes_loop_bit_for_bit(name: str) -> None:
     recorded = {record["step"]: record["f"] for record in answer["trajectory"]}
     assert recorded == {step: values[step] for step in recorded}
     assert len(recorded) >= STEPS
+
+
+@pytest.mark.parametrize("function", [[{"op": "square"}], [{"op": "squared_norm"}]])
+async def test_a_scalar_x0_descends_as_the_notes_loop(function: list[dict]) -> None:
+    # x of shape (): f = x^2, grad 2 x (a 0-d tensor is a tensor, CONVENTIONS)
+    rate, points = 0.1, [1.5]
+    for _ in range(5):
+        points.append(points[-1] - rate * (2.0 * points[-1]))
+    request = {
+        "function": function,
+        "x0": {"data": 1.5},
+        "learning_rate": rate,
+        "max_steps": 5,
+        "record_every": 1,
+        "tolerances": {"grad_tol": 0.0},
+    }
+    transport = httpx.ASGITransport(app=create_app(Settings()))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        response = await client.post("/v1/gradient-descent", json=request)
+    assert response.status_code == 200, response.text[:300]
+    answer = response.json()
+    assert answer["x_final"]["shape"] == [] and answer["x_final"]["data"] == points[5]
+    assert [point["f"] for point in answer["trajectory"]] == [x * x for x in points]
