@@ -294,9 +294,13 @@ def update(
     velocity: FloatArray | None = None
     with np.errstate(all="ignore"):
         if params.momentum == 0:
-            # the notes' rule, exactly: x_t - γ g, written over the fresh γ g
+            # the notes' rule, exactly: x_t - γ g, written over the fresh γ g; for a 0-d x the
+            # product is a NumPy scalar, which cannot be written over
             x = np.multiply(g, gamma)
-            np.subtract(state.x, x, out=x)
+            if isinstance(x, np.ndarray):
+                np.subtract(state.x, x, out=x)
+            else:
+                x = state.x - x
         else:
             beta = params.momentum
             velocity = g if state.velocity is None else beta * state.velocity + g
