@@ -21,10 +21,11 @@ from typing import Any, Generic, TypeVar, cast
 
 from fastapi import Request
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from ..codec.binary import HEADER_LENGTH
-from .problems import NotAcceptable, UnsupportedMediaType
+from .problems import NotAcceptable, Saturated, UnsupportedMediaType
 from .rendering import json_response
 
 JSON = "application/json"
@@ -223,12 +224,16 @@ async def answer(
     (:func:`~service.api.rendering.json_response`, base64 spliced in as bytes): the event loop
     never serializes a response whose size grows with the request. Any other representation is
     computed with ``encoding: "binary"`` and rendered in the same worker-thread call. A
-    :class:`DeferredBody` is validated in that call too, before the representation is chosen.
+    :class:`DeferredBody` is validated in that call too, before the representation is chosen;
+    if no slot frees up in time it is validated anyway, so that its 422, 413 or 406 comes before
+    the 503.
 
     Raises
     ------
     NotAcceptable
         Before computing, if no representation satisfies ``Accept`` (406).
+    Saturated
+        If no computation slot freed up in time, for a valid request (503).
     """
     operation = getattr(request.scope.get("route"), "name", "")
     if isinstance(body, DeferredBody):
@@ -238,7 +243,14 @@ async def answer(
             parsed, render = _prepare(request, operation, deferred.validate())
             return render(function(parsed, *args))
 
-        rendered = await compute(respond, body, deadline_seconds=deadline_seconds)
+        try:
+            rendered = await compute(respond, body, deadline_seconds=deadline_seconds)
+        except Saturated:
+            # A body validated before it waits for a slot (a small one, every other route) gets
+            # its 422, 413 or 406 whatever the load: so does this one. Only a request that would
+            # be served is refused for want of a slot.
+            _prepare(request, operation, await run_in_threadpool(body.validate))
+            raise
     else:
         parsed, render = _prepare(request, operation, body)
         rendered = await compute(

@@ -246,7 +246,8 @@ class CooJacobianIn(_JacobianInHeader):
     def _stated_encoding(cls, values: Any) -> Any:
         # Checked on the wire values: the field validators below replace them by arrays.
         stated = values.get("encoding") if isinstance(values, dict) else None
-        if stated in _WRITTEN_AS:
+        # A list or object is not a key (unhashable): the field's own validation refuses it.
+        if isinstance(stated, str) and stated in _WRITTEN_AS:
             wrong = [
                 name
                 for name in ("row", "col", "data")

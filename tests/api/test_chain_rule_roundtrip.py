@@ -160,3 +160,19 @@ async def test_a_consistent_header_is_accepted_and_labels_the_product(
     got = (await post(client, "/v1/chain-rule", body))["jacobian"]
     assert got["order"] == "C" and got["in_shape"] == [3] and got["out_shape"] == [1]
     np.testing.assert_array_equal(dense(got), [[1.0], [0.0], [3.0]])
+
+
+@pytest.mark.parametrize("stated", [[], {}, ["base64"], 3, None])
+async def test_an_encoding_that_is_not_a_string_is_a_422_not_a_500(
+    client: httpx.AsyncClient, stated: Any
+) -> None:
+    # Found by schemathesis: a list was looked up in a dict of encodings (unhashable: a 500).
+    body = {"jacobians": [{**_coo(), "encoding": stated}, _dense()]}
+    response = await client.post("/v1/chain-rule", json=body)
+    if stated is None:  # null is "not stated"
+        assert response.status_code == 200, response.text
+        return
+    assert response.status_code == 422, response.text
+    problem = response.json()
+    assert problem["type"] == "/problems/request-validation"
+    assert [e["pointer"] for e in problem["errors"]] == ["/jacobians/0/encoding"], problem
