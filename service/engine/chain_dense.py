@@ -81,9 +81,9 @@ def stencil_dense(
     (DenseWriter, ndarray of shape (out_size,) or None), or None
         None unless ``ops[0]`` is a :class:`DenseWriter`, every other operation is elementwise
         and the association multiplies ``J_1`` last (``J_1 (J_2 ... J_n)``, whose right factor
-        is then a diagonal). Otherwise ``ops[0]`` and that diagonal (None for ``n = 1``): its
-        ``scaled_dense_jacobian(x, order, layout, scale)`` is the matrix :func:`multiply`
-        gives, densely.
+        is then a diagonal, unless an operation wrote its own rule). Otherwise ``ops[0]`` and
+        that diagonal (None for ``n = 1``): its ``scaled_dense_jacobian(x, order, layout,
+        scale)`` is the matrix :func:`multiply` gives, densely.
     """
     first, n = ops[0], len(ops)
     if not isinstance(first, DenseWriter):
@@ -93,5 +93,6 @@ def stencil_dense(
     if n == 1:
         return first, None
     diagonal = multiply(local, split, 1, n - 1)
-    assert isinstance(diagonal, RowMap) and diagonal.col is None, "elementwise: a diagonal"
+    if not (isinstance(diagonal, RowMap) and diagonal.col is None):
+        return None  # an operation that wrote its own, non-diagonal rule: the sparse product
     return first, diagonal.value

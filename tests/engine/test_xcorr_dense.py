@@ -7,6 +7,7 @@ differences for whole chains.
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -15,7 +16,8 @@ from service.engine.chain import Chain
 from service.engine.chain_dense import stencil_dense
 from service.engine.errors import NonFiniteError
 from service.engine.kernels.xcorr import jacobian as xcorr_jacobian
-from service.engine.op import get_op
+from service.engine.op import ElementwiseOp, get_op
+from service.engine.sparse import to_coo
 from tests import oracles
 from tests.engine.test_xcorr import Case, cases, layouts, orders, tensors
 
@@ -131,3 +133,27 @@ def test_an_overflowing_dense_jacobian_is_refused() -> None:
     x = np.full((1, 3, 3), 1e-308)  # y = 4: square' = 8, times 1e308 overflows
     with pytest.raises(NonFiniteError, match="the Jacobian has non-finite entries"):
         chain.jacobian(x, fmt="dense", strategy="chain", **BIG)
+
+
+def test_an_elementwise_rule_that_is_not_diagonal_takes_the_sparse_product() -> None:
+    # An elementwise operation may write its own local Jacobian (tests/engine/test_fdcheck.py
+    # breaks one on purpose); whatever it is, the dense answer is the sparse product's.
+    class Moves(ElementwiseOp):  # a diagonal that claims to move every entry one place on
+        name = "test_moves"
+
+        def _forward(self, x: np.ndarray) -> np.ndarray:
+            return 2.0 * x
+
+        def derivative(self, x: np.ndarray) -> np.ndarray:
+            return np.full(x.shape, 2.0)
+
+        def _local_jacobian(self, x: np.ndarray, order: str) -> sp.coo_array:
+            n = x.size
+            return sp.coo_array((np.full(n, 2.0), (np.arange(n), (np.arange(n) + 1) % n)))
+
+    k = np.random.default_rng(9).standard_normal((1, 2, 2))
+    chain = Chain([get_op("xcorr2d")(kernel=k), Moves()], (1, 4, 4))
+    dense = chain.jacobian(np.zeros((1, 4, 4)), fmt="dense", strategy="chain", **BIG).matrix
+    correlation = xcorr.jacobian_x(k, (1, 4, 4)).toarray()
+    moved = to_coo(Moves().local_factor(np.zeros((3, 3)), "F")).toarray()
+    np.testing.assert_array_equal(dense, correlation @ moved)
