@@ -27,7 +27,7 @@ def main() -> None:
     if settings.workers > 1:
         _multiprocess_metrics()
     uvicorn.run(
-        "service.main:create_app",
+        "service.main:serve_app",
         factory=True,
         host=settings.host,
         port=settings.port,
