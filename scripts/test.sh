@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up the system packages and .venv (editable install with the dev extra), then: ruff check,
-# mypy, pytest.
+# ruff format --check, mypy, pytest.
 # Stops at the first failing step and exits with its status. Extra arguments go to pytest.
 set -euo pipefail
 
@@ -16,8 +16,9 @@ bash scripts/system-deps.sh
 echo "==> pip install -e '.[dev]'"
 .venv/bin/python -m pip install --quiet -e '.[dev]'
 
-echo "==> ruff check ."
+echo "==> ruff check . && ruff format --check ."
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .
 
 echo "==> mypy (strict, packages from pyproject.toml)"
 .venv/bin/mypy

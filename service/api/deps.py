@@ -174,9 +174,7 @@ def validate_body(
     if items is not None:
         limit = getattr(settings, items.setting)
         if items.count(counts) > limit:
-            raise LimitExceeded(
-                items.quantity, items.count(counts), limit, setting=items.setting
-            )
+            raise LimitExceeded(items.quantity, items.count(counts), limit, setting=items.setting)
     try:
         parsed = model.model_validate_json(document, context=context)
     except ValidationError as error:

@@ -119,9 +119,7 @@ async def test_a_large_binary_answer_refused_by_accept_is_a_406(client) -> None:
     # encoding "binary" rules JSON out; the request says it takes JSON only.
     body, headers = tensor_body(np.ones(SHAPE), "base64")
     document = {**json.loads(body), "encoding": "binary"}
-    response = await client.post(
-        "/v1/vec", json=document, headers={"accept": "application/json"}
-    )
+    response = await client.post("/v1/vec", json=document, headers={"accept": "application/json"})
     assert response.status_code == 406, response.text
     assert response.headers["content-type"] == PROBLEM_JSON
 
