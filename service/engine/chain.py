@@ -339,7 +339,8 @@ class Chain:
         value = self._input(x)
         tangents = self._batch(tangents, self.in_shape, "tangents")
         for index, op in enumerate(self._ops):
-            with _blame(index, op):
+            # An overflow (or inf * 0) is reported as NonFiniteError below, not as a warning.
+            with _blame(index, op), np.errstate(over="ignore", invalid="ignore"):
                 if index + 1 < len(self._ops):
                     # The JVP's domain check first, as op.jvp would make it before the forward;
                     # then the rule gets the output it may be cheaper from (tanh' = 1 - y²).
@@ -406,7 +407,7 @@ class Chain:
     def _push(self, values: tuple[FloatArray, ...], tangents: FloatArray) -> FloatArray:
         for index, op in enumerate(self._ops):
             checkpoint()
-            with _blame(index, op):
+            with _blame(index, op), np.errstate(over="ignore", invalid="ignore"):
                 tangents = op.jvp(values[index], tangents)
         return tangents
 
@@ -414,7 +415,7 @@ class Chain:
         for index in range(len(self._ops) - 1, -1, -1):
             op = self._ops[index]
             checkpoint()
-            with _blame(index, op):
+            with _blame(index, op), np.errstate(over="ignore", invalid="ignore"):
                 cotangents = op.vjp(values[index], cotangents, output=values[index + 1])
         _require_finite(cotangents, "the VJP")
         return cotangents
