@@ -668,8 +668,9 @@ class Chain:
         split, _, _ = self._association()
         # Every local factor first, in application order (an operation's error comes first),
         # then the product as the dynamic program decided.
-        local = [self._local(values, order)(index) for index in range(len(self._ops))]
-        return to_coo(multiply(local.__getitem__, split, 0, len(self._ops) - 1))
+        local = self._local(values, order)
+        factors = [local(index) for index in range(len(self._ops))]
+        return to_coo(multiply(factors.__getitem__, split, 0, len(self._ops) - 1))
 
     def _dense_chain_rule(
         self, values: tuple[FloatArray, ...], order: Order, layout: Layout
