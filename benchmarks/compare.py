@@ -44,6 +44,10 @@ to 1e-10 relative, the descent loops end at the same ``x``, the COO entries matc
 
 from __future__ import annotations
 
+# isort: off
+import _service_kernels  # noqa: F401  (the service's BLAS kernels: before NumPy loads OpenBLAS)
+
+# isort: on
 import argparse
 import contextlib
 import gc

@@ -35,6 +35,10 @@ converges and the comparison is of a stable iteration.
 
 from __future__ import annotations
 
+# isort: off
+import _service_kernels  # noqa: F401  (the service's BLAS kernels: before NumPy loads OpenBLAS)
+
+# isort: on
 import argparse
 import asyncio
 import cProfile

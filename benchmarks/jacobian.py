@@ -44,6 +44,10 @@ Run: ``.venv/bin/python benchmarks/jacobian.py [--repeat 7] [--profile]`` (any c
 
 from __future__ import annotations
 
+# isort: off
+import _service_kernels  # noqa: F401  (the service's BLAS kernels: before NumPy loads OpenBLAS)
+
+# isort: on
 import argparse
 import cProfile
 import gc

@@ -26,6 +26,10 @@ Both compiled gradients are checked against a naive ``einsum`` over the image's 
 
 from __future__ import annotations
 
+# isort: off
+import _service_kernels  # noqa: F401  (the service's BLAS kernels: before NumPy loads OpenBLAS)
+
+# isort: on
 import argparse
 import gc
 import os

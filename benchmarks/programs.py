@@ -32,6 +32,10 @@ relative, and both descents end at the same kernel to 1e-10 relative.
 
 from __future__ import annotations
 
+# isort: off
+import _service_kernels  # noqa: F401  (the service's BLAS kernels: before NumPy loads OpenBLAS)
+
+# isort: on
 import argparse
 import os
 import statistics

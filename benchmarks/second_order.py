@@ -44,6 +44,10 @@ the numbers mean.
 
 from __future__ import annotations
 
+# isort: off
+import _service_kernels  # noqa: F401  (the service's BLAS kernels: before NumPy loads OpenBLAS)
+
+# isort: on
 import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")

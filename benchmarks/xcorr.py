@@ -12,6 +12,10 @@ Run: ``.venv/bin/python benchmarks/xcorr.py [--repeat N] [--methods]``. Prints M
 Timings on a shared 2-core machine are noisy; medians of interleaved repeats are reported.
 """
 
+# isort: off
+import _service_kernels  # noqa: F401  (the service's BLAS kernels: before NumPy loads OpenBLAS)
+
+# isort: on
 import argparse
 import statistics
 import time

@@ -31,6 +31,7 @@ from .api.problems import (
 )
 from .api.router import ROUTERS
 from .api.security import ApiKeyMiddleware, PageContentSecurityPolicy, public_paths
+from .blas import check_kernels, loaded_kernels
 from .codec.errors import CodecError
 from .config import Settings, get_settings
 from .engine.errors import EngineError
@@ -138,6 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     # Routes read these through an async dependency (deps.app_settings): no override, no hop.
     app.state.settings = settings
+    loaded_kernels()  # read once here rather than on the event loop by GET /v1/metadata
     for router in ROUTERS:
         app.include_router(router)
     # Starlette sends exceptions whose only handler is Exception's to its outermost layer, which
@@ -196,6 +198,7 @@ def serve_app() -> FastAPI:
     the process. Not done by :func:`create_app`, which tests call many times in one process.
     """
     app = create_app()
+    check_kernels()  # a warning in the log if NumPy's BLAS runs other kernels than asked for
     gc.collect()  # what is garbage already is freed, not kept for good
     gc.freeze()
     return app

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from ... import __version__
+from ...blas import loaded_kernels
 from ...config import Settings
 from ...engine.errors import EngineError
 from ...engine.graph.nary import nary_classes
@@ -175,6 +176,18 @@ async def estimate(body: EstimateBody, settings: SettingsDep) -> EstimateRespons
     return await run_in_threadpool(_estimate, body, settings)
 
 
+class BlasLibrary(ResponseModel):
+    """One OpenBLAS library loaded by the server (NumPy's, SciPy's) and the kernels it runs."""
+
+    library: str = Field(description="File name of the shared library.")
+    version: str | None
+    architecture: str | None = Field(
+        description="The kernel family in use: `Haswell` on every x86-64 host with AVX2 and FMA "
+        "unless the operator set `OPENBLAS_CORETYPE` (README, Settings)."
+    )
+    threads: int
+
+
 class Metadata(ResponseModel):
     """The service's version, the limits in force and what it reads and writes."""
 
@@ -189,6 +202,10 @@ class Metadata(ResponseModel):
         description="The n-ary operations of program forms (expressions and graphs)."
     )
     estimable_paths: list[str] = Field(description="Paths POST /v1/estimate accepts.")
+    blas: list[BlasLibrary] = Field(
+        description="The BLAS libraries answering: one kernel family on every host, so that "
+        "answers do not depend on the CPU."
+    )
 
 
 LIMIT_PREFIXES = ("max_", "min_", "body_", "computation_", "descent_")
@@ -212,4 +229,5 @@ async def metadata(settings: SettingsDep) -> Metadata:
         operations=list(op_names()),
         program_operations=list(nary_classes()),
         estimable_paths=list(ESTIMATORS),
+        blas=[BlasLibrary(**library) for library in loaded_kernels()],
     )
