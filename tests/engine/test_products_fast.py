@@ -50,6 +50,19 @@ def test_derivative_from_the_output_is_the_derivative_bit_for_bit(name: str) -> 
 
 
 @pytest.mark.parametrize("name", ["tanh", "sigmoid", "exp"])
+def test_a_derivative_declared_fresh_shares_no_memory(name: str) -> None:
+    # The products overwrite a derivative declared fresh: it must not be x, y or a view of them.
+    operation = get_op(name)()
+    assert isinstance(operation, _DerivativeOfOutput)
+    x = _points(np.random.default_rng(2)).reshape(13, 16)
+    y = operation.forward(x)
+    given = operation.derivative_given(x, y)
+    shared = np.shares_memory(given, x) or np.shares_memory(given, y)
+    assert operation.fresh_derivative == (not shared)
+    assert operation.fresh_derivative == (name != "exp")
+
+
+@pytest.mark.parametrize("name", ["tanh", "sigmoid", "exp"])
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("shape", [(), (4, 5)])
 def test_products_through_the_output_leave_their_inputs_alone(

@@ -39,7 +39,11 @@ class _DerivativeOfOutput(ElementwiseOp):
 
     Given the output (``Op.jvp``/``Op.vjp`` with ``output=``), the rules use
     :meth:`derivative_given` instead of recomputing ``g(x)``; the same floats either way.
+    ``fresh_derivative`` says whether :meth:`derivative_given` returns a new array that nothing
+    else refers to, which the rules may then overwrite with the product.
     """
+
+    fresh_derivative: ClassVar[bool]
 
     @abc.abstractmethod
     def derivative_given(self, x: FloatArray, y: FloatArray) -> FloatArray:
@@ -56,12 +60,8 @@ class _DerivativeOfOutput(ElementwiseOp):
         # One vector is multiplied into the derivative when that is a fresh array: a large
         # VJP's fresh temporaries are page faults (same floats).
         derivative = self.derivative_given(x, y)
-        fresh = (
-            isinstance(derivative, np.ndarray)
-            and derivative is not y
-            and derivative is not x
-            and derivative.flags.writeable
-        )
+        # A 0-d product comes back as a NumPy scalar, which cannot be written into.
+        fresh = self.fresh_derivative and isinstance(derivative, np.ndarray)
         if fresh and np.shape(batch) == (1, *derivative.shape):
             np.multiply(derivative, batch[0], out=derivative)
             return derivative[np.newaxis]
@@ -154,6 +154,7 @@ class Exp(_DerivativeOfOutput):
     """``exp(x)``; derivative ``exp(x)``."""
 
     name: ClassVar[str] = "exp"
+    fresh_derivative: ClassVar[bool] = False
     note: ClassVar[str] = "differentiable everywhere; inputs above ~709.78 overflow and are refused"
 
     def check_domain(self, x: FloatArray, *, differentiating: bool) -> None:
@@ -168,7 +169,7 @@ class Exp(_DerivativeOfOutput):
         return np.exp(x)
 
     def derivative_given(self, x: FloatArray, y: FloatArray) -> FloatArray:
-        """Return ``y = exp(x)`` itself."""
+        """Return ``y = exp(x)`` itself (the output: not to be overwritten)."""
         return y
 
     def second_derivative(self, x: FloatArray) -> FloatArray:
@@ -273,6 +274,7 @@ class Tanh(_DerivativeOfOutput):
     """``tanh(x)``; derivative ``1 - tanh(x)**2``."""
 
     name: ClassVar[str] = "tanh"
+    fresh_derivative: ClassVar[bool] = True
 
     def _forward(self, x: FloatArray) -> FloatArray:
         return np.tanh(x)
@@ -299,6 +301,7 @@ class Sigmoid(_DerivativeOfOutput):
     """Logistic ``1 / (1 + exp(-x))``; derivative ``s (1 - s)``."""
 
     name: ClassVar[str] = "sigmoid"
+    fresh_derivative: ClassVar[bool] = True
     note: ClassVar[str] = "differentiable everywhere; computed with scipy.special.expit (stable)"
 
     def _forward(self, x: FloatArray) -> FloatArray:
