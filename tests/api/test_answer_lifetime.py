@@ -8,6 +8,7 @@ reference counting can free anything.
 """
 
 import asyncio
+import base64
 import gc
 import json
 import weakref
@@ -40,8 +41,6 @@ def binary_body(x: np.ndarray) -> tuple[bytes, list[tuple[bytes, bytes]]]:
 
 def base64_body(x: np.ndarray) -> tuple[bytes, list[tuple[bytes, bytes]]]:
     """A JSON /v1/vec request with base64 data, and its headers."""
-    import base64
-
     data = base64.b64encode(x.astype("<f8").tobytes()).decode()
     tensor = {"encoding": "base64", "shape": list(x.shape), "data": data}
     body = json.dumps({"x": tensor, "order": "F", "encoding": "base64"}).encode()
