@@ -47,11 +47,13 @@ def base64_body(x: np.ndarray) -> tuple[bytes, list[tuple[bytes, bytes]]]:
     return body, [(b"content-type", b"application/json")]
 
 
-async def post(app: Any, body: bytes, headers: list[tuple[bytes, bytes]]) -> int:
-    """POST /v1/vec to ``app``; return the status once the whole answer was sent (and dropped)."""
+async def post(
+    app: Any, body: bytes, headers: list[tuple[bytes, bytes]], path: str = "/v1/vec"
+) -> int:
+    """POST to ``app``; return the status once the whole answer was sent (and dropped)."""
     scope = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-        "scheme": "http", "path": "/v1/vec", "raw_path": b"/v1/vec", "root_path": "",
+        "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "",
         "query_string": b"", "client": ("127.0.0.1", 1), "server": ("t", 80),
         "headers": [(b"host", b"t"), *headers, (b"content-length", b"%d" % len(body))],
     }  # fmt: skip
@@ -139,4 +141,20 @@ async def test_a_vec_request_leaves_nothing_for_the_collector(
     gc.collect()
     assert await post(app, body, headers) == 200
     await asyncio.sleep(0.05)  # the worker thread and the event loop drop their last references
+    assert gc.collect() == 0
+
+
+async def test_a_computation_watched_for_a_disconnect_leaves_nothing_for_the_collector(
+    collector_off: None,
+) -> None:
+    # /v1/evaluate computes while a task watches for the client's disconnect, stopped once the
+    # computation is done.
+    app = create_app(Settings())
+    function = [{"op": "square"}, {"op": "sum"}]
+    body = json.dumps({"x": {"data": [1.0, 2.0, 3.0]}, "function": function}).encode()
+    headers = [(b"content-type", b"application/json")]
+    assert await post(app, body, headers, "/v1/evaluate") == 200
+    gc.collect()
+    assert await post(app, body, headers, "/v1/evaluate") == 200
+    await asyncio.sleep(0.05)
     assert gc.collect() == 0
