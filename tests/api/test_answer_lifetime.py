@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from service.api.openapi_document import EXAMPLES_FILE
 from service.config import Settings
 from service.engine import layout
 from service.main import create_app
@@ -28,6 +29,8 @@ OCTET = "application/octet-stream"
 HEADER = "Inference-Header-Content-Length"
 SMALL = np.arange(6.0).reshape(2, 3) / 7  # parsed and computed on the event loop
 LARGE = np.arange(40_000.0).reshape(200, 200) / 7  # validated and computed in a worker thread
+# A request body per route, as the README and the OpenAPI document show them.
+EXAMPLES: dict[str, Any] = json.loads(EXAMPLES_FILE.read_text())
 
 
 def binary_body(x: np.ndarray) -> tuple[bytes, list[tuple[bytes, bytes]]]:
@@ -144,17 +147,17 @@ async def test_a_vec_request_leaves_nothing_for_the_collector(
     assert gc.collect() == 0
 
 
-async def test_a_computation_watched_for_a_disconnect_leaves_nothing_for_the_collector(
-    collector_off: None,
+@pytest.mark.parametrize("path", sorted(EXAMPLES))
+async def test_every_route_s_example_leaves_nothing_for_the_collector(
+    collector_off: None, path: str
 ) -> None:
-    # /v1/evaluate computes while a task watches for the client's disconnect, stopped once the
-    # computation is done.
+    # The routes that compute watch for the client's disconnect meanwhile, with a task stopped
+    # once the computation is done.
     app = create_app(Settings())
-    function = [{"op": "square"}, {"op": "sum"}]
-    body = json.dumps({"x": {"data": [1.0, 2.0, 3.0]}, "function": function}).encode()
+    body = json.dumps(EXAMPLES[path]).encode()
     headers = [(b"content-type", b"application/json")]
-    assert await post(app, body, headers, "/v1/evaluate") == 200
+    assert await post(app, body, headers, path) == 200
     gc.collect()
-    assert await post(app, body, headers, "/v1/evaluate") == 200
+    assert await post(app, body, headers, path) == 200
     await asyncio.sleep(0.05)
     assert gc.collect() == 0
