@@ -41,7 +41,13 @@ order differ and ``vec`` is a transposing copy that both encodings pay; ``--shap
 the 10^6 values as one vector, whose ``vec`` is the identity, which leaves the transport alone.
 The breakdown's serializer must also reproduce the HTTP response body byte for byte.
 
-Run: ``.venv/bin/python benchmarks/transport.py [--n 1000000] [--repeat 7]`` (any cwd).
+Garbage: by default every timed call starts with a full ``gc.collect()``, so that no collection
+of earlier garbage lands in a timed call (its walk of the heap leaves the caches cold, which every
+call then pays alike). ``--collect python`` leaves collections to Python's own thresholds, as a
+server runs: what a request leaves in reference cycles then stays allocated until one comes.
+
+Run: ``.venv/bin/python benchmarks/transport.py [--n 1000000] [--repeat 7] [--shape vector]
+[--collect python]`` (any cwd).
 """
 
 from __future__ import annotations
@@ -221,9 +227,19 @@ async def call_asgi(
     return status, chunks
 
 
+# ``--collect each`` (True, the default) or ``python``: see "Garbage" in the module docstring.
+COLLECT_EACH = True
+
+
+def collect() -> None:
+    """Collect garbage before a timed call, unless ``--collect python``."""
+    if COLLECT_EACH:
+        gc.collect()
+
+
 async def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    """Collect garbage, then time one call of ``fn`` (awaited if it returns an awaitable)."""
-    gc.collect()
+    """Collect garbage (:data:`COLLECT_EACH`), then time one call of ``fn`` (awaited if need be)."""
+    collect()
     start = time.perf_counter()
     out = fn()
     if inspect.isawaitable(out):
@@ -477,7 +493,7 @@ async def interleaved_ratio(
     for rep in range(repeat + 1):
         for label, route, fresh in calls:
             for encoding, body in bodies.items():
-                gc.collect()
+                collect()
                 sent = received(body) if fresh else body
                 cpu_start, start = time.process_time(), time.perf_counter()
                 status = await route(encoding, sent)
@@ -603,6 +619,10 @@ async def run(n: int, repeat: int, vector: bool = False) -> None:
         f" {load_after[0]:.2f} after"
     )
     print(f"- data: numpy default_rng({SEED}).standard_normal; benchmark wall time {elapsed:.1f} s")
+    if COLLECT_EACH:
+        print("- garbage: a full collection before every timed call (--collect each)")
+    else:
+        print("- garbage: collected when Python's thresholds start a collection (--collect python)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -616,11 +636,20 @@ def main(argv: list[str] | None = None) -> int:
         default="square",
         help="x as a near-square matrix (vec transposes) or as one vector (vec is the identity)",
     )
+    parser.add_argument(
+        "--collect",
+        choices=("each", "python"),
+        default="each",
+        help="a full garbage collection before every timed call (each), or only the ones "
+        "Python's thresholds start, as in a server (python)",
+    )
     args = parser.parse_args(argv)
     if args.n < 1:
         parser.error("--n must be >= 1")
     if args.repeat < 5:
         parser.error("--repeat must be >= 5")
+    global COLLECT_EACH
+    COLLECT_EACH = args.collect == "each"
     asyncio.run(run(args.n, args.repeat, args.shape == "vector"))
     return 0
 

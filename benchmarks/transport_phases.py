@@ -11,8 +11,19 @@ thread's CPU clock (``time.thread_time``) around each phase:
 * **vec**: ``layout.vec`` (order F: a transposing copy of the 1000 x 1000 array);
 * **encode**: ``encode_tensor`` of the answer; **write**: the renderer that turns it into the
   response (``json_response`` for base64, the binary body's for binary);
-* **rest**: the process's CPU time for the call minus the phases: ASGI middleware, dependencies,
-  the thread-pool hop, metrics, the access log.
+* **rest**: the process's CPU time for the call minus the phases, split into
+
+  - **worker-side plumbing**: the worker thread's call minus the phases in it (the cancel token,
+    content negotiation, the answer's model and response object);
+  - **slot and thread-pool hop, loop side**: the event loop thread's CPU in
+    ``Computations.run`` (the computation slot, handing the call to the worker thread and
+    waking up when it is done, the engine-time metric);
+  - **body read**: ``read_body`` with the body-limit middleware's guarded receive;
+  - **access line**: ``write_access_line``;
+  - **request path on the loop**: the rest of ``RequestContextMiddleware`` (the service's
+    middleware, routing, dependencies, sending the response, the request metrics);
+  - **outside the service's middleware**: FastAPI's and Starlette's outer layers, the benchmark's
+    ASGI driver and the event loop's own work.
 
 Medians over the repetitions; minor page faults (``ru_minflt``) per call. Two list round trips run
 first so that the allocator is in the state ``transport.py``'s list rows leave it in.
@@ -42,13 +53,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import transport  # noqa: E402
 
-from service.api import deps, negotiation  # noqa: E402
+from service.api import deps, negotiation, observability  # noqa: E402
 from service.api.routes import tensors as tensor_routes  # noqa: E402
 from service.codec import tensors as tensor_codec  # noqa: E402
 from service.engine import layout  # noqa: E402
 from service.main import create_app  # noqa: E402
 
 PHASES = ("parse", "finiteness", "vec", "encode", "write")
+# The parts of "rest" (see the module docstring).
+REST = (
+    "worker-side plumbing",
+    "slot and thread-pool hop, loop side",
+    "body read",
+    "access line",
+    "request path on the loop",
+    "outside the service's middleware",
+)
 # Thread CPU seconds per phase of the call being measured (worker and loop threads alike).
 spent: dict[str, float] = defaultdict(float)
 
@@ -67,6 +87,34 @@ def timed(phase: str, function: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def timed_async(phase: str, function: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+    """Return coroutine function ``function`` adding the loop thread's CPU time to ``spent``.
+
+    The clock runs while the coroutine waits too: with one request at a time, what the loop
+    thread does meanwhile (waking up for the worker thread's result) is this request's work.
+    """
+
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        start = time.thread_time()
+        try:
+            return await function(*args, **kwargs)
+        finally:
+            spent[phase] += time.thread_time() - start
+
+    return wrapper
+
+
+def timed_worker(
+    worker: Callable[..., Callable[..., Any]],
+) -> Callable[..., Callable[..., Any]]:
+    """Wrap ``deps._worker`` so that the worker thread's whole call is timed (``"worker"``)."""
+
+    def wrapped(*args: Any) -> Callable[..., Any]:
+        return timed("worker", worker(*args))
+
+    return wrapped
+
+
 # (module, attribute, phase): each looked up in its module at call time by the service.
 WRAPPED = (
     (deps, "_validate", "parse"),
@@ -81,6 +129,14 @@ def instrument() -> None:
     """Wrap the service's phase functions and the binary body's renderer."""
     for module, name, phase in WRAPPED:
         setattr(module, name, timed(phase, getattr(module, name)))
+    deps._worker = timed_worker(deps._worker)
+    deps.read_body = timed_async("body read", deps.read_body)
+    observability.write_access_line = timed("access line", observability.write_access_line)
+    for cls, name, phase in (
+        (deps.Computations, "run", "hop"),
+        (observability.RequestContextMiddleware, "__call__", "middleware"),
+    ):
+        setattr(cls, name, timed_async(phase, getattr(cls, name)))
     binary = {
         id(r): (r, r.render)
         for offers in negotiation.OFFERS.values()
@@ -127,19 +183,32 @@ async def run(n: int, repeat: int) -> None:
                 for phase in PHASES:
                     row[phase].append(spent[phase])
                 # finiteness is part of parse
-                row["rest"].append(cpu - sum(spent[p] for p in PHASES if p != "finiteness"))
+                phases = sum(spent[p] for p in PHASES if p != "finiteness")
+                row["rest"].append(cpu - phases)
+                # parse, vec, encode and write run in the worker thread's call
+                row["worker-side plumbing"].append(spent["worker"] - phases)
+                row["slot and thread-pool hop, loop side"].append(spent["hop"])
+                row["body read"].append(spent["body read"])
+                row["access line"].append(spent["access line"])
+                loop = spent["middleware"] - spent["hop"] - spent["body read"]
+                row["request path on the loop"].append(loop - spent["access line"])
+                row["outside the service's middleware"].append(
+                    cpu - spent["worker"] - spent["middleware"]
+                )
                 row["minflt"].append(faults / 1e3)  # printed as a count
     load_after = os.getloadavg()[0]
     print(f"## /v1/vec phases: n={n:,} float64, direct ASGI calls, {repeat} repetitions\n")
     print("| phase | base64 ms | binary ms |")
     print("|---|---:|---:|")
     for key in ("wall", "CPU (all threads)", "parse", "finiteness", "vec", "encode", "write",
-                "rest", "minflt"):  # fmt: skip
+                "rest", *REST, "minflt"):  # fmt: skip
         cells = [statistics.median(rows[name][key]) * 1e3 for name in calls]
         unit = [f"{c:.0f}" for c in cells] if key == "minflt" else [f"{c:.2f}" for c in cells]
         label = "minor page faults per call" if key == "minflt" else key
         label = "of which finiteness" if key == "finiteness" else label
+        label = f"rest: {key}" if key in REST else label
         print(f"| {label} | {unit[0]} | {unit[1]} |")
+    print("\nThe parts of rest are medians of their own: they need not add up to its median.")
     print(f"\n- 1-min load average {load_before:.2f} before, {load_after:.2f} after")
 
 

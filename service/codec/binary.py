@@ -361,18 +361,24 @@ def split_segments(document: Any) -> tuple[Any, list[Segment]]:
         The segments in header order (JSON text order of the header).
     """
     segments: list[Segment] = []
+    return _take_segments(document, segments), segments
 
-    def walk(node: Any) -> Any:
-        if isinstance(node, dict):
-            data = node.get("data")
-            if isinstance(data, Segment):
-                segments.append(data)
-                out = {key: value for key, value in node.items() if key != "data"}
-                out["binary_data_size"] = data.nbytes
-                return out
-            return {key: walk(value) for key, value in node.items()}
-        if isinstance(node, list):
-            return [walk(item) for item in node]
-        return node
 
-    return walk(document), segments
+def _take_segments(node: Any, segments: list[Segment]) -> Any:
+    """Return ``node`` with its segments taken out into ``segments`` (see split_segments).
+
+    A module function, not a closure of :func:`split_segments`: a closure that calls itself is a
+    reference cycle (function, cell, function) through which the list of segments, and so every
+    array of the answer, stayed alive after the answer was sent, until the next collection.
+    """
+    if isinstance(node, dict):
+        data = node.get("data")
+        if isinstance(data, Segment):
+            segments.append(data)
+            out = {key: value for key, value in node.items() if key != "data"}
+            out["binary_data_size"] = data.nbytes
+            return out
+        return {key: _take_segments(value, segments) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_take_segments(item, segments) for item in node]
+    return node

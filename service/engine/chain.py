@@ -474,13 +474,19 @@ class Chain:
                 assert best is not None  # j > i, so the loop ran
                 cost[(i, j)], split[(i, j)] = best
 
-        def peak(i: int, j: int) -> int:
-            if i == j:
-                return self._bound(i, i).nnz
-            k = split[(i, j)]
-            return max(self._bound(i, j).nnz, peak(i, k), peak(k + 1, j))
+        return split, cost[(0, n - 1)], self._peak(split, 0, n - 1)
 
-        return split, cost[(0, n - 1)], peak(0, n - 1)
+    def _peak(self, split: dict[tuple[int, int], int], i: int, j: int) -> int:
+        """Return the largest nnz bound of a product formed while ``J_i..J_j`` is multiplied.
+
+        A method, not a closure of :meth:`_associate`: a closure that calls itself is a reference
+        cycle, which kept every planned chain, its operations and their parameters alive until
+        the next garbage collection.
+        """
+        if i == j:
+            return self._bound(i, i).nnz
+        k = split[(i, j)]
+        return max(self._bound(i, j).nnz, self._peak(split, i, k), self._peak(split, k + 1, j))
 
     def nnz_bound(self) -> int:
         """Return an upper bound on the Jacobian's non-zeros, from shapes alone."""

@@ -1,6 +1,8 @@
 """The binary reader's arrays are views of the request body where alignment allows."""
 
+import gc
 import json
+import weakref
 
 import numpy as np
 import pytest
@@ -8,7 +10,7 @@ from pydantic import ValidationError
 
 from service.api.schemas.tensors import VecRequest
 from service.codec import decode_tensor
-from service.codec.binary import read_binary_body
+from service.codec.binary import Segment, read_binary_body, split_segments
 
 
 def body_with_padding(padding: int) -> tuple[bytes, np.ndarray]:
@@ -59,3 +61,19 @@ def test_tensors_validated_after_the_body_find_the_request_segments() -> None:
     np.testing.assert_array_equal(contextvars.copy_context().run(validate_later), x)
     with pytest.raises(ValidationError, match="application/octet-stream"):
         Tensor.model_validate_json(node_parameter)  # a JSON-only request has no segments
+
+
+def test_split_segments_leaves_no_reference_cycle() -> None:
+    # A cycle through the segments would keep an answer's arrays until the next collection.
+    array = np.arange(4.0)
+    ref = weakref.ref(array)
+    document = {"y": [{"encoding": "binary", "shape": [4], "data": Segment(array)}]}
+    gc.disable()
+    try:
+        header, segments = split_segments(document)
+        assert header == {"y": [{"encoding": "binary", "shape": [4], "binary_data_size": 32}]}
+        assert len(segments) == 1 and segments[0].array is array
+        del header, segments, document, array
+        assert ref() is None
+    finally:
+        gc.enable()

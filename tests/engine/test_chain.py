@@ -7,8 +7,10 @@ terms of the chain-rule product: entries that cancel to (almost) zero may come o
 zero in one strategy and as rounding noise in another, and that noise is bounded by that scale.
 """
 
+import gc
 import math
 import re
+import weakref
 from unittest import mock
 
 import numpy as np
@@ -386,3 +388,18 @@ def test_a_plan_is_kept_per_request_and_a_refusal_is_never_kept() -> None:
         with pytest.raises(LimitExceeded):
             chain.plan(fmt="dense", max_dense_elements=79, max_nnz=100)
     assert chain.plan(fmt="dense", max_dense_elements=80, max_nnz=100).dense_elements == 80
+
+
+def test_a_planned_chain_is_freed_by_reference_counting() -> None:
+    # A reference cycle through the chain would keep its operations and their parameters (views
+    # of a large binary request body, say) alive until the next garbage collection.
+    op = get_op("linear")(weight=np.ones((4, 6)), output_shape=(2, 2))
+    freed = weakref.ref(op)
+    gc.disable()
+    try:
+        chain = Chain([op, get_op("square")(), get_op("sum")()], (2, 3))
+        chain.plan(strategy="auto", fmt="coo", max_dense_elements=BIG, max_nnz=BIG)
+        del chain, op
+        assert freed() is None
+    finally:
+        gc.enable()
