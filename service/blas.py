@@ -1,4 +1,4 @@
-"""One OpenBLAS kernel family on every x86-64 host, so that answers do not depend on the CPU.
+"""One OpenBLAS kernel family and one thread on every host, so that answers do not depend on it.
 
 NumPy's and SciPy's wheels each bundle OpenBLAS built for many CPUs at once; when it loads, it
 picks the kernels of the CPU it finds. A dot product or a matrix-vector product sums in the order
@@ -8,12 +8,22 @@ Zen) differs in the last bits of descents, minimizations and programs with dense
 service answers with one family everywhere: the Haswell kernels, which every x86-64 CPU with AVX2
 and FMA runs. The answers pinned by the tests (``tests/fixtures``) are theirs.
 
-OpenBLAS reads ``OPENBLAS_CORETYPE`` once, when it is loaded, so :func:`pin_kernels` must run
-before NumPy is first imported: ``service/__init__.py`` calls it, which is before any module of
-the service imports NumPy. An operator's own ``OPENBLAS_CORETYPE`` is kept (for example the
-faster AVX-512 kernels of large matrix products, at the price of host-dependent last bits).
+OpenBLAS also starts as many threads as the host has cores, and splits a dot product of more than
+10,000 values, and some matrix products, among them: each thread sums its part and the parts are
+added, so every thread count answers other last bits (descents and minimizations of more than
+10,000 variables, ``mse``, the gradients of dense products). Its idle threads also spin on a core
+for 2^28 processor cycles after each call before they sleep (OpenBLAS's default), CPU time taken
+from the other requests. The service asks for one thread (``OPENBLAS_NUM_THREADS=1``): the same
+bits on every host, whatever its cores, and no spinning; it runs requests side by side instead.
+
+OpenBLAS reads ``OPENBLAS_CORETYPE`` and ``OPENBLAS_NUM_THREADS`` once, when it is loaded, so
+:func:`pin_kernels` and :func:`pin_threads` must run before NumPy is first imported:
+``service/__init__.py`` calls them, which is before any module of the service imports NumPy. An
+operator's own values are kept (for example the faster AVX-512 kernels of large matrix products,
+or more threads for one large request at a time, at the price of host-dependent last bits).
 :func:`loaded_kernels` reports what was loaded (``GET /v1/metadata``), and :func:`check_kernels`
-logs a warning when that is not the pinned family, because NumPy was imported first.
+and :func:`check_threads` log a warning when that is not what was asked for, because NumPy was
+imported first.
 
 This module imports nothing that loads OpenBLAS.
 """
@@ -28,6 +38,10 @@ from typing import Any
 
 CORETYPE_VARIABLE = "OPENBLAS_CORETYPE"
 PINNED_CORETYPE = "Haswell"
+# OpenBLAS reads this before GOTO_NUM_THREADS and OMP_NUM_THREADS, so setting it decides the count
+# whatever those say; only an operator's own OPENBLAS_NUM_THREADS is kept.
+THREADS_VARIABLE = "OPENBLAS_NUM_THREADS"
+PINNED_THREADS = 1
 # The instructions the Haswell kernels execute: without them OpenBLAS would stop the process
 # with an illegal instruction, so a CPU that lacks one is left to OpenBLAS's own choice.
 REQUIRED_FLAGS = frozenset({"avx", "avx2", "fma"})
@@ -100,6 +114,27 @@ def pin_kernels(
     return PINNED_CORETYPE
 
 
+def pin_threads(environ: MutableMapping[str, str] | None = None) -> str:
+    """Ask OpenBLAS for one thread, unless the operator chose a count.
+
+    Parameters
+    ----------
+    environ : mapping, optional
+        The environment to set ``OPENBLAS_NUM_THREADS`` in (default: ``os.environ``).
+
+    Returns
+    -------
+    str
+        The value OpenBLAS will read: the operator's ``OPENBLAS_NUM_THREADS`` if it was set,
+        ``"1"`` if this call set it.
+    """
+    environ = os.environ if environ is None else environ
+    if environ.get(THREADS_VARIABLE):
+        return environ[THREADS_VARIABLE]
+    environ[THREADS_VARIABLE] = str(PINNED_THREADS)
+    return environ[THREADS_VARIABLE]
+
+
 @functools.cache
 def loaded_kernels() -> list[dict[str, Any]]:
     """Describe the OpenBLAS libraries this process has loaded (NumPy's and SciPy's).
@@ -153,5 +188,38 @@ def check_kernels(expected: str | None = None) -> list[dict[str, Any]]:
             library["library"],
             library["architecture"],
             expected,
+        )
+    return wrong
+
+
+def check_threads(asked: str | None = None) -> list[dict[str, Any]]:
+    """Warn if a loaded OpenBLAS runs more threads than asked for.
+
+    OpenBLAS runs fewer than asked on a host with fewer cores, never more: more means that it
+    was loaded before :func:`pin_threads` ran.
+
+    Parameters
+    ----------
+    asked : str, optional
+        The thread count asked for (default: ``OPENBLAS_NUM_THREADS`` of this process).
+
+    Returns
+    -------
+    list of dict
+        The libraries that run more threads (empty when no count was asked for).
+    """
+    asked = os.environ.get(THREADS_VARIABLE) if asked is None else asked
+    # OpenBLAS reads the value with atoi: anything but a positive count leaves the choice to it.
+    count = int(asked) if asked and asked.strip().isdigit() else 0
+    if count < 1:
+        return []
+    wrong = [k for k in loaded_kernels() if k["threads"] > count]
+    for library in wrong:
+        logger.warning(
+            "OpenBLAS %s runs %d threads, not %d (was NumPy imported before the service?): "
+            "last bits of answers may differ from other hosts', and idle threads spin",
+            library["library"],
+            library["threads"],
+            count,
         )
     return wrong

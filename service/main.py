@@ -31,7 +31,7 @@ from .api.problems import (
 )
 from .api.router import ROUTERS
 from .api.security import ApiKeyMiddleware, PageContentSecurityPolicy, public_paths
-from .blas import check_kernels, loaded_kernels
+from .blas import check_kernels, check_threads, loaded_kernels
 from .codec.errors import CodecError
 from .config import Settings, get_settings
 from .engine.errors import EngineError
@@ -199,6 +199,7 @@ def serve_app() -> FastAPI:
     """
     app = create_app()
     check_kernels()  # a warning in the log if NumPy's BLAS runs other kernels than asked for
+    check_threads()  # or more threads
     gc.collect()  # what is garbage already is freed, not kept for good
     gc.freeze()
     return app

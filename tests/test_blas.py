@@ -1,8 +1,10 @@
-"""The service runs OpenBLAS's Haswell kernels on every x86-64 host with AVX2 and FMA.
+"""The service runs OpenBLAS's Haswell kernels, on one thread, on every host.
 
 The answers pinned in ``tests/fixtures`` (``tests/api/test_*_pinned.py``) are those kernels'; an
-AVX-512 host left to OpenBLAS's own choice answers other last bits. These tests check the choice
-itself, that it is made before NumPy loads OpenBLAS, and that it is reported.
+AVX-512 host left to OpenBLAS's own choice answers other last bits, and so does a host whose
+OpenBLAS splits long dot products among its cores. These tests check the choices themselves, that
+they are made before NumPy loads OpenBLAS, that they are reported, and that an answer that depends
+on OpenBLAS's thread count is the same whatever the host's cores.
 """
 
 import json
@@ -11,6 +13,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -18,10 +21,13 @@ from fastapi.testclient import TestClient
 from service.blas import (
     CORETYPE_VARIABLE,
     PINNED_CORETYPE,
+    THREADS_VARIABLE,
     check_kernels,
+    check_threads,
     cpu_flags,
     loaded_kernels,
     pin_kernels,
+    pin_threads,
 )
 from service.config import Settings
 from service.main import create_app
@@ -113,3 +119,131 @@ def test_metadata_reports_the_kernels() -> None:
     client = TestClient(create_app(Settings()))
     body = client.get("/v1/metadata").json()
     assert body["blas"] == loaded_kernels()
+
+
+def test_one_thread_is_asked_for_unless_the_operator_chose() -> None:
+    environ: dict[str, str] = {}
+    assert pin_threads(environ) == "1"
+    assert environ == {THREADS_VARIABLE: "1"}
+    environ = {THREADS_VARIABLE: ""}  # set but empty: OpenBLAS would choose, so the service does
+    assert pin_threads(environ) == "1"
+    assert environ == {THREADS_VARIABLE: "1"}
+    environ = {THREADS_VARIABLE: "4"}
+    assert pin_threads(environ) == "4"
+    assert environ == {THREADS_VARIABLE: "4"}
+
+
+def test_other_thread_variables_do_not_count_as_the_operators_choice() -> None:
+    # OpenBLAS reads OPENBLAS_NUM_THREADS before these two, so the service's 1 decides.
+    environ = {"OMP_NUM_THREADS": "8", "GOTO_NUM_THREADS": "8"}
+    assert pin_threads(environ) == "1"
+    assert environ[THREADS_VARIABLE] == "1"
+
+
+def test_this_process_runs_the_threads_the_service_asked_for() -> None:
+    # tests/conftest.py imports the service before NumPy, as a server process does; the count is
+    # the service's 1 or an operator's.
+    if os.environ[THREADS_VARIABLE] == "1":
+        assert [lib["threads"] for lib in loaded_kernels()] == [1, 1]
+    assert check_threads() == []
+
+
+def _run(code: str, env: dict[str, str], cpus: set[int] | None = None) -> Any:
+    # cpus: the CPUs the child may run on, set before it loads OpenBLAS, which counts a host's
+    # cores as the CPUs it may run on.
+    if cpus is not None:
+        code = f"import os; os.sched_setaffinity(0, {sorted(cpus)});" + code
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _without_blas_settings() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in (CORETYPE_VARIABLE, THREADS_VARIABLE)}
+
+
+REPORT = (
+    "import json, os; from service.blas import loaded_kernels;"
+    "print(json.dumps([os.environ.get('OPENBLAS_NUM_THREADS'),"
+    " [k['threads'] for k in loaded_kernels()]]))"
+)
+
+
+def test_a_server_process_runs_one_thread_or_the_operators_count() -> None:
+    env = _without_blas_settings()
+    asked, threads = _run("import service, numpy, scipy.linalg;" + REPORT, env)
+    assert (asked, threads) == ("1", [1, 1])
+    cores = len(os.sched_getaffinity(0))
+    asked, threads = _run("import service;" + REPORT, env | {THREADS_VARIABLE: "2"})
+    assert (asked, threads) == ("2", [min(2, cores)] * 2)  # never more threads than cores
+
+
+def test_a_process_that_loaded_numpy_first_is_warned_about_its_threads() -> None:
+    code = (
+        "import numpy, scipy.linalg, service, json, logging;"
+        "from service.blas import check_threads;"
+        "logging.basicConfig();"
+        "print(json.dumps([k['threads'] for k in check_threads()]))"
+    )
+    wrong = _run(code, _without_blas_settings())
+    cores = len(os.sched_getaffinity(0))
+    # OpenBLAS took the host's cores before the service asked for one thread.
+    assert wrong == ([cores, cores] if cores > 1 else [])
+
+
+def test_a_thread_count_above_the_one_asked_for_is_logged(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    library = {"library": "libopenblas.so", "version": "0", "architecture": "Haswell"}
+    libraries = [library | {"threads": 1}, library | {"threads": 4}]
+    monkeypatch.setattr("service.blas.loaded_kernels", lambda: libraries)
+    with caplog.at_level(logging.WARNING, logger="service.blas"):
+        assert check_threads("2") == [libraries[1]]
+        assert check_threads("8") == []
+        assert check_threads("0") == [] and check_threads("many") == []  # OpenBLAS's own choice
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == [
+        "OpenBLAS libopenblas.so runs 4 threads, not 2 (was NumPy imported before the service?): "
+        "last bits of answers may differ from other hosts', and idle threads spin"
+    ]
+
+
+# A descent of 20,001 values: the norms of its gradients are dot products that OpenBLAS splits
+# among its threads from 10,001 values on, each count summing in another order.
+DESCENT = (
+    "import json, sys, numpy as np;"
+    "from fastapi.testclient import TestClient;"
+    "from service.config import Settings; from service.main import create_app;"
+    "x = np.linspace(-1.0, 1.0, 20_001).tolist();"
+    "body = {'function': 'sum(square(sin(x) - 0.5))', 'inputs': {'x': {'data': x}},"
+    " 'learning_rate': 0.1, 'max_steps': 3, 'record_every': 1};"
+    "answer = TestClient(create_app(Settings())).post('/v1/gradient-descent', json=body);"
+    "from service.blas import loaded_kernels;"
+    "print(json.dumps([answer.status_code, answer.text, [k['threads'] for k in loaded_kernels()]]))"
+)
+
+
+@pytest.mark.slow
+def test_an_answer_that_depends_on_the_thread_count_is_the_same_on_every_host() -> None:
+    env = _without_blas_settings()
+    # The service's own choice, on this host's cores and on a host of one core, and an operator
+    # who asks for the one thread explicitly.
+    answers = [
+        _run("import service;" + DESCENT, env),
+        _run("import service;" + DESCENT, env, cpus={min(os.sched_getaffinity(0))}),
+        _run("import service;" + DESCENT, env | {THREADS_VARIABLE: "1"}),
+    ]
+    assert answers[0][0] == 200, answers[0][1]
+    assert answers[1:] == answers[:1] * 2
+    assert answers[0][2] == [1, 1]
+    # What OpenBLAS left to itself runs on a four-core host (threadpoolctl raises the count past
+    # this host's cores, as the cores of that host would), the kernels being the same: other bits,
+    # so the equality above is not that of a request BLAS threads cannot change.
+    four = (
+        "import service, numpy, scipy.linalg; from threadpoolctl import threadpool_limits;"
+        "threadpool_limits(4);" + DESCENT
+    )
+    status, text, threads = _run(four, env)
+    assert (status, threads) == (200, [4, 4])
+    assert text != answers[0][1]

@@ -185,7 +185,10 @@ class BlasLibrary(ResponseModel):
         description="The kernel family in use: `Haswell` on every x86-64 host with AVX2 and FMA "
         "unless the operator set `OPENBLAS_CORETYPE` (README, Settings)."
     )
-    threads: int
+    threads: int = Field(
+        description="Threads OpenBLAS splits a call among: 1 unless the operator set "
+        "`OPENBLAS_NUM_THREADS` (README, Settings)."
+    )
 
 
 class Metadata(ResponseModel):

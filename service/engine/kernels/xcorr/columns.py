@@ -20,7 +20,9 @@ from .geometry import _Plan
 # scheduler tick whenever the other core is busy (another worker, another request): medians of
 # the same call jumped from 0.04 ms to exactly 8.00 or 16.00 ms. So every product below goes
 # through `_product`, in column blocks of fewer than 2**19 multiply-adds, which keeps it on the
-# calling thread, in cache, and predictable under load.
+# calling thread, in cache, and predictable under load. The service itself asks OpenBLAS for one
+# thread (service/blas.py); the blocks keep these products on the calling thread for an operator
+# who sets OPENBLAS_NUM_THREADS, and in cache for everyone.
 GEMM_BLOCK = 2**19 - 1
 # A matrix-vector product below this many multiply-adds stays on the calling thread (see
 # GEMM_BLOCK) and skips _product's two-row GEMM, whose copies cost 10 of 13 us at (1,27)@(27,900).
