@@ -19,6 +19,10 @@ Run: ``.venv/bin/python benchmarks/transport_floor.py [--repeat 15] [--shape vec
 
 from __future__ import annotations
 
+# isort: off
+import _service_kernels  # noqa: F401  (the service's BLAS kernels: before NumPy loads OpenBLAS)
+
+# isort: on
 import argparse
 import asyncio
 import gc

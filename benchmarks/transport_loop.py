@@ -5,7 +5,8 @@ every timed call). An answer kept alive by a reference cycle then stays allocate
 collection comes, and the next answers' arrays come from fresh pages. Measured per request (the
 ASGI app called directly, 10^6 float64 as a 1000 x 1000 tensor, one warm-up request and one
 collection first): median wall and process CPU time, minor page faults, and how far the resident
-set grew above what it was before the loop.
+set grew above what it was before the loop. Correctness, outside the timer: the warm-up answer's
+vector is ``x.ravel(order="F")`` bit for bit, and every timed answer is a 200.
 
 ``--root DIR`` imports the service (and ``benchmarks/transport.py``, which has been there since
 session 4) from another checkout (``git worktree add DIR COMMIT``, or ``git archive COMMIT | tar
@@ -48,8 +49,13 @@ async def run(requests: int, root: Path) -> None:
     x = np.random.default_rng(transport.SEED).standard_normal((1000, 1000))
     app = create_app()
     body, headers = transport.binary_request(x)
-    status, _ = await transport.call_asgi(app, body, headers)
+    status, parts = await transport.call_asgi(app, body, headers)
     assert status == 200, status
+    # Correctness, outside the timer: the vector is the segment that ends the answer.
+    content = b"".join(parts)
+    decoded = transport.decode_binary(content, len(content) - x.nbytes)
+    transport.verify(status, content, "binary", x, decoded)
+    del parts, content, decoded  # freed before the loop, so that its requests can reuse them
     gc.collect()
     before = peak = resident_mb()
     wall, cpu = [], []

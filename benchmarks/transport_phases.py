@@ -33,6 +33,10 @@ Run: ``.venv/bin/python benchmarks/transport_phases.py [--n 1000000] [--repeat 1
 
 from __future__ import annotations
 
+# isort: off
+import _service_kernels  # noqa: F401  (the service's BLAS kernels: before NumPy loads OpenBLAS)
+
+# isort: on
 import argparse
 import asyncio
 import gc

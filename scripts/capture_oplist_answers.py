@@ -11,6 +11,10 @@ so a change to any op-list answer (one bit of one float) fails it. Regenerate on
 explicitly allows a documented change of the last bits.
 """
 
+# isort: off
+import service  # noqa: F401  (the service's BLAS kernels, as tests/fixtures pins: before NumPy)
+
+# isort: on
 import json
 import sys
 from typing import Any

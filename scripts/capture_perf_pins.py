@@ -13,6 +13,10 @@ overlapping). ``tests/api/test_perf_pinned.py`` replays them and compares every 
 repr, so one changed bit, or the sign of a zero, fails it.
 """
 
+# isort: off
+import service  # noqa: F401  (the service's BLAS kernels, as tests/fixtures pins: before NumPy)
+
+# isort: on
 import json
 import sys
 from typing import Any

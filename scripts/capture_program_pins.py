@@ -14,6 +14,10 @@ program Hessians (COO and dense). ``tests/api/test_program_pinned.py`` replays t
 every float's shortest repr and the status code.
 """
 
+# isort: off
+import service  # noqa: F401  (the service's BLAS kernels, as tests/fixtures pins: before NumPy)
+
+# isort: on
 import json
 import sys
 from typing import Any

@@ -6,7 +6,9 @@ its kernel does, so the same request answered on an AVX-512 host (SkylakeX, Coop
 SapphireRapids kernels) and on another host (Haswell kernels, which OpenBLAS also uses for AMD's
 Zen) differs in the last bits of descents, minimizations and programs with dense matrices. The
 service answers with one family everywhere: the Haswell kernels, which every x86-64 CPU with AVX2
-and FMA runs. The answers pinned by the tests (``tests/fixtures``) are theirs.
+and FMA runs. The answers pinned by the tests (``tests/fixtures``) are theirs, with NumPy's own
+AVX-512 loops, which this does not pin: an AVX2-only host answers other last bits of ``exp``,
+``log`` and ``power`` (README, "The same bits on every host").
 
 OpenBLAS also starts as many threads as the host has cores, and splits a dot product of more than
 10,000 values, and some matrix products, among them: each thread sums its part and the parts are

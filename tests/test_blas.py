@@ -247,3 +247,41 @@ def test_an_answer_that_depends_on_the_thread_count_is_the_same_on_every_host() 
     status, text, threads = _run(four, env)
     assert (status, threads) == (200, [4, 4])
     assert text != answers[0][1]
+
+
+def _in_process_scripts() -> list[Path]:
+    # Scripts and benchmarks that import NumPy and run the service in their own process (the
+    # capture scripts write the answers that tests/fixtures pins).
+    found = []
+    for path in sorted([*ROOT.glob("scripts/*.py"), *ROOT.glob("benchmarks/*.py")]):
+        text = path.read_text(encoding="utf-8")
+        numeric = "\nimport numpy" in text or "\nimport scipy" in text
+        if numeric and ("\nfrom service" in text or "\nimport service" in text):
+            found.append(path)
+    return found
+
+
+@pytest.mark.parametrize("path", _in_process_scripts(), ids=lambda path: path.name)
+def test_a_script_that_runs_the_service_in_process_is_pinned(path: Path) -> None:
+    # Its module-level imports, as `python <path>` runs them (its main() is not called). A script
+    # that stops for an optional package (numba, torch, jax) is checked for what it did import.
+    code = "\n".join(
+        [
+            "import json, runpy, sys",
+            f"sys.argv = [{str(path)!r}]",
+            f"sys.path.insert(0, {str(path.parent)!r})",
+            "try:",
+            f"    runpy.run_path({str(path)!r}, run_name='imported')",
+            "except (ImportError, SystemExit):",
+            "    pass",
+            "from service.blas import loaded_kernels",
+            "print(json.dumps([k['architecture'] for k in loaded_kernels()]))",
+        ]
+    )
+    env = {k: v for k, v in os.environ.items() if k != CORETYPE_VARIABLE}
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    )
+    asked = _this_hosts_choice()
+    if asked is not None:
+        assert json.loads(result.stdout.splitlines()[-1]) == [asked, asked], path.name

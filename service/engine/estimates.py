@@ -96,7 +96,10 @@ def jacobian_cost(chain: Chain, plan: JacobianPlan, fmt: Format, check: bool) ->
         direction: Direction = "jvp" if plan.strategy == "forward" else "vjp"
         one = pass_cost(chain.ops, chain.shapes, batch, direction).holding(basis)
         pieces = dense_cost(n, m, 1) if fmt == "dense" else sparse_build_cost(plan.nnz_bound, n, m)
-        build = one.times(blocks).holding(pieces.peak_bytes).then(pieces)
+        # The passes run beside what the pieces hold, not beside the COO build's fixed buffers
+        # (BUFFERS), which are in the passes' peak once already.
+        kept = pieces.peak_bytes - (0 if fmt == "dense" else BUFFERS)
+        build = one.times(blocks).holding(kept).then(pieces)
     cost = trace.then(build.holding(held))
     if fmt == "dense":
         cost = cost.then(dense_cost(n, m))  # orient / densify: a second copy

@@ -5,6 +5,7 @@ gigabytes, answer 500, or freeze the event loop. Each must now get its problem w
 time (generous bounds: CI machines are loaded), naming the setting that refused it.
 """
 
+import asyncio
 import base64
 import gc
 import gzip
@@ -18,6 +19,7 @@ import httpx
 import numpy as np
 import pytest
 
+from service.api import deps
 from service.config import Settings
 from service.main import create_app
 
@@ -327,6 +329,57 @@ async def test_a_client_that_leaves_frees_its_slot_within_100_ms(
     assert sent[0]["status"] == 400
     body = json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
     assert body["type"] == "/problems/cancelled"
+
+
+@pytest.mark.parametrize(
+    ("settings", "body", "status"),
+    [
+        (Settings(), {"x": {"data": [1.0, 2.0]}, "function": [{"op": "tanh"}]}, 200),
+        (Settings(), {"x": {"data": [-1.0]}, "function": [{"op": "log"}]}, 422),
+        (Settings(computation_deadline_seconds=0.05), SLOW, 504),
+    ],
+    ids=["answered", "engine error", "deadline"],
+)
+async def test_the_disconnect_watcher_has_ended_when_the_answer_is_sent(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings, body: dict[str, Any], status: int
+) -> None:
+    # A client that stays connected (keep-alive): receive() never returns after the body, so a
+    # watcher left running would wait on the connection, and read its next request's messages.
+    watchers: list[asyncio.Task[Any]] = []
+    watch = deps._cancel_on_disconnect
+
+    async def recorded(receive: Any, token: Any) -> None:
+        watchers.append(asyncio.current_task())  # type: ignore[arg-type]
+        await watch(receive, token)
+
+    monkeypatch.setattr(deps, "_cancel_on_disconnect", recorded)
+    app = create_app(settings)
+    raw = json.dumps(body).encode()
+    messages = [{"type": "http.request", "body": raw, "more_body": False}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        if messages:
+            return messages.pop()
+        await anyio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/v1/evaluate", "raw_path": b"/v1/evaluate",
+        "query_string": b"", "root_path": "",
+        "headers": [(b"content-type", b"application/json"),
+                    (b"content-length", str(len(raw)).encode())],
+        "client": ("127.0.0.1", 1), "server": ("testserver", 80),
+    }  # fmt: skip
+    await app(scope, receive, send)
+    assert sent[0]["status"] == status
+    assert len(watchers) == 1
+    assert watchers[0].done()
+    assert app.state.computations.busy == 0
 
 
 # -- POST /v1/estimate and GET /v1/metadata ------------------------------------------------------

@@ -131,6 +131,23 @@ def test_jacobians_are_bounded_per_strategy_and_format(
     )  # fmt: skip
 
 
+@pytest.mark.parametrize("strategy", ["forward", "reverse"])
+def test_a_sparse_jacobian_by_basis_counts_the_fixed_buffers_once(strategy: str) -> None:
+    # Found by the property above: the passes were estimated beside the whole peak of the COO
+    # build, its fixed buffers included, so BUFFERS counted twice (17.6 MB for a 141 KB run).
+    chain = Chain([MaxPool2d(size=(31, 24))], (60, 70))
+    x = np.random.default_rng(0).uniform(-1.5, 1.5, size=(60, 70))
+    resolved, plan = functions.plan_jacobian(chain, fmt="coo", strategy=strategy, limits=LIMITS)
+    check(
+        estimates.jacobian_cost(chain, plan, resolved, check=False),
+        lambda: functions.jacobian(
+            chain, x, fmt="coo", strategy=strategy, layout="in_out", order="F", check=False,
+            limits=LIMITS,
+        ),
+        x.nbytes,
+    )  # fmt: skip
+
+
 @settings(max_examples=12, deadline=None)
 @given(
     channels=st.integers(1, 3),

@@ -49,6 +49,13 @@ def test_derivative_from_the_output_is_the_derivative_bit_for_bit(name: str) -> 
     np.testing.assert_allclose(given[moderate], slope[moderate], rtol=1e-6, atol=1e-9)
 
 
+def test_every_derivative_from_the_output_declares_whether_it_is_fresh() -> None:
+    # The base class has no default (a new op must decide), and the test below covers each.
+    found = {cls.name for cls in _DerivativeOfOutput.__subclasses__()}
+    assert found == {"tanh", "sigmoid", "exp"}
+    assert all(isinstance(get_op(name).fresh_derivative, bool) for name in found)
+
+
 @pytest.mark.parametrize("name", ["tanh", "sigmoid", "exp"])
 def test_a_derivative_declared_fresh_shares_no_memory(name: str) -> None:
     # The products overwrite a derivative declared fresh: it must not be x, y or a view of them.
