@@ -6,8 +6,9 @@ Run: ``.venv/bin/python benchmarks/second_order.py [--repeat 5] [--clock cpu] [-
 a loaded machine inflates far less. ``--only`` runs some tables: ``hvp``, ``programs``,
 ``rosenbrock``, ``hessian``, ``program-hessian``, ``lbfgs`` (comma-separated).
 
-OpenBLAS is limited to one thread (set before NumPy loads): on the shared 2-core machines its
-threads made SciPy's L-BFGS-B 20x slower under load, for SciPy and the service alike. Every table
+OpenBLAS runs on one thread, the service's own choice (``service/blas.py``, made on import
+before NumPy loads): on the shared 2-core machines its threads made SciPy's L-BFGS-B 20x slower
+under load, for SciPy and the service alike. Every table
 is measured in one run, interleaved (each repetition runs every row once), medians of
 ``--repeat`` repetitions after a warm-up; the machine is shared, so the same-run ratios are what
 the numbers mean.
@@ -48,24 +49,21 @@ from __future__ import annotations
 import _service_kernels  # noqa: F401  (the service's BLAS kernels: before NumPy loads OpenBLAS)
 
 # isort: on
+import argparse
+import asyncio
+import json
+import logging
 import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-import httpx  # noqa: E402
-import numpy as np  # noqa: E402
-import scipy.optimize  # noqa: E402
+import httpx
+import numpy as np
+import scipy.optimize
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
