@@ -88,6 +88,17 @@ def test_this_process_runs_the_kernels_the_service_asked_for() -> None:
     assert check_kernels() == []
 
 
+def _run(code: str, env: dict[str, str], cpus: set[int] | None = None) -> Any:
+    # cpus: the CPUs the child may run on, set before it loads OpenBLAS, which counts a host's
+    # cores as the CPUs it may run on.
+    if cpus is not None:
+        code = f"import os; os.sched_setaffinity(0, {sorted(cpus)});" + code
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def test_a_server_process_that_imports_the_service_first_is_pinned() -> None:
     code = (
         "import service, numpy, scipy.linalg, json, os;"
@@ -96,10 +107,7 @@ def test_a_server_process_that_imports_the_service_first_is_pinned() -> None:
         " [k['architecture'] for k in loaded_kernels()]]))"
     )
     env = {k: v for k, v in os.environ.items() if k != CORETYPE_VARIABLE}
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
-    )
-    asked, architectures = json.loads(result.stdout)
+    asked, architectures = _run(code, env)
     assert len(architectures) == 2
     assert asked == _this_hosts_choice()
     if asked is not None:
@@ -146,17 +154,6 @@ def test_this_process_runs_the_threads_the_service_asked_for() -> None:
     if os.environ[THREADS_VARIABLE] == "1":
         assert [lib["threads"] for lib in loaded_kernels()] == [1, 1]
     assert check_threads() == []
-
-
-def _run(code: str, env: dict[str, str], cpus: set[int] | None = None) -> Any:
-    # cpus: the CPUs the child may run on, set before it loads OpenBLAS, which counts a host's
-    # cores as the CPUs it may run on.
-    if cpus is not None:
-        code = f"import os; os.sched_setaffinity(0, {sorted(cpus)});" + code
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
-    )
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def _without_blas_settings() -> dict[str, str]:
@@ -278,10 +275,7 @@ def test_a_script_that_runs_the_service_in_process_is_pinned(path: Path) -> None
             "print(json.dumps([k['architecture'] for k in loaded_kernels()]))",
         ]
     )
-    env = {k: v for k, v in os.environ.items() if k != CORETYPE_VARIABLE}
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
-    )
+    architectures = _run(code, {k: v for k, v in os.environ.items() if k != CORETYPE_VARIABLE})
     asked = _this_hosts_choice()
     if asked is not None:
-        assert json.loads(result.stdout.splitlines()[-1]) == [asked, asked], path.name
+        assert architectures == [asked, asked], path.name
