@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from service.api import deps
-from service.api.routes import functions, tensors
+from service.api.routes import descent, functions, tensors
 from service.config import Settings
 from service.engine.cancel import CancelToken, checkpoint
 from service.engine.errors import Cancelled
@@ -35,6 +35,8 @@ SMALL_EVALUATE = {"x": {"data": [1.0, 2.0]}, "function": [{"op": "square"}, {"op
 # Over deps.INLINE_BODY_BYTES: validated in the worker-thread call that computes it, no watcher.
 LARGE_VEC = {"x": {"data": np.arange(3000.0).tolist()}, "order": "F"}
 ONE_SLOT = Settings(max_concurrent_computations=1, computation_wait_seconds=0)
+DESCENT = {"function": [{"op": "square"}, {"op": "sum"}], "x0": {"data": [1.0, 2.0]},
+           "learning_rate": 0.1, "max_steps": 1000}  # fmt: skip
 
 
 def scope(path: str, raw: bytes, accept: str = "application/json") -> dict[str, Any]:
@@ -121,8 +123,11 @@ def token_set(monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
     [
         (functions, "_evaluate", "/v1/evaluate", SMALL_EVALUATE, "application/json"),
         (tensors, "_vec", "/v1/vec", LARGE_VEC, "application/json"),
+        (descent, "_start", "/v1/gradient-descent", DESCENT, "application/x-ndjson"),
+        (descent, "_pump", "/v1/gradient-descent", DESCENT, "application/x-ndjson"),
     ],
-    ids=["computation watched for disconnects", "deferred body, no watcher"],
+    ids=["computation watched for disconnects", "deferred body, no watcher",
+         "stream start", "stream slice"],
 )  # fmt: skip
 async def test_a_cancelled_request_holds_its_slot_until_its_thread_returns(
     monkeypatch: pytest.MonkeyPatch,
