@@ -11,7 +11,8 @@ document through :func:`body_openapi` and :data:`REQUEST_MODELS`.
 
 Computations run in the thread pool under a :class:`~service.engine.cancel.CancelToken` with the
 computation deadline; a task watches for the client's disconnect and sets the token, so the
-engine stops at its next checkpoint and the slot is free again.
+engine stops at its next checkpoint and the slot is free again. A request whose task is cancelled
+sets the token too, and frees its slot only once the thread has returned (:func:`run_to_end`).
 
 Every dependency here is a coroutine function: FastAPI runs a plain ``def`` dependency in the
 thread pool, a hop of about 0.1 ms each, for what is an attribute lookup. The settings live on
@@ -20,6 +21,7 @@ tests: with any override present FastAPI inspects dependency signatures on every
 """
 
 import asyncio
+import contextlib
 import functools
 import math
 import time
@@ -57,6 +59,7 @@ async def app_settings(request: Request) -> Settings:
 
 SettingsDep = Annotated[Settings, Depends(app_settings)]
 RequestModel = TypeVar("RequestModel", bound=BaseModel)
+Result = TypeVar("Result")
 # Every model parsed by json_body; main.py puts their schemas into components.schemas.
 REQUEST_MODELS: list[type[BaseModel]] = []
 # Every dependency made by json_body (the OpenAPI document declares the statuses they answer).
@@ -395,6 +398,12 @@ class Computations:
             The token's deadline; ``self.deadline_seconds`` when omitted.
         render : callable, optional
             Turns the result into the response, in the same worker-thread call.
+
+        Raises
+        ------
+        asyncio.CancelledError
+            If the request's task is cancelled: the token is set, and the slot is freed once the
+            worker thread has returned (:func:`run_to_end`).
         """
         release = await self.acquire()
         deadline = self.deadline_seconds if deadline_seconds is None else deadline_seconds
@@ -404,14 +413,14 @@ class Computations:
         try:
             if receive is None:
                 # Nothing to watch: no watcher task, whose set-up and end are not free.
-                return await run_in_threadpool(work, *args)
+                return await run_to_end(token, work, *args)
             # A plain asyncio task, not an anyio task group: the group's task-done callback keeps
             # the watcher's CancelledError in a local of a frame that the error's traceback
             # holds, a reference cycle (about 50 objects per computation, the frames of the
             # server's receive among them) that only a collection frees.
             watcher = asyncio.ensure_future(_cancel_on_disconnect(receive, token))
             try:
-                return await run_in_threadpool(work, *args)
+                return await run_to_end(token, work, *args)
             finally:
                 watcher.cancel()
                 # Ended before this request goes on, as a task group's end waits for its tasks:
@@ -438,6 +447,44 @@ class Computations:
         finally:
             self._metrics.engine.labels(route).observe(time.perf_counter() - start)
             release()
+
+
+async def run_to_end(token: CancelToken, function: Callable[..., Result], *args: Any) -> Result:
+    """Run ``function(*args)`` in the thread pool; if cancelled, wait for it to return first.
+
+    For a call made while a computation slot is held. A thread cannot be stopped from outside,
+    and a server that cancels the request's task (Hypercorn when the client leaves, a timeout
+    around the app, a cancelled task group) ends ``run_in_threadpool``'s wait at once while the
+    thread runs on: the slot freed next would let more computations run than there are slots.
+    Here the cancellation sets ``token`` instead, so the computation stops at its next
+    checkpoint, and is raised again once the thread has returned.
+
+    Raises
+    ------
+    asyncio.CancelledError
+        If the caller was cancelled, once the thread has returned (never swallowed).
+    """
+    thread = asyncio.ensure_future(run_in_threadpool(function, *args))
+    try:
+        return await asyncio.shield(thread)
+    except asyncio.CancelledError:
+        token.cancel()
+        # anyio's shield stops a cancelled scope from cancelling the wait again at every turn of
+        # the loop; a native cancellation cannot be shielded, so a second one is absorbed here
+        # (the first is raised).
+        with anyio.CancelScope(shield=True):
+            while not thread.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait((thread,))
+        if not thread.cancelled():
+            # What it ended with gives way to the cancellation: marked as seen, or asyncio would
+            # log it as never retrieved.
+            thread.exception()
+        raise
+    finally:
+        # The task holds the worker's exception, whose traceback holds this frame: a reference
+        # cycle that only a collection would free.
+        del thread
 
 
 def _worker(function: Callable[..., Any], token: CancelToken, render: Render | None) -> Any:

@@ -15,12 +15,12 @@ from typing import Annotated, Generic, TypeVar
 import pydantic_core
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response, StreamingResponse
-from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
 from ...codec import Encoding, TensorOut, decode_tensor, encode_tensor
 from ...codec.binary import split_segments
 from ...config import Settings
+from ...engine.cancel import CancelToken
 from ...engine.chain import Chain
 from ...engine.descent import (
     DescentEvent,
@@ -35,7 +35,7 @@ from ...engine.types import FloatArray
 from ...pictures import PictureType, descent_picture
 from ..budget import check_request
 from ..costs import descent_cost
-from ..deps import Compute, ComputeDep, SettingsDep, body_openapi, json_body
+from ..deps import Compute, ComputeDep, SettingsDep, body_openapi, json_body, run_to_end
 from ..negotiation import (
     NDJSON,
     Answer,
@@ -288,19 +288,25 @@ def _pump(events: Events, line: Line, instance: str, request_id: str | None) -> 
     return b"".join(lines), True
 
 
-async def _ndjson(request: Request, events: Events, line: Line) -> AsyncIterator[bytes]:
-    """Stream the run; a client that disconnects stops it at the end of the current slice."""
+async def _ndjson(
+    request: Request, events: Events, line: Line, token: CancelToken
+) -> AsyncIterator[bytes]:
+    """Stream the run; a client that disconnects stops it at the end of the current slice.
+
+    A stream whose task is cancelled (a server's way to say the client left) stops sooner: the
+    current slice ends at its next checkpoint (:func:`~service.api.deps.run_to_end`).
+    """
     where = (request.url.path, getattr(request.state, "request_id", None))
     try:
         while not await request.is_disconnected():
-            chunk, done = await run_in_threadpool(_pump, events, line, *where)
+            chunk, done = await run_to_end(token, token.run, _pump, events, line, *where)
             if chunk:
                 yield chunk
             if done:
                 return
     finally:
-        # The worker thread has returned (thread-pool calls are not abandoned on cancellation),
-        # so the generator is idle and closing it ends the computation.
+        # The worker thread has returned (run_to_end waits for it even when cancelled), so the
+        # generator is idle and closing it ends the computation.
         events.close()
 
 
@@ -371,14 +377,17 @@ async def stream(
 ) -> StreamingResponse:
     """Start a run and stream its events as NDJSON, one ``line(event)`` each (shared by routes).
 
-    A streamed run holds one computation slot from its checks to its last line. ``start`` does
+    A streamed run holds one computation slot from its checks to its last line (a cancelled one
+    until its worker thread has returned), under a token without a deadline. ``start`` does
     the checks, the preparation and the evaluation at ``x0`` in a worker thread before the first
     byte, so a refusal is still a problem response.
     """
     release = await compute.acquire()
+    # No deadline: a run ends itself at its own. The token stops it if the request is cancelled.
+    token = CancelToken(None)
     try:
-        events = await run_in_threadpool(start)
+        events = await run_to_end(token, token.run, start)
     except BaseException:
         release()
         raise
-    return _SlotStreamingResponse(_ndjson(request, events, line), release)
+    return _SlotStreamingResponse(_ndjson(request, events, line, token), release)
