@@ -61,6 +61,14 @@ CASES: list[tuple[str, str, dict[str, Any], str, str]] = [
     ("bad value error prefix", "/v1/cross-correlation",
      {"x": X, "kernel": K, "jacobian": "coo", "wrt": ["x", "x"]}, "/wrt",
      "wrt lists ['x', 'x']: each of 'x' and 'kernel' at most once"),
+    ("neither x nor inputs", "/v1/jacobian", {"function": [{"op": "tanh"}]}, "",
+     "give x (with an op list) or inputs (a program): the request has neither"),
+    ("both x and inputs", "/v1/evaluate",
+     {**_eval(X, {"op": "tanh"}), "inputs": {"x": X}}, "",
+     "give either x (with an op list) or inputs (a program), not both"),
+    ("neither x0 nor inputs", "/v1/gradient-descent",
+     {key: value for key, value in DESCENT.items() if key != "x0"}, "",
+     "give x0 (with an op list) or inputs (a program): the request has neither"),
 ]  # fmt: skip
 INTERNALS = ("Value error", "inhomogeneous", "Unable to extract tag", "Extra inputs",
              "Input tag", "setting an array element", "union[", "function-after")  # fmt: skip
