@@ -96,6 +96,26 @@ async def test_the_error_says_what_to_do(
         assert internal not in errors[0]["detail"], (internal, errors[0]["detail"])
 
 
+@pytest.mark.parametrize("side, value", [("lower", "NaN"), ("lower", "Infinity"),
+                                         ("upper", "-Infinity"), ("upper", "NaN")])  # fmt: skip
+async def test_a_bound_that_is_not_finite_is_refused_at_the_bound(
+    client: httpx.AsyncClient, side: str, value: str
+) -> None:
+    # A bare NaN or infinite bound used to reach the projection of x0 and come back as "x0 has
+    # non-finite entries", pointing at nothing; null is the way to leave a side unbounded.
+    body = (
+        '{"x0": {"data": [1.0, 2.0]}, "function": [{"op": "square"}, {"op": "sum"}], '
+        f'"method": "lbfgs", "max_steps": 3, "bounds": {{"x": {{"{side}": {value}}}}}}}'
+    )
+    response = await client.post(
+        "/v1/minimize", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422, response.text
+    [error] = response.json()["errors"]
+    assert error["pointer"] == f"/bounds/x/{side}", error
+    assert error["detail"].startswith("Input should be a finite number"), error
+
+
 async def test_ops_list_shows_the_wire_key(client: httpx.AsyncClient) -> None:
     operations = (await client.get("/v1/ops")).json()["operations"]
     assert all(entry["op"] == entry["name"] for entry in operations)
