@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from ..codec.errors import CodecError
+from ..codec.tensors import BINARY_TENSOR_ERROR
 from ..engine import errors as engine_errors
 
 logger = logging.getLogger("service.problems")
@@ -307,8 +308,9 @@ def _select_branches(errors: list[Located]) -> list[Located]:
 _PYDANTIC_PREFIX = re.compile(r"^(Value error|Assertion failed), ")
 # Errors whose input is not worth echoing: absent, unparsable, or already named in the message.
 _NOT_ECHOED = frozenset(
-    {"missing", "json_invalid", "unknown_tag", "missing_tag", "ragged", "extra_forbidden"}
-)
+    {"missing", "json_invalid", "unknown_tag", "missing_tag", "ragged", "extra_forbidden",
+     BINARY_TENSOR_ERROR}
+)  # fmt: skip
 # A problem lists at most this many validation failures (and says how many there were): 32,000
 # bad strings must not become a 2.6 MB error body.
 MAX_REPORTED_ERRORS = 50
