@@ -46,7 +46,13 @@ def _is_tensor_field(spec: type[OpSpec], name: str) -> bool:
     return annotation is Tensor or Tensor in get_args(annotation)
 
 
-def _unary_builder(order: Order, pointer: str) -> Any:
+def _unary_builder(order: Order, pointer: str, label: str, expression: bool) -> Any:
+    """Build a one-input operation from a node's parameters, or say which one is wrong.
+
+    ``label`` names the node in messages (``node 'a'``, or an expression's character offset);
+    an expression is one string, so its parameters have no pointers of their own: ``/function``.
+    """
+
     def build(cls: type[Op], params: Mapping[str, Any]) -> Op:
         spec = _SPECS[cls.name]
         bare = {
@@ -63,9 +69,16 @@ def _unary_builder(order: Order, pointer: str) -> Any:
             loc = list(first["loc"])
             if loc[:1] and loc[0] in bare and loc[1:2] == ["data"]:
                 del loc[1]  # the client wrote the bare data: point at it
-            location = "".join(f"/{part}" for part in loc)
-            raise GraphError(f"{cls.name}: {loc[0]}: {first['msg']}",
-                             f"{pointer}{location}") from None  # fmt: skip
+            location = "" if expression else "".join(f"/{part}" for part in loc)
+            # The op list's wording (explain.py) for the two mistakes pydantic words for itself.
+            if first["type"] == "extra_forbidden" and len(loc) == 1:
+                message = (f"operation {cls.name!r} has no parameter {loc[0]!r}; GET /v1/ops "
+                           "lists the parameters of every operation")  # fmt: skip
+            elif first["type"] == "missing" and len(loc) == 1:
+                message = f"operation {cls.name!r} needs the parameter {loc[0]!r}"
+            else:
+                message = f"{cls.name}: {loc[0]}: {first['msg']}"
+            raise GraphError(f"{label}: {message}", f"{pointer}{location}") from None
         return model.to_engine(order)
 
     return build
@@ -130,12 +143,15 @@ def _node(raw: Mapping[str, Any], order: Order, pointer: str, where: str = "") -
     params = {k: v for k, v in raw.items() if k not in ("id", "op", "args")}
     args = tuple(raw["args"])
     _check_parameters(raw["op"], params, pointer, graph=not where)
+    label = where or f"node {raw['id']!r}"
     try:
-        op = build_op(raw["op"], len(args), params, _unary_builder(order, pointer))
+        op = build_op(
+            raw["op"], len(args), params, _unary_builder(order, pointer, label, bool(where))
+        )
     except GraphError:
         raise
     except (ParameterError, UnknownOperation, ShapeError) as error:
-        located = type(error)(f"{where or 'node ' + repr(raw['id'])}: {error}")
+        located = type(error)(f"{label}: {error}")
         located.pointer = pointer
         raise located from error
     return Node(raw["id"], op, args, where, pointer)

@@ -16,6 +16,7 @@ pytestmark = pytest.mark.anyio
 
 X = {"data": [[[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]]]}
 K = {"data": [[[1.0, 2.0], [3.0, 4.0]]]}
+A = {"data": [1.0, 2.0]}
 DESCENT = {"x0": {"data": [1.0, 2.0]}, "function": [{"op": "square"}, {"op": "sum"}],
            "learning_rate": 0.1, "max_steps": 3}  # fmt: skip
 
@@ -69,6 +70,20 @@ CASES: list[tuple[str, str, dict[str, Any], str, str]] = [
     ("neither x0 nor inputs", "/v1/gradient-descent",
      {key: value for key, value in DESCENT.items() if key != "x0"}, "",
      "give x0 (with an op list) or inputs (a program): the request has neither"),
+    ("unknown parameter in an expression", "/v1/evaluate",
+     {"inputs": {"a": A}, "function": "sum(a, axis=0)"}, "/function",
+     "expression character 0 (sum): operation 'sum' has no parameter 'axis'; GET /v1/ops lists "
+     "the parameters of every operation"),
+    ("unknown parameter in a graph", "/v1/evaluate",
+     {"inputs": {"a": A}, "function": {"nodes": [{"id": "s", "op": "sum", "args": ["a"],
+                                                   "axis": 0}], "output": "s"}},
+     "/function/nodes/0/axis", "node 's': operation 'sum' has no parameter 'axis'"),
+    ("missing parameter in an expression", "/v1/evaluate",
+     {"inputs": {"a": A}, "function": "scale(a)"}, "/function",
+     "expression character 0 (scale): operation 'scale' needs the parameter 'factor'"),
+    ("wrong parameter in an expression", "/v1/evaluate",
+     {"inputs": {"a": A}, "function": "2 * scale(a, factor='x')"}, "/function",
+     "expression character 4 (scale): scale: factor: Input should be a valid number"),
 ]  # fmt: skip
 INTERNALS = ("Value error", "inhomogeneous", "Unable to extract tag", "Extra inputs",
              "Input tag", "setting an array element", "union[", "function-after")  # fmt: skip
