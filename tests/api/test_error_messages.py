@@ -84,9 +84,19 @@ CASES: list[tuple[str, str, dict[str, Any], str, str]] = [
     ("wrong parameter in an expression", "/v1/evaluate",
      {"inputs": {"a": A}, "function": "2 * scale(a, factor='x')"}, "/function",
      "expression character 4 (scale): scale: factor: Input should be a valid number"),
+    ("unknown parameter of an n-ary operation", "/v1/evaluate",
+     {"inputs": {"a": A}, "function": "concatenate(a, a, axs=0)"}, "/function",
+     "expression character 0 (concatenate): operation 'concatenate' has no parameter 'axs'; "
+     "its parameters: axis"),
+    ("missing parameter of an n-ary operation", "/v1/evaluate",
+     {"inputs": {"a": A}, "function": {"nodes": [{"id": "e", "op": "einsum", "args": ["a", "a"]}],
+                                       "output": "e"}},
+     "/function/nodes/0", "node 'e': operation 'einsum' needs the parameter 'subscripts'"),
 ]  # fmt: skip
+
 INTERNALS = ("Value error", "inhomogeneous", "Unable to extract tag", "Extra inputs",
-             "Input tag", "setting an array element", "union[", "function-after")  # fmt: skip
+             "Input tag", "setting an array element", "union[", "function-after",
+             "__init__", "positional argument", "keyword argument")  # fmt: skip
 
 
 @pytest.fixture
