@@ -108,6 +108,9 @@ CASES: list[tuple[str, str, dict[str, Any], str, str]] = [
                                                    "kernel": {"data": [[[1.0]]], "dtyp": 1}}],
                                        "output": "k"}},
      "/function/nodes/0/kernel/dtyp", "node 'k': xcorr2d: kernel: unknown field 'dtyp'"),
+    ("unknown field of an op's tensor", "/v1/evaluate",
+     _eval(X, {"op": "xcorr2d", "kernel": {**K, "dtyp": "float64"}}), "/function/0/kernel/dtyp",
+     "unknown field 'dtyp'; did you mean 'dtype'?"),
 ]  # fmt: skip
 
 INTERNALS = ("Value error", "inhomogeneous", "Unable to extract tag", "Extra inputs",
