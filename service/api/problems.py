@@ -515,10 +515,17 @@ STATUS_DESCRIPTIONS: dict[int, str] = {
     500: "Unexpected error; generic detail, traceback only in the server log.",
     503: "Every computation slot is busy, or too many body bytes are in flight; retry after "
     "`Retry-After` seconds (`/problems/saturated`).",
+    504: "The computation passed `SERVICE_COMPUTATION_DEADLINE_SECONDS` and was stopped "
+    "(`/problems/deadline-exceeded`).",
 }
 # The responses a router declares; the document is then narrowed to each operation's statuses
 # (service/api/openapi_document.py).
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: _problem_content(STATUS_DESCRIPTIONS[status])
     for status in (401, 406, 413, 415, 422, 500, 503)
+}
+# Declared by the routers and routes whose computation runs under the computation deadline; a run
+# (descent, minimize) ends itself with status "deadline" instead, and the estimate computes nothing.
+DEADLINE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    504: _problem_content(STATUS_DESCRIPTIONS[504])
 }
