@@ -249,8 +249,11 @@ def _segments(loc: tuple[Any, ...], document: Any, missing: bool) -> list[Segmen
     error, which names where the absent field belongs.
     """
     parts = list(loc)
-    if parts[:1] == ["body"] and not (isinstance(document, dict) and "body" in document):
-        parts = parts[1:]  # FastAPI's own body errors start with "body"
+    # FastAPI's own body errors start with "body"; a request's own field of that name (the body of
+    # /v1/estimate) is in the document, or is the one part of a missing error about a document.
+    field = isinstance(document, dict) and ("body" in document or (missing and len(parts) == 1))
+    if parts[:1] == ["body"] and not field:
+        parts = parts[1:]
     segments: list[Segment] = []
     node = document
     for position, part in enumerate(parts):

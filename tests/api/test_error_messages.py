@@ -111,6 +111,8 @@ CASES: list[tuple[str, str, dict[str, Any], str, str]] = [
     ("unknown field of an op's tensor", "/v1/evaluate",
      _eval(X, {"op": "xcorr2d", "kernel": {**K, "dtyp": "float64"}}), "/function/0/kernel/dtyp",
      "unknown field 'dtyp'; did you mean 'dtype'?"),
+    ("estimate without its body", "/v1/estimate", {"path": "/v1/evaluate"}, "/body",
+     "Field required"),
 ]  # fmt: skip
 
 INTERNALS = ("Value error", "inhomogeneous", "Unable to extract tag", "Extra inputs",
