@@ -43,6 +43,12 @@ def test_float32_stays_float32_and_other_dtypes_become_float64() -> None:
     assert base64.b64decode(body["x"]["data"]) == struct.pack("<2f", 1.0, 1.0)
 
 
+def test_a_complex_array_is_refused_not_cast_to_its_real_part() -> None:
+    # astype(float64) would drop the imaginary part with only a ComplexWarning.
+    with pytest.raises(TypeError, match="complex128"):
+        as_tensor(np.array([1.0 + 2.0j, 3.0]))
+
+
 def test_binary_segments_follow_the_json_text_order() -> None:
     # Section 3.1: segments in the order the tensors appear in the JSON text, however nested.
     a, b, c = np.arange(2.0), np.arange(3.0) + 10, np.array(7.0)

@@ -68,7 +68,8 @@ def _misplaced(error: dict[str, Any], model: type[BaseModel]) -> str:
     if elsewhere:
         where = " or ".join(f"under {place or 'the top level'}" for place in elsewhere[:3])
         return f"unknown field {field!r} here: it belongs {where}"
-    if tags and tags[-1] in op_names():
+    # Only a field right under the op's tag is a parameter; deeper ones belong to a tensor.
+    if tags and parent[-1] == tags[-1] and tags[-1] in op_names():
         return (f"operation {tags[-1]!r} has no parameter {field!r}; GET /v1/ops lists the "
                 "parameters of every operation")  # fmt: skip
     nearby = sorted(name for name, found in places.items() if here in found)

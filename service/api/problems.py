@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from ..codec.errors import CodecError
+from ..codec.tensors import BINARY_TENSOR_ERROR
 from ..engine import errors as engine_errors
 
 logger = logging.getLogger("service.problems")
@@ -248,8 +249,11 @@ def _segments(loc: tuple[Any, ...], document: Any, missing: bool) -> list[Segmen
     error, which names where the absent field belongs.
     """
     parts = list(loc)
-    if parts[:1] == ["body"] and not (isinstance(document, dict) and "body" in document):
-        parts = parts[1:]  # FastAPI's own body errors start with "body"
+    # FastAPI's own body errors start with "body"; a request's own field of that name (the body of
+    # /v1/estimate) is in the document, or is the one part of a missing error about a document.
+    field = isinstance(document, dict) and ("body" in document or (missing and len(parts) == 1))
+    if parts[:1] == ["body"] and not field:
+        parts = parts[1:]
     segments: list[Segment] = []
     node = document
     for position, part in enumerate(parts):
@@ -307,8 +311,9 @@ def _select_branches(errors: list[Located]) -> list[Located]:
 _PYDANTIC_PREFIX = re.compile(r"^(Value error|Assertion failed), ")
 # Errors whose input is not worth echoing: absent, unparsable, or already named in the message.
 _NOT_ECHOED = frozenset(
-    {"missing", "json_invalid", "unknown_tag", "missing_tag", "ragged", "extra_forbidden"}
-)
+    {"missing", "json_invalid", "unknown_tag", "missing_tag", "ragged", "extra_forbidden",
+     BINARY_TENSOR_ERROR}
+)  # fmt: skip
 # A problem lists at most this many validation failures (and says how many there were): 32,000
 # bad strings must not become a 2.6 MB error body.
 MAX_REPORTED_ERRORS = 50
@@ -513,10 +518,17 @@ STATUS_DESCRIPTIONS: dict[int, str] = {
     500: "Unexpected error; generic detail, traceback only in the server log.",
     503: "Every computation slot is busy, or too many body bytes are in flight; retry after "
     "`Retry-After` seconds (`/problems/saturated`).",
+    504: "The computation passed `SERVICE_COMPUTATION_DEADLINE_SECONDS` and was stopped "
+    "(`/problems/deadline-exceeded`).",
 }
 # The responses a router declares; the document is then narrowed to each operation's statuses
 # (service/api/openapi_document.py).
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: _problem_content(STATUS_DESCRIPTIONS[status])
     for status in (401, 406, 413, 415, 422, 500, 503)
+}
+# Declared by the routers and routes whose computation runs under the computation deadline; a run
+# (descent, minimize) ends itself with status "deadline" instead, and the estimate computes nothing.
+DEADLINE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    504: _problem_content(STATUS_DESCRIPTIONS[504])
 }

@@ -25,6 +25,7 @@ from ..engine.graph.nary import Unary, build_op, nary_classes
 from ..engine.graph.program import GraphError, Node, Program
 from ..engine.op import Op
 from ..engine.types import Order, Shape
+from .problems import validation_errors
 from .schemas.ops import OP_SPECS, OpSpec
 from .schemas.programs import (
     MAX_PARAMETER_DEPTH,
@@ -46,7 +47,13 @@ def _is_tensor_field(spec: type[OpSpec], name: str) -> bool:
     return annotation is Tensor or Tensor in get_args(annotation)
 
 
-def _unary_builder(order: Order, pointer: str) -> Any:
+def _unary_builder(order: Order, pointer: str, label: str, expression: bool) -> Any:
+    """Build a one-input operation from a node's parameters, or say which one is wrong.
+
+    ``label`` names the node in messages (``node 'a'``, or an expression's character offset);
+    an expression is one string, so its parameters have no pointers of their own: ``/function``.
+    """
+
     def build(cls: type[Op], params: Mapping[str, Any]) -> Op:
         spec = _SPECS[cls.name]
         bare = {
@@ -56,16 +63,31 @@ def _unary_builder(order: Order, pointer: str) -> Any:
             and not isinstance(value, dict) and value is not None
         }  # fmt: skip
         wire = {key: {"data": value} if key in bare else value for key, value in params.items()}
+        document = {"op": cls.name, **wire}
         try:
-            model = spec.model_validate_json(json.dumps({"op": cls.name, **wire}))
+            model = spec.model_validate_json(json.dumps(document))
         except ValidationError as error:
-            first = error.errors(include_url=False)[0]
-            loc = list(first["loc"])
-            if loc[:1] and loc[0] in bare and loc[1:2] == ["data"]:
-                del loc[1]  # the client wrote the bare data: point at it
-            location = "".join(f"/{part}" for part in loc)
-            raise GraphError(f"{cls.name}: {loc[0]}: {first['msg']}",
-                             f"{pointer}{location}") from None  # fmt: skip
+            errors: list[dict[str, Any]] = [dict(e) for e in error.errors(include_url=False)]
+            first = errors[0]
+            # The request's renderer picks the union member meant and keeps its tags
+            # ('union[float,list[...]]') out of the pointer.
+            shown = validation_errors(errors, document)[0]
+            parts = shown.pointer.split("/")[1:]
+            field = parts[0] if parts else str(first["loc"][0])
+            if field in bare and parts[1:2] == ["data"]:
+                del parts[1]  # the client wrote the bare data: point at it
+            location = "" if expression else "".join(f"/{part}" for part in parts)
+            # The op list's wording (explain.py) for the two mistakes pydantic words for itself.
+            if first["type"] == "extra_forbidden" and len(parts) == 1:
+                message = (f"operation {cls.name!r} has no parameter {field!r}; GET /v1/ops "
+                           "lists the parameters of every operation")  # fmt: skip
+            elif first["type"] == "extra_forbidden":
+                message = f"{cls.name}: {field}: unknown field {parts[-1]!r}"
+            elif first["type"] == "missing" and len(first["loc"]) == 1:
+                message = f"operation {cls.name!r} needs the parameter {field!r}"
+            else:
+                message = f"{cls.name}: {field}: {shown.detail}"
+            raise GraphError(f"{label}: {message}", f"{pointer}{location}") from None
         return model.to_engine(order)
 
     return build
@@ -130,12 +152,15 @@ def _node(raw: Mapping[str, Any], order: Order, pointer: str, where: str = "") -
     params = {k: v for k, v in raw.items() if k not in ("id", "op", "args")}
     args = tuple(raw["args"])
     _check_parameters(raw["op"], params, pointer, graph=not where)
+    label = where or f"node {raw['id']!r}"
     try:
-        op = build_op(raw["op"], len(args), params, _unary_builder(order, pointer))
+        op = build_op(
+            raw["op"], len(args), params, _unary_builder(order, pointer, label, bool(where))
+        )
     except GraphError:
         raise
     except (ParameterError, UnknownOperation, ShapeError) as error:
-        located = type(error)(f"{where or 'node ' + repr(raw['id'])}: {error}")
+        located = type(error)(f"{label}: {error}")
         located.pointer = pointer
         raise located from error
     return Node(raw["id"], op, args, where, pointer)

@@ -212,6 +212,16 @@ def _check_finite(array: FloatArray) -> None:
 _ABSENT = "\x00data absent"
 
 
+# The error type of a binary tensor's failures. What stands in their ``data`` is the segment index
+# the binary reader wrote or _ABSENT, never the client's text, so problems do not echo it.
+BINARY_TENSOR_ERROR = "binary_tensor"
+
+
+def _binary_error(message: str) -> PydanticCustomError:
+    # The message goes in as context: a template would read braces in it as placeholders.
+    return PydanticCustomError(BINARY_TENSOR_ERROR, "{message}", {"message": message})
+
+
 def _no_default(schema: dict[str, Any]) -> None:
     schema.pop("default", None)
 
@@ -270,11 +280,20 @@ class Tensor(BaseModel):
             # An earlier field already failed; its error is reported, nothing to decode.
             return data
         encoding, dtype, shape = info.data["encoding"], info.data["dtype"], info.data["shape"]
-        if (encoding == "binary") != (info.data["binary_data_size"] is not None):
-            raise ValueError("binary_data_size goes with encoding 'binary', and only with it")
+        size = info.data["binary_data_size"]
+        if encoding == "binary" and size is None:
+            raise _binary_error(
+                "a binary tensor needs binary_data_size: the bytes of its segment after the "
+                "JSON header (the product of shape times the dtype's size)"
+            )
+        if encoding != "binary" and size is not None:
+            raise ValueError("binary_data_size goes only with encoding 'binary'")
         if encoding == "binary":
             # The binary reader checked shape, dtype and size against the body already.
-            return _finished(segment_for(data, info).astype(np.float64, copy=False))
+            try:
+                return _finished(segment_for(data, info).astype(np.float64, copy=False))
+            except ValueError as error:
+                raise _binary_error(str(error)) from None
         if data is _ABSENT:
             raise PydanticCustomError("missing", "Field required")
         limits = limits_from(info)

@@ -307,6 +307,30 @@ async def test_a_binary_tensor_in_a_json_body_is_a_422_at_the_tensor(client) -> 
     [error] = response.json()["errors"]
     assert error["pointer"] == "/function/0/constant"
     assert "application/octet-stream" in error["detail"]
+    assert "(got" not in error["detail"], error
+
+
+async def test_a_binary_tensor_without_its_size_is_told_to_give_it(client) -> None:
+    body = {"x": {"encoding": "binary", "shape": [2], "dtype": "float64"}}
+    response = await client.post("/v1/vec", json=body)
+    assert response.status_code == 422
+    [error] = response.json()["errors"]
+    assert error["pointer"] == "/x"
+    assert error["detail"].startswith("a binary tensor needs binary_data_size"), error
+    # The model's placeholder for the missing data is no part of the answer.
+    assert "(got" not in error["detail"], error
+
+
+async def test_a_non_finite_segment_names_its_index_and_echoes_nothing(client) -> None:
+    # The binary reader puts the segment's index in data; echoing it read "(got 0)".
+    header = b'{"x": {"encoding": "binary", "shape": [3], "binary_data_size": 24}}'
+    headers = {"content-type": OCTET, HEADER: str(len(header))}
+    segment = np.array([1.0, np.nan, 2.0]).tobytes()
+    response = await client.post("/v1/vec", content=header + segment, headers=headers)
+    assert response.status_code == 422
+    [error] = response.json()["errors"]
+    assert error == {"pointer": "/x/data",
+                     "detail": "data holds a non-finite value (nan) at index [1]"}  # fmt: skip
 
 
 @pytest.mark.parametrize("keys", [("x", "tangent"), ("tangent", "x")])

@@ -16,6 +16,7 @@ pytestmark = pytest.mark.anyio
 
 X = {"data": [[[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]]]}
 K = {"data": [[[1.0, 2.0], [3.0, 4.0]]]}
+A = {"data": [1.0, 2.0]}
 DESCENT = {"x0": {"data": [1.0, 2.0]}, "function": [{"op": "square"}, {"op": "sum"}],
            "learning_rate": 0.1, "max_steps": 3}  # fmt: skip
 
@@ -61,9 +62,62 @@ CASES: list[tuple[str, str, dict[str, Any], str, str]] = [
     ("bad value error prefix", "/v1/cross-correlation",
      {"x": X, "kernel": K, "jacobian": "coo", "wrt": ["x", "x"]}, "/wrt",
      "wrt lists ['x', 'x']: each of 'x' and 'kernel' at most once"),
+    ("neither x nor inputs", "/v1/jacobian", {"function": [{"op": "tanh"}]}, "",
+     "give x (with an op list) or inputs (a program): the request has neither"),
+    ("both x and inputs", "/v1/evaluate",
+     {**_eval(X, {"op": "tanh"}), "inputs": {"x": X}}, "",
+     "give either x (with an op list) or inputs (a program), not both"),
+    ("neither x0 nor inputs", "/v1/gradient-descent",
+     {key: value for key, value in DESCENT.items() if key != "x0"}, "",
+     "give x0 (with an op list) or inputs (a program): the request has neither"),
+    ("unknown parameter in an expression", "/v1/evaluate",
+     {"inputs": {"a": A}, "function": "sum(a, axis=0)"}, "/function",
+     "expression character 0 (sum): operation 'sum' has no parameter 'axis'; GET /v1/ops lists "
+     "the parameters of every operation"),
+    ("unknown parameter in a graph", "/v1/evaluate",
+     {"inputs": {"a": A}, "function": {"nodes": [{"id": "s", "op": "sum", "args": ["a"],
+                                                   "axis": 0}], "output": "s"}},
+     "/function/nodes/0/axis", "node 's': operation 'sum' has no parameter 'axis'"),
+    ("missing parameter in an expression", "/v1/evaluate",
+     {"inputs": {"a": A}, "function": "scale(a)"}, "/function",
+     "expression character 0 (scale): operation 'scale' needs the parameter 'factor'"),
+    ("wrong parameter in an expression", "/v1/evaluate",
+     {"inputs": {"a": A}, "function": "2 * scale(a, factor='x')"}, "/function",
+     "expression character 4 (scale): scale: factor: Input should be a valid number"),
+    ("unknown parameter of an n-ary operation", "/v1/evaluate",
+     {"inputs": {"a": A}, "function": "concatenate(a, a, axs=0)"}, "/function",
+     "expression character 0 (concatenate): operation 'concatenate' has no parameter 'axs'; "
+     "its parameters: axis"),
+    ("missing parameter of an n-ary operation", "/v1/evaluate",
+     {"inputs": {"a": A}, "function": {"nodes": [{"id": "e", "op": "einsum", "args": ["a", "a"]}],
+                                       "output": "e"}},
+     "/function/nodes/0", "node 'e': operation 'einsum' needs the parameter 'subscripts'"),
+    ("bad entry of a node's bare tensor", "/v1/evaluate",
+     {"inputs": {"x": X}, "function": {"nodes": [{"id": "k", "op": "xcorr2d", "args": ["x"],
+                                                   "kernel": [[[1.0, None]]]}], "output": "k"}},
+     "/function/nodes/0/kernel/0/0/1",
+     "node 'k': xcorr2d: kernel: Input should be a valid number (got null)"),
+    ("bad entry of a node's tensor", "/v1/evaluate",
+     {"inputs": {"x": X}, "function": {"nodes": [{"id": "k", "op": "xcorr2d", "args": ["x"],
+                                                   "kernel": {"data": [[[1.0, "2"]]]}}],
+                                       "output": "k"}},
+     "/function/nodes/0/kernel/data/0/0/1",
+     "node 'k': xcorr2d: kernel: Input should be a valid number (got \"2\")"),
+    ("unknown field of a node's tensor", "/v1/evaluate",
+     {"inputs": {"x": X}, "function": {"nodes": [{"id": "k", "op": "xcorr2d", "args": ["x"],
+                                                   "kernel": {"data": [[[1.0]]], "dtyp": 1}}],
+                                       "output": "k"}},
+     "/function/nodes/0/kernel/dtyp", "node 'k': xcorr2d: kernel: unknown field 'dtyp'"),
+    ("unknown field of an op's tensor", "/v1/evaluate",
+     _eval(X, {"op": "xcorr2d", "kernel": {**K, "dtyp": "float64"}}), "/function/0/kernel/dtyp",
+     "unknown field 'dtyp'; did you mean 'dtype'?"),
+    ("estimate without its body", "/v1/estimate", {"path": "/v1/evaluate"}, "/body",
+     "Field required"),
 ]  # fmt: skip
+
 INTERNALS = ("Value error", "inhomogeneous", "Unable to extract tag", "Extra inputs",
-             "Input tag", "setting an array element", "union[", "function-after")  # fmt: skip
+             "Input tag", "setting an array element", "union[", "function-after",
+             "__init__", "positional argument", "keyword argument")  # fmt: skip
 
 
 @pytest.fixture
@@ -86,6 +140,26 @@ async def test_the_error_says_what_to_do(
     assert errors[0]["detail"].startswith(detail), errors[0]["detail"]
     for internal in INTERNALS:
         assert internal not in errors[0]["detail"], (internal, errors[0]["detail"])
+
+
+@pytest.mark.parametrize("side, value", [("lower", "NaN"), ("lower", "Infinity"),
+                                         ("upper", "-Infinity"), ("upper", "NaN")])  # fmt: skip
+async def test_a_bound_that_is_not_finite_is_refused_at_the_bound(
+    client: httpx.AsyncClient, side: str, value: str
+) -> None:
+    # A bare NaN or infinite bound used to reach the projection of x0 and come back as "x0 has
+    # non-finite entries", pointing at nothing; null is the way to leave a side unbounded.
+    body = (
+        '{"x0": {"data": [1.0, 2.0]}, "function": [{"op": "square"}, {"op": "sum"}], '
+        f'"method": "lbfgs", "max_steps": 3, "bounds": {{"x": {{"{side}": {value}}}}}}}'
+    )
+    response = await client.post(
+        "/v1/minimize", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422, response.text
+    [error] = response.json()["errors"]
+    assert error["pointer"] == f"/bounds/x/{side}", error
+    assert error["detail"].startswith("Input should be a finite number"), error
 
 
 async def test_ops_list_shows_the_wire_key(client: httpx.AsyncClient) -> None:

@@ -41,12 +41,15 @@ def _own_statuses() -> dict[tuple[str, str], set[int]]:
 
 
 BODY_ERRORS = {400, 401, 406, 408, 413, 415, 422, 500, 503}  # read, negotiate, validate, compute
+# A run ends itself with status "deadline" and the estimate computes nothing: every other POST
+# computes under SERVICE_COMPUTATION_DEADLINE_SECONDS and answers 504 past it.
+NO_DEADLINE = {"/v1/estimate", "/v1/gradient-descent", "/v1/minimize"}
 
 
 def expected_errors(method: str, path: str) -> set[int]:
     """What an operation can answer besides 2xx (the rule the README's Errors section states)."""
     if method == "post":
-        return BODY_ERRORS
+        return BODY_ERRORS if path in NO_DEADLINE else BODY_ERRORS | {504}
     if path.startswith("/v1/"):
         return {401, 406, 500}  # no body, no computation slot; Accept is negotiated
     return {401, 500}  # probes: a key only when SERVICE_PUBLIC_HEALTH=false

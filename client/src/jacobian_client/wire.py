@@ -71,10 +71,18 @@ def as_tensor(value: Any) -> Wire:
     Returns
     -------
     Wire
+
+    Raises
+    ------
+    TypeError
+        For a complex array: the service computes over the reals, and a cast would silently
+        drop the imaginary part.
     """
     if isinstance(value, Wire):
         return value
     array = np.asarray(value)
+    if array.dtype.kind == "c":
+        raise TypeError(f"a tensor must be real, got {array.dtype}; send .real and .imag apart")
     if array.dtype != np.float32:
         array = array.astype(np.float64, copy=False)
     return Wire(array)

@@ -29,7 +29,7 @@ from ..costs import (
 from ..deps import ComputeDep, SettingsDep, body_openapi, json_body
 from ..negotiation import answer, check_accept, offer
 from ..pictures import accepted_picture, picture_response, pictures
-from ..problems import PROBLEM_RESPONSES, NotAcceptable
+from ..problems import DEADLINE_RESPONSES, PROBLEM_RESPONSES, NotAcceptable
 from ..programs import build_program
 from ..representations import BINARY, dense_jacobian, npy, npz
 from ..schemas.functions import (
@@ -295,7 +295,12 @@ async def list_ops() -> OperationsResponse:
     )
 
 
-@router.post("/evaluate", openapi_extra=body_openapi(EvaluateRequest), summary="Evaluate h(x)")
+@router.post(
+    "/evaluate",
+    openapi_extra=body_openapi(EvaluateRequest),
+    responses=DEADLINE_RESPONSES,
+    summary="Evaluate h(x)",
+)
 async def evaluate(
     request: Request, body: EvaluateBody, settings: SettingsDep, compute: ComputeDep
 ) -> EvaluateResponse:
@@ -303,7 +308,12 @@ async def evaluate(
     return await answer(request, compute, _evaluate, body, settings)
 
 
-@router.post("/jacobian", openapi_extra=body_openapi(JacobianRequest), summary="Jacobian of h at x")
+@router.post(
+    "/jacobian",
+    openapi_extra=body_openapi(JacobianRequest),
+    responses=DEADLINE_RESPONSES,
+    summary="Jacobian of h at x",
+)
 async def jacobian(
     request: Request, body: JacobianBody, settings: SettingsDep, compute: ComputeDep
 ) -> JacobianResponse | ProgramJacobianResponse:
@@ -323,7 +333,12 @@ async def jacobian(
     return cast(JacobianResponse, picture_response(content, picture))
 
 
-@router.post("/jvp", openapi_extra=body_openapi(JvpRequest), summary="Jacobian-vector product")
+@router.post(
+    "/jvp",
+    openapi_extra=body_openapi(JvpRequest),
+    responses=DEADLINE_RESPONSES,
+    summary="Jacobian-vector product",
+)
 async def jvp(
     request: Request, body: JvpBody, settings: SettingsDep, compute: ComputeDep
 ) -> JvpResponse:
@@ -331,7 +346,12 @@ async def jvp(
     return await answer(request, compute, _jvp, body, settings)
 
 
-@router.post("/vjp", openapi_extra=body_openapi(VjpRequest), summary="Vector-Jacobian product")
+@router.post(
+    "/vjp",
+    openapi_extra=body_openapi(VjpRequest),
+    responses=DEADLINE_RESPONSES,
+    summary="Vector-Jacobian product",
+)
 async def vjp(
     request: Request, body: VjpBody, settings: SettingsDep, compute: ComputeDep
 ) -> VjpResponse | ProgramVjpResponse:
@@ -340,7 +360,10 @@ async def vjp(
 
 
 @router.post(
-    "/chain-rule", openapi_extra=body_openapi(ChainRuleRequest), summary="Compose Jacobians"
+    "/chain-rule",
+    openapi_extra=body_openapi(ChainRuleRequest),
+    responses=DEADLINE_RESPONSES,
+    summary="Compose Jacobians",
 )
 async def chain_rule(
     request: Request, body: ChainRuleBody, settings: SettingsDep, compute: ComputeDep

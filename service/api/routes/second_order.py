@@ -21,7 +21,7 @@ from ..budget import check_request
 from ..costs import chain_of, function_limits, hessian_cost, hvp_cost
 from ..deps import ComputeDep, SettingsDep, body_openapi, json_body
 from ..negotiation import answer, check_accept, offer
-from ..problems import PROBLEM_RESPONSES
+from ..problems import DEADLINE_RESPONSES, PROBLEM_RESPONSES
 from ..representations import BINARY, npz
 from ..schemas.second_order import HessianRequest, HessianResponse, HvpRequest, HvpResponse
 from .functions import _program
@@ -29,7 +29,7 @@ from .functions import _program
 router = APIRouter(
     prefix="/v1",
     tags=["second-order"],
-    responses=PROBLEM_RESPONSES,
+    responses={**PROBLEM_RESPONSES, **DEADLINE_RESPONSES},
     dependencies=[Depends(check_accept)],
 )
 offer("hvp", BINARY)

@@ -14,7 +14,7 @@ from ...engine.layout import size_of
 from ..budget import BodyCounts, RequestCost, check_request, float_payload, index_payload
 from ..deps import BodyItems, ComputeDep, body_openapi, deferred_body
 from ..negotiation import DeferredBody, answer, check_accept, offer
-from ..problems import PROBLEM_RESPONSES
+from ..problems import DEADLINE_RESPONSES, PROBLEM_RESPONSES
 from ..representations import BINARY, npy
 from ..schemas.tensors import (
     FlatRequest,
@@ -30,7 +30,7 @@ from ..schemas.tensors import (
 router = APIRouter(
     prefix="/v1",
     tags=["operators"],
-    responses=PROBLEM_RESPONSES,
+    responses={**PROBLEM_RESPONSES, **DEADLINE_RESPONSES},
     dependencies=[Depends(check_accept)],
 )
 offer("vec", BINARY, npy("vector", "vec(x)"))

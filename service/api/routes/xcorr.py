@@ -16,14 +16,14 @@ from ..budget import RequestCost, check_request, coo_payload, float_payload
 from ..deps import ComputeDep, SettingsDep, body_openapi, json_body
 from ..negotiation import answer, check_accept, offer
 from ..pictures import accepted_picture, picture_response, pictures
-from ..problems import PROBLEM_RESPONSES, NotAcceptable
+from ..problems import DEADLINE_RESPONSES, PROBLEM_RESPONSES, NotAcceptable
 from ..representations import BINARY, npy, npz
 from ..schemas.xcorr import CrossCorrelationRequest, CrossCorrelationResponse
 
 router = APIRouter(
     prefix="/v1",
     tags=["cross-correlation"],
-    responses=PROBLEM_RESPONSES,
+    responses={**PROBLEM_RESPONSES, **DEADLINE_RESPONSES},
     dependencies=[Depends(check_accept)],
 )
 

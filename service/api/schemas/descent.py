@@ -89,7 +89,10 @@ class RunRequest(StrictModel):
 
     @model_validator(mode="after")
     def _one_form(self) -> "RunRequest":
-        if (self.x0 is None) == (self.inputs is None):
+        if self.x0 is None and self.inputs is None:
+            raise ValueError("give x0 (with an op list) or inputs (a program): the request has "
+                             "neither")  # fmt: skip
+        if self.x0 is not None and self.inputs is not None:
             raise ValueError("give either x0 (with an op list) or inputs (a program), not both")
         if self.x0 is not None and not isinstance(self.function, list):
             raise ValueError("with x0 the function must be an op list; use inputs for "

@@ -21,7 +21,10 @@ class _FunctionRequest(StrictModel):
 
     @model_validator(mode="after")
     def _one_form(self) -> "_FunctionRequest":
-        if (self.x is None) == (self.inputs is None):
+        if self.x is None and self.inputs is None:
+            raise ValueError("give x (with an op list) or inputs (a program): the request has "
+                             "neither")  # fmt: skip
+        if self.x is not None and self.inputs is not None:
             raise ValueError("give either x (with an op list) or inputs (a program), not both")
         if self.x is not None and not isinstance(self.function, list):
             raise ValueError("with x the function must be an op list; use inputs for "

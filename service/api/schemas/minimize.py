@@ -25,7 +25,9 @@ from .descent import (
 )
 
 Bound = Annotated[
-    float | Tensor | None,
+    # Finite like every other number of a request: a NaN or infinite bound would only surface
+    # after x0 is projected into the box, as a non-finite x0; null leaves a side unbounded.
+    Annotated[float, Field(allow_inf_nan=False)] | Tensor | None,
     Field(description="A number for every element, a tensor of x's shape, or null (unbounded)."),
 ]
 

@@ -21,6 +21,7 @@ parsing, so no input can exhaust the parser's stack.
 import ast
 import math
 from dataclasses import dataclass, field
+from keyword import iskeyword
 from typing import Any
 
 from ..errors import ParameterError
@@ -316,7 +317,17 @@ def compile_expression(
     except SyntaxError as error:
         compiler = _Compiler(wrapped, inputs)
         at = ast.Constant(0, lineno=error.lineno or 1, col_offset=max(0, (error.offset or 1) - 1))
-        raise ExpressionError(f"invalid syntax: {error.msg}", compiler.offset(at)) from None
+        # Python's own message often is just "invalid syntax"; say it once.
+        reason = (
+            error.msg if error.msg.startswith("invalid syntax") else f"invalid syntax: {error.msg}"
+        )
+        # An input may have any identifier as its name, and a keyword cannot appear in Python.
+        keywords = sorted(name for name in inputs if iskeyword(name))
+        if keywords:
+            named = ", ".join(map(repr, keywords))
+            reason += (f" (the inputs {named} are Python keywords, which an expression cannot "
+                       "name: rename them, or use the graph form)")  # fmt: skip
+        raise ExpressionError(reason, compiler.offset(at)) from None
     except (RecursionError, MemoryError, ValueError, OverflowError):
         raise ExpressionError("the expression cannot be parsed (too complex)", 0) from None
     _check_size(tree, wrapped)

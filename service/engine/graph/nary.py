@@ -16,8 +16,9 @@ exactly what a :class:`~service.engine.chain.Chain` computes.
 """
 
 import abc
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass
 from types import MappingProxyType
 from typing import Any, ClassVar, TypeVar
 
@@ -467,6 +468,16 @@ def build_op(
     _load()
     cls = _NARY.get(name)
     if cls is not None and _takes(cls, count):
+        # Checked before the call: its TypeError would name the class's __init__, not the request.
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+        unknown = sorted(set(params) - set(fields))
+        if unknown:
+            raise ParameterError(f"operation {name!r} has no parameter {unknown[0]!r}; its "
+                                 f"parameters: {', '.join(fields) or 'none'}")  # fmt: skip
+        for field_name, field in fields.items():
+            required = field.default is MISSING and field.default_factory is MISSING
+            if field_name not in params and required:
+                raise ParameterError(f"operation {name!r} needs the parameter {field_name!r}")
         try:
             return cls(**params)
         except TypeError as error:

@@ -64,6 +64,19 @@ def test_refusals_carry_the_offset(source: str, offset: int, words: str) -> None
     assert words in str(error.value)
 
 
+def test_a_syntax_error_says_so_once() -> None:
+    with pytest.raises(ExpressionError) as error:
+        compile_expression("x +", INPUTS)
+    assert str(error.value).count("invalid syntax") == 1, str(error.value)
+
+
+def test_an_input_named_by_a_python_keyword_is_pointed_out() -> None:
+    # "lambda" is a valid input name (the graph form can use it), but no expression can.
+    with pytest.raises(ExpressionError) as error:
+        compile_expression("sin(lambda)", frozenset({"lambda"}))
+    assert "Python keyword" in str(error.value) and "'lambda'" in str(error.value)
+
+
 def test_bounds_are_checked_before_parsing() -> None:
     with pytest.raises(ExpressionError, match="characters"):
         compile_expression("x+" * MAX_LENGTH + "x", INPUTS)
