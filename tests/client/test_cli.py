@@ -168,6 +168,26 @@ def test_eval_prints_json_and_ops_and_health_answer(server: LiveServer, files: P
     assert json.loads(run.stdout) == {"healthz": {"status": "ok"}, "readyz": {"status": "ready"}}
 
 
+def test_a_reader_that_leaves_ends_the_command_quietly(server: LiveServer, files: Path) -> None:
+    """``jacobian ops | head``: stdout's reader is gone, which is no error worth a message."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write to the pipe now fails with EPIPE, deterministically
+    try:
+        run = subprocess.run(
+            [sys.executable, "-m", "jacobian_client", "ops"],
+            cwd=files,
+            env={**os.environ, "JACOBIAN_URL": server.base_url},
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert (run.returncode, run.stderr) == (1, "")
+
+
 def test_a_problem_is_printed_with_its_pointer(server: LiveServer, files: Path) -> None:
     run = jacobian(server, "eval", '[{"op": "scale", "factor": "a"}]', "-i", "x=x.npy", cwd=files)
     assert run.returncode == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -74,13 +75,23 @@ def emit(result: Any, output: str | None, name: str = "value") -> None:
 
 
 def handle_errors(command: Callable[..., None]) -> Callable[..., None]:
-    """Turn problems (exit 1) and input/output errors (exit 2) into one readable stderr line."""
+    """Turn problems (exit 1) and input/output errors (exit 2) into one readable stderr line.
+
+    A closed pipe on stdout (exit 1) prints nothing.
+    """
 
     def run(*args: Any, **kwargs: Any) -> None:
         try:
             command(*args, **kwargs)
         except ProblemError as error:
             click.echo(f"error: {error}", err=True)
+            sys.exit(1)
+        except BrokenPipeError:
+            # The reader left (`jacobian ops | head`): stop quietly, as the shell's own tools do.
+            # stdout goes to /dev/null first, or Python's flush of it at exit fails again and
+            # prints its own message (the recipe in Python's signal docs, "Note on SIGPIPE").
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
             sys.exit(1)
         except (FileFormatError, OSError, ValueError, TypeError) as error:
             click.echo(f"error: {error}", err=True)
