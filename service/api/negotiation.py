@@ -84,7 +84,8 @@ def body_kind(request: Request) -> str:
         For any other type (415).
     """
     content_type = request.headers.get("content-type", "")
-    media = content_type.split(";", 1)[0].strip().lower()
+    media, _, params = content_type.partition(";")
+    media = media.strip().lower()
     if media == OCTET_STREAM:
         return "binary"
     if media in ("", JSON) or (media.startswith("application/") and media.endswith("+json")):
@@ -92,11 +93,30 @@ def body_kind(request: Request) -> str:
             raise UnsupportedMediaType(
                 f"{HEADER_LENGTH} goes with a {OCTET_STREAM} body, not {media or JSON}"
             )
+        if params:
+            _check_charset(params)
         return "json"
     raise UnsupportedMediaType(
         f"Content-Type {content_type!r} is not read here: send {JSON}, or {OCTET_STREAM} with an "
         f"{HEADER_LENGTH} header (a JSON header followed by raw tensor bytes)"
     )
+
+
+def _check_charset(params: str) -> None:
+    """Refuse a JSON body declared in any charset but UTF-8 (415).
+
+    JSON between systems is UTF-8 (RFC 8259, section 8.1) and is read as such: a body declared
+    as UTF-16 would otherwise fail as "Invalid JSON", which sends a client looking in the wrong
+    place. ``charset=utf-8`` (which ``application/json`` does not define, but clients send) is
+    accepted.
+    """
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        charset = value.strip().strip('"').lower()
+        if name.strip().lower() == "charset" and charset not in ("utf-8", "utf8"):
+            raise UnsupportedMediaType(
+                f"a JSON body is read as UTF-8 (RFC 8259), not charset={charset}: send it as UTF-8"
+            )
 
 
 def _ranges(accept: str) -> list[tuple[str, float]]:

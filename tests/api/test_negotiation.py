@@ -47,12 +47,22 @@ async def test_a_body_type_not_read_is_a_415_problem(client, content_type) -> No
 
 
 @pytest.mark.parametrize("content_type", [
-    "application/json", "application/json; charset=utf-8", "application/merge-patch+json", None,
+    "application/json", "application/json; charset=utf-8", 'application/json;charset="UTF-8"',
+    "application/merge-patch+json", "application/json; foo=bar", None,
 ])  # fmt: skip
 async def test_json_bodies_are_read_with_or_without_a_type(client, content_type) -> None:
     headers = {"content-type": content_type} if content_type else {}
     response = await client.post("/v1/vec", content=b'{"x": {"data": [1, 2]}}', headers=headers)
     assert response.status_code == 200 and response.json()["vector"]["data"] == [1.0, 2.0]
+
+
+@pytest.mark.parametrize("charset", ["utf-16", "UTF-16LE", '"latin-1"', "utf-32"])
+async def test_a_json_body_in_another_charset_is_a_415(client, charset) -> None:
+    body = '{"x": {"data": [1, 2]}}'.encode(charset.strip('"'))
+    headers = {"content-type": f"application/json; charset={charset}"}
+    response = await client.post("/v1/vec", content=body, headers=headers)
+    assert_problem(response, 415, "unsupported-media-type")
+    assert "UTF-8" in response.json()["detail"]
 
 
 async def test_the_header_length_with_a_json_body_is_a_415(client) -> None:
