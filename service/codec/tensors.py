@@ -188,16 +188,22 @@ def _decode_base64(data: str, shape: list[int], dtype: str) -> FloatArray:
     # The decoded length follows from the text length, so a wrong size is refused before decoding.
     decoded_length = base64_length(data)
     if decoded_length != expected:
+        # Text that is no base64 at all is told so first: its "size" means nothing. Decoding
+        # costs only on this error path, and the body's size already bounds it.
+        _b64decode(data)
         raise ValueError(
             f"base64 data holds {decoded_length} bytes but shape {shape} of {dtype} "
             f"needs {expected}"
         )
+    array = np.frombuffer(_b64decode(data), dtype=wire).reshape(shape)
+    return array.astype(np.float64)
+
+
+def _b64decode(data: str) -> bytes:
     try:
-        raw = pybase64.b64decode(data, validate=True)
+        return pybase64.b64decode(data, validate=True)
     except (binascii.Error, ValueError) as error:
         raise ValueError(f"data is not valid standard base64 with padding: {error}") from None
-    array = np.frombuffer(raw, dtype=wire).reshape(shape)
-    return array.astype(np.float64)
 
 
 def _check_finite(array: FloatArray) -> None:

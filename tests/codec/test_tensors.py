@@ -272,6 +272,13 @@ def test_messages_name_the_problem() -> None:
         validate('{"data": [[1, 2], [3]]}')
 
 
+@pytest.mark.parametrize("text", ["!!!", "AAAA AAA", "AAAAAAAA8D8", "AAAAAAAA8D8=="])
+def test_text_that_is_no_base64_is_told_so_whatever_its_length(text: str) -> None:
+    # Lengths that differ from the shape's 8 bytes: the size it "holds" would mean nothing.
+    with pytest.raises(ValidationError, match="not valid standard base64 with padding"):
+        validate(json.dumps({"encoding": "base64", "data": text, "shape": [1]}))
+
+
 # -- size limits (413: LimitExceeded, not a ValidationError) --------------------------------------
 
 
