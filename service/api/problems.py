@@ -148,10 +148,13 @@ PROBLEM_TABLE: dict[type[BaseException], ProblemKind] = {
     Exception: ProblemKind(500, "/problems/internal-error", "Internal server error"),
 }
 INTERNAL_ERROR = PROBLEM_TABLE[Exception]  # the only kind whose detail is never shown
-# Problems raised outside the table: body limit (limit-exceeded), saturation and missing keys.
+# A 408 of the service's own (:class:`BodyStalled`); Starlette's other statuses stay about:blank.
+BODY_STALLED = "/problems/body-stalled"
+# Problems raised outside the table: body limit (limit-exceeded), saturation, missing keys and
+# stalled bodies.
 PROBLEM_TYPES = sorted(
     {kind.type for kind in PROBLEM_TABLE.values()}
-    | {"/problems/saturated", "/problems/unauthorized"}
+    | {"/problems/saturated", "/problems/unauthorized", BODY_STALLED}
 )
 
 
@@ -182,14 +185,18 @@ class Saturated(StarletteHTTPException):
         self.retry_after = retry_after
 
 
-class RequestTimeout(StarletteHTTPException):
+class BodyStalled(StarletteHTTPException):
+    """A body that stopped arriving, or arrives too slowly to be worth the wait: 408."""
+
+
+class RequestTimeout(BodyStalled):
     """The client stopped sending its body for longer than the read timeout: 408."""
 
     def __init__(self, seconds: float) -> None:
         super().__init__(408, f"no part of the request body arrived for {seconds:g} s")
 
 
-class BodyTooSlow(StarletteHTTPException):
+class BodyTooSlow(BodyStalled):
     """A body arriving below ``SERVICE_MIN_BODY_RATE_BYTES_PER_SECOND`` after the window: 408."""
 
     def __init__(self, received: int, seconds: float, minimum: float) -> None:
@@ -433,7 +440,14 @@ def _problem_for(request: Request, exc: Exception) -> tuple[Problem, dict[str, s
             if isinstance(exc.detail, str) and exc.detail != phrase
             else f"{request.method} {instance}: {phrase.lower()}"
         )
-        problem = Problem(title=phrase, status=exc.status_code, detail=detail, instance=instance)
+        # The service's own 408s have a page; Starlette's 404 and 405 mean what their status says.
+        problem = Problem(
+            type=BODY_STALLED if isinstance(exc, BodyStalled) else "about:blank",
+            title=phrase,
+            status=exc.status_code,
+            detail=detail,
+            instance=instance,
+        )
         return problem, dict(exc.headers) if exc.headers else None
     kind = problem_kind(exc)
     if kind is INTERNAL_ERROR:
@@ -510,7 +524,8 @@ STATUS_DESCRIPTIONS: dict[int, str] = {
     404: "No such resource.",
     406: "No representation satisfies `Accept` (`/problems/not-acceptable`); errors are always "
     "`application/problem+json`.",
-    408: "The body stopped arriving for longer than the read timeout.",
+    408: "The body stopped arriving for longer than the read timeout, or arrived below the "
+    "minimum rate (`/problems/body-stalled`).",
     413: "Payload or estimated work over a configured limit (`/problems/limit-exceeded`).",
     415: "A body that is neither `application/json` nor `application/octet-stream` "
     "(`/problems/unsupported-media-type`).",

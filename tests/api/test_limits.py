@@ -278,7 +278,11 @@ async def test_a_stalled_upload_gets_408_after_the_read_timeout() -> None:
     await driver.run(app, "/v1/vec", [])
     assert driver.status == 408 and driver.headers["content-type"] == PROBLEM_JSON
     problem = driver.json()
-    assert (problem["title"], problem["status"]) == ("Request Timeout", 408)
+    assert (problem["type"], problem["title"], problem["status"]) == (
+        "/problems/body-stalled",
+        "Request Timeout",
+        408,
+    )
     assert "0.05 s" in problem["detail"]
 
 
@@ -333,5 +337,6 @@ async def test_a_body_slower_than_the_minimum_rate_is_cut_off_with_408() -> None
     elapsed = time.perf_counter() - start
     assert driver.status == 408
     problem = driver.json()
+    assert problem["type"] == "/problems/body-stalled"
     assert "below the minimum of 100 bytes/s" in problem["detail"]
     assert elapsed < 2.0  # 0.2 s window, then a few bytes' allowance; never the 5 s pause

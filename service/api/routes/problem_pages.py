@@ -64,6 +64,11 @@ PAGES: dict[str, tuple[int, str, str]] = {
         "Accept application/json (errors are always application/problem+json)."),
     "incomplete-body": (400, "The client disconnected before its whole body arrived.",
         "Retry with a complete body; check proxies' body size and time limits."),
+    "body-stalled": (408, "The request body stopped arriving for longer than "
+        "SERVICE_BODY_READ_TIMEOUT_SECONDS, or arrived slower than "
+        "SERVICE_MIN_BODY_RATE_BYTES_PER_SECOND once its window had passed; the connection was "
+        "not held for it.", "Send the whole body without pauses; check the client's and proxies' "
+        "upload buffering."),
     "saturated": (503, "Every computation slot of this process stayed busy, or too many body "
         "bytes are in flight.", "Retry after the Retry-After header's seconds, or add replicas."),
     "unauthorized": (401, "API keys are configured and the request presented none or a wrong "
