@@ -425,6 +425,20 @@ async def test_estimate_reports_a_refusal_with_the_problem_the_route_would_answe
     assert seconds < FAST_SECONDS
 
 
+async def test_estimate_reports_a_limit_met_while_parsing_as_a_refusal(client) -> None:
+    # A declared shape of 10^11 elements is refused before any data is decoded (413).
+    x = {"encoding": "base64", "shape": [10**11], "data": "AAAAAAAAAAA="}
+    body = {"x": x, "function": [{"op": "tanh"}]}
+    direct = await client.post("/v1/evaluate", json=body)
+    assert direct.status_code == 413
+    response = await client.post("/v1/estimate", json={"path": "/v1/evaluate", "body": body})
+    got = response.json()
+    assert response.status_code == 200 and got["refused"] is True
+    for field in ("type", "status", "setting", "quantity", "estimate", "limit"):
+        assert got["problem"][field] == direct.json()[field]
+    assert got["problem"]["setting"] == "max_tensor_elements"
+
+
 async def test_estimate_points_into_the_inner_body_when_it_is_invalid(client) -> None:
     body = {"x": {"data": [[1.0]]}, "function": [{"op": "nope"}]}
     response = await client.post("/v1/estimate", json={"path": "/v1/evaluate", "body": body})

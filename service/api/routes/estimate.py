@@ -135,15 +135,18 @@ def _limits(settings: Settings) -> dict[str, int]:
 def _estimate(request: EstimateRequest, settings: Settings) -> EstimateResponse:
     estimator = ESTIMATORS[request.path]
     raw = json.dumps(request.body).encode()
-    try:
-        body, _ = validate_body(estimator.model, raw, settings)  # JSON: no segments
-    except InvalidDocument as invalid:
-        error = invalid.render()
-        # The pointers are into the inner body, which sits under /body here.
-        rendered = [e.model_copy(update={"pointer": "/body" + e.pointer}) for e in error.rendered]
-        raise RenderedValidationError(rendered, error.count) from None
     limits = _limits(settings)
     try:
+        try:
+            body, _ = validate_body(estimator.model, raw, settings)  # JSON: no segments
+        except InvalidDocument as invalid:
+            error = invalid.render()
+            # The pointers are into the inner body, which sits under /body here.
+            rendered = [
+                e.model_copy(update={"pointer": "/body" + e.pointer}) for e in error.rendered
+            ]
+            raise RenderedValidationError(rendered, error.count) from None
+        # A limit met while parsing (a tensor's declared size) is a refusal like the estimate's.
         estimate = estimator.estimate(body, settings)
         check_request(estimate, settings)
     except EngineError as error:
