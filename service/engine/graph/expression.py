@@ -20,6 +20,7 @@ parsing, so no input can exhaust the parser's stack.
 
 import ast
 import math
+import sys
 from dataclasses import dataclass, field
 from keyword import iskeyword
 from typing import Any
@@ -321,6 +322,10 @@ def compile_expression(
         reason = (
             error.msg if error.msg.startswith("invalid syntax") else f"invalid syntax: {error.msg}"
         )
+        if "integer string conversion" in error.msg:
+            # Python's advice (sys.set_int_max_str_digits) is for the server, not the client.
+            limit = sys.get_int_max_str_digits()
+            reason = f"a number literal has more than {limit} digits; write it with an exponent"
         # An input may have any identifier as its name, and a keyword cannot appear in Python.
         keywords = sorted(name for name in inputs if iskeyword(name))
         if keywords:

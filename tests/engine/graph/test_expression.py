@@ -77,6 +77,13 @@ def test_an_input_named_by_a_python_keyword_is_pointed_out() -> None:
     assert "Python keyword" in str(error.value) and "'lambda'" in str(error.value)
 
 
+def test_a_number_literal_past_pythons_digit_limit_is_worded_for_the_client() -> None:
+    with pytest.raises(ExpressionError) as error:
+        compile_expression("x * 1" + "0" * 5000, INPUTS)
+    message = str(error.value)
+    assert "more than 4300 digits" in message and "sys." not in message
+
+
 def test_bounds_are_checked_before_parsing() -> None:
     with pytest.raises(ExpressionError, match="characters"):
         compile_expression("x+" * MAX_LENGTH + "x", INPUTS)
