@@ -18,13 +18,14 @@ return the same matrix:
 
 ``"auto"`` picks the cheapest by a cost estimate made from shapes alone (see :meth:`Chain.plan`).
 Sizes are estimated, and limits enforced, before anything is allocated. Errors raised inside an
-operation are re-raised with its position: ``"operation 2 (sum): ..."`` (0-based, as ``/ops/2``).
+operation are re-raised with its position: ``"operation 2 (sum): ..."`` (0-based, as ``/ops/2``),
+or with the :class:`Place` given for it (a program's node: its label and JSON pointer).
 """
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal, TypeVar, get_args
 
 import numpy as np
 import scipy.sparse as sp
@@ -34,6 +35,7 @@ from .cancel import checkpoint
 from .chain_dense import multiply, stencil_dense
 from .errors import (
     DomainError,
+    EngineError,
     LimitExceeded,
     NonFiniteError,
     ParameterError,
@@ -50,6 +52,7 @@ __all__ = [
     "Chain",
     "ComputedBy",
     "JacobianPlan",
+    "Place",
     "Strategy",
     "choose_strategy",
 ]
@@ -78,13 +81,23 @@ _NNZ_HINT = "use /v1/jvp or /v1/vjp"
 _WORK_HINT = "strategies 'forward' and 'reverse' visit every entry; use strategy 'chain' or 'auto'"
 
 
-@contextmanager
-def _blame(index: int, op: Op) -> Iterator[None]:
-    # Re-raise an operation's domain error with its position, keeping the exception class.
-    try:
-        yield
-    except (ShapeError, ParameterError, DomainError, NonFiniteError) as error:
-        raise type(error)(f"operation {index} ({op.name}): {error}") from error
+_Located = TypeVar("_Located", bound=EngineError)
+
+
+@dataclass(frozen=True)
+class Place:
+    """How an error names one operation of a chain built from a program's path graph.
+
+    Attributes
+    ----------
+    label : str
+        Put before the message: ``"expression character 4 (sqrt)"``, ``"node 'r' (sqrt)"``.
+    pointer : str or None
+        JSON pointer of the operation in the request (``"/function/nodes/0"``).
+    """
+
+    label: str
+    pointer: str | None = None
 
 
 def _require_finite(array: FloatArray, what: str) -> None:
@@ -190,6 +203,10 @@ class Chain:
         ``[op_1, ..., op_n]``, applied first to last; at least one.
     in_shape : sequence of int
         Shape of the input ``x``.
+    places : sequence of Place, optional
+        One per operation: how its errors name it. Default ``"operation i (name)"`` and no
+        pointer, as the op list's messages always were; a program passes its nodes' places, so
+        that its errors read the same whichever engine runs it.
 
     Raises
     ------
@@ -205,17 +222,30 @@ class Chain:
     whose shapes do not compose fails without touching its data.
     """
 
-    __slots__ = ("_association_memo", "_bounds", "_ops", "_plans", "_shapes", "_sparsity")
+    __slots__ = (
+        "_association_memo",
+        "_bounds",
+        "_ops",
+        "_places",
+        "_plans",
+        "_shapes",
+        "_sparsity",
+    )
 
-    def __init__(self, ops: Sequence[Op], in_shape: Sequence[int]) -> None:
+    def __init__(
+        self, ops: Sequence[Op], in_shape: Sequence[int], places: Sequence[Place] | None = None
+    ) -> None:
         if not ops:
             raise ParameterError("a function needs at least one operation")
         self._ops = tuple(ops)
+        if places is not None and len(places) != len(self._ops):
+            raise ValueError(f"{len(places)} places for {len(self._ops)} operations")
+        self._places = None if places is None else tuple(places)
         shape = index_layout.check_dims(in_shape, "input shape")
         shapes = [shape]
         sparsity = []
         for index, op in enumerate(self._ops):
-            with _blame(index, op):
+            with self.blame(index):
                 out_shape = index_layout.check_dims(op.out_shape(shape), "output shape")
                 sparsity.append(op.sparsity(shape))
             shape = out_shape
@@ -231,6 +261,26 @@ class Chain:
     def ops(self) -> tuple[Op, ...]:
         """The operations, in application order."""
         return self._ops
+
+    def locate(self, index: int, error: _Located) -> _Located:
+        """Return ``error`` again (same class) naming operation ``index``: label and pointer.
+
+        The caller raises the result ``from error``.
+        """
+        if self._places is None:
+            return type(error)(f"operation {index} ({self._ops[index].name}): {error}")
+        place = self._places[index]
+        located = type(error)(f"{place.label}: {error}")
+        located.pointer = place.pointer
+        return located
+
+    @contextmanager
+    def blame(self, index: int) -> Iterator[None]:
+        """Re-raise an engine error (not a limit) inside operation ``index`` naming it."""
+        try:
+            yield
+        except (ShapeError, ParameterError, DomainError, NonFiniteError) as error:
+            raise self.locate(index, error) from error
 
     @property
     def shapes(self) -> tuple[Shape, ...]:
@@ -284,7 +334,7 @@ class Chain:
         for index, op in enumerate(self._ops):
             checkpoint()  # between operations: a cancelled or late computation stops here
             # An overflow is reported below as NonFiniteError, naming the operation.
-            with _blame(index, op), np.errstate(over="ignore"):
+            with self.blame(index), np.errstate(over="ignore"):
                 y = op.forward(values[-1])
                 _require_finite(y, "the result")
             values.append(y)
@@ -340,7 +390,7 @@ class Chain:
         tangents = self._batch(tangents, self.in_shape, "tangents")
         for index, op in enumerate(self._ops):
             # An overflow (or inf * 0) is reported as NonFiniteError below, not as a warning.
-            with _blame(index, op), np.errstate(over="ignore", invalid="ignore"):
+            with self.blame(index), np.errstate(over="ignore", invalid="ignore"):
                 if index + 1 < len(self._ops):
                     # The JVP's domain check first, as op.jvp would make it before the forward;
                     # then the rule gets the output it may be cheaper from (tanh' = 1 - y²).
@@ -364,7 +414,7 @@ class Chain:
         """
         index = len(self._ops) - 1
         op = self._ops[index]
-        with _blame(index, op), np.errstate(over="ignore"):
+        with self.blame(index), np.errstate(over="ignore"):
             y = op.forward(value)
             _require_finite(y, "the result")
         return y
@@ -407,7 +457,7 @@ class Chain:
     def _push(self, values: tuple[FloatArray, ...], tangents: FloatArray) -> FloatArray:
         for index, op in enumerate(self._ops):
             checkpoint()
-            with _blame(index, op), np.errstate(over="ignore", invalid="ignore"):
+            with self.blame(index), np.errstate(over="ignore", invalid="ignore"):
                 tangents = op.jvp(values[index], tangents)
         return tangents
 
@@ -415,7 +465,7 @@ class Chain:
         for index in range(len(self._ops) - 1, -1, -1):
             op = self._ops[index]
             checkpoint()
-            with _blame(index, op), np.errstate(over="ignore", invalid="ignore"):
+            with self.blame(index), np.errstate(over="ignore", invalid="ignore"):
                 cotangents = op.vjp(values[index], cotangents, output=values[index + 1])
         _require_finite(cotangents, "the VJP")
         return cotangents
@@ -665,7 +715,7 @@ class Chain:
         def local(index: int) -> Factor:
             op = self._ops[index]
             checkpoint()
-            with _blame(index, op):
+            with self.blame(index):
                 return op.local_factor(values[index], order)
 
         return local
@@ -687,7 +737,7 @@ class Chain:
         if found is None:
             return None
         writer, scale = found
-        # Not under _blame: the writer checks its entries and reports a non-finite one as
+        # Not under blame: the writer checks its entries and reports a non-finite one as
         # "the Jacobian has non-finite entries", like the sparse route (x passed the trace).
         return writer.scaled_dense_jacobian(values[0], order, layout, scale)
 

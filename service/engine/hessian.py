@@ -31,7 +31,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import layout
-from .chain import Chain, _blame
+from .chain import Chain
 from .curvature import weighted_hessian
 from .descent import check_scalar, check_scalar_shape
 from .errors import LimitExceeded, ShapeError
@@ -81,7 +81,7 @@ def _adjoints(chain: Chain, values: tuple[FloatArray, ...]) -> list[FloatArray]:
     adjoints = [np.ones(chain.out_shape)]
     for index in range(n - 1, 0, -1):
         op = chain.ops[index]
-        with _blame(index, op):
+        with chain.blame(index):
             adjoints.append(op.vjp(values[index], adjoints[-1][np.newaxis])[0])
     adjoints.reverse()
     return adjoints
@@ -122,14 +122,14 @@ def hvp(chain: Chain, x: FloatArray, tangents: FloatArray) -> HvpResult:
     # The chain ran every shape rule once; each operation's domain is checked once here, then
     # its private rules run (as the descent objective's stages do).
     for index, op in enumerate(chain.ops):
-        with _blame(index, op):
+        with chain.blame(index):
             op.check_domain(values[index], differentiating=True)
     # Tangents of the intermediates, only as far as the last operation with curvature needs.
     curved = [i for i, op in enumerate(chain.ops) if not op.linear]
     dots = [tangents]
     for index in range(curved[-1] if curved else 0):
         op = chain.ops[index]
-        with _blame(index, op):
+        with chain.blame(index):
             dots.append(op._jvp(values[index], dots[-1]))
     # u (one cotangent) and u̇ (one per tangent; None while exactly zero) are pulled back
     # together, as one batch, through each operation.
@@ -137,7 +137,7 @@ def hvp(chain: Chain, x: FloatArray, tangents: FloatArray) -> HvpResult:
     product: FloatArray | None = None
     for index in range(len(chain.ops) - 1, -1, -1):
         op = chain.ops[index]
-        with _blame(index, op):
+        with chain.blame(index):
             term = None if op.linear else op._second_order(values[index], u[0], dots[index])
             if product is None:
                 u = op._vjp(values[index], u)
@@ -205,7 +205,7 @@ def _curvature_matrix(
 ) -> sp.csr_array:
     """``D_i``: the weighted Hessian of operation ``index``, read off ``K`` products."""
     op = chain.ops[index]
-    with _blame(index, op):
+    with chain.blame(index):
         matrix = weighted_hessian(op, values[index], adjoint, order, blocks)
     return matrix.to_csr() if isinstance(matrix, RowMap) else matrix
 
@@ -319,7 +319,7 @@ def hessian(
             total = term if total is None else sp.csr_array(total + term)
         if index < last:
             op = chain.ops[index]
-            with _blame(index, op):
+            with chain.blame(index):
                 reach = matmul(reach, op.local_factor(values[index], order))
     symmetric = _symmetrized(sp.csr_array((n, n)) if total is None else total)
     _finite(symmetric.data, "the Hessian")

@@ -198,6 +198,44 @@ def test_refusals_are_problems_with_pointers(
     assert [e["pointer"] for e in problem["errors"]] == [pointer]
 
 
+# A program whose graph is a path runs as an op list on some routes and on the graph on others; a
+# runtime error must name the program's own place either way (the op list's position is not in it).
+_SQRT_GRAPH = {
+    "nodes": [{"id": "r", "op": "sqrt", "args": ["x"]}, {"id": "s", "op": "sum", "args": ["r"]}],
+    "output": "s",
+}
+_ROUTE_FIELDS: dict[str, dict[str, Any]] = {
+    "/v1/evaluate": {},
+    "/v1/jacobian": {},
+    "/v1/jvp": {"tangents": {"x": t([1.0, 1.0])}},
+    "/v1/vjp": {"cotangent": t(1.0)},
+    "/v1/hvp": {"vectors": {"x": t([1.0, 1.0])}},
+    "/v1/hessian": {},
+    "/v1/gradient-descent": {"learning_rate": 0.1, "max_steps": 3},
+    "/v1/minimize": {"method": "lbfgs", "max_steps": 3},
+}
+
+
+@pytest.mark.parametrize("path", list(_ROUTE_FIELDS))
+@pytest.mark.parametrize(
+    ("function", "label", "pointer"),
+    [
+        ("sum(sqrt(x))", "expression character 4 (sqrt)", "/function"),
+        (_SQRT_GRAPH, "node 'r' (sqrt)", "/function/nodes/0"),
+        ([{"op": "sqrt"}, {"op": "sum"}], "operation 0 (sqrt)", "/function/0"),
+    ],
+    ids=["expression", "graph", "op-list"],
+)
+def test_a_runtime_error_names_the_programs_place_on_every_route(
+    client: TestClient, path: str, function: Any, label: str, pointer: str
+) -> None:
+    body = {"inputs": {"x": t([-1.0, 4.0])}, "function": function, **_ROUTE_FIELDS[path]}
+    problem = refused(client, path, body)
+    assert problem["type"] == "/problems/domain-error"
+    assert problem["detail"].startswith(f"{label}: sqrt needs x ")
+    assert [e["pointer"] for e in problem["errors"]] == [pointer]
+
+
 def test_forms_cannot_be_mixed(client: TestClient) -> None:
     for body in (
         {"x": t(R), "inputs": {"x": t(R)}, "function": [{"op": "sin"}]},

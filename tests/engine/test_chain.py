@@ -11,6 +11,7 @@ import gc
 import math
 import re
 import weakref
+from collections.abc import Callable
 from unittest import mock
 
 import numpy as np
@@ -21,7 +22,7 @@ from hypothesis import strategies as st
 
 from service.engine import chain as chain_module
 from service.engine import layout
-from service.engine.chain import Chain
+from service.engine.chain import Chain, Place
 from service.engine.errors import (
     DomainError,
     LimitExceeded,
@@ -259,21 +260,41 @@ def test_a_chain_needs_an_operation_and_an_input_of_its_shape() -> None:
         Chain([get_op("exp")()], (2, 0))
 
 
-def test_domain_and_overflow_errors_name_the_operation() -> None:
-    chain = Chain([get_op("scale")(factor=-1.0), get_op("log")()], (2,))
-    x = np.array([1.0, 2.0])
-    for call in (
+def _every_pass(chain: Chain, x: np.ndarray) -> list[Callable[[], object]]:
+    """Forward, JVP, VJP and Jacobian of ``chain`` at ``x``, each to be called."""
+    return [
         lambda: chain.forward(x),
         lambda: chain.jvp(x, x[np.newaxis]),
         lambda: chain.vjp(x, x[np.newaxis]),
         lambda: chain.jacobian(x, max_dense_elements=BIG, max_nnz=BIG),
-    ):
+    ]
+
+
+def test_domain_and_overflow_errors_name_the_operation() -> None:
+    chain = Chain([get_op("scale")(factor=-1.0), get_op("log")()], (2,))
+    for call in _every_pass(chain, np.array([1.0, 2.0])):
         with pytest.raises(DomainError, match=r"^operation 1 \(log\): log needs x > 0"):
             call()
     overflow = Chain([get_op("tanh")(), get_op("square")(), get_op("power")(p=3)], (1,))
     with pytest.raises(NonFiniteError, match=r"^operation 0 \(square\): .*non-finite"):
         Chain([get_op("square")()], (1,)).forward(np.array([1e200]))
     assert np.isfinite(overflow.forward(np.array([1e200])))
+
+
+def test_errors_name_the_places_given_for_the_operations() -> None:
+    # A program's path graph runs as a chain; its errors must read as the program's nodes.
+    places = [Place("node 'a' (scale)", "/function/nodes/0"), Place("node 'b' (log)", None)]
+    chain = Chain([get_op("scale")(factor=-1.0), get_op("log")()], (2,), places)
+    for call in _every_pass(chain, np.array([1.0, 2.0])):
+        with pytest.raises(DomainError, match=r"^node 'b' \(log\): log needs x > 0") as caught:
+            call()
+        assert caught.value.pointer is None
+    square = Chain([get_op("square")()], (1,), [Place("expression character 0 (square)", "/f")])
+    with pytest.raises(NonFiniteError, match=r"^expression character 0 \(square\): ") as caught:
+        square.forward(np.array([1e200]))
+    assert caught.value.pointer == "/f"
+    with pytest.raises(ValueError, match="1 places for 2 operations"):
+        Chain([get_op("exp")(), get_op("log")()], (2,), places[:1])
 
 
 # -- limits are checked before anything is allocated ----------------------------------------------

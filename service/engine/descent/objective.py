@@ -328,15 +328,14 @@ class Objective(QuietObjective):
     Notes
     -----
     :meth:`evaluate` and :meth:`gradient` raise :class:`NonFiniteError` or :class:`DomainError`
-    naming the operation (``"operation 1 (log): ..."``), exactly where ``Chain.trace`` and
-    ``Chain.vjp`` would.
+    naming the operation (``"operation 1 (log): ..."``, or its program's place; see
+    :meth:`Chain.locate`), exactly where ``Chain.trace`` and ``Chain.vjp`` would.
     """
 
     __slots__ = (
         "_backward",
         "_checked",
         "_forward",
-        "_names",
         "_ones",
         "_stages",
         "chain",
@@ -365,7 +364,6 @@ class Objective(QuietObjective):
         self._checked = tuple(
             not isinstance(following, PROPAGATING) for following in chain.ops[1:]
         ) + (False,)
-        self._names = tuple(f"operation {i} ({op.name})" for i, op in enumerate(chain.ops))
         self._ones = np.ones(chain.out_shape)
         self.prepared: tuple[int, ...] = prepared
         # What a step walks, bound once (a step is a few µs of Python around its arithmetic):
@@ -390,7 +388,7 @@ class Objective(QuietObjective):
             try:
                 y = forward(y)
             except (DomainError, NonFiniteError) as error:
-                raise type(error)(f"{self._names[index]}: {error}") from error
+                raise self.chain.locate(index, error) from error
             values.append(y)
             if tested and not _all_finite(y):
                 self._overflow(values, index)
@@ -411,7 +409,9 @@ class Objective(QuietObjective):
             first -= 1
         while _all_finite(values[first + 1]):
             first += 1
-        raise NonFiniteError(f"{self._names[first]}: the result has non-finite entries (overflow)")
+        raise self.chain.locate(
+            first, NonFiniteError("the result has non-finite entries (overflow)")
+        )
 
     def gradient_unchecked(self, evaluation: Evaluation) -> FloatArray:
         """Return ``ten(∂f/∂x)``, the VJP of the cotangent 1 through the stored intermediates."""
@@ -421,6 +421,6 @@ class Objective(QuietObjective):
             try:
                 u = pullback(values[index], values[index + 1], u)
             except (DomainError, NonFiniteError) as error:
-                raise type(error)(f"{self._names[index]}: {error}") from error
+                raise self.chain.locate(index, error) from error
         # Offset stages pass the cotangent through: a chain of them would hand out the seed.
         return u.copy() if u is self._ones else u

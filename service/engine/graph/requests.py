@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import functions
 from .. import layout as index_layout
-from ..chain import Chain, ComputedBy, Strategy
+from ..chain import Chain, ComputedBy, Place, Strategy
 from ..errors import LimitExceeded, ShapeError
 from ..fdcheck import PRODUCT_NNZ, FDCheck
 from ..functions import Direction, FormatRequest, FunctionLimits
@@ -60,12 +60,19 @@ class ProgramProduct:
 
 
 def as_chain(program: Program) -> Chain | None:
-    """Return the :class:`Chain` a path-graph program is, or None."""
+    """Return the :class:`Chain` a path-graph program is, or None.
+
+    Its errors name the program's nodes (label and pointer), as :meth:`Program.trace` does, so a
+    request's error does not depend on which engine ran it.
+    """
     ops = program.chain_ops()
     if ops is None:
         return None
+    places = [Place(node.label, node.pointer or None) for node in program.nodes]
     return Chain(
-        [op.op for op in ops if isinstance(op, Unary)], next(iter(program.inputs.values()))
+        [op.op for op in ops if isinstance(op, Unary)],
+        next(iter(program.inputs.values())),
+        places,
     )
 
 
