@@ -31,6 +31,7 @@ import anyio
 import numpy as np
 from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
+from prometheus_client import Histogram
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive
@@ -333,6 +334,16 @@ class Computations:
         self.deadline_seconds = settings.computation_deadline_seconds
         self._semaphore = anyio.Semaphore(self.slots)
         self._metrics = metrics
+        # engine_seconds children by route template: `labels()` takes a lock and validates its
+        # arguments on every call. Bounded by the route templates.
+        self._engine_seconds: dict[str, Histogram] = {}
+
+    def _observe(self, route: str, seconds: float) -> None:
+        """Add one computation's time to the route's ``engine_seconds``."""
+        child = self._engine_seconds.get(route)
+        if child is None:
+            child = self._engine_seconds[route] = self._metrics.engine.labels(route)
+        child.observe(seconds)
 
     @property
     def busy(self) -> int:
@@ -418,7 +429,7 @@ class Computations:
                 # nothing else may be reading receive() then.
                 await asyncio.wait((watcher,))
         finally:
-            self._metrics.engine.labels(route).observe(time.perf_counter() - start)
+            self._observe(route, time.perf_counter() - start)
             release()
 
     async def run_inline(
@@ -436,7 +447,7 @@ class Computations:
             result = function(*args)
             return result if render is None else render(result)
         finally:
-            self._metrics.engine.labels(route).observe(time.perf_counter() - start)
+            self._observe(route, time.perf_counter() - start)
             release()
 
 
