@@ -427,7 +427,7 @@ class Computations:
                 watcher.cancel()
                 # Ended before this request goes on, as a task group's end waits for its tasks:
                 # nothing else may be reading receive() then.
-                await asyncio.wait((watcher,))
+                await _ended(watcher)
         finally:
             self._observe(route, time.perf_counter() - start)
             release()
@@ -471,6 +471,27 @@ def _worker(function: Callable[..., Any], token: CancelToken, render: Render | N
                 release_memory()
 
     return work
+
+
+async def _ended(task: asyncio.Task[Any]) -> None:
+    """Wait until ``task`` is done, as ``asyncio.wait((task,))`` does, with one callback.
+
+    ``asyncio.wait`` makes sets, a counter and a callback per task and returns the sets: about
+    7 us per computation more, for one task whose result is not wanted.
+    """
+    if task.done():
+        return
+    finished = asyncio.get_running_loop().create_future()
+
+    def wake(_: asyncio.Task[Any]) -> None:
+        if not finished.done():  # this request's task may have been cancelled meanwhile
+            finished.set_result(None)
+
+    task.add_done_callback(wake)
+    try:
+        await finished
+    finally:
+        task.remove_done_callback(wake)
 
 
 async def _cancel_on_disconnect(receive: Receive, token: CancelToken) -> None:
