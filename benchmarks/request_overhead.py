@@ -36,7 +36,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-# (name, path, body, headers); the binary body's header is padded to 8 bytes, as clients do.
+# (name, path, body, headers); the binary body's header is padded to 8 bytes, as clients do, and
+# every request says Accept: */*, as httpx, requests and curl do.
 _X4 = [[1.0, 2.0], [3.0, 4.0]]
 _BINARY_HEADER = (
     b'{"x": {"encoding": "binary", "shape": [2, 2], "dtype": "float64", '
@@ -47,13 +48,13 @@ _X4_BYTES = b"".join(v.to_bytes(8, "little") for v in (0x3FF0 << 48, 0x4000 << 4
                                                         0x4010 << 48))  # fmt: skip
 REQUESTS: list[tuple[str, str, bytes, dict[str, str]]] = [
     ("vec 4, list", "/v1/vec", json.dumps({"x": {"data": _X4}}).encode(),
-     {"content-type": "application/json"}),
+     {"content-type": "application/json", "accept": "*/*"}),
     ("vec 4, binary", "/v1/vec", _BINARY_HEADER + _X4_BYTES,
      {"content-type": "application/octet-stream",
-      "inference-header-content-length": str(len(_BINARY_HEADER))}),
+      "inference-header-content-length": str(len(_BINARY_HEADER)), "accept": "*/*"}),
     ("evaluate 3", "/v1/evaluate",
      json.dumps({"x": {"data": [1.0, 2.0, 3.0]}, "function": [{"op": "square"}, {"op": "sum"}]})
-     .encode(), {"content-type": "application/json"}),
+     .encode(), {"content-type": "application/json", "accept": "*/*"}),
 ]  # fmt: skip
 # The answers' bodies (the vector of F order is 1, 3, 2, 4; the binary answer's segment follows).
 PINNED = {
