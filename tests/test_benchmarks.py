@@ -34,3 +34,17 @@ async def test_transport_loop_stops_on_a_wrong_vector(
     monkeypatch.setattr(layout, "vec", lambda x, order: np.ravel(x, order="C"))
     with pytest.raises(RuntimeError, match="element"):
         await transport_loop.run(5, BENCHMARKS.parent)
+
+
+async def test_request_overhead_stops_on_a_wrong_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "path", [str(BENCHMARKS), *sys.path])
+    import request_overhead
+
+    try:
+        # The C-order vector where the F-order one was asked for.
+        monkeypatch.setattr(layout, "vec", lambda x, order: np.ravel(x, order="C"))
+        with pytest.raises(RuntimeError, match="pinned"):
+            await request_overhead.measure(BENCHMARKS.parent, 1, 3)
+    finally:
+        for name in ("request_overhead", "transport", "_service_kernels"):
+            sys.modules.pop(name, None)

@@ -25,6 +25,7 @@ from the same routes.
 
 import inspect
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, cast
 
 from fastapi import FastAPI
@@ -36,8 +37,42 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-# What one request's plan evaluates: each dependency's call by identity -> its value.
-Solved = dict[Callable[..., Any], Any]
+# A plan's value list starts with the request; each step's value is appended after it.
+REQUEST = 0
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One dependency (or the endpoint) of a plan: its call and where its arguments come from.
+
+    ``arguments`` pairs each keyword with the index of its value in the request's value list
+    (:data:`REQUEST` for the request itself).
+    """
+
+    call: Callable[..., Awaitable[Any]]
+    arguments: tuple[tuple[str, int], ...]
+
+
+def _flatten(dependant: Dependant, steps: list[_Step], first: dict[Any, int]) -> int:
+    """Append the steps that evaluate ``dependant``; return the index of its value.
+
+    FastAPI's order, fixed once here instead of walked on every request: depth first, each
+    dependency's own dependencies before it, and a dependency whose call was already evaluated
+    for this request reused (FastAPI's per-request cache, ``use_cache``).
+    """
+    arguments: list[tuple[str, int]] = []
+    for sub in dependant.dependencies:
+        if sub.use_cache and sub.call in first:
+            index = first[sub.call]
+        else:
+            index = _flatten(sub, steps, first)
+            first.setdefault(sub.call, index)
+        if sub.name is not None:
+            arguments.append((sub.name, index))
+    if dependant.request_param_name is not None:
+        arguments.append((dependant.request_param_name, REQUEST))
+    steps.append(_Step(cast(Callable[..., Awaitable[Any]], dependant.call), tuple(arguments)))
+    return len(steps)  # the value list holds the request first
 
 
 def _routes(routes: list[Any]) -> Iterator[tuple[str, Any]]:
@@ -80,7 +115,8 @@ class _Plan:
     def __init__(self, route: Any) -> None:
         self.route = route.original_route if hasattr(route, "original_route") else route
         self.endpoint = route.endpoint
-        self.dependant: Dependant = route.dependant
+        self.steps: list[_Step] = []
+        _flatten(route.dependant, self.steps, {})
         self.response_field = route.response_field
         self.status_code = route.status_code
         self.response_class = route.response_class
@@ -93,26 +129,12 @@ class _Plan:
             "exclude_none": route.response_model_exclude_none,
         }
 
-    async def _solve(self, dependant: Dependant, request: Request, solved: Solved) -> Any:
-        values: dict[str, Any] = {}
-        for sub in dependant.dependencies:
-            key = sub.call
-            if sub.use_cache and key in solved:
-                value = solved[key]
-            else:
-                value = await self._solve(sub, request, solved)
-                if key is not None:
-                    solved.setdefault(key, value)
-            if sub.name is not None:
-                values[sub.name] = value
-        if dependant.request_param_name is not None:
-            values[dependant.request_param_name] = request
-        call = cast(Callable[..., Awaitable[Any]], dependant.call)
-        return await call(**values)
-
     async def respond(self, request: Request) -> Response:
         """Run the dependencies and the endpoint; return the response to send."""
-        result = await self._solve(self.dependant, request, {})
+        values: list[Any] = [request]
+        for step in self.steps:
+            values.append(await step.call(**{name: values[i] for name, i in step.arguments}))
+        result = values[-1]  # the endpoint's, the last step
         if isinstance(result, Response):
             return result
         dump_json = self.response_field is not None and isinstance(

@@ -161,18 +161,32 @@ def choose(accept: str | None, offered: list[str]) -> str:
     """
     if not accept or not accept.strip():
         return offered[0]
+    # Clients send the same few Accept headers again and again (httpx and curl: */*), and every
+    # request is negotiated twice (check_accept, then negotiate): short ones are remembered.
+    preferred = _preferred if len(accept) <= REMEMBERED_ACCEPT_LENGTH else _preferred.__wrapped__
+    chosen = preferred(accept, tuple(offered))
+    if chosen is None:
+        raise NotAcceptable(
+            f"Accept {accept!r} matches none of the representations of this answer: "
+            f"{', '.join(offered)} (errors are always application/problem+json)"
+        )
+    return chosen
+
+
+# Accept headers up to this length have their choices remembered (at most 256 of them).
+REMEMBERED_ACCEPT_LENGTH = 256
+
+
+@functools.lru_cache(maxsize=256)
+def _preferred(accept: str, offered: tuple[str, ...]) -> str | None:
+    """Return the media type of ``offered`` that ``accept`` prefers; None if it accepts none."""
     ranges = _ranges(accept)
     scored = []
     for index, media_type in enumerate(offered):
         quality, position = _match(media_type, ranges)
         if quality > 0:
             scored.append((-quality, position, index, media_type))
-    if not scored:
-        raise NotAcceptable(
-            f"Accept {accept!r} matches none of the representations of this answer: "
-            f"{', '.join(offered)} (errors are always application/problem+json)"
-        )
-    return min(scored)[3]
+    return min(scored)[3] if scored else None
 
 
 def negotiate(

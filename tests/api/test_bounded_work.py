@@ -382,6 +382,52 @@ async def test_the_disconnect_watcher_has_ended_when_the_answer_is_sent(
     assert app.state.computations.busy == 0
 
 
+async def test_the_watcher_is_waited_for_until_it_has_finished_its_cancellation() -> None:
+    # A task that needs several loop iterations to end after cancel(): the wait ends with it.
+    steps: list[str] = []
+
+    async def slow_to_end() -> None:
+        try:
+            await anyio.Event().wait()
+        finally:
+            for _ in range(3):
+                await asyncio.sleep(0)
+            steps.append("ended")
+
+    task = asyncio.ensure_future(slow_to_end())
+    await asyncio.sleep(0)
+    task.cancel()
+    await deps._ended(task)
+    assert steps == ["ended"] and task.done()
+    await deps._ended(task)  # a finished task: nothing to wait for
+
+
+async def test_a_request_cancelled_while_its_watcher_ends_stops_waiting_cleanly() -> None:
+    release = asyncio.Event()
+
+    async def ends_when_released() -> None:
+        await release.wait()
+
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _, context: reported.append(context))
+    try:
+        task = asyncio.ensure_future(ends_when_released())
+        waiting = asyncio.ensure_future(deps._ended(task))
+        await asyncio.sleep(0)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        release.set()
+        for _ in range(3):
+            await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(None)
+    # The task's end woke no cancelled waiter (an InvalidStateError in a callback otherwise).
+    assert task.done() and task.exception() is None
+    assert reported == []
+
+
 # -- POST /v1/estimate and GET /v1/metadata ------------------------------------------------------
 
 

@@ -6,15 +6,15 @@ Status, media type, the headers that are not per-request, and the body must be t
 """
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
 import fastapi.routing
 import httpx
 import numpy as np
 import pytest
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 
-from service.api.dispatch import DirectRoutes, planned
+from service.api.dispatch import DirectRoutes, install, planned
 from service.api.routes import tensors
 from service.config import Settings
 from service.main import create_app
@@ -152,3 +152,55 @@ def test_routes_with_fastapis_own_body_limit_take_fastapis_way() -> None:
 
     routes = DirectRoutes(app.router, app).plans
     assert ("POST", "/unlimited") in routes and ("POST", "/limited") not in routes
+
+
+def _order_app() -> tuple[FastAPI, list[str]]:
+    """An app whose route records the order of its dependencies' calls (shared and uncached)."""
+    calls: list[str] = []
+
+    async def shared(request: Request) -> int:
+        calls.append("shared")
+        return len(calls)
+
+    async def fresh(request: Request) -> int:
+        calls.append("fresh")
+        return len(calls)
+
+    async def outer(
+        request: Request,
+        first: Annotated[int, Depends(shared)],
+        again: Annotated[int, Depends(fresh, use_cache=False)],
+    ) -> tuple[int, int]:
+        calls.append("outer")
+        return first, again
+
+    app = FastAPI(dependencies=[Depends(shared)])
+
+    @app.post("/order")
+    async def order(
+        request: Request,
+        pair: Annotated[tuple[int, int], Depends(outer)],
+        cached: Annotated[int, Depends(shared)],
+        once: Annotated[int, Depends(fresh)],
+        twice: Annotated[int, Depends(fresh, use_cache=False)],
+    ) -> dict[str, Any]:
+        return {"pair": list(pair), "cached": cached, "once": once, "twice": twice}
+
+    return app, calls
+
+
+@pytest.mark.parametrize("direct", [True, False])
+async def test_a_plan_calls_dependencies_in_fastapis_order_and_caches_as_fastapi_does(
+    direct: bool,
+) -> None:
+    app, calls = _order_app()
+    if direct:
+        install(app)
+        assert planned(app) == ["POST /order"]
+    else:
+        app.dependency_overrides[_unused_dependency] = _unused_dependency
+    response = await _send(app, "POST", "/order", None, {})
+    # The app-level dependency first; `shared` once for the whole request; `fresh` cached for the
+    # uses that allow it (its first value, from inside `outer`), called again for each that do not.
+    assert calls == ["shared", "fresh", "outer", "fresh"]
+    assert response.json() == {"pair": [1, 2], "cached": 1, "once": 2, "twice": 4}

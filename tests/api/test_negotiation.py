@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from service.api.negotiation import OFFERS
+from service.api.negotiation import OFFERS, REMEMBERED_ACCEPT_LENGTH, choose
+from service.api.problems import NotAcceptable
 from service.config import Settings
 from service.main import create_app
 from tests.api.test_binary import ENDPOINTS, decoded, post_binary
@@ -104,6 +105,27 @@ async def test_accept_picks_by_quality_then_header_order(client, accept, media_t
     headers = {"accept": accept} if accept else {}
     response = await client.post("/v1/vec", json={"x": {"data": [1, 2]}}, headers=headers)
     assert response.status_code == 200 and response.headers["content-type"] == media_type
+
+
+def test_a_remembered_choice_belongs_to_its_accept_and_its_offers() -> None:
+    # The same Accept, asked again and for other offers: each answer is its own.
+    accept = f"{NPY}, application/json;q=0.5"
+    for _ in range(2):
+        assert choose(accept, ["application/json", NPY]) == NPY
+        assert choose(accept, ["application/json", NPZ]) == "application/json"
+        with pytest.raises(NotAcceptable):  # refused every time, not only the first
+            choose(accept, [NPZ, OCTET])
+
+
+def test_a_long_accept_is_negotiated_as_a_short_one() -> None:
+    padding = ", ".join(f"text/x-{i};q=0.1" for i in range(40))
+    accept = f"{padding}, {NPZ};q=0.9, application/*;q=0.2"
+    assert len(accept) > REMEMBERED_ACCEPT_LENGTH
+    for _ in range(2):
+        assert choose(accept, ["application/json", NPZ]) == NPZ
+        assert choose(accept, ["application/json", NPY]) == "application/json"
+        with pytest.raises(NotAcceptable):
+            choose(accept, ["image/png"])
 
 
 async def test_errors_are_problem_json_whatever_accept_says(client) -> None:

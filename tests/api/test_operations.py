@@ -114,6 +114,25 @@ async def test_metrics_count_requests_latency_engine_time_and_refusals(
     assert sample(text, "computations_in_flight") == 0
 
 
+async def test_each_app_times_its_own_computations_by_route() -> None:
+    # The engine-time children are kept per app: two apps in one process never share a count.
+    first, second = create_app(Settings()), create_app(Settings())
+    evaluate = {"x": {"data": [1.0, 2.0]}, "function": [{"op": "square"}, {"op": "sum"}]}
+    async with client_for(first) as one, client_for(second) as two:
+        await one.post("/v1/flat", json=FLAT)  # a small body: computed inline
+        await one.post("/v1/flat", json=FLAT)
+        await one.post("/v1/evaluate", json=evaluate)  # computed in the thread pool
+        await two.post("/v1/flat", json=FLAT)
+        counts = [
+            [
+                sample(text, "engine_seconds_count", route=route)
+                for route in ("/v1/flat", "/v1/evaluate")
+            ]
+            for text in [(await one.get("/metrics")).text, (await two.get("/metrics")).text]
+        ]
+    assert counts == [[2, 1], [1, 0]]
+
+
 # -- API keys ------------------------------------------------------------------------------------
 
 

@@ -42,6 +42,24 @@ def test_an_unaligned_segment_is_copied_to_an_aligned_array() -> None:
     np.testing.assert_array_equal(segment, x)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32", "int64"])
+@pytest.mark.parametrize("padding", range(8))
+def test_a_segment_is_a_view_exactly_when_its_address_is_a_multiple_of_its_item_size(
+    dtype: str, padding: int
+) -> None:
+    values = np.arange(6).astype(dtype).reshape(2, 3)
+    descriptor = {"encoding": "binary", "shape": [2, 3], "dtype": dtype}
+    header = json.dumps({"x": {**descriptor, "binary_data_size": values.nbytes}})
+    header += " " * ((8 - len(header) % 8) % 8 + padding)
+    body = header.encode() + values.tobytes()
+    _, [segment] = read_binary_body(body, str(len(header)), 1000, 8)
+    address = np.frombuffer(body, dtype=np.uint8).ctypes.data + len(header)
+    view = np.shares_memory(segment, np.frombuffer(body, dtype=np.uint8))
+    assert view == (address % values.itemsize == 0)
+    assert segment.flags.aligned and segment.dtype == values.dtype
+    np.testing.assert_array_equal(segment, values)
+
+
 def test_tensors_validated_after_the_body_find_the_request_segments() -> None:
     # A program's graph-node parameters are validated when the program is built, without the
     # body's validation context: the request's segments reach them through a context variable.
