@@ -75,7 +75,7 @@ def _flatten(dependant: Dependant, steps: list[_Step], first: dict[Any, int]) ->
     return len(steps)  # the value list holds the request first
 
 
-def _routes(routes: list[Any]) -> Iterator[tuple[str, Any]]:
+def api_routes(routes: list[Any]) -> Iterator[tuple[str, Any]]:
     """Yield (path, route or FastAPI's effective route of an included router) of API routes."""
     for route in routes:
         if isinstance(route, APIRoute):
@@ -85,7 +85,7 @@ def _routes(routes: list[Any]) -> Iterator[tuple[str, Any]]:
                 if isinstance(getattr(candidate, "original_route", None), APIRoute):
                     yield candidate.path_format, candidate
                 else:
-                    yield from _routes([candidate])
+                    yield from api_routes([candidate])
 
 
 def _request_only(dependant: Dependant) -> bool:
@@ -175,7 +175,7 @@ class DirectRoutes:
         self.app = app
         self.fastapi_app = fastapi_app
         self.plans: dict[tuple[str, str], _Plan] = {}
-        for path, route in _routes(fastapi_app.routes):
+        for path, route in api_routes(fastapi_app.routes):
             # FastAPI's own body limit (none is set here: BodyLimitMiddleware bounds bodies)
             # wraps the route's handler, which direct dispatch would bypass.
             limited = getattr(route, "max_body_size", None) is not None

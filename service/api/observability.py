@@ -22,6 +22,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .dispatch import api_routes
+
 # The environment variable prometheus_client reads (at import) for its multiprocess mode.
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -80,10 +82,30 @@ class Metrics:
 
 
 def route_template(scope: Scope) -> str:
-    """Return the matched route's path template (bounded label cardinality), or "unmatched"."""
+    """Return the matched route's path template (bounded label cardinality), or "unmatched".
+
+    A request refused before routing (a missing API key, a ``Content-Length`` over the body
+    limit) is counted under the route its path names, so that each route's refusals show in its
+    own series; only a path that names no route is "unmatched".
+    """
     route = scope.get("route")
     path = getattr(route, "path", None)
-    return path if isinstance(path, str) else "unmatched"
+    if isinstance(path, str):
+        return path
+    return _fixed_paths(scope.get("app")).get(scope.get("path", ""), "unmatched")
+
+
+def _fixed_paths(app: Any) -> dict[str, str]:
+    """Return the app's route paths without parameters (a path is its own template), cached."""
+    state = getattr(app, "state", None)
+    if state is None:
+        return {}
+    paths: dict[str, str] | None = getattr(state, "fixed_route_paths", None)
+    if paths is None:
+        # Made at the first request refused before routing, when every route has been added.
+        paths = {path: path for path, _ in api_routes(app.routes) if "{" not in path}
+        state.fixed_route_paths = paths
+    return paths
 
 
 class RequestContextMiddleware:

@@ -183,6 +183,23 @@ async def test_either_header_with_a_valid_key_passes(locked: FastAPI, headers: d
     assert response.status_code == 200 and response.json()["flat"] == 13
 
 
+async def test_requests_refused_before_routing_count_under_their_route() -> None:
+    app = create_app(Settings(api_keys="k1", max_body_bytes=1000))  # type: ignore[arg-type]
+    async with client_for(app) as c:
+        assert (await c.post("/v1/flat", json=FLAT)).status_code == 401
+    async with client_for(app, **{"X-API-Key": "k1"}) as c:
+        oversized = b" " * 2000  # refused by its Content-Length, before routing
+        headers = {"content-type": "application/json"}
+        assert (await c.post("/v1/flat", content=oversized, headers=headers)).status_code == 413
+        assert (await c.post("/no/such/route", json=FLAT)).status_code == 404
+        text = (await c.get("/metrics")).text
+    total = "http_requests_total"
+    assert sample(text, total, route="/v1/flat", method="POST", status="401") == 1
+    assert sample(text, total, route="/v1/flat", method="POST", status="413") == 1
+    assert sample(text, total, route="unmatched", method="POST", status="404") == 1
+    assert sample(text, total, route="unmatched", method="POST", status="401") == 0
+
+
 async def test_health_stays_public_and_metrics_follow_the_setting(locked: FastAPI) -> None:
     async with client_for(locked) as c:
         assert (await c.get("/healthz")).status_code == 200
