@@ -97,13 +97,13 @@ def route_template(scope: Scope) -> str:
 
 def _fixed_paths(app: Any) -> dict[str, str]:
     """Return the app's route paths without parameters (a path is its own template), cached."""
-    state = getattr(app, "state", None)
-    if state is None:
+    state, routes = getattr(app, "state", None), getattr(app, "routes", None)
+    if state is None or routes is None:  # not a Starlette app: nothing to name
         return {}
     paths: dict[str, str] | None = getattr(state, "fixed_route_paths", None)
     if paths is None:
         # Made at the first request refused before routing, when every route has been added.
-        paths = {path: path for path, _ in api_routes(app.routes) if "{" not in path}
+        paths = {path: path for path, _ in api_routes(routes) if "{" not in path}
         state.fixed_route_paths = paths
     return paths
 
