@@ -1,7 +1,7 @@
 """Every curl and Python example of the README runs against a live server and prints what it shows.
 
 The format (``docs/readme-examples.md``): the ``json`` block after an example is its expected
-stdout; ``...`` elides keys, values or trailing elements; numbers match within 1e-12.
+stdout; ``...`` elides keys, values or trailing elements; numbers match exactly.
 """
 
 from __future__ import annotations
