@@ -1,4 +1,4 @@
-"""Shared fixtures: Hypothesis profiles and a seeded random generator.
+"""Shared fixtures: Hypothesis profiles, a seeded random generator, the collector stopped.
 
 ``HYPOTHESIS_PROFILE=ci`` (set by ``.ci/run`` via CI=true) runs more examples than ``dev``, the
 same ones every run (derandomized: a red CI is reproducible). ``.ci/run`` then runs the property
@@ -12,7 +12,9 @@ also explores beyond the fixed set.
 import service  # noqa: F401
 
 # isort: on
+import gc
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,3 +46,14 @@ def rng() -> np.random.Generator:
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture
+def collector_off() -> Iterator[None]:
+    """Run the test with the cyclic garbage collector stopped (reference counting only)."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()

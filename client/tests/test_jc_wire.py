@@ -3,9 +3,11 @@
 import base64
 import json
 import struct
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from jacobian_client.calls import chain_rule
 from jacobian_client.wire import (
     HEADER_LENGTH,
     Wire,
@@ -47,6 +49,14 @@ def test_a_complex_array_is_refused_not_cast_to_its_real_part() -> None:
     # astype(float64) would drop the imaginary part with only a ComplexWarning.
     with pytest.raises(TypeError, match="complex128"):
         as_tensor(np.array([1.0 + 2.0j, 3.0]))
+
+
+def test_a_complex_sparse_jacobian_is_refused_too() -> None:
+    # A COO factor's values are sent apart from as_tensor: the same cast hid there. (Any object
+    # with row, col, data and shape is read as one: SciPy is an optional dependency.)
+    factor = SimpleNamespace(row=[0, 1], col=[0, 1], data=np.array([1.0 + 2.0j, 3.0]), shape=(2, 2))
+    with pytest.raises(TypeError, match="complex128"):
+        chain_rule([factor, np.eye(2)])
 
 
 def test_binary_segments_follow_the_json_text_order() -> None:

@@ -487,10 +487,13 @@ async def run_to_end(token: CancelToken, function: Callable[..., Result], *args:
             while not thread.done():
                 with contextlib.suppress(asyncio.CancelledError):
                     await asyncio.wait((thread,))
-        if not thread.cancelled():
-            # What it ended with gives way to the cancellation: marked as seen, or asyncio would
-            # log it as never retrieved.
-            thread.exception()
+        error = None if thread.cancelled() else thread.exception()
+        # What it ended with gives way to the cancellation: marked as seen above, or asyncio would
+        # log it as never retrieved. Its traceback holds the frame of anyio's wait, which holds
+        # the future that holds the error: a cycle that kept the request's body and arrays
+        # alive until the next collection.
+        if error is not None:
+            error.__traceback__ = None
         raise
     finally:
         # The task holds the worker's exception, whose traceback holds this frame: a reference

@@ -108,12 +108,12 @@ def _check_charset(params: str) -> None:
     JSON between systems is UTF-8 (RFC 8259, section 8.1) and is read as such: a body declared
     as UTF-16 would otherwise fail as "Invalid JSON", which sends a client looking in the wrong
     place. ``charset=utf-8`` (which ``application/json`` does not define, but clients send) is
-    accepted.
+    accepted, and so is ``charset=us-ascii``: its text is UTF-8 text, and it was always read.
     """
     for param in params.split(";"):
         name, _, value = param.partition("=")
         charset = value.strip().strip('"').lower()
-        if name.strip().lower() == "charset" and charset not in ("utf-8", "utf8"):
+        if name.strip().lower() == "charset" and charset not in ("utf-8", "utf8", "us-ascii"):
             raise UnsupportedMediaType(
                 f"a JSON body is read as UTF-8 (RFC 8259), not charset={charset}: send it as UTF-8"
             )

@@ -527,8 +527,8 @@ STATUS_DESCRIPTIONS: dict[int, str] = {
     408: "The body stopped arriving for longer than the read timeout, or arrived below the "
     "minimum rate (`/problems/body-stalled`).",
     413: "Payload or estimated work over a configured limit (`/problems/limit-exceeded`).",
-    415: "A body that is neither `application/json` nor `application/octet-stream` "
-    "(`/problems/unsupported-media-type`).",
+    415: "A body that is neither `application/json` nor `application/octet-stream`, or JSON "
+    "declared in a charset other than UTF-8 (`/problems/unsupported-media-type`).",
     422: "Invalid input, shape or parameter; `errors` points into the body.",
     500: "Unexpected error; generic detail, traceback only in the server log.",
     503: "Every computation slot is busy, or too many body bytes are in flight; retry after "

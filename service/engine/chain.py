@@ -99,6 +99,15 @@ class Place:
     label: str
     pointer: str | None = None
 
+    def locate(self, error: _Located) -> _Located:
+        """Return ``error`` again (same class) after the label, with the pointer.
+
+        The caller raises the result ``from error``.
+        """
+        located = type(error)(f"{self.label}: {error}")
+        located.pointer = self.pointer
+        return located
+
 
 def _require_finite(array: FloatArray, what: str) -> None:
     if not np.all(np.isfinite(array)):
@@ -269,10 +278,7 @@ class Chain:
         """
         if self._places is None:
             return type(error)(f"operation {index} ({self._ops[index].name}): {error}")
-        place = self._places[index]
-        located = type(error)(f"{place.label}: {error}")
-        located.pointer = place.pointer
-        return located
+        return self._places[index].locate(error)
 
     @contextmanager
     def blame(self, index: int) -> Iterator[None]:

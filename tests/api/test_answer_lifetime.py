@@ -12,7 +12,6 @@ import base64
 import gc
 import json
 import weakref
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -94,17 +93,6 @@ async def freed(ref: weakref.ref[np.ndarray]) -> bool:
             return True
         await asyncio.sleep(0.005)
     return False
-
-
-@pytest.fixture
-def collector_off() -> Iterator[None]:
-    """Run the test with the cyclic garbage collector stopped (reference counting only)."""
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 @pytest.fixture

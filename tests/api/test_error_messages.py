@@ -142,6 +142,17 @@ async def test_the_error_says_what_to_do(
         assert internal not in errors[0]["detail"], (internal, errors[0]["detail"])
 
 
+async def minimize_with_bound(client: httpx.AsyncClient, side: str, bound: str) -> httpx.Response:
+    """POST /v1/minimize with ``bound`` written as is (JSON has no NaN or Infinity of its own)."""
+    body = (
+        '{"x0": {"data": [1.0, 2.0]}, "function": [{"op": "square"}, {"op": "sum"}], '
+        f'"method": "lbfgs", "max_steps": 3, "bounds": {{"x": {{"{side}": {bound}}}}}}}'
+    )
+    return await client.post(
+        "/v1/minimize", content=body, headers={"content-type": "application/json"}
+    )
+
+
 @pytest.mark.parametrize("side, value", [("lower", "NaN"), ("lower", "Infinity"),
                                          ("upper", "-Infinity"), ("upper", "NaN")])  # fmt: skip
 async def test_a_bound_that_is_not_finite_is_refused_at_the_bound(
@@ -149,17 +160,23 @@ async def test_a_bound_that_is_not_finite_is_refused_at_the_bound(
 ) -> None:
     # A bare NaN or infinite bound used to reach the projection of x0 and come back as "x0 has
     # non-finite entries", pointing at nothing; null is the way to leave a side unbounded.
-    body = (
-        '{"x0": {"data": [1.0, 2.0]}, "function": [{"op": "square"}, {"op": "sum"}], '
-        f'"method": "lbfgs", "max_steps": 3, "bounds": {{"x": {{"{side}": {value}}}}}}}'
-    )
-    response = await client.post(
-        "/v1/minimize", content=body, headers={"content-type": "application/json"}
-    )
+    response = await minimize_with_bound(client, side, value)
     assert response.status_code == 422, response.text
     [error] = response.json()["errors"]
     assert error["pointer"] == f"/bounds/x/{side}", error
     assert error["detail"].startswith("Input should be a finite number"), error
+
+
+@pytest.mark.parametrize("side, value", [("lower", "-Infinity"), ("lower", "-1e400"),
+                                         ("upper", "Infinity"), ("upper", "1e400")])  # fmt: skip
+async def test_an_infinite_bound_on_its_own_side_leaves_it_open(
+    client: httpx.AsyncClient, side: str, value: str
+) -> None:
+    # -inf below and +inf above are what null means (unbounded), and were answered so: only an
+    # infinity that closes the box (or NaN) is refused. -1e400 is a plain JSON number.
+    opened, unbounded = [await minimize_with_bound(client, side, b) for b in (value, "null")]
+    assert opened.status_code == unbounded.status_code == 200, opened.text
+    assert opened.content == unbounded.content
 
 
 async def test_ops_list_shows_the_wire_key(client: httpx.AsyncClient) -> None:

@@ -50,6 +50,8 @@ async def test_a_body_type_not_read_is_a_415_problem(client, content_type) -> No
 @pytest.mark.parametrize("content_type", [
     "application/json", "application/json; charset=utf-8", 'application/json;charset="UTF-8"',
     "application/merge-patch+json", "application/json; foo=bar", None,
+    # US-ASCII text is UTF-8 text: such bodies were always read, and still are.
+    "application/json; charset=us-ascii", 'application/json; charset="US-ASCII"',
 ])  # fmt: skip
 async def test_json_bodies_are_read_with_or_without_a_type(client, content_type) -> None:
     headers = {"content-type": content_type} if content_type else {}

@@ -204,6 +204,15 @@ _SQRT_GRAPH = {
     "nodes": [{"id": "r", "op": "sqrt", "args": ["x"]}, {"id": "s", "op": "sum", "args": ["r"]}],
     "output": "s",
 }
+# Not a path (x is read twice): the graph runs as a program on every route, descent included.
+_SQRT_DAG = {
+    "nodes": [
+        {"id": "r", "op": "sqrt", "args": ["x"]},
+        {"id": "m", "op": "multiply", "args": ["r", "x"]},
+        {"id": "s", "op": "sum", "args": ["m"]},
+    ],
+    "output": "s",
+}
 _ROUTE_FIELDS: dict[str, dict[str, Any]] = {
     "/v1/evaluate": {},
     "/v1/jacobian": {},
@@ -223,8 +232,10 @@ _ROUTE_FIELDS: dict[str, dict[str, Any]] = {
         ("sum(sqrt(x))", "expression character 4 (sqrt)", "/function"),
         (_SQRT_GRAPH, "node 'r' (sqrt)", "/function/nodes/0"),
         ([{"op": "sqrt"}, {"op": "sum"}], "operation 0 (sqrt)", "/function/0"),
+        ("sum(sqrt(x) * x)", "expression character 4 (sqrt)", "/function"),
+        (_SQRT_DAG, "node 'r' (sqrt)", "/function/nodes/0"),
     ],
-    ids=["expression", "graph", "op-list"],
+    ids=["expression", "graph", "op-list", "expression, not a path", "graph, not a path"],
 )
 def test_a_runtime_error_names_the_programs_place_on_every_route(
     client: TestClient, path: str, function: Any, label: str, pointer: str

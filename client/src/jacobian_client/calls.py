@@ -26,7 +26,7 @@ from .results import (
     VjpResult,
     decode_jacobian,
 )
-from .wire import Wire, as_tensor, decode_tensor
+from .wire import Wire, as_tensor, decode_tensor, real_array
 
 T = TypeVar("T")
 Format = Literal["auto", "coo", "dense"]
@@ -432,7 +432,7 @@ def _jacobian_wire(matrix: Any) -> dict[str, Any]:
             "shape": [int(n) for n in coo.shape],
             "row": Wire(np.asarray(coo.row, dtype=np.int64), "index"),
             "col": Wire(np.asarray(coo.col, dtype=np.int64), "index"),
-            "data": Wire(np.asarray(coo.data, dtype=np.float64), "values"),
+            "data": Wire(real_array(coo.data).astype(np.float64, copy=False), "values"),
             **labels,
         }
     if hasattr(matrix, "tocoo"):  # any other SciPy sparse format

@@ -80,12 +80,25 @@ def as_tensor(value: Any) -> Wire:
     """
     if isinstance(value, Wire):
         return value
-    array = np.asarray(value)
-    if array.dtype.kind == "c":
-        raise TypeError(f"a tensor must be real, got {array.dtype}; send .real and .imag apart")
+    array = real_array(value)
     if array.dtype != np.float32:
         array = array.astype(np.float64, copy=False)
     return Wire(array)
+
+
+def real_array(value: Any) -> npt.NDArray[Any]:
+    """Return ``np.asarray(value)``, refusing a complex array.
+
+    Raises
+    ------
+    TypeError
+        For a complex array: the service computes over the reals, and a cast to float64 would
+        drop the imaginary part with only a ComplexWarning.
+    """
+    array = np.asarray(value)
+    if array.dtype.kind == "c":
+        raise TypeError(f"a tensor must be real, got {array.dtype}; send .real and .imag apart")
+    return array
 
 
 def _dtype_name(array: npt.NDArray[Any]) -> str:

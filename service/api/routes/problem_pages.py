@@ -48,9 +48,10 @@ PAGES: dict[str, tuple[int, str, str]] = {
         "without computing.",
         "Send less, follow the hint, or raise the SERVICE_* setting on your own deployment."),
     "unsupported-media-type": (415, "A body that is neither application/json nor "
-        "application/octet-stream, or a Content-Encoding other than identity and gzip.",
-        "Send Content-Type: application/json (or the binary form of the conventions, section "
-        "3.1), uncompressed or gzip."),
+        "application/octet-stream, JSON declared in a charset other than UTF-8, or a "
+        "Content-Encoding other than identity and gzip.",
+        "Send Content-Type: application/json in UTF-8 (or the binary form of the conventions, "
+        "section 3.1), uncompressed or gzip."),
     "invalid-body": (400, "A body that cannot be read at all, such as a broken or truncated gzip "
         "stream.", "Send the body again, compressed whole or not compressed."),
     "deadline-exceeded": (504, "The computation ran past SERVICE_COMPUTATION_DEADLINE_SECONDS and "

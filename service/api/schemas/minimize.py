@@ -5,10 +5,12 @@ its parameters; the response, trajectory points and NDJSON lines are gradient de
 running counts of function, gradient and Hessian-vector evaluations.
 """
 
+import math
 from typing import Annotated
 
 import numpy as np
-from pydantic import Field
+from pydantic import AfterValidator, Field
+from pydantic_core import PydanticKnownError
 
 from ...codec import Tensor, decode_tensor
 from ...engine import layout
@@ -24,11 +26,28 @@ from .descent import (
     TrajectoryPoint,
 )
 
-Bound = Annotated[
-    # Finite like every other number of a request: a NaN or infinite bound would only surface
-    # after x0 is projected into the box, as a non-finite x0; null leaves a side unbounded.
-    Annotated[float, Field(allow_inf_nan=False)] | Tensor | None,
-    Field(description="A number for every element, a tensor of x's shape, or null (unbounded)."),
+
+def _open_side(infinity: float) -> AfterValidator:
+    """Accept a finite bound, or the infinity that leaves its side open (as null does).
+
+    A NaN, or the infinity that closes the box (+inf below, -inf above), would only surface after
+    x0 is projected into the box, as a non-finite x0: it is refused here, at the bound.
+    """
+
+    def check(value: float) -> float:
+        if value != infinity and not math.isfinite(value):
+            raise PydanticKnownError("finite_number")
+        return value
+
+    return AfterValidator(check)
+
+
+_BOUND = "A number for every element, a tensor of x's shape, or null (unbounded)."
+LowerBound = Annotated[
+    Annotated[float, _open_side(-math.inf)] | Tensor | None, Field(description=_BOUND)
+]
+UpperBound = Annotated[
+    Annotated[float, _open_side(math.inf)] | Tensor | None, Field(description=_BOUND)
 ]
 
 
@@ -42,8 +61,8 @@ def _packed(parts: list[FloatArray]) -> FloatArray:
 class VariableBounds(StrictModel):
     """Box constraints ``lower <= x <= upper`` of one variable (L-BFGS-B)."""
 
-    lower: Bound = None
-    upper: Bound = None
+    lower: LowerBound = None
+    upper: UpperBound = None
 
 
 def _bound(value: float | Tensor | None, shape: Shape, fill: float, what: str) -> np.ndarray:

@@ -20,6 +20,7 @@ parsing, so no input can exhaust the parser's stack.
 
 import ast
 import math
+import re
 import sys
 from dataclasses import dataclass, field
 from keyword import iskeyword
@@ -35,6 +36,8 @@ MAX_DEPTH = 64
 
 _BINARY = {ast.Add: "add", ast.Sub: "subtract", ast.Mult: "multiply", ast.Div: "divide",
            ast.Pow: "power", ast.MatMult: "matmul"}  # fmt: skip
+# An integer literal's digits (underscores allowed): not a name's, a fraction's or an exponent's.
+_DIGITS = re.compile(r"(?<![\w.])[0-9][0-9_]*")
 
 
 class ExpressionError(ParameterError):
@@ -322,17 +325,23 @@ def compile_expression(
         reason = (
             error.msg if error.msg.startswith("invalid syntax") else f"invalid syntax: {error.msg}"
         )
+        offset = compiler.offset(at)
         if "integer string conversion" in error.msg:
             # Python's advice (sys.set_int_max_str_digits) is for the server, not the client.
             limit = sys.get_int_max_str_digits()
             reason = f"a number literal has more than {limit} digits; write it with an exponent"
+            # Python gives this error no position (offset 0): the first literal that long.
+            offset = next(
+                (m.start() for m in _DIGITS.finditer(source) if len(m[0].replace("_", "")) > limit),
+                offset,
+            )
         # An input may have any identifier as its name, and a keyword cannot appear in Python.
         keywords = sorted(name for name in inputs if iskeyword(name))
         if keywords:
             named = ", ".join(map(repr, keywords))
             reason += (f" (the inputs {named} are Python keywords, which an expression cannot "
                        "name: rename them, or use the graph form)")  # fmt: skip
-        raise ExpressionError(reason, compiler.offset(at)) from None
+        raise ExpressionError(reason, offset) from None
     except (RecursionError, MemoryError, ValueError, OverflowError):
         raise ExpressionError("the expression cannot be parsed (too complex)", 0) from None
     _check_size(tree, wrapped)

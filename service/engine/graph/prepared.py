@@ -182,7 +182,7 @@ class ProgramObjective(QuietObjective):
         If a value computed from the fixed inputs alone is not finite or not defined.
     """
 
-    __slots__ = ("_backs", "_base", "_in_shape", "_labels", "_ones", "_output", "_outs", "_spans",
+    __slots__ = ("_backs", "_base", "_in_shape", "_ones", "_output", "_outs", "_places", "_spans",
                  "_steps", "_stoppable", "packing", "program")  # fmt: skip
 
     def __init__(
@@ -231,7 +231,8 @@ class ProgramObjective(QuietObjective):
             backs.append(back)
         self._steps = tuple(steps)
         self._backs = tuple(reversed(backs))
-        self._labels = tuple(node.label for node in varying_nodes)
+        # How errors name each node: its label and pointer, as Program.trace names it.
+        self._places = tuple(node.place for node in varying_nodes)
         self._outs = tuple(slot[node.id] for node in varying_nodes)
         self._base: list[FloatArray | None] = [*fixed.values()] + [None] * (len(names) - len(fixed))
         # (slot, start, stop, shape) of each variable in x: an evaluation unpacks by slicing
@@ -277,11 +278,11 @@ class ProgramObjective(QuietObjective):
                 index += 1
         except Overflow:
             self._overflow(values, index + 1)
-            raise NonFiniteError(f"{self._labels[index]}: the result has non-finite entries "
-                                 "(overflow)") from None  # fmt: skip
+            overflow = NonFiniteError("the result has non-finite entries (overflow)")
+            raise self._places[index].locate(overflow) from None
         except (DomainError, NonFiniteError) as error:
             self._overflow(values, index)  # an earlier overflow is what failed first
-            raise type(error)(f"{self._labels[index]}: {error}") from error
+            raise self._places[index].locate(error) from error
         f = float(values[self._output].item())
         if not math.isfinite(f):
             self._overflow(values, len(self._steps))
@@ -293,9 +294,9 @@ class ProgramObjective(QuietObjective):
         The nodes are searched in order: the first non-finite output is where a test after every
         node would have stopped. Returns when all of them are finite.
         """
-        for label, out in zip(self._labels[:stop], self._outs, strict=False):
+        for place, out in zip(self._places[:stop], self._outs, strict=False):
             if not finite(values[out]):
-                raise NonFiniteError(f"{label}: the result has non-finite entries (overflow)")
+                raise place.locate(NonFiniteError("the result has non-finite entries (overflow)"))
 
     def gradient_unchecked(self, evaluation: Evaluation) -> FloatArray:
         """Return ``∇f`` with respect to every variable, packed like ``x``.
@@ -317,8 +318,7 @@ class ProgramObjective(QuietObjective):
                 back(values, pulled)
                 index += 1
         except (DomainError, NonFiniteError) as error:
-            label = self._labels[len(self._labels) - 1 - index]
-            raise type(error)(f"{label}: {error}") from error
+            raise self._places[len(self._places) - 1 - index].locate(error) from error
         parts = [pulled[k] for k, *_ in self._spans]
         if len(parts) == 1 and parts[0] is not None:
             # one variable: its gradient, vec_C (NumPy's reshape), a copy as packing makes

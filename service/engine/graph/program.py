@@ -17,6 +17,7 @@ import numpy as np
 
 from .. import layout
 from ..cancel import checkpoint
+from ..chain import Place
 from ..errors import DomainError, NonFiniteError, ParameterError, ShapeError
 from ..op import Sparsity, batch_of
 from ..types import FloatArray, Shape
@@ -70,6 +71,11 @@ class Node:
     def label(self) -> str:
         """How messages name the node."""
         return self.where or f"node {self.id!r} ({self.op.label})"
+
+    @property
+    def place(self) -> Place:
+        """How errors name the node: its label and pointer."""
+        return Place(self.label, self.pointer or None)
 
 
 class _Blame:

@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import functions
 from .. import layout as index_layout
-from ..chain import Chain, ComputedBy, Place, Strategy
+from ..chain import Chain, ComputedBy, Strategy
 from ..errors import LimitExceeded, ShapeError
 from ..fdcheck import PRODUCT_NNZ, FDCheck
 from ..functions import Direction, FormatRequest, FunctionLimits
@@ -68,7 +68,7 @@ def as_chain(program: Program) -> Chain | None:
     ops = program.chain_ops()
     if ops is None:
         return None
-    places = [Place(node.label, node.pointer or None) for node in program.nodes]
+    places = [node.place for node in program.nodes]
     return Chain(
         [op.op for op in ops if isinstance(op, Unary)],
         next(iter(program.inputs.values())),

@@ -55,6 +55,9 @@ def test_the_rosenbrock_slices_map_to_slice_nodes() -> None:
         ("x / 0", 0, "division by the constant 0"),
         ("x if y else k", 0, "IfExp"),
         ("'a'", 0, "only numbers"),
+        # Python gives this one no position: the long literal is found in the text.
+        ("x * 1" + "0" * 5000, 4, "more than 4300 digits"),
+        ("x1 + x * 1_" + "0" * 5000, 9, "more than 4300 digits"),
     ],
 )
 def test_refusals_carry_the_offset(source: str, offset: int, words: str) -> None:
