@@ -247,6 +247,37 @@ def test_a_runtime_error_names_the_programs_place_on_every_route(
     assert [e["pointer"] for e in problem["errors"]] == [pointer]
 
 
+@pytest.mark.parametrize(
+    ("function", "label"),
+    [
+        ("sum(log(x))", "expression character 4 (log)"),
+        (
+            {
+                "nodes": [
+                    {"id": "r", "op": "log", "args": ["x"]},
+                    {"id": "s", "op": "sum", "args": ["r"]},
+                ],
+                "output": "s",
+            },
+            "node 'r' (log)",
+        ),
+        ([{"op": "log"}, {"op": "sum"}], "operation 0 (log)"),
+    ],
+    ids=["expression", "graph", "op-list"],
+)
+def test_a_run_that_leaves_the_domain_names_the_programs_place_in_its_reason(
+    client: TestClient, function: Any, label: str
+) -> None:
+    # A 200 whose reason changed in session 6 for path programs ("operation 0 (log)" before);
+    # the op list keeps its wording. x_1 = 0.5 - 1.0 * (1 / 0.5) = -1.5 is outside log's domain.
+    body = {"inputs": {"x": t([0.5])}, "function": function, "learning_rate": 1.0, "max_steps": 3}
+    answer = client.post("/v1/gradient-descent", json=body).json()
+    assert answer["status"] == "diverged"
+    assert (
+        answer["reason"] == f"step 1: {label}: log needs x > 0; got 1 element(s) outside, e.g. -1.5"
+    )
+
+
 def test_forms_cannot_be_mixed(client: TestClient) -> None:
     for body in (
         {"x": t(R), "inputs": {"x": t(R)}, "function": [{"op": "sin"}]},
