@@ -73,10 +73,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from service.config import Settings  # noqa: E402
 from service.engine import xcorr  # noqa: E402
-from service.engine.chain import Chain, Strategy  # noqa: E402
+from service.engine.chain import Chain  # noqa: E402
 from service.engine.errors import LimitExceeded  # noqa: E402
 from service.engine.jacobian import Format  # noqa: E402
 from service.engine.op import Op, get_op  # noqa: E402
+from service.engine.strategy import Strategy  # noqa: E402
 from service.engine.types import Order  # noqa: E402
 
 try:  # optional third-party comparison; never installed by this project

@@ -19,13 +19,14 @@ return the same matrix:
 ``"auto"`` picks the cheapest by a cost estimate made from shapes alone (see :meth:`Chain.plan`).
 Sizes are estimated, and limits enforced, before anything is allocated. Errors raised inside an
 operation are re-raised with its position: ``"operation 2 (sum): ..."`` (0-based, as ``/ops/2``),
-or with the :class:`Place` given for it (a program's node: its label and JSON pointer).
+or with the :class:`~service.engine.errors.Place` given for it (a program's node: its label and
+JSON pointer).
 """
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal, TypeVar, get_args
+from typing import TypeVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -39,74 +40,33 @@ from .errors import (
     LimitExceeded,
     NonFiniteError,
     ParameterError,
+    Place,
     ShapeError,
 )
 from .jacobian import Format, Jacobian
 from .op import Op, Sparsity, batch_of, check_order
 from .sparse import Factor, canonicalize, coo_from_triplets, to_coo, to_dense
+from .strategy import (
+    BLOCK_ELEMENTS,
+    NNZ_HINT,
+    SPARSE_COST,
+    STRATEGIES,
+    JacobianPlan,
+    Strategy,
+    choose_strategy,
+)
 from .types import FloatArray, IndexArray, Layout, Order, Shape
 
-__all__ = [
-    "BLOCK_ELEMENTS",
-    "STRATEGIES",
-    "Chain",
-    "ComputedBy",
-    "JacobianPlan",
-    "Place",
-    "Strategy",
-    "choose_strategy",
-]
+__all__ = ["Chain"]
 
-Strategy = Literal["auto", "chain", "reverse", "forward"]
-ComputedBy = Literal["chain", "reverse", "forward"]
-STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
-# Tie-break order of "auto": the sparse product first, it never visits structural zeros.
-_PREFERENCE: tuple[ComputedBy, ...] = ("chain", "reverse", "forward")
+_Located = TypeVar("_Located", bound=EngineError)
+
 _FORMATS: tuple[Format, ...] = ("coo", "dense")
-
-# Float64 elements in one block of basis vectors and its images (16 MiB): the forward and reverse
-# strategies push the basis through in blocks of this size, so their memory stays bounded.
-BLOCK_ELEMENTS = 1 << 21
-# One sparse multiply-add in SciPy (index chasing, scattered writes) costs about this many dense
-# element operations in NumPy; it weights the "chain" estimate against "forward"/"reverse".
-# Measured on the 2-core machines over six chain shapes (xcorr, pooling, linear, softmax): the
-# sparse product ran at 1.3-9.5 ns per estimated unit, the batched basis passes at 0.3-6 ns.
-_SPARSE_COST = 8
 
 # Plans kept per chain (one per strategy, format and limits asked for; a chain is immutable).
 _PLANS_KEPT = 16
 
 _DENSE_HINT = "ask for format 'coo', or use /v1/jvp or /v1/vjp"
-_NNZ_HINT = "use /v1/jvp or /v1/vjp"
-_WORK_HINT = "strategies 'forward' and 'reverse' visit every entry; use strategy 'chain' or 'auto'"
-
-
-_Located = TypeVar("_Located", bound=EngineError)
-
-
-@dataclass(frozen=True)
-class Place:
-    """How an error names one operation of a chain built from a program's path graph.
-
-    Attributes
-    ----------
-    label : str
-        Put before the message: ``"expression character 4 (sqrt)"``, ``"node 'r' (sqrt)"``.
-    pointer : str or None
-        JSON pointer of the operation in the request (``"/function/nodes/0"``).
-    """
-
-    label: str
-    pointer: str | None = None
-
-    def locate(self, error: _Located) -> _Located:
-        """Return ``error`` again (same class) after the label, with the pointer.
-
-        The caller raises the result ``from error``.
-        """
-        located = type(error)(f"{self.label}: {error}")
-        located.pointer = self.pointer
-        return located
 
 
 def _require_finite(array: FloatArray, what: str) -> None:
@@ -123,84 +83,6 @@ class _Bound:
     nnz: int
     fan_out: int  # entries per row
     fan_in: int  # entries per column
-
-
-@dataclass(frozen=True)
-class JacobianPlan:
-    """How a Jacobian would be computed, decided from shapes alone, before any allocation.
-
-    Attributes
-    ----------
-    strategy : {"chain", "reverse", "forward"}
-        The strategy chosen (``"auto"`` resolved) or asked for.
-    costs : dict of str to int
-        Estimated cost of each strategy, in dense element operations.
-    nnz_bound : int
-        Upper bound on the non-zeros of the Jacobian.
-    chain_peak_nnz : int
-        Upper bound on the largest matrix the ``"chain"`` strategy holds (a local Jacobian or a
-        partial product), for its association order.
-    dense_elements : int
-        ``in_size * out_size``.
-    """
-
-    strategy: ComputedBy
-    costs: dict[str, int]
-    nnz_bound: int
-    chain_peak_nnz: int
-    dense_elements: int
-
-
-def choose_strategy(
-    strategy: Strategy,
-    costs: dict[str, int],
-    peak: int,
-    max_nnz: int,
-    dense_elements: int,
-    max_dense_elements: int,
-) -> ComputedBy:
-    """Resolve ``strategy`` from estimated costs, or refuse it, before anything is allocated.
-
-    ``chain`` is admissible when its largest matrix bound ``peak <= max_nnz``; ``forward`` and
-    ``reverse`` when the entries they visit, ``dense_elements``, are ``<= max_dense_elements``.
-    ``auto`` takes the cheapest admissible one, ties going to chain, then reverse, then forward.
-    Shared by op lists (:meth:`Chain.plan`) and programs (``graph.strategies.plan``).
-
-    Raises
-    ------
-    LimitExceeded
-        If the strategy asked for, or every strategy for ``auto``, is over a limit.
-    """
-    admissible = {
-        "chain": peak <= max_nnz,
-        "reverse": dense_elements <= max_dense_elements,
-        "forward": dense_elements <= max_dense_elements,
-    }
-    if strategy == "auto":
-        candidates = [s for s in _PREFERENCE if admissible[s]]
-        if not candidates:
-            raise LimitExceeded(
-                "non-zeros of a chain-rule product (upper bound)", peak, max_nnz, _NNZ_HINT,
-                setting="max_coo_nnz",
-            )  # fmt: skip
-        return min(candidates, key=costs.__getitem__)
-    if not admissible[strategy]:
-        if strategy == "chain":
-            raise LimitExceeded(
-                "non-zeros of a chain-rule product (upper bound)",
-                peak,
-                max_nnz,
-                hint="use strategy 'auto', or /v1/jvp or /v1/vjp",
-                setting="max_coo_nnz",
-            )
-        raise LimitExceeded(
-            f"Jacobian entries visited by strategy '{strategy}'",
-            dense_elements,
-            max_dense_elements,
-            hint=_WORK_HINT,
-            setting="max_dense_jacobian_elements",
-        )
-    return strategy
 
 
 class Chain:
@@ -612,7 +494,7 @@ class Chain:
             )  # fmt: skip
         if fmt == "coo" and nnz_bound > max_nnz:
             raise LimitExceeded(
-                "Jacobian non-zeros (upper bound)", nnz_bound, max_nnz, hint=_NNZ_HINT,
+                "Jacobian non-zeros (upper bound)", nnz_bound, max_nnz, hint=NNZ_HINT,
                 setting="max_coo_nnz",
             )  # fmt: skip
         _, flops, peak = self._association()
@@ -623,7 +505,7 @@ class Chain:
         )
         densify = dense_elements if fmt == "dense" else 0
         costs = {
-            "chain": _SPARSE_COST * (local_nnz + flops + nnz_bound) + densify,
+            "chain": SPARSE_COST * (local_nnz + flops + nnz_bound) + densify,
             "reverse": m * per_pass + dense_elements,
             "forward": n * per_pass + dense_elements,
         }

@@ -4,6 +4,9 @@ The engine raises these and nothing HTTP-shaped; the API layer maps each class t
 (``service/api/problems.py``). Messages name the operation and print the offending values.
 """
 
+from dataclasses import dataclass
+from typing import TypeVar
+
 
 class EngineError(Exception):
     """Root of every error the engine raises on purpose.
@@ -88,3 +91,31 @@ class DeadlineExceeded(EngineError):
         super().__init__(
             f"the computation did not finish within its deadline of {seconds:g} s and was stopped"
         )
+
+
+_Located = TypeVar("_Located", bound=EngineError)
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where in a program an error happened: an expression character or a graph node.
+
+    Attributes
+    ----------
+    label : str
+        Put before the message: ``"expression character 4 (sqrt)"``, ``"node 'r' (sqrt)"``.
+    pointer : str or None
+        JSON pointer of the operation in the request (``"/function/nodes/0"``).
+    """
+
+    label: str
+    pointer: str | None = None
+
+    def locate(self, error: _Located) -> _Located:
+        """Return ``error`` again (same class) after the label, with the pointer.
+
+        The caller raises the result ``from error``.
+        """
+        located = type(error)(f"{self.label}: {error}")
+        located.pointer = self.pointer
+        return located

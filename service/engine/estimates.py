@@ -12,7 +12,7 @@ from typing import Literal
 import numpy as np
 
 from . import layout, xcorr
-from .chain import BLOCK_ELEMENTS, Chain, JacobianPlan
+from .chain import Chain
 from .cost import (
     BUFFERS,
     COO_ENTRY,
@@ -35,6 +35,7 @@ from .cost import (
 from .descent.objective import prepared_operations
 from .functions import FD_DIRECTIONS
 from .jacobian import Format
+from .strategy import BLOCK_ELEMENTS, JacobianPlan
 from .types import FloatArray, IndexArray
 
 

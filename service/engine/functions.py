@@ -13,12 +13,13 @@ import numpy as np
 import scipy.sparse as sp
 
 from .cancel import checkpoint
-from .chain import Chain, ComputedBy, JacobianPlan, Strategy
+from .chain import Chain
 from .errors import LimitExceeded, ShapeError
 from .fdcheck import Differentiable, FDCheck, fd_check
 from .jacobian import Format, Jacobian
 from .layout import size_of
 from .sparse import canonicalize, check_dense, check_nnz, to_dense
+from .strategy import ComputedBy, JacobianPlan, Strategy
 from .types import FloatArray, Layout, Order
 
 FormatRequest = Literal["coo", "dense", "auto"]

@@ -22,12 +22,13 @@ from hypothesis import strategies as st
 
 from service.engine import chain as chain_module
 from service.engine import layout
-from service.engine.chain import Chain, Place
+from service.engine.chain import Chain
 from service.engine.errors import (
     DomainError,
     LimitExceeded,
     NonFiniteError,
     ParameterError,
+    Place,
     ShapeError,
 )
 from service.engine.op import get_op

@@ -13,7 +13,6 @@ names; ``tests/engine/test_program_cost.py`` checks that each bounds the measure
 from collections.abc import Iterable, Sequence
 
 from .. import layout
-from ..chain import BLOCK_ELEMENTS
 from ..cost import (
     BUFFERS,
     COO_ENTRY,
@@ -33,6 +32,7 @@ from ..descent.params import PREPARED_NNZ
 from ..functions import FD_DIRECTIONS
 from ..jacobian import Format
 from ..kernels.xcorr.columns import GATHER_COLUMNS
+from ..strategy import BLOCK_ELEMENTS
 from .curvature import HessianPlan
 from .nary import NaryOp, Unary
 from .ops.linalg import XCorr2D, _Contraction

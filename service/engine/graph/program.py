@@ -17,8 +17,7 @@ import numpy as np
 
 from .. import layout
 from ..cancel import checkpoint
-from ..chain import Place
-from ..errors import DomainError, NonFiniteError, ParameterError, ShapeError
+from ..errors import DomainError, NonFiniteError, ParameterError, Place, ShapeError
 from ..op import Sparsity, batch_of
 from ..types import FloatArray, Shape
 from .nary import NaryOp, Unary

@@ -12,12 +12,13 @@ import numpy as np
 
 from .. import functions
 from .. import layout as index_layout
-from ..chain import Chain, ComputedBy, Strategy
+from ..chain import Chain
 from ..errors import LimitExceeded, ShapeError
 from ..fdcheck import PRODUCT_NNZ, FDCheck
 from ..functions import Direction, FormatRequest, FunctionLimits
 from ..jacobian import Format, Jacobian
 from ..layout import size_of
+from ..strategy import ComputedBy, Strategy
 from ..types import FloatArray, Layout, Order, Shape
 from . import strategies
 from .nary import Unary

@@ -25,10 +25,10 @@ import scipy.sparse as sp
 
 from .. import layout as index_layout
 from ..cancel import checkpoint
-from ..chain import _SPARSE_COST, BLOCK_ELEMENTS, ComputedBy, Strategy, choose_strategy
 from ..errors import LimitExceeded, NonFiniteError, ParameterError
 from ..jacobian import Format, Jacobian
 from ..sparse import Factor, RowMap, canonicalize, coo_from_triplets, matmul, to_coo, to_dense
+from ..strategy import BLOCK_ELEMENTS, SPARSE_COST, ComputedBy, Strategy, choose_strategy
 from ..types import FloatArray, IndexArray, Layout, Order
 from .program import Program, blame
 
@@ -157,7 +157,7 @@ def plan(
         raise LimitExceeded("Jacobian non-zeros (upper bound)", total_nnz, max_nnz, _NNZ_HINT,
                             setting="max_coo_nnz")  # fmt: skip
     costs = {
-        "chain": _SPARSE_COST * (local + flops + total_nnz) + (dense if fmt == "dense" else 0),
+        "chain": SPARSE_COST * (local + flops + total_nnz) + (dense if fmt == "dense" else 0),
         "reverse": m * _per_pass(program, frozenset(wrt)) + dense,
         "forward": sum(n * _per_pass(program, frozenset({w})) for w, n in sizes.items()) + dense,
     }
