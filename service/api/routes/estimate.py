@@ -137,18 +137,15 @@ def _estimate(request: EstimateRequest, settings: Settings) -> EstimateResponse:
     raw = json.dumps(request.body).encode()
     limits = _limits(settings)
     try:
-        try:
-            body, _ = validate_body(estimator.model, raw, settings)  # JSON: no segments
-        except InvalidDocument as invalid:
-            error = invalid.render()
-            # The pointers are into the inner body, which sits under /body here.
-            rendered = [
-                e.model_copy(update={"pointer": "/body" + e.pointer}) for e in error.rendered
-            ]
-            raise RenderedValidationError(rendered, error.count) from None
         # A limit met while parsing (a tensor's declared size) is a refusal like the estimate's.
+        body, _ = validate_body(estimator.model, raw, settings)  # JSON: no segments
         estimate = estimator.estimate(body, settings)
         check_request(estimate, settings)
+    except InvalidDocument as invalid:
+        error = invalid.render()
+        # The pointers are into the inner body, which sits under /body here.
+        rendered = [e.model_copy(update={"pointer": "/body" + e.pointer}) for e in error.rendered]
+        raise RenderedValidationError(rendered, error.count) from None
     except EngineError as error:
         refused = expected_problem(error, request.path)
         return EstimateResponse(path=request.path, refused=True, problem=refused, limits=limits)
