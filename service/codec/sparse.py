@@ -6,11 +6,9 @@ In base64 mode ``row``/``col`` are little-endian int64 bytes and ``data`` little
 Dense: the same header with ``format: "dense"`` and ``data`` a 2-D tensor.
 """
 
-import binascii
 from typing import Annotated, Any, Literal
 
 import numpy as np
-import pybase64
 import scipy.sparse as sp
 from pydantic import (
     BaseModel,
@@ -32,6 +30,7 @@ from .tensors import (
     Encoding,
     Tensor,
     TensorOut,
+    b64decode,
     base64_length,
     decode_tensor,
     defer_or_raise,
@@ -171,10 +170,7 @@ def _decode_array(values: Any, name: str, info: ValidationInfo) -> np.ndarray[An
         return array
     if not isinstance(values, str):
         return np.asarray(values, dtype=wire)
-    try:
-        raw = pybase64.b64decode(values, validate=True)
-    except (binascii.Error, ValueError) as error:
-        raise ValueError(f"{name} is not valid standard base64 with padding: {error}") from None
+    raw = b64decode(values, name)
     if len(raw) % wire.itemsize:
         raise ValueError(
             f"{name} holds {len(raw)} bytes, not a multiple of {wire.itemsize} ({wire.name})"

@@ -190,20 +190,21 @@ def _decode_base64(data: str, shape: list[int], dtype: str) -> FloatArray:
     if decoded_length != expected:
         # Text that is no base64 at all is told so first: its "size" means nothing. Decoding
         # costs only on this error path, and the body's size already bounds it.
-        _b64decode(data)
+        b64decode(data)
         raise ValueError(
             f"base64 data holds {decoded_length} bytes but shape {shape} of {dtype} "
             f"needs {expected}"
         )
-    array = np.frombuffer(_b64decode(data), dtype=wire).reshape(shape)
+    array = np.frombuffer(b64decode(data), dtype=wire).reshape(shape)
     return array.astype(np.float64)
 
 
-def _b64decode(data: str) -> bytes:
+def b64decode(text: str, what: str = "data") -> bytes:
+    """Decode strict standard base64 with padding (a ``ValueError`` naming ``what`` if not)."""
     try:
-        return pybase64.b64decode(data, validate=True)
+        return pybase64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as error:
-        raise ValueError(f"data is not valid standard base64 with padding: {error}") from None
+        raise ValueError(f"{what} is not valid standard base64 with padding: {error}") from None
 
 
 def _check_finite(array: FloatArray) -> None:
